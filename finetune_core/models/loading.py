@@ -1,0 +1,66 @@
+"""Load a prepared model: in 4-bit NF4 for QLoRA, or in full precision."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from finetune_core.models.prepare import prepare
+from finetune_core.models.registry import resolve
+
+Quantization = Literal["nf4", "none"]
+
+# Tokens that end an assistant turn, in the families we ship.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_tokenizer(name_or_path: str):  # -> PreTrainedTokenizerBase
+    from transformers import AutoTokenizer
+
+    spec = resolve(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(prepare(name_or_path))
+    if not tokenizer.chat_template and spec.default_chat_template:
+        tokenizer.chat_template = spec.default_chat_template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:  # noqa: ANN001 - any HF tokenizer
+    """Ids that stop generation: the end-of-turn marker(s) and EOS."""
+    vocab = tokenizer.get_vocab()
+    ids = [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return sorted(set(ids))
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    quantization: Quantization = "nf4",
+    compute_dtype: torch.dtype = torch.bfloat16,
+    device: torch.device | None = None,
+) -> torch.nn.Module:
+    """Load a base model; `nf4` is QLoRA's 4-bit NormalFloat with double quantization."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    folder = prepare(name_or_path)
+    device = device or default_device()
+    kwargs: dict = {"dtype": compute_dtype, "device_map": {"": str(device)}}
+    if quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_quant_storage=torch.uint8,
+        )
+    elif quantization != "none":
+        raise ValueError(f"quantization must be 'nf4' or 'none', not {quantization!r}")
+    return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
