@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 from finetune_core.models.prepare import prepare
 from finetune_core.models.registry import resolve
@@ -19,7 +22,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_tokenizer(name_or_path: str):  # -> PreTrainedTokenizerBase
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     spec = resolve(name_or_path)
@@ -31,7 +34,7 @@ def load_tokenizer(name_or_path: str):  # -> PreTrainedTokenizerBase
     return tokenizer
 
 
-def end_of_turn_ids(tokenizer) -> list[int]:  # noqa: ANN001 - any HF tokenizer
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Ids that stop generation: the end-of-turn marker(s) and EOS."""
     vocab = tokenizer.get_vocab()
     ids = [vocab[t] for t in END_OF_TURN_TOKENS if t in vocab]

@@ -10,8 +10,12 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 from finetune_core.errors import ModelNotFound
 from finetune_core.models.registry import ModelSpec, package_dir, prepared_dir, resolve
@@ -78,7 +82,7 @@ def _convert_gguf(spec: ModelSpec, out: Path) -> torch.nn.Module:
     return model
 
 
-def _byte_tokenizer(chat_template: str):  # -> PreTrainedTokenizerFast
+def _byte_tokenizer(chat_template: str) -> PreTrainedTokenizerFast:
     """A 259-token byte-level tokenizer built locally: no download, exact round trips."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

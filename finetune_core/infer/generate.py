@@ -1,0 +1,144 @@
+"""Chat with a base model or base + adapter: chat template, greedy or sampled,
+stop at the end-of-turn token, streamed text and batched prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from finetune_core.data.render import render_prompt
+from finetune_core.data.types import Message
+from finetune_core.models.loading import Quantization, end_of_turn_ids, load_model, load_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+# Called with (row index in the batch, new text) as tokens arrive.
+OnText = Callable[[int, str], None]
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of turn) or "length"
+
+
+@dataclass
+class ChatModel:
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    adapter: str | None = None
+
+
+def load_chat_model(
+    name: str, *, adapter: str | None = None, quantization: Quantization = "nf4"
+) -> ChatModel:
+    """A base model, optionally with a PEFT adapter folder applied on top."""
+    tokenizer = load_tokenizer(name)
+    model = load_model(name, quantization=quantization)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    return ChatModel(model=model, tokenizer=tokenizer, name=name, adapter=adapter)
+
+
+def as_messages(conversation: Sequence[Message | dict]) -> list[Message]:
+    return [
+        m if isinstance(m, Message) else Message(role=m["role"], content=m["content"])
+        for m in conversation
+    ]
+
+
+class _Streamer:
+    """transformers streamer that turns each step's token ids into per-row text deltas."""
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, rows: int, stop_ids: list[int], on_text: OnText
+    ) -> None:
+        self.tokenizer, self.stop_ids, self.on_text = tokenizer, set(stop_ids), on_text
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.sent = [""] * rows
+        self.done = [False] * rows
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate() first passes the prompt itself
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(len(self.ids), -1)[:, -1].tolist()):
+            if self.done[row]:
+                continue
+            if token in self.stop_ids:
+                self.done[row] = True
+                continue
+            self.ids[row].append(token)
+            text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+            # Hold back a trailing partial UTF-8 character until it completes.
+            if text.endswith("\ufffd"):
+                continue
+            if len(text) > len(self.sent[row]):
+                self.on_text(row, text[len(self.sent[row]) :])
+                self.sent[row] = text
+
+    def end(self) -> None:
+        pass
+
+
+@torch.no_grad()
+def generate(
+    chat: ChatModel,
+    conversations: Sequence[Sequence[Message | dict]],
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    on_text: OnText | None = None,
+) -> list[Generation]:
+    """Answer each conversation. temperature 0 is greedy decoding."""
+    tok = chat.tokenizer
+    prompts = [render_prompt(tok, as_messages(c)) for c in conversations]
+    width = max(len(p) for p in prompts)
+    pad = tok.pad_token_id
+    # Left padding keeps every prompt's last token at the same position.
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    device = next(chat.model.parameters()).device
+    stop_ids = end_of_turn_ids(tok)
+    if seed is not None:
+        torch.manual_seed(seed)
+    sampling = temperature > 0
+    out = chat.model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attention.to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=sampling,
+        temperature=temperature if sampling else None,
+        top_p=top_p if sampling else None,
+        top_k=None,
+        eos_token_id=stop_ids,
+        pad_token_id=pad,
+        streamer=_Streamer(tok, len(prompts), stop_ids, on_text) if on_text else None,
+    )
+    results = []
+    for row, prompt in enumerate(prompts):
+        new = out[row, width:].tolist()
+        stop_at = next((i for i, t in enumerate(new) if t in stop_ids), None)
+        answer = new if stop_at is None else new[:stop_at]
+        results.append(
+            Generation(
+                text=tok.decode(answer, skip_special_tokens=True),
+                prompt_tokens=len(prompt),
+                completion_tokens=len(answer) + (stop_at is not None),
+                finish_reason="length" if stop_at is None else "stop",
+            )
+        )
+    return results

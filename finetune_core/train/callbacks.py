@@ -1,0 +1,70 @@
+"""One progress interface for every consumer: the CLI's bar, the workers' database rows."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+EventKind = Literal["start", "step", "eval", "checkpoint", "done", "cancelled"]
+
+
+@dataclass
+class ProgressEvent:
+    kind: EventKind
+    step: int
+    total_steps: int
+    train_loss: float | None = None
+    val_loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_s: float | None = None
+    eta_s: float | None = None
+    peak_memory_bytes: int | None = None
+    epoch: float | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+Callback = Callable[[ProgressEvent], None]
+
+
+def peak_memory_bytes() -> int:
+    """Peak accelerator memory on CUDA, else the process's peak resident set."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is KiB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+class TqdmCallback:
+    """The CLI's progress bar: loss, learning rate, throughput and ETA."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(
+                total=event.total_steps, initial=event.step, unit="step", dynamic_ncols=True
+            )
+        if event.kind == "step":
+            self.bar.n = event.step
+            self.bar.set_postfix(
+                loss=f"{event.train_loss:.4f}",
+                lr=f"{event.learning_rate:.2e}",
+                tok_s=f"{event.tokens_per_s:.0f}",
+                refresh=False,
+            )
+            self.bar.refresh()
+        elif event.kind in ("eval", "checkpoint", "cancelled"):
+            self.bar.write(event.message)
+        if event.kind in ("done", "cancelled"):
+            self.bar.close()

@@ -1,0 +1,158 @@
+"""Checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint holds the adapter, the optimizer and scheduler states, every RNG
+state and the step (the data position derives from it). Each is written into a
+temporary folder that is renamed into place, so a kill mid-save leaves the
+previous checkpoint intact and never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINTS = "checkpoints"
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a staging folder that replaces `target` only if the block succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            old = target.with_name(f".{target.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _split_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state -> (flat tensors, JSON). Keys are `<param index>.<name>`."""
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {}
+    for idx, slots in state["state"].items():
+        for name, value in slots.items():
+            key = f"{idx}.{name}"
+            if isinstance(value, torch.Tensor):
+                tensors[key] = value.detach().cpu().contiguous()
+            else:
+                plain[key] = value
+    return tensors, {"plain": plain, "param_groups": state["param_groups"]}
+
+
+def _join_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in list(tensors.items()) + list(meta["plain"].items()):
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = meta["param_groups"]
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    py = random.getstate()
+    np_state = np.random.get_state()
+    plain = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+    return tensors, plain
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    version, state, gauss = plain["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = plain["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def save_checkpoint(
+    folder: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    trainer_state: dict[str, Any],
+) -> None:
+    with atomic_dir(folder) as out:
+        model.save_pretrained(out, safe_serialization=True)
+        opt_tensors, opt_meta = _split_state(optimizer.state_dict())
+        save_file(opt_tensors, out / "optimizer.safetensors")
+        rng_tensors, rng_plain = rng_state()
+        save_file(rng_tensors, out / "rng.safetensors")
+        state = {
+            "step": step,
+            "optimizer": opt_meta,
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_plain,
+            **trainer_state,
+        }
+        (out / "trainer_state.json").write_text(json.dumps(state, indent=1))
+
+
+def load_checkpoint(
+    folder: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict[str, Any]:
+    """Restore everything saved; returns the trainer state (step, metrics, ...)."""
+    from peft.utils import set_peft_model_state_dict
+
+    adapter = load_file(folder / "adapter_model.safetensors")
+    result = set_peft_model_state_dict(model, adapter)
+    if getattr(result, "unexpected_keys", None):
+        raise RuntimeError(
+            f"checkpoint {folder} has weights this model lacks: {result.unexpected_keys[:3]}"
+        )
+    state = json.loads((folder / "trainer_state.json").read_text())
+    optimizer.load_state_dict(
+        _join_state(load_file(folder / "optimizer.safetensors"), state["optimizer"])
+    )
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(load_file(folder / "rng.safetensors"), state["rng"])
+    return state
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (staging folders start with a dot)."""
+    root = output_dir / CHECKPOINTS
+    if not root.exists():
+        return []
+    done = [p for p in root.glob("step-*") if (p / "trainer_state.json").exists()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    return output_dir / CHECKPOINTS / f"step-{step:06d}"

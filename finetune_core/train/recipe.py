@@ -1,0 +1,266 @@
+"""The QLoRA fine-tuning recipe, read top to bottom.
+
+    python -m finetune_core train --model smollm2-135m-instruct --data task.json --max-steps 20
+
+data -> packed rows -> 4-bit base + LoRA -> AdamW loop with eval, checkpoints,
+cooperative cancel and exact resume -> a PEFT adapter folder and a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from finetune_core.data.pack import Row, collate
+from finetune_core.errors import Cancelled, EmptyDataset, NaNLoss, OutOfMemory
+from finetune_core.models.loading import load_tokenizer
+from finetune_core.train.callbacks import Callback, ProgressEvent, peak_memory_bytes
+from finetune_core.train.checkpoint import (
+    checkpoint_dir,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from finetune_core.train.config import TrainConfig
+from finetune_core.train.outputs import save_adapter, write_manifest
+from finetune_core.train.setup import build_model, build_optimizer, prepare_rows
+
+
+@dataclass
+class TrainResult:
+    status: str  # "succeeded" or "cancelled"
+    output_dir: Path
+    steps: int
+    total_steps: int
+    train_loss: float | None = None
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_rows(rows: list[Row], micro: int, batch_size: int, seed: int) -> list[Row]:
+    """The rows of global micro-batch `micro`. A pure function of the step, so
+    resuming needs only the step to know the data position."""
+    per_epoch = math.ceil(len(rows) / batch_size)
+    epoch, index = divmod(micro, per_epoch)
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch))
+    return [rows[int(i)] for i in order[index * batch_size : (index + 1) * batch_size]]
+
+
+def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over trained tokens, and how many there were."""
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    logits = model(
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+    ).logits
+    labels = batch["labels"][:, 1:]
+    n = int((labels != -100).sum())
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
+    )
+    return loss / max(n, 1), n
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, rows: list[Row], batch_size: int, pad_id: int) -> float | None:
+    if not rows:
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        loss, n = token_loss(model, collate(rows[i : i + batch_size], pad_id))
+        total += float(loss) * n
+        count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    callback: Callback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    cfg.validate()
+    emit = callback or (lambda event: None)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:  # `resume` reads it back
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    seed_everything(cfg.seed)
+
+    # 1. Data: read, split, render with the chat template, pack.
+    tokenizer = load_tokenizer(cfg.model)
+    train_rows, val_rows, data_info = prepare_rows(cfg, tokenizer)
+    if not train_rows:
+        raise EmptyDataset(
+            f"no training examples left after filtering {cfg.data}: every example was empty, "
+            "had no assistant answer with weight 1, or was cut away at max_length"
+        )
+    val_rows = val_rows[: cfg.max_val_rows]
+    pad_id = tokenizer.pad_token_id
+
+    # 2. Model: 4-bit base, LoRA adapter; optimizer and schedule.
+    micro_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
+    total_steps = cfg.max_steps or math.ceil(micro_per_epoch * cfg.epochs / cfg.grad_accum)
+    model = build_model(cfg)
+    optimizer, scheduler = build_optimizer(cfg, model, total_steps)
+
+    # 3. Resume: the latest complete checkpoint restores weights, optimizer, RNG and step.
+    step, state = 0, {"history": [], "best_val_loss": None, "best_step": None}
+    saved = list_checkpoints(out) if resume else []
+    if saved:
+        state = load_checkpoint(saved[-1], model=model, optimizer=optimizer, scheduler=scheduler)
+        step = state["step"]
+    history: list[dict[str, Any]] = state["history"]
+    emit(
+        ProgressEvent("start", step, total_steps, message=f"training {cfg.model} from step {step}")
+    )
+
+    def checkpoint(at: int) -> None:
+        trainer_state = {k: state[k] for k in ("best_val_loss", "best_step")} | {"history": history}
+        save_checkpoint(
+            checkpoint_dir(out, at),
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            step=at,
+            trainer_state=trainer_state,
+        )
+        emit(ProgressEvent("checkpoint", at, total_steps, message=f"saved checkpoint at step {at}"))
+
+    # 4. The loop. Each optimizer step runs grad_accum micro-batches.
+    model.train()
+    started, tokens_seen, last_loss = time.monotonic(), 0, None
+    start_step = step
+    while step < total_steps:
+        if should_stop is not None and should_stop():
+            checkpoint(step)
+            emit(ProgressEvent("cancelled", step, total_steps, message=f"cancelled at step {step}"))
+            return _result("cancelled", out, step, total_steps, last_loss, state, history)
+        try:
+            last_loss, n_tokens = _optimizer_step(cfg, model, optimizer, train_rows, step, pad_id)
+        except torch.OutOfMemoryError as exc:
+            raise OutOfMemory(
+                f"out of memory at step {step + 1} (batch_size={cfg.batch_size}, max_length="
+                f"{cfg.max_length}): lower either, or raise grad_accum; checkpoints so far are kept"
+            ) from exc
+        if not math.isfinite(last_loss):
+            raise NaNLoss(
+                f"the training loss became {last_loss} at step {step + 1}: lower the learning rate "
+                f"(now {cfg.learning_rate}); checkpoints so far are kept"
+            )
+        scheduler.step()
+        step += 1
+        tokens_seen += n_tokens
+        elapsed = time.monotonic() - started
+        rate = tokens_seen / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / (step - start_step) * (total_steps - step)
+        record = {
+            "step": step,
+            "train_loss": last_loss,
+            "learning_rate": scheduler.get_last_lr()[0],
+        }
+        emit(
+            ProgressEvent(
+                "step",
+                step,
+                total_steps,
+                train_loss=last_loss,
+                learning_rate=record["learning_rate"],
+                tokens_per_s=rate,
+                eta_s=eta,
+                peak_memory_bytes=peak_memory_bytes(),
+                epoch=step * cfg.grad_accum / micro_per_epoch,
+            )
+        )
+        if val_rows and (step % cfg.eval_every == 0 or step == total_steps):
+            val_loss = evaluate(model, val_rows, cfg.batch_size, pad_id)
+            record["val_loss"] = val_loss
+            msg = f"step {step}: validation loss {val_loss:.4f}"
+            if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
+                state["best_val_loss"], state["best_step"] = val_loss, step
+                save_adapter(model, tokenizer, out / "best")
+                msg += " (best so far, saved)"
+            emit(ProgressEvent("eval", step, total_steps, val_loss=val_loss, message=msg))
+        history.append(record)
+        if step % cfg.save_every == 0 and step < total_steps:
+            checkpoint(step)
+
+    # 5. Outputs: the last checkpoint, the final adapter and the manifest.
+    checkpoint(step)
+    save_adapter(model, tokenizer, out / "last")
+    final = "best" if cfg.final == "best" and (out / "best").exists() else "last"
+    result = _result("succeeded", out, step, total_steps, last_loss, state, history)
+    write_manifest(cfg, out, final=final, data_info=data_info, result=result.__dict__)
+    emit(
+        ProgressEvent(
+            "done",
+            step,
+            total_steps,
+            train_loss=last_loss,
+            message=f"adapter saved to {out / 'adapter'}",
+        )
+    )
+    return result
+
+
+def _optimizer_step(
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rows: list[Row],
+    step: int,
+    pad_id: int,
+) -> tuple[float, int]:
+    """One optimizer step over grad_accum micro-batches; returns (mean loss, tokens)."""
+    total_loss, total_tokens = 0.0, 0
+    for k in range(cfg.grad_accum):
+        batch = collate(
+            batch_rows(rows, step * cfg.grad_accum + k, cfg.batch_size, cfg.seed), pad_id
+        )
+        loss, _ = token_loss(model, batch)
+        (loss / cfg.grad_accum).backward()
+        total_loss += float(loss) / cfg.grad_accum
+        total_tokens += int((batch["labels"] != -100).sum())
+    if cfg.grad_clip > 0:
+        params = [p for p in model.parameters() if p.requires_grad]
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total_loss, total_tokens
+
+
+def _result(
+    status: str, out: Path, step: int, total: int, loss: float | None, state: dict, history: list
+) -> TrainResult:
+    return TrainResult(
+        status=status,
+        output_dir=out,
+        steps=step,
+        total_steps=total,
+        train_loss=loss,
+        best_val_loss=state["best_val_loss"],
+        best_step=state["best_step"],
+        history=history,
+    )
+
+
+__all__ = ["Cancelled", "TrainResult", "train"]

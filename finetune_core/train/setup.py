@@ -1,0 +1,104 @@
+"""Building blocks the recipe calls: rows from data, the adapted model, the optimizer."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from finetune_core.data.pack import Row, pack
+from finetune_core.data.render import render_example
+from finetune_core.models.loading import load_model
+from finetune_core.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+def prepare_rows(
+    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase
+) -> tuple[list[Row], list[Row], dict[str, Any]]:
+    """Read, split, render and pack; returns train rows, validation rows and data facts."""
+    from finetune_core.data import read_examples, train_val_split
+    from finetune_core.train.outputs import file_sha256
+
+    examples = list(read_examples(cfg.data, fmt=cfg.data_format, column_map=cfg.column_map))
+    if cfg.limit_examples:
+        examples = examples[: cfg.limit_examples]
+    if cfg.val_data:
+        train_ex = examples
+        val_ex = list(read_examples(cfg.val_data, fmt=cfg.data_format, column_map=cfg.column_map))
+    else:
+        train_ex, val_ex = train_val_split(examples, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    train_r = [render_example(tokenizer, ex) for ex in train_ex]
+    val_r = [render_example(tokenizer, ex) for ex in val_ex]
+    train_rows = pack(train_r, cfg.max_length, packing=cfg.packing)
+    # Validation rows are never packed, so the loss per example is comparable across runs.
+    val_rows = pack(val_r, cfg.max_length, packing=False)
+    info = {
+        "data_sha256": file_sha256(cfg.data),
+        "n_train_examples": len(train_ex),
+        "n_val_examples": len(val_ex),
+        "n_train_rows": len(train_rows),
+        "n_truncated": sum(len(r.input_ids) > cfg.max_length for r in train_r),
+        "train_tokens": sum(len(r) for r in train_rows),
+    }
+    return train_rows, val_rows, info
+
+
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
+    """The base model (4-bit NF4 for QLoRA) with a fresh LoRA or DoRA adapter."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    model = load_model(cfg.model, quantization=cfg.quantization)
+    model.config.use_cache = False
+    if cfg.quantization == "nf4":
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.target_modules,
+        use_dora=cfg.method == "dora",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def build_optimizer(
+    cfg: TrainConfig, model: torch.nn.Module, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (paged 8-bit on CUDA by default) and a warm-up + cosine/linear schedule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    kind = cfg.optimizer
+    if kind == "auto":
+        kind = "paged_adamw_8bit" if torch.cuda.is_available() else "adamw"
+    if kind == "paged_adamw_8bit":
+        import bitsandbytes as bnb
+
+        optimizer = bnb.optim.PagedAdamW8bit(
+            params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+    else:
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if cfg.lr_scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        if cfg.lr_scheduler == "linear":
+            return max(0.0, 1 - progress)
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
