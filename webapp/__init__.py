@@ -1,0 +1,1 @@
+"""Tunebook web app: Django project. Never imports torch or finetune_core."""

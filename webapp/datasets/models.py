@@ -1,0 +1,84 @@
+"""Datasets are named per team; every upload adds an immutable DatasetVersion."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from webapp.jobs.models import Job
+from webapp.teams.models import Team
+
+
+class Dataset(models.Model):
+    TEAM_PATH = "team"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=100)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="dataset_unique_team_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DatasetFormat(models.TextChoices):
+    AUTO = "", "Detect from file"
+    JSONL = "jsonl", "JSON Lines"
+    JSON = "json", "JSON"
+    CSV = "csv", "CSV"
+
+
+class VersionStatus(models.TextChoices):
+    UPLOADED = "uploaded", "Uploaded"
+    VALIDATING = "validating", "Validating"
+    VALID = "valid", "Valid"
+    INVALID = "invalid", "Invalid"
+
+
+def version_upload_to(instance: DatasetVersion, filename: str) -> str:
+    dataset = instance.dataset
+    return f"datasets/team-{dataset.team_id}/dataset-{dataset.pk}/v{instance.version}/{filename}"
+
+
+class DatasetVersion(models.Model):
+    TEAM_PATH = "dataset__team"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField()
+    file = models.FileField(upload_to=version_upload_to, max_length=500)
+    original_name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    # What the user asked for ("" = detect); the validator's answer goes to report["format"].
+    format = models.CharField(max_length=10, choices=DatasetFormat.choices, blank=True)
+    status = models.CharField(
+        max_length=12, choices=VersionStatus.choices, default=VersionStatus.UPLOADED
+    )
+    report = models.JSONField(default=dict, blank=True)
+    n_examples = models.PositiveIntegerField(null=True, blank=True)
+    validation_job = models.ForeignKey(
+        Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["dataset_id", "-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset", "version"], name="datasetversion_unique_number"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name} v{self.version}"

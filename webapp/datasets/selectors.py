@@ -1,0 +1,20 @@
+"""Reads for datasets."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Max, QuerySet
+
+from webapp.datasets.models import Dataset, DatasetVersion
+from webapp.teams.models import Team
+
+
+def dataset_list_for_team(*, team: Team) -> QuerySet[Dataset]:
+    return team.datasets.annotate(n_versions=Count("versions"), latest=Max("versions__version"))
+
+
+def dataset_versions(*, dataset: Dataset) -> QuerySet[DatasetVersion]:
+    return dataset.versions.select_related("created_by").order_by("-version")
+
+
+def dataset_version_latest(*, dataset: Dataset) -> DatasetVersion | None:
+    return dataset.versions.order_by("-version").first()

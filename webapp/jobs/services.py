@@ -1,0 +1,112 @@
+"""Job state transitions. Workers and views both write job state only through these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.jobs.models import FINISHED, EventLevel, Job, JobEvent, JobStatus
+from webapp.teams.models import Team
+
+
+def job_event_add(
+    *, job: Job, message: str, level: str = EventLevel.INFO, data: dict[str, Any] | None = None
+) -> JobEvent:
+    return JobEvent.objects.create(job=job, level=level, message=message[:500], data=data or {})
+
+
+@transaction.atomic
+def job_create(
+    *,
+    team: Team,
+    kind: str,
+    params: dict[str, Any] | None = None,
+    created_by: AbstractBaseUser | None = None,
+) -> Job:
+    job = Job.objects.create(team=team, kind=kind, params=params or {}, created_by=created_by)
+    job_event_add(job=job, message="Job queued")
+    return job
+
+
+def _transition(job_id: int, allowed_from: set[str], **changes: Any) -> Job | None:
+    """Apply changes only if the job is in an allowed state; returns None otherwise.
+
+    The conditional UPDATE makes a late worker unable to resurrect a cancelled job.
+    """
+    updated = Job.objects.filter(pk=job_id, status__in=allowed_from).update(**changes)
+    return Job.objects.get(pk=job_id) if updated else None
+
+
+def job_start(
+    *, job_id: int, status: str = JobStatus.RUNNING, celery_task_id: str = ""
+) -> Job | None:
+    now = timezone.now()
+    changes: dict[str, Any] = {"status": status, "heartbeat_at": now}
+    if celery_task_id:
+        changes["celery_task_id"] = celery_task_id
+    # Also from `status` itself: an acks_late task redelivered after a worker crash resumes.
+    job = _transition(job_id, {JobStatus.QUEUED, JobStatus.PAUSED, status}, **changes)
+    if job is not None:
+        if job.started_at is None:
+            Job.objects.filter(pk=job_id).update(started_at=now)
+            job.started_at = now
+        job_event_add(job=job, message=f"Job {job.get_status_display().lower()}")
+    return job
+
+
+def job_progress(
+    *, job_id: int, current: int, total: int | None = None, message: str = ""
+) -> Job | None:
+    active = {JobStatus.RUNNING, JobStatus.VALIDATING_FILES}
+    changes: dict[str, Any] = {
+        "progress_current": current,
+        "heartbeat_at": timezone.now(),
+        "progress_message": message[:200],
+    }
+    if total is not None:
+        changes["progress_total"] = total
+    return _transition(job_id, active, **changes)
+
+
+def job_succeed(*, job_id: int, result: dict[str, Any] | None = None) -> Job | None:
+    now = timezone.now()
+    job = _transition(
+        job_id,
+        {JobStatus.RUNNING, JobStatus.VALIDATING_FILES},
+        status=JobStatus.SUCCEEDED,
+        result=result or {},
+        finished_at=now,
+        heartbeat_at=now,
+    )
+    if job is not None:
+        job_event_add(job=job, message="Job succeeded")
+    return job
+
+
+def job_fail(*, job_id: int, error: str) -> Job | None:
+    now = timezone.now()
+    active = set(JobStatus.values) - FINISHED
+    job = _transition(job_id, active, status=JobStatus.FAILED, error=error, finished_at=now)
+    if job is not None:
+        job_event_add(job=job, message="Job failed", level=EventLevel.ERROR, data={"error": error})
+    return job
+
+
+def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
+    if job.is_finished:
+        raise ValidationError("This job has already finished.")
+    updated = _transition(
+        job.pk,
+        set(JobStatus.values) - FINISHED,
+        status=JobStatus.CANCELLED,
+        finished_at=timezone.now(),
+    )
+    if updated is None:
+        raise ValidationError("This job has already finished.")
+    who = by.get_username() if by is not None else "system"
+    job_event_add(job=updated, message=f"Job cancelled by {who}", level=EventLevel.WARNING)
+    return updated

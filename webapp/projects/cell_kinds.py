@@ -1,0 +1,134 @@
+"""Registry of cell kinds. A new kind (transfer, evaluation, ...) is one register() call.
+
+Each kind declares a config form, which config keys reference earlier cells (and of
+which kinds), which keys reference team datasets, and how it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django import forms
+
+from webapp.datasets.models import Dataset
+from webapp.projects.models import Cell, Project
+
+
+class CellConfigForm(forms.Form):
+    """Base form: reference fields get their choices from the project at hand."""
+
+    kind_key: str = ""
+
+    def __init__(self, *args: Any, project: Project, position: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        kind = REGISTRY[self.kind_key]
+        earlier = project.cells.filter(position__lt=position)
+        for key, allowed in kind.cell_refs.items():
+            candidates = earlier.filter(kind__in=allowed)
+            self.fields[key].choices = [("", "—")] + [(c.pk, str(c)) for c in candidates]
+        for key in kind.dataset_refs:
+            datasets = Dataset.objects.filter(team_id=project.team_id)
+            self.fields[key].choices = [("", "—")] + [(d.pk, d.name) for d in datasets]
+
+
+def _ref_field(label: str, *, required: bool = True) -> forms.TypedChoiceField:
+    return forms.TypedChoiceField(label=label, coerce=int, empty_value=None, required=required)
+
+
+class MarkdownForm(CellConfigForm):
+    kind_key = "markdown"
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), max_length=20_000)
+
+
+class DatasetCellForm(CellConfigForm):
+    kind_key = "dataset"
+    dataset = _ref_field("Dataset")
+    version = forms.IntegerField(min_value=1, required=False, help_text="Blank: latest version.")
+
+
+class FinetuneForm(CellConfigForm):
+    kind_key = "finetune"
+    dataset_cell = _ref_field("Dataset cell")
+    base_model = forms.CharField(max_length=200, initial="HuggingFaceTB/SmolLM2-135M-Instruct")
+    epochs = forms.IntegerField(min_value=1, max_value=100, initial=1)
+    learning_rate = forms.FloatField(min_value=1e-7, max_value=1.0, initial=2e-4)
+    lora_r = forms.IntegerField(min_value=1, max_value=256, initial=16)
+    max_length = forms.IntegerField(min_value=16, max_value=32_768, initial=1024)
+
+
+class PlaygroundForm(CellConfigForm):
+    kind_key = "playground"
+    model_cell = _ref_field("Fine-tuned model cell (blank: base model)", required=False)
+    prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=8_000)
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=128)
+
+
+@dataclass(frozen=True)
+class CellKind:
+    key: str
+    label: str
+    form: type[CellConfigForm]
+    # config key -> kinds the referenced earlier cell may have
+    cell_refs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # config keys holding ids of datasets that must belong to the project's team
+    dataset_refs: tuple[str, ...] = ()
+    runnable: bool = False
+    queue: str = "default"
+
+
+REGISTRY: dict[str, CellKind] = {}
+
+
+def register(kind: CellKind) -> CellKind:
+    if kind.key in REGISTRY:
+        raise ValueError(f"cell kind {kind.key!r} registered twice")
+    if kind.form.kind_key != kind.key:
+        raise ValueError(
+            f"form {kind.form.__name__} is for {kind.form.kind_key!r}, not {kind.key!r}"
+        )
+    REGISTRY[kind.key] = kind
+    return kind
+
+
+def choices() -> list[tuple[str, str]]:
+    return [(k.key, k.label) for k in REGISTRY.values()]
+
+
+def get_kind(key: str) -> CellKind:
+    try:
+        return REGISTRY[key]
+    except KeyError:
+        raise LookupError(f"unknown cell kind {key!r}") from None
+
+
+def referenced_cell_ids(cell: Cell) -> set[int]:
+    kind = REGISTRY.get(cell.kind)
+    if kind is None:
+        return set()
+    return {int(v) for k in kind.cell_refs if (v := cell.config.get(k)) is not None}
+
+
+register(CellKind("markdown", "Markdown", MarkdownForm))
+register(CellKind("dataset", "Dataset", DatasetCellForm, dataset_refs=("dataset",)))
+register(
+    CellKind(
+        "finetune",
+        "Fine-tune",
+        FinetuneForm,
+        cell_refs={"dataset_cell": ("dataset",)},
+        runnable=True,
+        queue="gpu",
+    )
+)
+register(
+    CellKind(
+        "playground",
+        "Playground",
+        PlaygroundForm,
+        cell_refs={"model_cell": ("finetune",)},
+        runnable=True,
+        queue="gpu",
+    )
+)

@@ -1,0 +1,151 @@
+"""Writes for projects, cells and cell runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Max
+
+from webapp.datasets.models import Dataset
+from webapp.jobs.dispatch import job_enqueue_on_commit
+from webapp.jobs.services import job_create
+from webapp.projects.cell_kinds import get_kind, referenced_cell_ids
+from webapp.projects.models import Cell, CellRun, Project
+from webapp.teams.models import Team
+
+RUN_TASK = "workers.tasks.run_cell"
+
+
+def project_create(
+    *, team: Team, name: str, created_by: AbstractBaseUser, description: str = ""
+) -> Project:
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "A project needs a name."})
+    return Project.objects.create(
+        team=team, name=name[:100], description=description, created_by=created_by
+    )
+
+
+def _clean_config(*, project: Project, kind: str, position: int, config: dict[str, Any]) -> dict:
+    """Validate config with the kind's form, then re-check every reference explicitly."""
+    try:
+        spec = get_kind(kind)
+    except LookupError as exc:
+        raise ValidationError({"kind": str(exc)}) from None
+    form = spec.form(data=config, project=project, position=position)
+    if not form.is_valid():
+        raise ValidationError(form.errors.as_data())
+    cleaned = dict(form.cleaned_data)
+    # The form's choices already exclude foreign ids; this guards callers that skip forms.
+    for key, allowed in spec.cell_refs.items():
+        ref = cleaned.get(key)
+        if ref is None:
+            continue
+        ok = Cell.objects.filter(
+            pk=ref, project=project, position__lt=position, kind__in=allowed
+        ).exists()
+        if not ok:
+            raise ValidationError({key: "Must be an earlier cell of this notebook."})
+    for key in spec.dataset_refs:
+        ref = cleaned.get(key)
+        if ref is not None and not Dataset.objects.filter(pk=ref, team_id=project.team_id).exists():
+            raise ValidationError({key: "Must be a dataset of this team."})
+    return cleaned
+
+
+@transaction.atomic
+def cell_create(
+    *,
+    project: Project,
+    kind: str,
+    config: dict[str, Any],
+    created_by: AbstractBaseUser,
+    title: str = "",
+) -> Cell:
+    # Lock the project so concurrent adds get distinct positions.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    position = (project.cells.aggregate(n=Max("position"))["n"] or 0) + 1
+    cleaned = _clean_config(project=project, kind=kind, position=position, config=config)
+    cell = Cell.objects.create(
+        project=project,
+        position=position,
+        kind=kind,
+        title=title.strip()[:100],
+        config=cleaned,
+        created_by=created_by,
+    )
+    project.save(update_fields=["updated_at"])
+    return cell
+
+
+def cell_update(*, cell: Cell, config: dict[str, Any], title: str | None = None) -> Cell:
+    cell.config = _clean_config(
+        project=cell.project, kind=cell.kind, position=cell.position, config=config
+    )
+    if title is not None:
+        cell.title = title.strip()[:100]
+    cell.save(update_fields=["config", "title", "updated_at"])
+    return cell
+
+
+def _dependents(cell: Cell) -> list[Cell]:
+    later = cell.project.cells.filter(position__gt=cell.position)
+    return [c for c in later if cell.pk in referenced_cell_ids(c)]
+
+
+@transaction.atomic
+def cell_delete(*, cell: Cell) -> None:
+    dependents = _dependents(cell)
+    if dependents:
+        names = ", ".join(str(c) for c in dependents)
+        raise ValidationError(f"Other cells use this one: {names}. Change them first.")
+    cell.delete()
+
+
+@transaction.atomic
+def cell_move(*, cell: Cell, direction: int) -> Cell:
+    """Swap with the neighbour above (-1) or below (+1), unless that breaks a reference."""
+    if direction not in (-1, 1):
+        raise ValidationError("direction must be -1 or 1")
+    siblings = cell.project.cells.select_for_update()
+    if direction < 0:
+        neighbour = siblings.filter(position__lt=cell.position).order_by("-position").first()
+    else:
+        neighbour = siblings.filter(position__gt=cell.position).order_by("position").first()
+    if neighbour is None:
+        return cell
+    first, second = (neighbour, cell) if direction < 0 else (cell, neighbour)
+    if first.pk in referenced_cell_ids(second):
+        raise ValidationError(f"{second} uses {first}, so it must stay below it.")
+    cell.position, neighbour.position = neighbour.position, cell.position
+    Cell.objects.bulk_update([cell, neighbour], ["position"])
+    return cell
+
+
+@transaction.atomic
+def cell_run_create(*, cell: Cell, created_by: AbstractBaseUser) -> CellRun:
+    """Queue a new run version; earlier runs and their outputs are kept."""
+    spec = get_kind(cell.kind)
+    if not spec.runnable:
+        raise ValidationError(f"{spec.label} cells do not run.")
+    # References may have gone stale since the cell was saved (dataset deleted, ...).
+    inputs = _clean_config(
+        project=cell.project, kind=cell.kind, position=cell.position, config=cell.config
+    )
+    Cell.objects.select_for_update().filter(pk=cell.pk).first()
+    version = (cell.runs.aggregate(n=Max("version"))["n"] or 0) + 1
+    run = CellRun.objects.create(cell=cell, version=version, inputs=inputs, created_by=created_by)
+    job = job_create(
+        team=cell.project.team,
+        kind=f"cell.{cell.kind}",
+        params={"cell_run_id": run.pk},
+        created_by=created_by,
+    )
+    run.job = job
+    run.save(update_fields=["job"])
+    job_enqueue_on_commit(job=job, task_path=RUN_TASK, args=[run.pk], queue=spec.queue)
+    return run

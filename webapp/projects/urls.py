@@ -1,0 +1,13 @@
+from django.urls import path
+
+from webapp.projects import views
+
+urlpatterns = [
+    path("teams/<int:team_id>/projects/new/", views.project_new, name="project_new"),
+    path("projects/<int:project_id>/", views.project_detail, name="project_detail"),
+    path("projects/<int:project_id>/cells/add/", views.cell_add, name="cell_add"),
+    path("cells/<int:cell_id>/edit/", views.cell_edit, name="cell_edit"),
+    path("cells/<int:cell_id>/delete/", views.cell_remove, name="cell_delete"),
+    path("cells/<int:cell_id>/move/", views.cell_reorder, name="cell_move"),
+    path("cells/<int:cell_id>/run/", views.cell_run, name="cell_run"),
+]

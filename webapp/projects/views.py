@@ -1,0 +1,167 @@
+"""Notebook views: parse the request, call a service, render."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from webapp.core.forms import add_service_errors, error_text
+from webapp.projects.cell_kinds import REGISTRY, CellConfigForm, get_kind
+from webapp.projects.forms import CellKindForm, ProjectForm
+from webapp.projects.models import Cell, Project
+from webapp.projects.selectors import notebook_cells
+from webapp.projects.services import (
+    cell_create,
+    cell_delete,
+    cell_move,
+    cell_run_create,
+    cell_update,
+    project_create,
+)
+from webapp.teams.access import get_for_user, role_of
+from webapp.teams.models import ROLE_CAN, Team
+
+
+def _config_form(
+    project: Project, kind: str, position: int, data: object = None, initial: dict | None = None
+) -> CellConfigForm:
+    return get_kind(kind).form(data=data, initial=initial, project=project, position=position)
+
+
+def _notebook(
+    request: HttpRequest,
+    project: Project,
+    *,
+    add_kind: str | None = None,
+    add_form: CellConfigForm | None = None,
+    kind_form: CellKindForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    can_edit = role_of(request.user, project.team) in ROLE_CAN["edit"]
+    cells = list(notebook_cells(project=project))
+    next_position = (cells[-1].position + 1) if cells else 1
+    for cell in cells:
+        spec = REGISTRY.get(cell.kind)
+        cell.spec = spec
+        if can_edit and spec is not None:
+            cell.edit_form = _config_form(project, cell.kind, cell.position, initial=cell.config)
+    if add_kind in REGISTRY and add_form is None and can_edit:
+        add_form = _config_form(project, add_kind, next_position)
+    context = {
+        "project": project,
+        "team": project.team,
+        "cells": cells,
+        "can_edit": can_edit,
+        "kinds": list(REGISTRY.values()),
+        "add_kind": add_kind if add_kind in REGISTRY else None,
+        "add_form": add_form,
+        "kind_form": kind_form or CellKindForm(initial={"kind": add_kind}),
+    }
+    template = "projects/_add_cell.html" if request.htmx and add_form else "projects/notebook.html"
+    return render(request, template, context, status=status)
+
+
+@login_required
+@require_POST
+def project_new(request: HttpRequest, team_id: int) -> HttpResponse:
+    team = get_for_user(Team, request.user, team_id, need="edit")
+    form = ProjectForm(request.POST)
+    if form.is_valid():
+        try:
+            project = project_create(team=team, created_by=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            return redirect("project_detail", project_id=project.pk)
+    messages.error(request, "A project needs a name.")
+    return redirect("team_detail", team_id=team.pk)
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = get_for_user(Project.objects.select_related("team"), request.user, project_id)
+    return _notebook(request, project, add_kind=request.GET.get("add"))
+
+
+@login_required
+@require_POST
+def cell_add(request: HttpRequest, project_id: int) -> HttpResponse:
+    project = get_for_user(
+        Project.objects.select_related("team"), request.user, project_id, need="edit"
+    )
+    kind_form = CellKindForm(request.POST)
+    if not kind_form.is_valid():
+        return _notebook(request, project, kind_form=kind_form, status=400)
+    kind = kind_form.cleaned_data["kind"]
+    form = _config_form(project, kind, position=10**9, data=request.POST)
+    if form.is_valid():
+        try:
+            cell_create(
+                project=project,
+                kind=kind,
+                config=request.POST.dict(),
+                title=kind_form.cleaned_data["title"],
+                created_by=request.user,
+            )
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            return redirect("project_detail", project_id=project.pk)
+    return _notebook(request, project, add_kind=kind, add_form=form, status=400)
+
+
+@login_required
+@require_POST
+def cell_edit(request: HttpRequest, cell_id: int) -> HttpResponse:
+    cell = get_for_user(
+        Cell.objects.select_related("project__team"), request.user, cell_id, need="edit"
+    )
+    try:
+        cell_update(cell=cell, config=request.POST.dict(), title=request.POST.get("title"))
+    except ValidationError as exc:
+        messages.error(request, f"{cell}: {error_text(exc)}")
+    return redirect(reverse("project_detail", args=[cell.project_id]) + f"#cell-{cell.pk}")
+
+
+@login_required
+@require_POST
+def cell_remove(request: HttpRequest, cell_id: int) -> HttpResponse:
+    cell = get_for_user(Cell.objects.select_related("project"), request.user, cell_id, need="edit")
+    project_id = cell.project_id
+    try:
+        cell_delete(cell=cell)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    return redirect("project_detail", project_id=project_id)
+
+
+@login_required
+@require_POST
+def cell_reorder(request: HttpRequest, cell_id: int) -> HttpResponse:
+    cell = get_for_user(Cell.objects.select_related("project"), request.user, cell_id, need="edit")
+    try:
+        cell_move(cell=cell, direction=-1 if request.POST.get("direction") == "up" else 1)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    return redirect("project_detail", project_id=cell.project_id)
+
+
+@login_required
+@require_POST
+def cell_run(request: HttpRequest, cell_id: int) -> HttpResponse:
+    cell = get_for_user(
+        Cell.objects.select_related("project__team"), request.user, cell_id, need="edit"
+    )
+    try:
+        run = cell_run_create(cell=cell, created_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, f"{cell}: {error_text(exc)}")
+    else:
+        messages.success(request, f"{cell}: run v{run.version} queued.")
+    return redirect("project_detail", project_id=cell.project_id)

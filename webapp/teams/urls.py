@@ -1,0 +1,10 @@
+from django.urls import path
+
+from webapp.teams import views
+
+urlpatterns = [
+    path("teams/new/", views.team_new, name="team_new"),
+    path("teams/<int:team_id>/", views.team_detail, name="team_detail"),
+    path("teams/<int:team_id>/invite/", views.team_invite, name="team_invite"),
+    path("invitations/<str:token>/", views.invitation_accept_view, name="invitation_accept"),
+]

@@ -1,0 +1,15 @@
+"""URL map. Every view below fetches objects through webapp.teams.access.get_for_user."""
+
+from django.urls import include, path
+
+from webapp.core import views as core_views
+
+urlpatterns = [
+    path("", core_views.home, name="home"),
+    path("dashboard/", core_views.dashboard, name="dashboard"),
+    path("accounts/", include("webapp.accounts.urls")),
+    path("", include("webapp.teams.urls")),
+    path("", include("webapp.projects.urls")),
+    path("", include("webapp.datasets.urls")),
+    path("", include("webapp.jobs.urls")),
+]
