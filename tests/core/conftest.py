@@ -1,0 +1,20 @@
+"""Shared fixtures for the core tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# Models and tokenizers build into the repo's cache, never a user's home.
+os.environ.setdefault("FINETUNE_CORE_CACHE", str(REPO / ".cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():  # -> PreTrainedTokenizerBase
+    """The tiny model's byte-level tokenizer with a ChatML template (builds locally)."""
+    from finetune_core.models import load_tokenizer
+
+    return load_tokenizer("tiny-llama")
