@@ -36,7 +36,9 @@ def _clean_config(*, project: Project, kind: str, position: int, config: dict[st
         spec = get_kind(kind)
     except LookupError as exc:
         raise ValidationError({"kind": str(exc)}) from None
-    form = spec.form(data=config, project=project, position=position)
+    # Fields left out take the form's defaults, so services can pass partial configs.
+    defaults = {k: f.initial for k, f in spec.form.base_fields.items() if f.initial is not None}
+    form = spec.form(data={**defaults, **config}, project=project, position=position)
     if not form.is_valid():
         raise ValidationError(form.errors.as_data())
     cleaned = dict(form.cleaned_data)
