@@ -84,3 +84,23 @@ def test_database_url_parsing() -> None:
     assert pg["OPTIONS"] == {"sslmode": "require"}
     assert parse_database_url("sqlite:////abs/db.sqlite3")["NAME"] == "/abs/db.sqlite3"
     assert parse_database_url("sqlite:///rel.sqlite3")["NAME"] == "rel.sqlite3"
+
+
+def test_web_process_never_loads_torch_or_finetune_core() -> None:
+    code = (
+        "import sys, django; django.setup(); from django.urls import get_resolver; "
+        "get_resolver().url_patterns; import webapp.datasets.services, webapp.projects.services; "
+        "bad = [m for m in ('torch', 'finetune_core') if m in sys.modules]; "
+        "sys.exit(f'loaded: {bad}' if bad else 0)"
+    )
+    result = start_django()
+    assert result.returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
