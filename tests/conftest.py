@@ -1,11 +1,8 @@
-"""Root conftest: points pytest-django at the web settings. Tests that do not ask for the
-`db` fixture (tests/core) never touch a database."""
+"""Root conftest. pytest-django reads DJANGO_SETTINGS_MODULE from pyproject; tests that do
+not ask for the `db` fixture (tests/core) never touch a database."""
 
 import os
+from pathlib import Path
 
-import django
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-# Set up here, at import, because tests/web/conftest.py imports models; pytest-django's
-# own setup runs before this file is read unless the ini option is set in pyproject.
-django.setup()
+# Models and tokenizers build into the repo's cache, never a user's home.
+os.environ.setdefault("FINETUNE_CORE_CACHE", str(Path(__file__).resolve().parents[1] / ".cache"))

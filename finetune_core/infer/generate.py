@@ -37,11 +37,15 @@ class ChatModel:
 
 
 def load_chat_model(
-    name: str, *, adapter: str | None = None, quantization: Quantization = "nf4"
+    name: str,
+    *,
+    adapter: str | None = None,
+    quantization: Quantization = "nf4",
+    compute_dtype: torch.dtype = torch.bfloat16,
 ) -> ChatModel:
     """A base model, optionally with a PEFT adapter folder applied on top."""
     tokenizer = load_tokenizer(name)
-    model = load_model(name, quantization=quantization)
+    model = load_model(name, quantization=quantization, compute_dtype=compute_dtype)
     if adapter:
         from peft import PeftModel
 
@@ -89,7 +93,12 @@ class _Streamer:
                 self.sent[row] = text
 
     def end(self) -> None:
-        pass
+        # Flush what was held back (an incomplete character stays a replacement mark).
+        for row, ids in enumerate(self.ids):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if len(text) > len(self.sent[row]):
+                self.on_text(row, text[len(self.sent[row]) :])
+                self.sent[row] = text
 
 
 @torch.no_grad()
