@@ -31,6 +31,7 @@ def prepare(name_or_path: str) -> Path:
         return _download(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; every worker process reads the cache
     try:
         model = _convert_gguf(spec, staging) if spec.kind == "gguf" else _build_tiny(spec, staging)
         _write_marker(spec, model, staging)

@@ -29,6 +29,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a staging folder that replaces `target` only if the block succeeds."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; workers and the web app share outputs
     try:
         yield staging
         if target.exists():
