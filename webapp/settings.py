@@ -58,6 +58,13 @@ if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
         "CELERY_TASK_TIME_LIMIT must be larger than CELERY_TASK_SOFT_TIME_LIMIT"
     )
 
+# Stale-job recovery (manage.py jobs_recover, or the periodic task under celery beat).
+JOB_STALE_AFTER_S = env_int("JOB_STALE_AFTER_S", 600, minimum=1)
+JOB_MAX_RECOVERIES = env_int("JOB_MAX_RECOVERIES", 3, minimum=0)
+# Redis redelivers an unacknowledged task after this long; it must outlast the longest run.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7 * 60 * 60}
+
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -22,6 +22,12 @@ app.conf.update(
     task_routes={
         "workers.tasks.validate_dataset_version": {"queue": "default"},
         "workers.tasks.run_cell": {"queue": "gpu"},
+        "workers.tasks.select_final_adapter": {"queue": "default"},
+        "workers.tasks.recover_stale_jobs": {"queue": "default"},
+    },
+    # Runs only where `celery beat` (or `worker -B`) runs; `manage.py jobs_recover` does the same.
+    beat_schedule={
+        "recover-stale-jobs": {"task": "workers.tasks.recover_stale_jobs", "schedule": 300.0}
     },
     # A task is acknowledged only when done, so a crashed worker's job is redelivered.
     task_acks_late=True,

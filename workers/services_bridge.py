@@ -1,22 +1,144 @@
-"""Calls into finetune_core. Imported only by workers.tasks; finetune_core (and torch behind
-it) is imported inside each function, so merely loading the task module stays cheap."""
+"""Calls into finetune_core. Imported only by workers; finetune_core (and torch behind it)
+is imported inside each function, so merely loading the task modules stays cheap."""
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+PREVIEW_ROWS = 5
+PREVIEW_CHARS = 600
+# Without a model's tokenizer, English BPE text averages about 4 characters per token.
+CHARS_PER_TOKEN = 4.0
+
+
+def _char_stats(lengths: list[int]) -> dict[str, Any]:
+    if not lengths:
+        return {"rows": 0}
+    ordered = sorted(lengths)
+    tokens = [math.ceil(n / CHARS_PER_TOKEN) for n in ordered]
+    return {
+        "rows": len(ordered),
+        "approx_tokens": {
+            "min": tokens[0],
+            "median": int(statistics.median(tokens)),
+            "p95": tokens[math.ceil(0.95 * len(tokens)) - 1],
+            "max": tokens[-1],
+            "total": sum(tokens),
+        },
+        "chars_per_token": CHARS_PER_TOKEN,
+    }
 
 
 def validate_dataset_file(path: str, *, fmt: str | None = None) -> dict[str, Any]:
-    from finetune_core.data import validate_file
+    """The validation report, plus a preview of the first rows and length statistics."""
+    from finetune_core.data import read_examples, validate_file
 
     report = validate_file(path, fmt=fmt or None)
     result = dict(report.to_dict())
     result.setdefault("ok", bool(report.ok))
     result.setdefault("n_examples", report.n_examples)
     result.setdefault("format", report.format)
+    if report.ok:
+        preview, lengths = [], []
+        for example in read_examples(path, fmt=report.format):
+            lengths.append(sum(len(m.content) for m in example.messages))
+            if len(preview) < PREVIEW_ROWS:
+                messages = [
+                    {"role": m.role, "content": m.content[:PREVIEW_CHARS], "weight": m.weight}
+                    for m in example.messages
+                ]
+                preview.append({"line": example.line, "messages": messages})
+        result["preview"] = preview
+        result["stats"] = _char_stats(lengths)
     return result
 
 
+def checkpoint_steps(output_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints in a run's folder (empty for a fresh run)."""
+    from finetune_core.train.checkpoint import list_checkpoints
+
+    if not output_dir.exists():
+        return []
+    return [int(p.name.rsplit("-", 1)[-1]) for p in list_checkpoints(output_dir)]
+
+
+def train(
+    config: dict[str, Any],
+    *,
+    on_event: Callable[[dict[str, Any]], None],
+    should_stop: Callable[[], bool],
+    resume: bool,
+) -> dict[str, Any]:
+    """Train; raises finetune_core's FinetuneError (a message for the user) on bad input."""
+    from finetune_core.train import TrainConfig
+    from finetune_core.train import train as run_training
+
+    cfg = TrainConfig(**config)
+    cfg.validate()
+    result = run_training(
+        cfg,
+        callback=lambda event: on_event(event.to_dict()),
+        should_stop=should_stop,
+        resume=resume,
+    )
+    return {
+        "status": result.status,
+        "output_dir": str(result.output_dir),
+        "steps": result.steps,
+        "total_steps": result.total_steps,
+        "train_loss": result.train_loss,
+        "best_val_loss": result.best_val_loss,
+        "best_step": result.best_step,
+        "history": list(result.history),
+    }
+
+
+def is_user_error(exc: BaseException) -> bool:
+    from finetune_core.errors import FinetuneError
+
+    return isinstance(exc, FinetuneError)
+
+
+def select_final(output_dir: str, which: str) -> str:
+    from finetune_core.train.outputs import select_final as choose
+
+    return str(choose(output_dir, which))
+
+
+def generate_one(
+    *,
+    model: str,
+    adapter: str | None,
+    quantization: str,
+    messages: list[dict[str, str]],
+    max_new_tokens: int,
+    temperature: float,
+    on_text: Callable[[str], None],
+) -> dict[str, Any]:
+    """One answer from the base model, or base + adapter, using the worker's model cache."""
+    from finetune_core.infer import generate
+    from workers.model_cache import CACHE
+
+    with CACHE.use(model, quantization=quantization, adapter=adapter) as chat:
+        (out,) = generate(
+            chat,
+            [messages],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            on_text=lambda _row, delta: on_text(delta),
+        )
+    return {
+        "text": out.text,
+        "prompt_tokens": out.prompt_tokens,
+        "completion_tokens": out.completion_tokens,
+        "finish_reason": out.finish_reason,
+    }
+
+
 def run_cell(kind: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Run one notebook cell; returns its outputs. Kinds are wired here as finetune_core grows."""
+    """Kinds without their own runner (fine-tune and playground have one)."""
     raise NotImplementedError(f"Running {kind} cells is not available yet.")

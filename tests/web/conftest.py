@@ -113,7 +113,7 @@ def cells(project: Project, owner: User, dataset_version: DatasetVersion) -> dic
         kind="finetune",
         config={
             "dataset_cell": ds.pk,
-            "base_model": "tiny",
+            "base_model": "tiny-llama",
             "epochs": 1,
             "learning_rate": 0.001,
             "lora_r": 8,

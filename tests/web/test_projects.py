@@ -20,7 +20,13 @@ from webapp.projects.services import (
 )
 from webapp.teams.services import team_create
 
-FT = {"base_model": "tiny", "epochs": 1, "learning_rate": 0.001, "lora_r": 8, "max_length": 128}
+FT = {
+    "base_model": "tiny-llama",
+    "epochs": 1,
+    "learning_rate": 0.001,
+    "lora_r": 8,
+    "max_length": 128,
+}
 
 
 @pytest.fixture

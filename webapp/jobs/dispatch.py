@@ -33,8 +33,13 @@ def _send(task_path: str, args: list[Any], task_id: str, job_id: int, queue: str
 def job_enqueue_on_commit(
     *, job: Job, task_path: str, args: list[Any], queue: str | None = None
 ) -> None:
-    """Record the Celery task id now; send the task only once the job row is committed."""
+    """Record the Celery task id now; send the task only once the job row is committed.
+
+    The task's path and arguments go into the job's params, so stale-job recovery can
+    send it again without knowing what kind of job it is.
+    """
     task_id = str(uuid.uuid4())
-    Job.objects.filter(pk=job.pk).update(celery_task_id=task_id)
+    job.params = {**job.params, "_task": {"path": task_path, "args": args, "queue": queue}}
+    Job.objects.filter(pk=job.pk).update(celery_task_id=task_id, params=job.params)
     job.celery_task_id = task_id
     transaction.on_commit(lambda: _send(task_path, args, task_id, job.pk, queue))

@@ -33,6 +33,8 @@ class Job(models.Model):
     progress_current = models.PositiveBigIntegerField(default=0)
     progress_total = models.PositiveBigIntegerField(null=True, blank=True)
     progress_message = models.CharField(max_length=200, blank=True)
+    # The latest live metrics a worker reported (loss, learning rate, tokens/s, ETA, memory).
+    metrics = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True)
     created_by = models.ForeignKey(

@@ -59,7 +59,12 @@ def job_start(
 
 
 def job_progress(
-    *, job_id: int, current: int, total: int | None = None, message: str = ""
+    *,
+    job_id: int,
+    current: int,
+    total: int | None = None,
+    message: str = "",
+    metrics: dict[str, Any] | None = None,
 ) -> Job | None:
     active = {JobStatus.RUNNING, JobStatus.VALIDATING_FILES}
     changes: dict[str, Any] = {
@@ -69,6 +74,8 @@ def job_progress(
     }
     if total is not None:
         changes["progress_total"] = total
+    if metrics is not None:
+        changes["metrics"] = metrics
     return _transition(job_id, active, **changes)
 
 
@@ -109,4 +116,24 @@ def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
         raise ValidationError("This job has already finished.")
     who = by.get_username() if by is not None else "system"
     job_event_add(job=updated, message=f"Job cancelled by {who}", level=EventLevel.WARNING)
+    return updated
+
+
+def job_requeue(*, job: Job, reason: str) -> Job:
+    """Put a failed or cancelled job back in the queue (its worker resumes from checkpoints)."""
+    if job.status == JobStatus.SUCCEEDED:
+        raise ValidationError("This job has already finished.")
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise ValidationError("This job is still queued or running; there is nothing to resume.")
+    updated = _transition(
+        job.pk,
+        {JobStatus.FAILED, JobStatus.CANCELLED},
+        status=JobStatus.QUEUED,
+        error="",
+        finished_at=None,
+        heartbeat_at=None,
+    )
+    if updated is None:
+        raise ValidationError("This job changed state meanwhile; reload the page.")
+    job_event_add(job=updated, message=reason)
     return updated

@@ -13,6 +13,8 @@ from typing import Any
 from django import forms
 
 from webapp.datasets.models import Dataset
+from webapp.projects.catalog import DEFAULT_MODEL, model_choices
+from webapp.projects.finetune_config import DEFAULT_PRESET, PRESET_CHOICES, param_fields
 from webapp.projects.models import Cell, Project
 
 
@@ -48,21 +50,47 @@ class DatasetCellForm(CellConfigForm):
     version = forms.IntegerField(min_value=1, required=False, help_text="Blank: latest version.")
 
 
+def _model_field(help_text: str, *, required: bool = True) -> forms.ChoiceField:
+    return forms.ChoiceField(
+        choices=model_choices,
+        initial=DEFAULT_MODEL,
+        label="Base model",
+        help_text=help_text,
+        required=required,
+    )
+
+
 class FinetuneForm(CellConfigForm):
     kind_key = "finetune"
     dataset_cell = _ref_field("Dataset cell")
-    base_model = forms.CharField(max_length=200, initial="HuggingFaceTB/SmolLM2-135M-Instruct")
-    epochs = forms.IntegerField(min_value=1, max_value=100, initial=1)
-    learning_rate = forms.FloatField(min_value=1e-7, max_value=1.0, initial=2e-4)
-    lora_r = forms.IntegerField(min_value=1, max_value=256, initial=16)
-    max_length = forms.IntegerField(min_value=16, max_value=32_768, initial=1024)
+    base_model = _model_field("The model the LoRA adapter is trained on.")
+    preset = forms.ChoiceField(
+        choices=PRESET_CHOICES,
+        initial=DEFAULT_PRESET,
+        required=False,
+        help_text="Sets the defaults; any field below that you fill in overrides it.",
+    )
+
+
+FinetuneForm.base_fields.update(param_fields())
 
 
 class PlaygroundForm(CellConfigForm):
     kind_key = "playground"
-    model_cell = _ref_field("Fine-tuned model cell (blank: base model)", required=False)
+    model_cell = _ref_field("Fine-tuned model cell (blank: base model only)", required=False)
+    base_model = _model_field("Used when no fine-tuned model cell is chosen.", required=False)
+    system = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), max_length=4_000, required=False
+    )
     prompt = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=8_000)
     max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=128)
+    temperature = forms.FloatField(
+        min_value=0.0,
+        max_value=2.0,
+        initial=0.0,
+        required=False,
+        help_text="0: greedy, the same answer each time.",
+    )
 
 
 @dataclass(frozen=True)

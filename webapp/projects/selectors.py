@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Prefetch, QuerySet
 
+from webapp.datasets.models import DatasetVersion, VersionStatus
+from webapp.jobs.models import EventLevel, Job, JobEvent
 from webapp.projects.models import Cell, CellRun, Project
 from webapp.teams.models import Team
 
@@ -14,7 +18,49 @@ def project_list_for_team(*, team: Team) -> QuerySet[Project]:
 
 def notebook_cells(*, project: Project) -> QuerySet[Cell]:
     """Cells in order, each with its runs newest first (all versions are kept)."""
-    runs = CellRun.objects.order_by("-version")
+    runs = CellRun.objects.select_related("job").order_by("-version")
     return project.cells.order_by("position", "id").prefetch_related(
         Prefetch("runs", queryset=runs)
     )
+
+
+def dataset_cell_version(*, cell: Cell) -> DatasetVersion | None:
+    """The version a dataset cell stands for: the pinned one, else the latest valid one."""
+    dataset_id = cell.config.get("dataset")
+    if not dataset_id:
+        return None
+    versions = DatasetVersion.objects.filter(dataset_id=dataset_id).select_related("dataset")
+    pinned = cell.config.get("version")
+    if pinned:
+        return versions.filter(version=pinned).first()
+    valid = versions.filter(status=VersionStatus.VALID).order_by("-version").first()
+    return valid or versions.order_by("-version").first()
+
+
+def finetune_dataset_version(*, cell: Cell) -> DatasetVersion | None:
+    ref = cell.config.get("dataset_cell")
+    source = Cell.objects.filter(pk=ref, project_id=cell.project_id, kind="dataset").first()
+    return dataset_cell_version(cell=source) if source else None
+
+
+def run_history(*, run: CellRun, job: Job | None) -> list[dict[str, Any]]:
+    """Loss points: the run's full history once finished, else the step/eval events so far."""
+    history = (run.outputs or {}).get("history")
+    if history:
+        return history
+    if job is None:
+        return []
+    points: dict[int, dict[str, Any]] = {}
+    events = job.events.filter(data__kind__in=["step", "eval"]).values_list("data", flat=True)
+    for data in events:
+        point = points.setdefault(int(data.get("step", 0)), {"step": int(data.get("step", 0))})
+        for key in ("train_loss", "val_loss"):
+            if data.get(key) is not None:
+                point[key] = data[key]
+    return [points[s] for s in sorted(points)]
+
+
+def run_log(*, job: Job, limit: int = 50) -> list[JobEvent]:
+    """The event log without the per-step chatter (that feeds the chart)."""
+    events = job.events.exclude(level=EventLevel.DEBUG).order_by("-created_at", "-id")[:limit]
+    return list(reversed(events))

@@ -11,9 +11,10 @@ from django.db.models import Max
 
 from webapp.datasets.models import Dataset
 from webapp.jobs.dispatch import job_enqueue_on_commit
-from webapp.jobs.services import job_create
+from webapp.jobs.models import Job
+from webapp.jobs.services import job_cancel, job_create, job_requeue
 from webapp.projects.cell_kinds import get_kind, referenced_cell_ids
-from webapp.projects.models import Cell, CellRun, Project
+from webapp.projects.models import Cell, CellRun, Project, RunStatus
 from webapp.teams.models import Team
 
 RUN_TASK = "workers.tasks.run_cell"
@@ -151,3 +152,56 @@ def cell_run_create(*, cell: Cell, created_by: AbstractBaseUser) -> CellRun:
     run.save(update_fields=["job"])
     job_enqueue_on_commit(job=job, task_path=RUN_TASK, args=[run.pk], queue=spec.queue)
     return run
+
+
+SELECT_FINAL_TASK = "workers.tasks.select_final_adapter"
+
+
+def _run_job(run: CellRun) -> Job:
+    if run.job_id is None:
+        raise ValidationError("This run has no job.")
+    return Job.objects.get(pk=run.job_id)
+
+
+@transaction.atomic
+def cell_run_cancel(*, run: CellRun, by: AbstractBaseUser) -> CellRun:
+    """Cancel the run's job; the worker stops at its next step, saving a checkpoint."""
+    job_cancel(job=_run_job(run), by=by)
+    CellRun.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).update(
+        status=RunStatus.CANCELLED
+    )
+    run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def cell_run_resume(*, run: CellRun, by: AbstractBaseUser) -> CellRun:
+    """Queue a cancelled or failed fine-tune again; it continues from its last checkpoint."""
+    if run.cell.kind != "finetune":
+        raise ValidationError("Only fine-tune runs can be resumed.")
+    job = job_requeue(job=_run_job(run), reason=f"Resume requested by {by.get_username()}")
+    CellRun.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED, finished_at=None)
+    task = job.params.get("_task") or {"path": RUN_TASK, "args": [run.pk], "queue": "gpu"}
+    job_enqueue_on_commit(job=job, task_path=task["path"], args=task["args"], queue=task["queue"])
+    run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def cell_run_select_final(*, run: CellRun, which: str, by: AbstractBaseUser) -> Job:
+    """Ask a worker to make checkpoint `which` (a step, "last" or "best") the final adapter."""
+    if run.cell.kind != "finetune" or run.status != RunStatus.SUCCEEDED:
+        raise ValidationError("Only a finished fine-tune run has checkpoints to choose from.")
+    steps = {str(c["step"]) for c in run.outputs.get("checkpoints", [])}
+    if which not in steps | {"last", "best"}:
+        raise ValidationError(f"There is no checkpoint {which!r} in this run.")
+    job = job_create(
+        team=run.cell.project.team,
+        kind="select_final",
+        params={"cell_run_id": run.pk, "which": which},
+        created_by=by,
+    )
+    job_enqueue_on_commit(
+        job=job, task_path=SELECT_FINAL_TASK, args=[run.pk, which, job.pk], queue="default"
+    )
+    return job

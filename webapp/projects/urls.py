@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.projects import views
+from webapp.projects import run_views, views
 
 urlpatterns = [
     path("teams/<int:team_id>/projects/new/", views.project_new, name="project_new"),
@@ -10,4 +10,9 @@ urlpatterns = [
     path("cells/<int:cell_id>/delete/", views.cell_remove, name="cell_delete"),
     path("cells/<int:cell_id>/move/", views.cell_reorder, name="cell_move"),
     path("cells/<int:cell_id>/run/", views.cell_run, name="cell_run"),
+    path("runs/<int:run_id>/", run_views.run_detail, name="run_detail"),
+    path("runs/<int:run_id>/cancel/", run_views.run_cancel, name="run_cancel"),
+    path("runs/<int:run_id>/resume/", run_views.run_resume, name="run_resume"),
+    path("runs/<int:run_id>/final/", run_views.run_select_final, name="run_select_final"),
+    path("runs/<int:run_id>/artifacts.zip", run_views.run_artifacts, name="run_artifacts"),
 ]

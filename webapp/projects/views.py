@@ -12,9 +12,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core.forms import add_service_errors, error_text
 from webapp.projects.cell_kinds import REGISTRY, CellConfigForm, get_kind
+from webapp.projects.estimate import estimate
 from webapp.projects.forms import CellKindForm, ProjectForm
 from webapp.projects.models import Cell, Project
-from webapp.projects.selectors import notebook_cells
+from webapp.projects.selectors import dataset_cell_version, finetune_dataset_version, notebook_cells
 from webapp.projects.services import (
     cell_create,
     cell_delete,
@@ -50,6 +51,10 @@ def _notebook(
         cell.spec = spec
         if can_edit and spec is not None:
             cell.edit_form = _config_form(project, cell.kind, cell.position, initial=cell.config)
+        if cell.kind == "dataset":
+            cell.dataset_version = dataset_cell_version(cell=cell)
+        elif cell.kind == "finetune":
+            cell.estimate = estimate(cell.config, finetune_dataset_version(cell=cell))
     if add_kind in REGISTRY and add_form is None and can_edit:
         add_form = _config_form(project, add_kind, next_position)
     context = {

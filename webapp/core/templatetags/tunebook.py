@@ -82,3 +82,11 @@ def pretty_json(value: Any) -> str:
 @register.filter
 def get_item(mapping: dict, key: str) -> Any:
     return mapping.get(key) if isinstance(mapping, dict) else None
+
+
+@register.filter
+def report_issues(report: Any) -> list:
+    """A validation report's problems, whichever key the validator used."""
+    if not isinstance(report, dict):
+        return []
+    return list(report.get("issues") or report.get("errors") or [])
