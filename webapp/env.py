@@ -84,7 +84,8 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, obj
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path:
             raise ImproperlyConfigured(f"{name} needs a file path, got {url!r}")
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path}
+        # Web and worker processes share the file: wait for a lock rather than fail at once.
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path, "OPTIONS": {"timeout": 20}}
     if parts.scheme in {"postgres", "postgresql"}:
         db_name = unquote(parts.path.lstrip("/"))
         if not db_name:

@@ -127,3 +127,15 @@ def cells(project: Project, owner: User, dataset_version: DatasetVersion) -> dic
 @pytest.fixture
 def cell_run(cells: dict[str, Cell], owner: User) -> CellRun:
     return cell_run_create(cell=cells["finetune"], created_by=owner)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A file-based SQLite test database, so a Celery worker process can open it too."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        db.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")

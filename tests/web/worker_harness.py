@@ -1,0 +1,120 @@
+"""A real Celery worker process for end-to-end tests.
+
+It runs `celery -A workers worker -Q default,gpu -c 1 --pool=solo` against a SQLite-file
+broker in a tmp folder and the test database (the file-based SQLite test DB, or the
+PostgreSQL test database), so the test process and the worker see the same rows.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from django.db import connection
+
+from workers.celery import app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        name = str(db["NAME"])
+        assert not name.startswith(("file:", ":memory:")), "needs a file-based SQLite test DB"
+        return f"sqlite:///{name}"
+    auth = quote(db["USER"] or "")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+    return f"postgres://{auth}@{host}/{db['NAME']}"
+
+
+def _reset_producer_pool() -> None:
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+
+
+@contextmanager
+def broker(url: str) -> Iterator[None]:
+    """Point this process's task sending at `url` for the block.
+
+    Celery reads the CELERY_BROKER_URL environment variable before its configuration,
+    so both change; Redis-only transport options would break the SQLite broker.
+    """
+    old, old_env = app.conf.broker_url, os.environ.get("CELERY_BROKER_URL")
+    old_options = app.conf.broker_transport_options
+    app.conf.broker_url = os.environ["CELERY_BROKER_URL"] = url
+    app.conf.broker_transport_options = {}
+    _reset_producer_pool()
+    try:
+        yield
+    finally:
+        app.conf.broker_url, app.conf.broker_transport_options = old, old_options
+        if old_env is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = old_env
+        _reset_producer_pool()
+
+
+class Worker:
+    def __init__(self, *, broker_url: str, data_dir: Path, media_root: Path, log: Path) -> None:
+        self.log = log
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "webapp.settings",
+            "DATABASE_URL": database_url(),
+            "CELERY_BROKER_URL": broker_url,
+            "DATA_DIR": str(data_dir),
+            "MEDIA_ROOT": str(media_root),
+            "PYTHONUNBUFFERED": "1",
+        }
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "workers", "worker",
+            "-Q", "default,gpu", "-c", "1", "--pool=solo", "-l", "info",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@localhost",
+        ]  # fmt: skip
+        self.out = log.open("ab")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self.out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        # The test is over and its state is in the database: no need for a warm shutdown.
+        self.kill()
+        self.out.close()
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if worker.proc.poll() is not None:
+            raise AssertionError(f"worker exited while waiting for {what}:\n{worker.tail()}")
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}:\n{worker.tail()}")
