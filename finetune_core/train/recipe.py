@@ -63,17 +63,26 @@ def batch_rows(rows: list[Row], micro: int, batch_size: int, seed: int) -> list[
 
 
 def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over trained tokens, and how many there were."""
+    """Mean cross-entropy over trained tokens, and how many there were.
+
+    The output layer runs only at positions whose next token is trained: in
+    supervised fine-tuning most positions are prompt, and the full
+    (tokens x vocabulary) logits tensor would dominate time and memory.
+    """
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
-    logits = model(
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = causal_lm.get_decoder()(
         input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-    ).logits
+    ).last_hidden_state
     labels = batch["labels"][:, 1:]
-    n = int((labels != -100).sum())
-    loss = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
-    )
+    trained = labels != -100
+    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][trained]).float()
+    cap = getattr(causal_lm.config, "final_logit_softcapping", None)
+    if cap:  # Gemma-style logit soft-capping, as the model's own forward applies it
+        logits = torch.tanh(logits / cap) * cap
+    n = int(trained.sum())
+    loss = torch.nn.functional.cross_entropy(logits, labels[trained], reduction="sum")
     return loss / max(n, 1), n
 
 

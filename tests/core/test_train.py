@@ -191,3 +191,19 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_checkpoints(tmp_path) -> No
     with pytest.raises(NaNLoss, match="lower the learning rate"):
         train(cfg)
     assert not (Path(cfg.output_dir) / "adapter").exists()
+
+
+def test_token_loss_equals_the_models_own_loss(tmp_path) -> None:
+    # Our loss runs the output layer only where a token is trained; it must agree
+    # with transformers' full-logits loss on the same (unpacked) row.
+    cfg = config(tmp_path, "loss", lora_dropout=0.0, quantization="none", packing=False)
+    tokenizer = load_tokenizer(cfg.model)
+    rows, _, _ = prepare_rows(cfg, tokenizer)
+    model = build_model(cfg)
+    model.eval()
+    batch = collate(rows[:1], tokenizer.pad_token_id)
+    with torch.no_grad():
+        ours, n = token_loss(model, batch)
+        theirs = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
+    assert n == int((batch["labels"] != -100).sum()) > 0
+    torch.testing.assert_close(ours, theirs.float(), rtol=1e-3, atol=1e-3)
