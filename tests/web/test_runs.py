@@ -314,3 +314,25 @@ def test_model_cache_swaps_adapters_on_one_base(tmp_path) -> None:
             assert chat.model is not None
     entry = cache.bases[("tiny-llama", "none")]
     assert cache.loads == 1 and len(entry.adapters) == 1  # one base; the LRU adapter kept
+
+
+def test_estimate_updates_live_from_the_unsaved_form(cells, dataset_version, personas) -> None:
+    DatasetVersion.objects.filter(pk=dataset_version.pk).update(
+        status=VersionStatus.VALID, n_examples=50
+    )
+    project = cells["finetune"].project
+    url = reverse("cell_estimate", args=[project.pk])
+    data = {
+        "dataset_cell": cells["dataset"].pk,
+        "base_model": "tiny-llama",
+        "batch_size": "5",
+        "max_steps": "7",
+    }
+    body = client_for(personas["viewer"]).post(url, data).content.decode()
+    assert "Pre-flight estimate" in body and "7 steps" in body and 'id="add-estimate"' in body
+    data.pop("max_steps")
+    body = client_for(personas["editor"]).post(url, data).content.decode()
+    assert "18 steps" in body  # 45 training examples, 5 a batch, 2 epochs (balanced preset)
+    none = client_for(personas["editor"]).post(url, {"base_model": "tiny-llama"}).content.decode()
+    assert "No estimate yet" in none
+    assert client_for(personas["outsider"]).post(url, data).status_code == 404

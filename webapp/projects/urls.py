@@ -6,6 +6,7 @@ urlpatterns = [
     path("teams/<int:team_id>/projects/new/", views.project_new, name="project_new"),
     path("projects/<int:project_id>/", views.project_detail, name="project_detail"),
     path("projects/<int:project_id>/cells/add/", views.cell_add, name="cell_add"),
+    path("projects/<int:project_id>/cells/estimate/", views.cell_estimate, name="cell_estimate"),
     path("cells/<int:cell_id>/edit/", views.cell_edit, name="cell_edit"),
     path("cells/<int:cell_id>/delete/", views.cell_remove, name="cell_delete"),
     path("cells/<int:cell_id>/move/", views.cell_reorder, name="cell_move"),

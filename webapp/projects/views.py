@@ -170,3 +170,18 @@ def cell_run(request: HttpRequest, cell_id: int) -> HttpResponse:
     else:
         messages.success(request, f"{cell}: run v{run.version} queued.")
     return redirect("project_detail", project_id=cell.project_id)
+
+
+@login_required
+@require_POST
+def cell_estimate(request: HttpRequest, project_id: int) -> HttpResponse:
+    """htmx: the pre-flight estimate for the fine-tune settings being edited, before saving."""
+    project = get_for_user(Project, request.user, project_id)
+    position = int(request.GET.get("position") or 10**9)
+    form = _config_form(project, "finetune", position, data=request.POST)
+    form.is_valid()  # estimate from whatever is valid so far
+    config = {k: v for k, v in form.cleaned_data.items() if v not in (None, "")}
+    source = Cell(project=project, kind="finetune", config=config)
+    e = estimate(config, finetune_dataset_version(cell=source)) if "base_model" in config else None
+    target = "add-estimate" if position == 10**9 else ""
+    return render(request, "projects/_estimate.html", {"e": e, "estimate_id": target})
