@@ -12,7 +12,7 @@ from typing import Any
 from webapp.projects.catalog import CATALOG_PATH
 
 # Trained tokens per second on a 2-core CPU (LoRA, batch 4, max_length 512).
-DEFAULT_TOKENS_PER_S = {"smollm2-135m-instruct": 150, "gemma-3-270m": 80, "tiny-llama": 2000}
+DEFAULT_TOKENS_PER_S = {"smollm2-135m-instruct": 150, "gemma-3-270m": 80, "tiny-llama": 370}
 
 
 def build() -> dict[str, Any]:

@@ -249,7 +249,7 @@ def test_estimate_from_report_stats(dataset_version: DatasetVersion) -> None:
     version = DatasetVersion.objects.get(pk=dataset_version.pk)
     config = {"base_model": "smollm2-135m-instruct", "preset": "quick", "batch_size": 10}
     e = estimate(config, version)
-    assert e.train_examples == 90 and e.steps == 9 and e.tokens == 9000
+    assert e.train_examples == 90 and e.steps == 2 and e.tokens == 9000  # packed: 18 rows
     assert e.seconds == pytest.approx(9000 / 150) and e.memory_bytes > 600 * 2**20
     assert any("cuts it" in n for n in e.notes)
     assert estimate(config, None) is None
@@ -332,7 +332,7 @@ def test_estimate_updates_live_from_the_unsaved_form(cells, dataset_version, per
     assert "Pre-flight estimate" in body and "7 steps" in body and 'id="add-estimate"' in body
     data.pop("max_steps")
     body = client_for(personas["editor"]).post(url, data).content.decode()
-    assert "18 steps" in body  # 45 training examples, 5 a batch, 2 epochs (balanced preset)
+    assert "6 steps" in body  # 45 examples x 256 tokens packed in 12 rows, 5 a batch, 2 epochs
     none = client_for(personas["editor"]).post(url, {"base_model": "tiny-llama"}).content.decode()
     assert "No estimate yet" in none
     assert client_for(personas["outsider"]).post(url, data).status_code == 404

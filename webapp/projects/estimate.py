@@ -50,8 +50,6 @@ def estimate(config: dict[str, Any], version: DatasetVersion | None) -> Estimate
     approx = stats.get("approx_tokens") or {}
     n = int(version.n_examples)
     n_train = max(1, n - math.floor(n * float(hp["val_fraction"])))
-    steps_per_epoch = math.ceil(math.ceil(n_train / int(hp["batch_size"])) / int(hp["grad_accum"]))
-    steps = int(hp["max_steps"] or steps_per_epoch * int(hp["epochs"]))
     notes = []
     if approx:
         mean_tokens = approx["total"] / max(1, int(stats.get("rows") or n))
@@ -59,6 +57,10 @@ def estimate(config: dict[str, Any], version: DatasetVersion | None) -> Estimate
         mean_tokens = 256
         notes.append("No token statistics in the dataset report; assumed 256 tokens an example.")
     per_example = min(mean_tokens, int(hp["max_length"]))
+    # Training packs short examples together into rows of up to max_length tokens.
+    rows = min(n_train, max(1, math.ceil(n_train * per_example / int(hp["max_length"]))))
+    steps_per_epoch = math.ceil(math.ceil(rows / int(hp["batch_size"])) / int(hp["grad_accum"]))
+    steps = int(hp["max_steps"] or steps_per_epoch * int(hp["epochs"]))
     tokens = int(per_example * n_train * steps / max(1, steps_per_epoch))
     rate = info.get("tokens_per_s_cpu")
     seconds = tokens / rate if rate else None
