@@ -9,7 +9,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 export FINETUNE_CORE_CACHE ?= $(CURDIR)/.cache
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-core test-web test-web-pg lint format run worker bench-train
+.PHONY: setup test test-core test-web test-web-pg lint format run worker recover demo bench-train
 
 setup: $(STAMP)
 
@@ -50,12 +50,23 @@ test: lint
 	$(BIN)/python -m pytest tests -q
 	$(MAKE) --no-print-directory test-web-pg
 
-run: setup
+demo: setup
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py runserver 127.0.0.1:8000
+	$(BIN)/python -m finetune_core prepare smollm2-135m-instruct gemma-3-270m tiny-llama
+	$(BIN)/python manage.py demo_setup
+
+# The embedded default: SQLite, a broker with no server, one worker beside the web server.
+run: demo
+	trap 'kill $$worker 2>/dev/null' EXIT; \
+	$(BIN)/celery -A workers worker -Q default,gpu -c 1 -B --pool=solo -l warning & worker=$$!; \
+	$(BIN)/python manage.py demo_setup; \
+	$(BIN)/python manage.py runserver 127.0.0.1:8000 --noreload
 
 worker: setup
-	$(BIN)/celery -A workers worker -Q default,gpu -c 1
+	$(BIN)/celery -A workers worker -Q default,gpu -c 1 -B
+
+recover: setup
+	$(BIN)/python manage.py jobs_recover
 
 bench-train: setup
 	$(BIN)/python -m benchmarks.bench_train

@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("models", help="list base models: parameters, architecture, context, cached")
+    pr = sub.add_parser(
+        "prepare", help="convert built-in models into the cache now (later loads take seconds)"
+    )
+    pr.add_argument("names", nargs="+", help="model names, e.g. smollm2-135m-instruct gemma-3-270m")
 
     for name, helptext in (
         ("validate", "check a data file; errors carry line numbers and codes"),
@@ -120,6 +124,14 @@ def cmd_models(args: argparse.Namespace) -> int:
             f"{r['name']:24} {params:>11} {r.get('architecture') or '?':20} "
             f"{r.get('context_length') or '?':>8}  {'yes' if r['cached'] else 'no':6}  {r['description']}"
         )
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from finetune_core.models import prepare
+
+    for name in args.names:
+        print(f"{name}: {prepare(name)}")
     return 0
 
 
@@ -253,6 +265,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "models": cmd_models,
+    "prepare": cmd_prepare,
     "validate": cmd_validate,
     "stats": cmd_stats,
     "train": cmd_train,
