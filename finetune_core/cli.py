@@ -101,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int)
     g.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
     g.add_argument("--no-stream", action="store_true")
+
+    from finetune_core.evaluate.command import add_parser as add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return p
 
 
@@ -263,6 +267,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from finetune_core.evaluate.command import run
+
+    return run(args)
+
+
 COMMANDS = {
     "models": cmd_models,
     "prepare": cmd_prepare,
@@ -272,6 +282,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "final": cmd_final,
     "generate": cmd_generate,
+    "evaluate": cmd_evaluate,
 }
 
 

@@ -1,0 +1,270 @@
+"""LLM-as-a-judge: pairwise comparison in both orders and single-answer grading.
+
+Each pair is judged twice, A/B and B/A. Verdicts that agree after mapping back
+decide; verdicts that flip with the order become a tie flagged inconsistent
+(position bias). An unparseable or failed judgment is asked once more, then kept
+as an error: nothing is dropped and no judge output can crash a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any, Protocol
+
+from finetune_core.evaluate.candidates import Answer
+from finetune_core.evaluate.endpoint import Budget, Reply
+from finetune_core.evaluate.prompts import (
+    PAIRWISE,
+    PAIRWISE_REFERENCE,
+    SINGLE,
+    SINGLE_REFERENCE,
+    PromptTemplate,
+    reference_text,
+)
+from finetune_core.evaluate.sets import EvalSet
+from finetune_core.evaluate.verdict import parse_rating, parse_verdict
+
+SKIPPED = ("skipped_budget", "skipped_limit")
+
+
+class Backend(Protocol):
+    def complete(
+        self,
+        conversations: Sequence[list[dict[str, str]]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+    ) -> list[Reply]: ...
+
+
+class LocalBackend:
+    """A chat model run by finetune_core: the offline default judge."""
+
+    def __init__(self, chat: Any, batch_size: int = 4, budget: Budget | None = None) -> None:
+        self.chat, self.batch_size = chat, batch_size
+        self.budget = budget or Budget()  # only max_calls applies: local calls cost nothing
+        self.calls = 0
+
+    def complete(
+        self,
+        conversations: Sequence[list[dict[str, str]]],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[Reply]:
+        allowed = [self.budget.reserve(0.0) for _ in conversations]
+        todo = [c for c, ok in zip(conversations, allowed, strict=True) if ok == "ok"]
+        done = iter(self._generate(todo, max_tokens, temperature, seed))
+        return [next(done) if ok == "ok" else Reply(status=ok) for ok in allowed]
+
+    def _generate(
+        self, conversations: list, max_tokens: int, temperature: float, seed: int | None
+    ) -> list[Reply]:
+        from finetune_core.infer import generate
+
+        out: list[Reply] = []
+        for i in range(0, len(conversations), self.batch_size):
+            chunk = list(conversations[i : i + self.batch_size])
+            self.calls += len(chunk)
+            try:
+                gens = generate(
+                    self.chat, chunk, max_new_tokens=max_tokens, temperature=temperature, seed=seed
+                )
+                out += [
+                    Reply(
+                        g.text, "ok", "", g.prompt_tokens, g.completion_tokens, g.finish_reason, 1
+                    )
+                    for g in gens
+                ]
+            except (RuntimeError, ValueError) as exc:
+                out += [Reply(status="error", error=f"{type(exc).__name__}: {exc}"[:500])] * len(
+                    chunk
+                )
+        return out
+
+
+@dataclass
+class Judgment:
+    """One judge call's outcome (after the one retry)."""
+
+    value: Any  # "A" | "B" | "tie" for pairwise, a float rating, or None
+    status: str  # ok | unparseable | error | timeout | skipped_budget | skipped_limit
+    raw: str
+    error: str
+    attempts: int
+    prompt_version: str
+
+
+@dataclass
+class PairResult:
+    item_id: str
+    category: str
+    a: str
+    b: str
+    outcome: str  # a | b | tie | error | skipped_budget | skipped_limit
+    inconsistent: bool  # the verdict flipped when the answers were swapped
+    prompt_version: str
+    ab: Judgment  # a shown first
+    ba: Judgment  # b shown first
+
+    @property
+    def score_a(self) -> float | None:
+        return {"a": 1.0, "tie": 0.5, "b": 0.0}.get(self.outcome)
+
+
+@dataclass
+class GradeResult:
+    item_id: str
+    category: str
+    candidate: str
+    rating: float | None
+    status: str
+    prompt_version: str
+    judgment: Judgment
+
+
+@dataclass
+class Judge:
+    backend: Any
+    max_tokens: int = 512
+    use_reference: bool = True
+    # The retry samples, so a deterministic judge can answer differently the second time.
+    retry_temperature: float = 0.7
+    seed: int = 0
+    pair_templates: tuple[PromptTemplate, PromptTemplate] = (PAIRWISE, PAIRWISE_REFERENCE)
+    single_templates: tuple[PromptTemplate, PromptTemplate] = (SINGLE, SINGLE_REFERENCE)
+    log: list[str] = field(default_factory=list)
+
+    def ask(
+        self, requests: list[tuple[PromptTemplate, dict[str, str]]], parse: Callable
+    ) -> list[Judgment]:
+        convs = [t.messages(**f) for t, f in requests]
+        replies = self.backend.complete(
+            convs, max_tokens=self.max_tokens, temperature=0.0, seed=self.seed
+        )
+        results = [
+            self._judgment(r, parse, t.version) for r, (t, _) in zip(replies, requests, strict=True)
+        ]
+        again = [i for i, j in enumerate(results) if j.status in ("unparseable", "error")]
+        if again:
+            retried = self.backend.complete(
+                [convs[i] for i in again],
+                max_tokens=self.max_tokens,
+                temperature=self.retry_temperature,
+                seed=self.seed + 1,
+            )
+            for i, reply in zip(again, retried, strict=True):
+                second = self._judgment(reply, parse, requests[i][0].version)
+                if second.status in SKIPPED:  # the retry was refused: keep the first failure
+                    continue
+                second.attempts += results[i].attempts
+                results[i] = second
+        return results
+
+    @staticmethod
+    def _judgment(reply: Reply, parse: Callable, version: str) -> Judgment:
+        value = parse(reply.text) if reply.status == "ok" else None
+        status = (
+            reply.status if reply.status != "ok" else ("ok" if value is not None else "unparseable")
+        )
+        return Judgment(value, status, reply.text, reply.error, 1, version)
+
+    def _pair_template(self, refs: tuple[str, ...]) -> PromptTemplate:
+        return self.pair_templates[1 if refs and self.use_reference else 0]
+
+    def compare(
+        self,
+        evalset: EvalSet,
+        answers: dict[str, dict[str, Answer]],
+        pairs: Sequence[tuple[str, str]] | None = None,
+    ) -> list[PairResult]:
+        """Every pair (default: all pairs of candidates) on every item, in both orders."""
+        pairs = list(pairs) if pairs is not None else list(combinations(list(answers), 2))
+        jobs, requests = [], []
+        for item in evalset:
+            refs = item.references if self.use_reference else ()
+            template = self._pair_template(refs)
+            fields = {
+                "question": item.prompt_text,
+                "reference": reference_text(refs) if refs else "",
+            }
+            for a, b in pairs:
+                ans_a, ans_b = answers[a][item.id], answers[b][item.id]
+                jobs.append((item, a, b, template, ans_a.status == ans_b.status == "ok"))
+                if jobs[-1][-1]:
+                    requests.append(
+                        (template, {**fields, "answer_a": ans_a.text, "answer_b": ans_b.text})
+                    )
+                    requests.append(
+                        (template, {**fields, "answer_a": ans_b.text, "answer_b": ans_a.text})
+                    )
+        judged = iter(self.ask(requests, parse_verdict))
+        results = []
+        for item, a, b, template, answered in jobs:
+            if not answered:
+                missing = Judgment(
+                    None, "error", "", "a candidate has no answer", 0, template.version
+                )
+                results.append(
+                    PairResult(
+                        item.id,
+                        item.category,
+                        a,
+                        b,
+                        "error",
+                        False,
+                        template.version,
+                        missing,
+                        missing,
+                    )
+                )
+                continue
+            ab, ba = next(judged), next(judged)
+            outcome, flipped = combine(ab, ba)
+            results.append(
+                PairResult(item.id, item.category, a, b, outcome, flipped, template.version, ab, ba)
+            )
+        return results
+
+    def grade(self, evalset: EvalSet, answers: dict[str, dict[str, Answer]]) -> list[GradeResult]:
+        """A 1-10 rating for every candidate's answer to every item."""
+        jobs, requests = [], []
+        for item in evalset:
+            refs = item.references if self.use_reference else ()
+            template = self.single_templates[1 if refs else 0]
+            for label, by_item in answers.items():
+                ans = by_item[item.id]
+                jobs.append((item, label, template, ans.status == "ok"))
+                if ans.status == "ok":
+                    fields = {"question": item.prompt_text, "answer": ans.text}
+                    requests.append(
+                        (template, {**fields, "reference": reference_text(refs) if refs else ""})
+                    )
+        judged = iter(self.ask(requests, parse_rating))
+        results = []
+        for item, label, template, answered in jobs:
+            j = (
+                next(judged)
+                if answered
+                else Judgment(None, "error", "", "no answer", 0, template.version)
+            )
+            results.append(
+                GradeResult(item.id, item.category, label, j.value, j.status, template.version, j)
+            )
+        return results
+
+
+def combine(ab: Judgment, ba: Judgment) -> tuple[str, bool]:
+    """(outcome, inconsistent) from the A-first and B-first verdicts."""
+    if ab.status == "ok" and ba.status == "ok":
+        first = {"A": "a", "B": "b", "tie": "tie"}[ab.value]
+        second = {"A": "b", "B": "a", "tie": "tie"}[ba.value]  # b was shown as A
+        return (first, False) if first == second else ("tie", True)
+    for j in (ab, ba):
+        if j.status in SKIPPED:
+            return j.status, False
+    return "error", False
