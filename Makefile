@@ -58,12 +58,12 @@ demo: setup
 # The embedded default: SQLite, a broker with no server, one worker beside the web server.
 run: demo
 	trap 'kill $$worker 2>/dev/null' EXIT; \
-	$(BIN)/celery -A workers worker -Q default,gpu -c 1 -B --pool=solo -l warning & worker=$$!; \
+	$(BIN)/celery -A workers worker -Q default,gpu -c 1 -B -s var/celerybeat-schedule --pool=solo -l warning & worker=$$!; \
 	$(BIN)/python manage.py demo_setup; \
 	$(BIN)/python manage.py runserver 127.0.0.1:8000 --noreload
 
 worker: setup
-	$(BIN)/celery -A workers worker -Q default,gpu -c 1 -B
+	$(BIN)/celery -A workers worker -Q default,gpu -c 1 -B -s var/celerybeat-schedule
 
 recover: setup
 	$(BIN)/python manage.py jobs_recover
