@@ -1,0 +1,98 @@
+// Shared pieces of the CPU NF4 kernels: bitsandbytes' layout, absmax decoding, ISA dispatch.
+//
+// Layout (bitsandbytes quantize_4bit, quant_type="nf4"): the weight is flattened row-major;
+// byte i holds element 2i in its high nibble and element 2i+1 in its low nibble; element e
+// belongs to block e / blocksize. With double quantization the block scale is
+//   absmax[b] = code2[qabsmax[b]] * absmax2[b / blocksize2] + offset
+// computed as two separately rounded fp32 operations (bitsandbytes dequantizes absmax into a
+// tensor, then adds the offset), so nothing here may fuse them into an FMA: the extension is
+// built with -ffp-contract=off and the vector code issues explicit FMAs only where results
+// need not be bitwise equal to bitsandbytes (the GEMV).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+namespace tunebook {
+
+// bitsandbytes' NF4 codebook (functional.get_4bit_type("nf4")), fp32.
+alignas(64) static constexpr float kNF4[16] = {
+    -1.0f,
+    -0.6961928009986877f,
+    -0.5250730514526367f,
+    -0.39491748809814453f,
+    -0.28444138169288635f,
+    -0.18477343022823334f,
+    -0.09105003625154495f,
+    0.0f,
+    0.07958029955625534f,
+    0.16093020141124725f,
+    0.24611230194568634f,
+    0.33791524171829224f,
+    0.44070982933044434f,
+    0.5626170039176941f,
+    0.7229568362236023f,
+    1.0f,
+};
+
+// Raw pointers to one quantized weight; plain (non-nested) absmax sets absmax_f instead.
+struct NF4Weight {
+  const uint8_t* packed = nullptr;
+  const uint8_t* qabsmax = nullptr;
+  const float* absmax_f = nullptr;
+  const float* code2 = nullptr;
+  const float* absmax2 = nullptr;
+  float offset = 0.0f;
+  int64_t blocksize = 64;
+  int64_t blocksize2 = 256;
+  int shift2 = 8;  // log2(blocksize2) when a power of two, else -1 (idiv per block is slow)
+  int64_t numel = 0;
+};
+
+inline float block_absmax(const NF4Weight& w, int64_t b) {
+  if (w.absmax_f != nullptr) return w.absmax_f[b];
+  const int64_t b2 = w.shift2 >= 0 ? (b >> w.shift2) : b / w.blocksize2;
+  const float v = w.code2[w.qabsmax[b]] * w.absmax2[b2];
+  return v + w.offset;
+}
+
+// Round-to-nearest-even fp32 -> bf16, the same as torch's .to(bfloat16) and bitsandbytes'
+// float_to_bf16 (NaN is never produced by a finite codebook times a finite scale).
+inline uint16_t f32_to_bf16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+inline float bf16_to_f32(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float x;
+  std::memcpy(&x, &bits, 4);
+  return x;
+}
+
+// AVX-512 F/BW/VL/DQ is what the fast paths use; TUNEBOOK_NF4_ISA=avx2 forces the portable
+// path (built with -mavx2 -mfma) so tests cover both on an AVX-512 machine.
+inline bool use_avx512() {
+  static const bool hw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const char* isa = std::getenv("TUNEBOOK_NF4_ISA");
+  if (isa != nullptr && std::strcmp(isa, "avx2") == 0) return false;
+  return hw;
+}
+
+// Builds an NF4Weight from the op arguments, checking what the kernels rely on.
+NF4Weight make_weight(const at::Tensor& packed, const at::Tensor& qabsmax, const at::Tensor& code2,
+                      const at::Tensor& absmax2, double offset, int64_t blocksize,
+                      int64_t blocksize2, int64_t numel);
+
+// Dequantizes flat elements [start, start + count) into out (dtype bf16, fp16 or fp32).
+void dequantize_range(const NF4Weight& w, int64_t start, int64_t count, void* out,
+                      at::ScalarType dtype, bool stream);
+
+}  // namespace tunebook

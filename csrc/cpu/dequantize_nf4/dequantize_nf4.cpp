@@ -1,0 +1,215 @@
+// tunebook::dequantize_nf4: bitsandbytes NF4 (double-quantized absmax) -> bf16 / fp16 / fp32,
+// bitwise equal to bitsandbytes.functional.dequantize_4bit on the same quantized weight.
+#include <ATen/Parallel.h>
+#include <c10/util/Half.h>
+#include <torch/library.h>
+
+#include "../common.h"
+
+namespace tunebook {
+
+NF4Weight make_weight(const at::Tensor& packed, const at::Tensor& qabsmax, const at::Tensor& code2,
+                      const at::Tensor& absmax2, double offset, int64_t blocksize,
+                      int64_t blocksize2, int64_t numel) {
+  TORCH_CHECK(packed.device().is_cpu(), "tunebook nf4: packed weight must be on CPU");
+  TORCH_CHECK(packed.is_contiguous(), "tunebook nf4: packed weight must be contiguous");
+  TORCH_CHECK(packed.element_size() * packed.numel() >= (numel + 1) / 2,
+              "tunebook nf4: packed weight holds fewer than numel/2 bytes");
+  TORCH_CHECK(blocksize > 0 && blocksize % 2 == 0, "tunebook nf4: blocksize must be even");
+  const int64_t blocks = (numel + blocksize - 1) / blocksize;
+  NF4Weight w;
+  w.packed = static_cast<const uint8_t*>(packed.data_ptr());
+  w.blocksize = blocksize;
+  w.numel = numel;
+  if (qabsmax.scalar_type() == at::kFloat) {  // compress_statistics=False: absmax as is
+    TORCH_CHECK(qabsmax.is_contiguous() && qabsmax.numel() >= blocks, "tunebook nf4: absmax");
+    w.absmax_f = qabsmax.data_ptr<float>();
+    return w;
+  }
+  TORCH_CHECK(qabsmax.scalar_type() == at::kByte && qabsmax.is_contiguous() &&
+                  qabsmax.numel() >= blocks,
+              "tunebook nf4: qabsmax must be uint8 with one entry per block");
+  TORCH_CHECK(code2.scalar_type() == at::kFloat && code2.numel() == 256 && code2.is_contiguous(),
+              "tunebook nf4: code2 must be bitsandbytes' 256-entry fp32 dynamic map");
+  TORCH_CHECK(blocksize2 > 0, "tunebook nf4: blocksize2 must be positive");
+  TORCH_CHECK(absmax2.scalar_type() == at::kFloat && absmax2.is_contiguous() &&
+                  absmax2.numel() >= (blocks + blocksize2 - 1) / blocksize2,
+              "tunebook nf4: absmax2 must be fp32 with one entry per 8-bit block");
+  w.qabsmax = qabsmax.data_ptr<uint8_t>();
+  w.code2 = code2.data_ptr<float>();
+  w.absmax2 = absmax2.data_ptr<float>();
+  w.offset = static_cast<float>(offset);  // bitsandbytes keeps it as a 0-dim fp32 tensor
+  w.blocksize2 = blocksize2;
+  w.shift2 = (blocksize2 & (blocksize2 - 1)) == 0 ? __builtin_ctzll(blocksize2) : -1;
+  return w;
+}
+
+namespace {
+
+inline uint8_t nibble(const uint8_t* packed, int64_t e) {
+  const uint8_t b = packed[e >> 1];
+  return (e & 1) ? (b & 0x0F) : (b >> 4);  // high nibble first
+}
+
+template <typename T>
+inline void store_scalar(T* out, int64_t i, float v) {
+  if constexpr (std::is_same_v<T, float>) {
+    out[i] = v;
+  } else if constexpr (std::is_same_v<T, uint16_t>) {
+    out[i] = f32_to_bf16(v);
+  } else {
+    out[i] = c10::Half(v);
+  }
+}
+
+// Portable path (compiled with -mavx2 -mfma; the compiler vectorizes what it can).
+template <typename T>
+void range_generic(const NF4Weight& w, int64_t start, int64_t count, T* out) {
+  const int64_t end = start + count;
+  int64_t e = start;
+  for (int64_t b = start / w.blocksize; e < end; ++b) {
+    const int64_t stop = std::min(end, (b + 1) * w.blocksize);
+    const float s = block_absmax(w, b);
+    for (; e < stop; ++e) store_scalar(out, e - start, kNF4[nibble(w.packed, e)] * s);
+  }
+}
+
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+// 16 packed bytes -> the 32 codebook indices in element order (hi0, lo0, hi1, lo1, ...).
+AVX512_TARGET inline void indices32(const uint8_t* p, __m512i& i0, __m512i& i1) {
+  const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m256i lo = _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x0F)), 8);
+  const __m256i idx = _mm256_or_si256(_mm256_srli_epi16(w, 4), lo);
+  i0 = _mm512_cvtepu8_epi32(_mm256_castsi256_si128(idx));
+  i1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(idx, 1));
+}
+
+// Round-to-nearest-even like f32_to_bf16; returns 32 bf16 (v0 first) in one register.
+AVX512_TARGET inline __m512i bf16x32(__m512 v0, __m512 v1) {
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF);
+  __m512i a = _mm512_castps_si512(v0), b = _mm512_castps_si512(v1);
+  a = _mm512_add_epi32(a, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(a, 16), one)));
+  b = _mm512_add_epi32(b, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
+  // The high 16 bits of every dword: odd 16-bit lanes of a, then of b.
+  const __m512i pick = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37,
+                                        35, 33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7,
+                                        5, 3, 1);
+  return _mm512_permutex2var_epi16(a, pick, b);
+}
+
+template <typename T>
+AVX512_TARGET inline void store32(T* out, __m512 v0, __m512 v1, bool stream) {
+  // Streaming stores skip the read-for-ownership of output lines we fully overwrite.
+  stream = stream && (reinterpret_cast<uintptr_t>(out) & 63) == 0;
+  if constexpr (std::is_same_v<T, float>) {
+    if (stream) {
+      _mm512_stream_ps(out, v0);
+      _mm512_stream_ps(out + 16, v1);
+    } else {
+      _mm512_storeu_ps(out, v0);
+      _mm512_storeu_ps(out + 16, v1);
+    }
+  } else {
+    __m512i r;
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      r = bf16x32(v0, v1);
+    } else {
+      constexpr int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+      r = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtps_ph(v0, rnd)),
+                             _mm512_cvtps_ph(v1, rnd), 1);
+    }
+    if (stream) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(out), r);
+    } else {
+      _mm512_storeu_si512(out, r);
+    }
+  }
+}
+
+template <typename T>
+AVX512_TARGET void range_avx512(const NF4Weight& w, int64_t start, int64_t count, T* out,
+                                bool stream) {
+  const __m512 lut = _mm512_load_ps(kNF4);
+  const int64_t end = start + count;
+  int64_t e = start;
+  for (int64_t b = start / w.blocksize; e < end; ++b) {
+    const int64_t stop = std::min(end, (b + 1) * w.blocksize);
+    const float s = block_absmax(w, b);
+    if (e & 1) {  // odd start: one scalar element to reach a byte boundary
+      store_scalar(out, e - start, kNF4[nibble(w.packed, e)] * s);
+      ++e;
+    }
+    const __m512 vs = _mm512_set1_ps(s);
+    for (; e + 32 <= stop; e += 32) {
+      __m512i i0, i1;
+      indices32(w.packed + (e >> 1), i0, i1);
+      const __m512 v0 = _mm512_mul_ps(_mm512_permutexvar_ps(i0, lut), vs);
+      const __m512 v1 = _mm512_mul_ps(_mm512_permutexvar_ps(i1, lut), vs);
+      store32(out + (e - start), v0, v1, stream);
+    }
+    for (; e < stop; ++e) store_scalar(out, e - start, kNF4[nibble(w.packed, e)] * s);
+  }
+}
+
+template <typename T>
+void range_typed(const NF4Weight& w, int64_t start, int64_t count, T* out, bool stream) {
+  if (use_avx512()) {
+    range_avx512(w, start, count, out, stream);
+  } else {
+    range_generic(w, start, count, out);
+  }
+}
+
+}  // namespace
+
+void dequantize_range(const NF4Weight& w, int64_t start, int64_t count, void* out,
+                      at::ScalarType dtype, bool stream) {
+  switch (dtype) {
+    case at::kFloat:
+      range_typed(w, start, count, static_cast<float*>(out), stream);
+      break;
+    case at::kBFloat16:
+      range_typed(w, start, count, static_cast<uint16_t*>(out), stream);
+      break;
+    case at::kHalf:
+      range_typed(w, start, count, static_cast<c10::Half*>(out), stream);
+      break;
+    default:
+      TORCH_CHECK(false, "tunebook nf4: output dtype must be bf16, fp16 or fp32, got ", dtype);
+  }
+}
+
+namespace {
+
+at::Tensor dequantize_nf4_cpu(const at::Tensor& packed, const at::Tensor& qabsmax,
+                              const at::Tensor& code2, const at::Tensor& absmax2, double offset,
+                              int64_t blocksize, int64_t blocksize2, at::IntArrayRef shape,
+                              at::ScalarType dtype) {
+  int64_t numel = 1;
+  for (const int64_t d : shape) numel *= d;
+  const NF4Weight w =
+      make_weight(packed, qabsmax, code2, absmax2, offset, blocksize, blocksize2, numel);
+  at::Tensor out = at::empty(shape, packed.options().dtype(dtype));
+  if (numel == 0) return out;
+  // Outputs far bigger than the caches are written with streaming stores.
+  const bool stream = numel * out.element_size() > (int64_t{16} << 20);
+  auto* base = static_cast<char*>(out.data_ptr());
+  const int64_t es = out.element_size();
+  // Work in whole blocks (chunks of them) so every thread reads each scale once.
+  const int64_t blocks = (numel + blocksize - 1) / blocksize;
+  const int64_t grain = std::max<int64_t>(1, 16384 / blocksize);
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    const int64_t start = b0 * blocksize;
+    const int64_t stop = std::min(numel, b1 * blocksize);
+    dequantize_range(w, start, stop - start, base + start * es, dtype, stream);
+    if (stream) _mm_sfence();  // streamed stores are weakly ordered: drain before joining
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(tunebook, CPU, m) { m.impl("dequantize_nf4", &dequantize_nf4_cpu); }
+
+}  // namespace tunebook

@@ -1,0 +1,164 @@
+// tunebook::gemv_nf4: y = x @ W.T with W [N, K] in bitsandbytes' NF4 layout.
+// Batches of 1-8 rows run fused (codebook in a register, no full-size temporaries, threads
+// over output rows); larger batches dequantize W a tile at a time into a cache-sized buffer
+// and hand each tile to at::mm.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../common.h"
+
+namespace tunebook {
+namespace {
+
+constexpr int64_t kMaxFused = 8;
+
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+// xp holds x in fp32 with every 32-element chunk reordered as (even elements, odd elements),
+// matching the high / low nibbles of 16 packed bytes, so weights need no interleaving.
+template <int M>
+AVX512_TARGET void rows_avx512(const NF4Weight& w, const float* xp, int64_t K, int64_t N,
+                               int64_t n0, int64_t n1, float* out) {
+  // Small batches get two accumulator pairs per row so the FMA chain is not latency-bound.
+  constexpr int P = M <= 2 ? 2 : 1;
+  const __m512 lut = _mm512_load_ps(kNF4);
+  const int64_t bpr = K / w.blocksize;
+  const int64_t cpb = w.blocksize / 32;
+  for (int64_t n = n0; n < n1; ++n) {
+    __m512 acc[M][2 * P];
+    for (int m = 0; m < M; ++m)
+      for (int j = 0; j < 2 * P; ++j) acc[m][j] = _mm512_setzero_ps();
+    const uint8_t* row = w.packed + n * (K / 2);
+    int64_t chunk = 0;
+    for (int64_t b = 0; b < bpr; ++b) {
+      const __m512 vs = _mm512_set1_ps(block_absmax(w, n * bpr + b));
+      for (int64_t c = 0; c < cpb; ++c, ++chunk) {
+        const __m512i i =
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + chunk * 16)));
+        // vpermps reads only the low 4 index bits, so the low nibble needs no mask.
+        const __m512 whi = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(i, 4), lut), vs);
+        const __m512 wlo = _mm512_mul_ps(_mm512_permutexvar_ps(i, lut), vs);
+        const int j = P == 2 ? 2 * static_cast<int>(chunk & 1) : 0;
+        for (int m = 0; m < M; ++m) {
+          const float* xm = xp + m * K + chunk * 32;
+          acc[m][j] = _mm512_fmadd_ps(whi, _mm512_loadu_ps(xm), acc[m][j]);
+          acc[m][j + 1] = _mm512_fmadd_ps(wlo, _mm512_loadu_ps(xm + 16), acc[m][j + 1]);
+        }
+      }
+    }
+    for (int m = 0; m < M; ++m) {
+      __m512 s = _mm512_add_ps(acc[m][0], acc[m][1]);
+      if constexpr (P == 2) s = _mm512_add_ps(s, _mm512_add_ps(acc[m][2], acc[m][3]));
+      out[m * N + n] = _mm512_reduce_add_ps(s);
+    }
+  }
+}
+
+// Portable path (-mavx2 -mfma): dequantize one row to fp32 in L1, then dot it with each x row.
+float dot_avx2(const float* a, const float* b, int64_t k) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= k; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  alignas(32) float t[8];
+  _mm256_store_ps(t, _mm256_add_ps(s0, s1));
+  float s = t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+  for (; i < k; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void rows_generic(const NF4Weight& w, const float* xf, int64_t M, int64_t K, int64_t N,
+                  int64_t n0, int64_t n1, float* out) {
+  std::vector<float> wrow(K);
+  for (int64_t n = n0; n < n1; ++n) {
+    dequantize_range(w, n * K, K, wrow.data(), at::kFloat, false);
+    for (int64_t m = 0; m < M; ++m) out[m * N + n] = dot_avx2(xf + m * K, wrow.data(), K);
+  }
+}
+
+template <int M>
+void run_fused(const NF4Weight& w, const float* xp, int64_t K, int64_t N, float* out) {
+  const int64_t grain = std::max<int64_t>(1, 65536 / K);
+  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+    rows_avx512<M>(w, xp, K, N, n0, n1, out);
+  });
+}
+
+at::Tensor fused(const NF4Weight& w, const at::Tensor& x2, int64_t N) {
+  const int64_t M = x2.size(0), K = x2.size(1);
+  at::Tensor out = at::empty({M, N}, x2.options().dtype(at::kFloat));
+  float* o = out.data_ptr<float>();
+  const bool fast = use_avx512() && w.blocksize % 32 == 0 && K % w.blocksize == 0;
+  if (!fast) {
+    const at::Tensor xf = x2.to(at::kFloat).contiguous();
+    const float* xs = xf.data_ptr<float>();
+    at::parallel_for(0, N, std::max<int64_t>(1, 65536 / K), [&](int64_t n0, int64_t n1) {
+      rows_generic(w, xs, M, K, N, n0, n1, o);
+    });
+    return out;
+  }
+  const at::Tensor xp = x2.to(at::kFloat).view({M, K / 32, 16, 2}).transpose(2, 3).contiguous();
+  const float* xs = xp.data_ptr<float>();
+  switch (M) {
+    case 1: run_fused<1>(w, xs, K, N, o); break;
+    case 2: run_fused<2>(w, xs, K, N, o); break;
+    case 3: run_fused<3>(w, xs, K, N, o); break;
+    case 4: run_fused<4>(w, xs, K, N, o); break;
+    case 5: run_fused<5>(w, xs, K, N, o); break;
+    case 6: run_fused<6>(w, xs, K, N, o); break;
+    case 7: run_fused<7>(w, xs, K, N, o); break;
+    default: run_fused<8>(w, xs, K, N, o); break;
+  }
+  return out;
+}
+
+at::Tensor tiled(const NF4Weight& w, const at::Tensor& x2, int64_t N) {
+  const int64_t M = x2.size(0), K = x2.size(1);
+  at::Tensor out = at::empty({M, N}, x2.options());
+  const int64_t es = x2.element_size();
+  // About 4 MiB of dequantized rows per tile: stays in cache between dequantize and mm.
+  int64_t tn = std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(1, K * es));
+  tn = std::min(N, tn - tn % 16);
+  at::Tensor tile = at::empty({tn, K}, x2.options());
+  auto* base = static_cast<char*>(tile.data_ptr());
+  for (int64_t n0 = 0; n0 < N; n0 += tn) {
+    const int64_t rows = std::min(tn, N - n0);
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / K), [&](int64_t r0, int64_t r1) {
+      dequantize_range(w, (n0 + r0) * K, (r1 - r0) * K, base + r0 * K * es, x2.scalar_type(),
+                       false);
+    });
+    // A column slice of the row-major output is a valid strided GEMM destination.
+    at::Tensor dst = out.narrow(1, n0, rows);
+    at::mm_out(dst, x2, tile.narrow(0, 0, rows).t());
+  }
+  return out;
+}
+
+at::Tensor gemv_nf4_cpu(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& qabsmax,
+                        const at::Tensor& code2, const at::Tensor& absmax2, double offset,
+                        int64_t blocksize, int64_t blocksize2, at::IntArrayRef shape) {
+  TORCH_CHECK(shape.size() == 2, "tunebook gemv_nf4: weight shape must be [N, K]");
+  const int64_t N = shape[0], K = shape[1];
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == K, "tunebook gemv_nf4: x must end in K=", K);
+  const at::ScalarType dt = x.scalar_type();
+  TORCH_CHECK(dt == at::kBFloat16 || dt == at::kHalf || dt == at::kFloat,
+              "tunebook gemv_nf4: x must be bf16, fp16 or fp32");
+  const NF4Weight w =
+      make_weight(packed, qabsmax, code2, absmax2, offset, blocksize, blocksize2, N * K);
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = N;
+  if (K == 0) return at::zeros(out_shape, x.options());
+  const at::Tensor x2 = x.reshape({-1, K}).contiguous();
+  const int64_t M = x2.size(0);
+  if (M == 0 || N == 0) return at::zeros(out_shape, x.options());
+  const at::Tensor y = M <= kMaxFused ? fused(w, x2, N).to(dt) : tiled(w, x2, N);
+  return y.view(out_shape);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(tunebook, CPU, m) { m.impl("gemv_nf4", &gemv_nf4_cpu); }
+
+}  // namespace tunebook
