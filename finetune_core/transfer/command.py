@@ -1,0 +1,105 @@
+"""CLI subcommands `discriminator` and `transfer` (wired into finetune_core.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parsers(sub: Any) -> None:
+    d = sub.add_parser(
+        "discriminator",
+        help="Trans-LoRA, beside a source adapter: keep k seeds, train the real/synthetic discriminator",
+    )
+    d.add_argument("run", help="the source training run folder (config.json, adapter/)")
+    d.add_argument("--task", help="dataset name in the question (default: data file stem)")
+    d.add_argument("--seeds", type=int, default=5, help="real examples kept for transfer")
+    d.add_argument("--real", type=int, default=100, help="real inputs (and as many synthetic)")
+    d.add_argument("--epochs", type=int, default=2)
+    d.add_argument("--learning-rate", type=float, default=2e-4)
+    d.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
+    d.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser(
+        "transfer", help="Trans-LoRA: move a source adapter to a new base model from its seeds"
+    )
+    t.add_argument("run", help="the source run (with transfer/seeds.jsonl and discriminator/)")
+    t.add_argument("--target", required=True, help="the new base model")
+    t.add_argument("--output-dir", required=True)
+    t.add_argument("--synthetic", type=int, default=250, help="synthetic inputs to accept")
+    t.add_argument("--max-attempts", type=int, help="candidates sampled at most (default 4N)")
+    t.add_argument("--unfiltered", action="store_true", help="no discriminator filter")
+    t.add_argument(
+        "--ablation", action="append", default=[], choices=["unfiltered", "seeds_only"],
+        help="also train and report an ablation student; repeatable",
+    )  # fmt: skip
+    t.add_argument("--temperature", type=float, default=1.0)
+    t.add_argument("--top-p", type=float, default=0.95)
+    t.add_argument("--teacher-max-new-tokens", type=int, default=64)
+    t.add_argument("--epochs", type=int, default=3, help="student epochs (paper: up to 20)")
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--learning-rate", type=float, default=2e-4)
+    t.add_argument("--lora-r", type=int, default=8)
+    t.add_argument("--target-modules", default="q_proj,v_proj", help="comma list or all-linear")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--eval-data", help="held-out examples (default: the source run's val split)")
+    t.add_argument("--eval-limit", type=int)
+    t.add_argument("--no-seeds-in-student", action="store_true")
+    t.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def cmd_discriminator(args: argparse.Namespace) -> int:
+    from finetune_core.transfer.source import DiscriminatorConfig, train_discriminator
+
+    summary = train_discriminator(
+        DiscriminatorConfig(
+            run=args.run,
+            task=args.task,
+            n_seeds=args.seeds,
+            n_real=args.real,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            quantization=args.quantization,
+            seed=args.seed,
+        )
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from finetune_core.transfer.pipeline import TransferConfig, transfer
+    from finetune_core.transfer.report import format_table
+
+    mods = args.target_modules
+    report = transfer(
+        TransferConfig(
+            run=args.run,
+            target=args.target,
+            output_dir=args.output_dir,
+            n_synthetic=args.synthetic,
+            max_attempts=args.max_attempts,
+            filtered=not args.unfiltered,
+            ablations=tuple(args.ablation),
+            temperature=args.temperature,
+            top_p=args.top_p,
+            teacher_max_new_tokens=args.teacher_max_new_tokens,
+            include_seeds=not args.no_seeds_in_student,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            learning_rate=args.learning_rate,
+            lora_r=args.lora_r,
+            target_modules=mods if mods == "all-linear" else mods.split(","),
+            batch_size=args.batch_size,
+            quantization=args.quantization,
+            eval_data=args.eval_data,
+            eval_limit=args.eval_limit,
+            seed=args.seed,
+        )
+    )
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_table(report))
+    print(f"transferred adapter: {report['adapter']}")
+    return 0

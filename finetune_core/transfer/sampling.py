@@ -1,0 +1,162 @@
+"""Synthetic task inputs: a model continues the few-shot list prompt as raw text, each
+candidate is cut at the next item number, cleaned, deduplicated and (optionally) kept
+only when the discriminator calls it real. Rejection sampling until N accepted or the
+attempt budget is spent.
+
+Raw completion, without a chat template, for every model: the list prompt is a
+completion prompt, base models (gemma-3-270m) have no chat habit to lean on, and it
+keeps source and target sampling identical. Instruct models continue lists fine too.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from finetune_core.models.loading import end_of_turn_ids
+from finetune_core.transfer.seeds import _NEXT_ITEM, cut_at_item, list_prompt
+
+if TYPE_CHECKING:
+    from finetune_core.infer import ChatModel
+    from finetune_core.transfer.discriminator import Discriminator
+
+
+class _ItemEnded:
+    """Per-row stop: the new text has reached the next list item (saves most of the tokens)."""
+
+    def __init__(self, tokenizer: Any, width: int) -> None:
+        self.tokenizer, self.width = tokenizer, width
+
+    def __call__(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        return torch.tensor([bool(_NEXT_ITEM.search(t)) for t in texts], device=input_ids.device)
+
+
+@torch.no_grad()
+def complete_raw(
+    chat: ChatModel,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 96,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+) -> list[str]:
+    """Sampled raw-text continuations of each prompt (no chat template)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    tok = chat.tokenizer
+    encoded = [tok(p)["input_ids"] for p in prompts]  # the tokenizer's own BOS, if any
+    width = max(len(e) for e in encoded)
+    pad = tok.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+    device = next(chat.model.parameters()).device
+    criterion = type("ItemEnded", (_ItemEnded, StoppingCriteria), {})(tok, width)
+    sampling = temperature > 0
+    out = chat.model.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=sampling,
+        temperature=temperature if sampling else None,
+        top_p=top_p if sampling else None,
+        top_k=None,
+        eos_token_id=end_of_turn_ids(tok),
+        pad_token_id=pad,
+        stopping_criteria=StoppingCriteriaList([criterion]),
+    )
+    return tok.batch_decode(out[:, width:], skip_special_tokens=True)
+
+
+@dataclass
+class SamplingResult:
+    accepted: list[str] = field(default_factory=list)
+    attempts: int = 0  # candidates sampled and judged
+    empty: int = 0
+    duplicates: int = 0  # of an accepted candidate or of a seed
+    rejected: int = 0  # by the discriminator
+    rejected_samples: list[str] = field(default_factory=list)
+    filtered: bool = True
+
+    @property
+    def acceptance_rate(self) -> float:
+        return len(self.accepted) / self.attempts if self.attempts else 0.0
+
+    def to_dict(self, sample: int = 5) -> dict[str, Any]:
+        return {
+            "accepted": len(self.accepted),
+            "attempts": self.attempts,
+            "acceptance_rate": self.acceptance_rate,
+            "empty": self.empty,
+            "duplicates": self.duplicates,
+            "rejected_by_discriminator": self.rejected,
+            "filtered": self.filtered,
+            "sample_accepted": self.accepted[:sample],
+            "sample_rejected": self.rejected_samples[:sample],
+        }
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split())
+
+
+def synthesize(
+    chat: ChatModel,
+    pool: Sequence[str],
+    n: int,
+    *,
+    discriminator: Discriminator | None = None,
+    shots: int = 5,
+    max_attempts: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 96,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    seed: int = 0,
+) -> SamplingResult:
+    """Up to n new task inputs written by `chat`, few-shot prompted from `pool`.
+
+    With more than `shots` inputs in the pool each prompt draws its own; the order is
+    shuffled per prompt for variety. Stops at n accepted or `max_attempts` (default 4n).
+    """
+    budget = max_attempts if max_attempts is not None else 4 * n
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    known = {_key(x) for x in pool}
+    result = SamplingResult(filtered=discriminator is not None)
+    while len(result.accepted) < n and result.attempts < budget:
+        rows = min(batch_size, budget - result.attempts)
+        prompts = [list_prompt(rng.sample(list(pool), min(shots, len(pool)))) for _ in range(rows)]
+        raw = complete_raw(
+            chat, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p
+        )
+        fresh: list[str] = []
+        for text in raw:
+            result.attempts += 1
+            candidate = cut_at_item(text)
+            if not candidate or not re.search(r"\w", candidate):
+                result.empty += 1
+            elif _key(candidate) in known:
+                result.duplicates += 1
+            else:
+                known.add(_key(candidate))
+                fresh.append(candidate)
+        verdicts = (
+            discriminator.accepts(fresh) if discriminator is not None else [True] * len(fresh)
+        )
+        for candidate, ok in zip(fresh, verdicts, strict=True):
+            if not ok:
+                result.rejected += 1
+                result.rejected_samples.append(candidate)
+            elif len(result.accepted) < n:
+                result.accepted.append(candidate)
+            else:
+                result.attempts -= 1  # surplus of the last batch: never judged as an attempt
+    return result

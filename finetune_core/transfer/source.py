@@ -1,0 +1,154 @@
+"""Beside the source adapter, while the customer's data still exists: keep k seeds and
+train the discriminator. Everything lands in the run folder:
+
+    <run>/transfer/seeds.jsonl          the k real examples kept
+    <run>/discriminator/adapter/        the discriminator LoRA (PEFT folder)
+    <run>/discriminator/discriminator.json   task, question, source model, counts
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from finetune_core.data import Example, read_examples, train_val_split
+from finetune_core.errors import FinetuneError
+from finetune_core.transfer.discriminator import write_discriminator_data, write_info
+from finetune_core.transfer.sampling import synthesize
+from finetune_core.transfer.seeds import save_seeds, select_seeds, task_input
+
+QV = ["q_proj", "v_proj"]  # the paper's LoRA targets
+
+
+def run_config(run: str | Path) -> dict[str, Any]:
+    path = Path(run) / "config.json"
+    if not path.exists():
+        raise FinetuneError(f"{run} holds no config.json: not a training run folder")
+    return json.loads(path.read_text())
+
+
+def run_splits(run: str | Path) -> tuple[list[Example], list[Example]]:
+    """The source run's (train, validation) examples, split exactly as training did."""
+    cfg = run_config(run)
+    if not cfg.get("data") or not Path(cfg["data"]).exists():
+        raise FinetuneError(
+            f"the training data of {run} ({cfg.get('data')!r}) is gone: give the examples "
+            "explicitly (an eval file for `transfer`)"
+        )
+    fmt, cmap = cfg.get("data_format"), cfg.get("column_map")
+    examples = list(read_examples(cfg["data"], fmt=fmt, column_map=cmap))
+    if cfg.get("limit_examples"):
+        examples = examples[: cfg["limit_examples"]]
+    if cfg.get("val_data"):
+        return examples, list(read_examples(cfg["val_data"], fmt=fmt, column_map=cmap))
+    return train_val_split(examples, val_fraction=cfg.get("val_fraction", 0.1), seed=cfg["seed"])
+
+
+def default_task(run: str | Path) -> str:
+    return Path(run_config(run).get("data") or "task").stem
+
+
+def run_adapter(run: str | Path) -> Path:
+    adapter = Path(run) / "adapter"
+    if not (adapter / "adapter_config.json").exists():
+        raise FinetuneError(f"no adapter in {run}: train the source adapter first")
+    return adapter
+
+
+@dataclass
+class DiscriminatorConfig:
+    run: str  # the source training run folder (config.json, adapter/)
+    task: str | None = None  # the dataset name asked about; default: the data file's stem
+    n_seeds: int = 5
+    n_real: int = 100  # real inputs (and as many synthetic ones) to train on
+    epochs: int = 2
+    learning_rate: float = 2e-4
+    lora_r: int = 8
+    batch_size: int = 8
+    max_length: int = 256
+    max_new_tokens: int = 96
+    quantization: str = "nf4"
+    seed: int = 0
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def train_discriminator(cfg: DiscriminatorConfig) -> dict[str, Any]:
+    """Keep the seeds, sample synthetic inputs from the source model, train the discriminator."""
+    from finetune_core.infer import load_chat_model
+    from finetune_core.train import TrainConfig, train
+
+    run = Path(cfg.run)
+    source = run_config(run)["model"]
+    task = cfg.task or default_task(run)
+    train_examples, _ = run_splits(run)
+    times: dict[str, float] = {}
+
+    seeds = select_seeds(train_examples, cfg.n_seeds, seed=cfg.seed)
+    seeds_path = save_seeds(seeds, run / "transfer")
+
+    inputs = sorted({task_input(e).strip() for e in train_examples} - {""})
+    random.Random(cfg.seed).shuffle(inputs)
+    real = inputs[: cfg.n_real]
+
+    started = time.monotonic()
+    chat = load_chat_model(source, adapter=str(run_adapter(run)), quantization=cfg.quantization)
+    sampled = synthesize(
+        chat,
+        inputs,
+        len(real),
+        discriminator=None,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+    )
+    del chat
+    gc.collect()
+    times["synthesize"] = time.monotonic() - started
+    if not sampled.accepted:
+        raise FinetuneError("the source model wrote no usable synthetic inputs")
+
+    started = time.monotonic()
+    folder = run / "discriminator"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = run / "transfer" / "discriminator_data.jsonl"
+    rows = write_discriminator_data(real, sampled.accepted, task, data, seed=cfg.seed)
+    train_cfg = TrainConfig(
+        model=source,
+        data=str(data),
+        data_format="chat",
+        output_dir=str(folder),
+        quantization=cfg.quantization,  # type: ignore[arg-type]
+        target_modules=QV,
+        lora_r=cfg.lora_r,
+        lora_alpha=2 * cfg.lora_r,
+        learning_rate=cfg.learning_rate,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        packing=False,  # one question per row: the verdict must not see another row
+        val_fraction=0.1,
+        seed=cfg.seed,
+        **cfg.train_overrides,
+    )
+    result = train(train_cfg)
+    times["train"] = time.monotonic() - started
+    summary = {
+        "task": task,
+        "source_model": source,
+        "source_adapter": str(run_adapter(run)),
+        "seeds": len(seeds),
+        "seeds_file": str(seeds_path),
+        "real": len(real),
+        "synthetic": len(sampled.accepted),
+        "rows": rows,
+        "steps": result.steps,
+        "train_loss": result.train_loss,
+        "val_loss": result.best_val_loss,
+        "phase_seconds": times,
+    }
+    write_info(folder, **summary)
+    return summary

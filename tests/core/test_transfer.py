@@ -1,0 +1,227 @@
+"""Trans-LoRA on the tiny random models: prompt format, item cutting, discriminator rows,
+rejection-sampling bookkeeping with a real tiny discriminator, distillation pairs, and an
+end-to-end tiny-llama -> tiny-llama-wide transfer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from finetune_core.data import Example, Message, bigbench_task_path, read_examples
+from finetune_core.infer import load_chat_model
+from finetune_core.train import TrainConfig, train
+from finetune_core.transfer import (
+    Discriminator,
+    DiscriminatorConfig,
+    TransferConfig,
+    cut_at_item,
+    format_table,
+    list_prompt,
+    load_discriminator,
+    load_seeds,
+    select_seeds,
+    synthesize,
+    train_discriminator,
+    transfer,
+)
+from finetune_core.transfer.discriminator import (
+    discriminator_examples,
+    question_prompt,
+    write_discriminator_data,
+    write_info,
+)
+from finetune_core.transfer.pipeline import distillation_examples
+from finetune_core.transfer.seeds import exact_match, normalize
+
+TASK = "arithmetic-2_digit_addition"
+FAST = {"eval_every": 1000, "save_every": 1000, "warmup_ratio": 0.0}
+
+
+def qa(x: str, a: str) -> Example:
+    return Example(messages=(Message("user", x), Message("assistant", a)), references=(a,))
+
+
+def test_list_prompt_is_the_papers_format() -> None:
+    seeds = ["What is 1 plus 2?", "What is 3 plus 4?", "a", "b", "c"]
+    assert list_prompt(seeds) == (
+        "Here are 10 examples:\n1. What is 1 plus 2?\n2. What is 3 plus 4?\n3. a\n4. b\n5. c\n6."
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "item"),
+    [
+        (" foo\n7. bar", "foo"),
+        ("foo 7. bar", "foo 7. bar"),  # a number inside the line is not a new item
+        ("foo\n  8. bar\n9. baz", "foo"),
+        ("two\nlines\n7.", "two\nlines"),
+        ("  foo  \n\t ", "foo"),
+        ("", ""),
+        ("\n7. only the next item", ""),
+    ],
+)
+def test_cut_at_next_item_number(raw: str, item: str) -> None:
+    assert cut_at_item(raw) == item
+
+
+def test_normalised_exact_match_accepts_any_reference() -> None:
+    assert normalize("  Plausible. ") == "plausible"
+    assert exact_match("109!", ("108", "109"))
+    assert not exact_match("1 09", ("109",))
+
+
+def test_discriminator_rows_label_real_yes_and_synthetic_no(tmp_path: Path) -> None:
+    assert question_prompt("What is 1 plus 2?", "t") == (
+        "What is 1 plus 2?\n Is the above question from t dataset?"
+    )
+    path = tmp_path / "d.jsonl"
+    assert write_discriminator_data(["r1", "r2"], ["s1"], "arith", path) == 3
+    rows = [json.loads(line)["messages"] for line in path.read_text().splitlines()]
+    labels = {m[0]["content"]: m[1]["content"] for m in rows}
+    suffix = "\n Is the above question from arith dataset?"
+    assert labels == {"r1" + suffix: "yes", "r2" + suffix: "yes", "s1" + suffix: "no"}
+    assert all([m["role"] for m in r] == ["user", "assistant"] for r in rows)
+    assert len(discriminator_examples(["a"], ["b", "c"], "t")) == 3
+
+
+def test_distillation_pairs_are_chat_examples_of_input_and_teacher_answer() -> None:
+    seed = qa("What is 1 plus 1?", "2")
+    pairs = distillation_examples(["x1", "x2", "x3"], ["a1", "  ", "a3"], [seed])
+    assert [[(m.role, m.content) for m in e.messages] for e in pairs] == [
+        [("user", "x1"), ("assistant", "a1")],
+        [("user", "x3"), ("assistant", "a3")],  # an empty teacher answer teaches nothing
+        [("user", "What is 1 plus 1?"), ("assistant", "2")],
+    ]
+
+
+def test_seeds_are_distinct_and_reproducible() -> None:
+    examples = [qa(f"q{i % 4}", str(i)) for i in range(12)]
+    seeds = select_seeds(examples, k=4, seed=3)
+    assert len({s.messages[0].content for s in seeds}) == 4
+    assert select_seeds(examples, k=4, seed=3) == seeds
+    with pytest.raises(Exception, match="distinct"):
+        select_seeds(examples, k=5)
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny source adapter trained for a few steps on 30 arithmetic examples."""
+    run = tmp_path_factory.mktemp("transfer") / "source"
+    cfg = TrainConfig(
+        model="tiny-llama",
+        data=str(bigbench_task_path(TASK)),
+        output_dir=str(run),
+        limit_examples=30,
+        val_fraction=0.2,
+        max_steps=2,
+        batch_size=4,
+        max_length=64,
+        learning_rate=5e-3,
+        quantization="none",
+        **FAST,
+    )
+    assert train(cfg).status == "succeeded"
+    return run
+
+
+@pytest.fixture(scope="module")
+def discriminator_run(source_run: Path) -> dict:
+    return train_discriminator(
+        DiscriminatorConfig(
+            run=str(source_run),
+            n_real=6,
+            max_new_tokens=12,
+            max_length=160,
+            learning_rate=5e-3,
+            quantization="none",
+            train_overrides={"max_steps": 2, **FAST},
+        )
+    )
+
+
+def test_discriminator_is_stored_beside_the_source_adapter(
+    source_run: Path, discriminator_run: dict
+) -> None:
+    folder = source_run / "discriminator"
+    assert (folder / "adapter" / "adapter_config.json").exists()
+    info = json.loads((folder / "discriminator.json").read_text())
+    assert info["task"] == TASK and info["source_model"] == "tiny-llama"
+    assert info["question"] == "\n Is the above question from {task} dataset?"
+    assert info["real"] == 6 and 1 <= info["synthetic"] <= 6
+    seeds = load_seeds(source_run / "transfer")
+    assert len(seeds) == 5 and all(s.messages[-1].role == "assistant" for s in seeds)
+    rows = list(read_examples(source_run / "transfer" / "discriminator_data.jsonl", fmt="chat"))
+    assert sum(r.messages[1].content == "yes" for r in rows) == 6
+
+
+def test_yes_and_no_are_told_apart_by_distinct_first_tokens(discriminator_run: dict) -> None:
+    disc = Discriminator.from_chat(load_chat_model("tiny-llama", quantization="none"), TASK)
+    assert disc.yes_ids and disc.no_ids and not set(disc.yes_ids) & set(disc.no_ids)
+
+
+def test_rejection_sampling_bookkeeping(source_run: Path, discriminator_run: dict) -> None:
+    disc = load_discriminator(source_run / "discriminator", quantization="none")
+    target = load_chat_model("tiny-llama-wide", quantization="none")
+    seeds = [s.messages[0].content for s in load_seeds(source_run / "transfer")]
+    for discriminator in (disc, None):
+        got = synthesize(
+            target, seeds, 3, discriminator=discriminator, max_attempts=7, batch_size=4,
+            max_new_tokens=8, seed=1,
+        )  # fmt: skip
+        assert got.attempts <= 7 and len(got.accepted) <= min(3, got.attempts)
+        assert got.attempts == len(got.accepted) + got.empty + got.duplicates + got.rejected
+        assert got.acceptance_rate == len(got.accepted) / got.attempts
+        assert len(got.accepted) == 3 or got.attempts == 7  # stops at N or at the budget
+        assert len(set(got.accepted)) == len(got.accepted)
+        assert not set(got.accepted) & set(seeds)
+        assert all(a and a == a.strip() for a in got.accepted)
+        assert got.filtered == (discriminator is not None)
+        if discriminator is None:
+            assert got.rejected == 0
+        else:
+            margins = disc.margins(got.accepted + got.rejected_samples)
+            assert [m > 0 for m in margins] == [True] * len(got.accepted) + [False] * got.rejected
+
+
+def test_end_to_end_tiny_transfer(source_run: Path, tmp_path: Path) -> None:
+    # A discriminator that learned to say "yes" (real rows only) keeps the tiny target's
+    # gibberish, so every phase runs; the real objective is tested above.
+    run = tmp_path / "run"
+    shutil.copytree(source_run, run, ignore=shutil.ignore_patterns("checkpoint*", "discriminator"))
+    seeds = [s.messages[0].content for s in load_seeds(run / "transfer")]
+    data = tmp_path / "yes.jsonl"
+    write_discriminator_data(seeds * 4, [], TASK, data)
+    train(
+        TrainConfig(
+            model="tiny-llama", data=str(data), output_dir=str(run / "discriminator"),
+            target_modules=["q_proj", "v_proj"], max_steps=6, learning_rate=2e-2,
+            quantization="none", max_length=160, val_fraction=0.0, batch_size=4, **FAST,
+        )
+    )  # fmt: skip
+    write_info(run / "discriminator", task=TASK, source_model="tiny-llama")
+    report = transfer(
+        TransferConfig(
+            run=str(run), target="tiny-llama-wide", output_dir=str(tmp_path / "out"),
+            n_synthetic=4, max_attempts=8, sample_max_new_tokens=8, teacher_max_new_tokens=6,
+            eval_max_new_tokens=6, eval_limit=4, max_steps=2, max_length=128,
+            learning_rate=5e-3, quantization="none", ablations=("seeds_only",),
+        )
+    )  # fmt: skip
+    adapter = Path(report["adapter"])
+    assert (adapter / "adapter_config.json").exists()
+    assert json.loads((adapter / "adapter_config.json").read_text())["target_modules"]
+    assert set(report["accuracy"]) == {
+        "source_adapter", "target_base", "transferred", "ablation_seeds_only",
+    }  # fmt: skip
+    for r in report["accuracy"].values():
+        assert r["n"] == 4 and 0 <= r["accuracy"] <= 1
+    s = report["synthesis"]
+    assert s["filtered"] and s["accepted"] >= 1 and s["acceptance_rate"] > 0
+    assert report["distillation_pairs"] >= 5  # the seeds join the teacher's pairs
+    for phase in ("synthesize", "teacher", "train_transferred", "eval_transferred"):
+        assert report["phase_seconds"][phase] >= 0
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["adapter"] == str(adapter)
+    assert "transferred" in format_table(report)
