@@ -105,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     from finetune_core.evaluate.command import add_parser as add_evaluate_parser
 
     add_evaluate_parser(sub)
+
+    from finetune_core.transfer.command import add_parsers as add_transfer_parsers
+
+    add_transfer_parsers(sub)
     return p
 
 
@@ -273,6 +277,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _transfer_command(name: str, args: argparse.Namespace) -> int:
+    from finetune_core.transfer import command
+
+    return getattr(command, name)(args)
+
+
 COMMANDS = {
     "models": cmd_models,
     "prepare": cmd_prepare,
@@ -283,6 +293,8 @@ COMMANDS = {
     "final": cmd_final,
     "generate": cmd_generate,
     "evaluate": cmd_evaluate,
+    "discriminator": lambda args: _transfer_command("cmd_discriminator", args),
+    "transfer": lambda args: _transfer_command("cmd_transfer", args),
 }
 
 
