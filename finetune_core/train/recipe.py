@@ -166,7 +166,9 @@ def train(
             return _result("cancelled", out, step, total_steps, last_loss, state, history)
         try:
             last_loss, n_tokens = _optimizer_step(cfg, model, optimizer, train_rows, step, pad_id)
-        except torch.OutOfMemoryError as exc:
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _is_oom(exc):
+                raise
             raise OutOfMemory(
                 f"out of memory at step {step + 1} (batch_size={cfg.batch_size}, max_length="
                 f"{cfg.max_length}): lower either, or raise grad_accum; checkpoints so far are kept"
@@ -231,6 +233,16 @@ def train(
     return result
 
 
+def _is_oom(exc: BaseException) -> bool:
+    # CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError.
+    text = str(exc)
+    return (
+        isinstance(exc, torch.OutOfMemoryError)
+        or "can't allocate memory" in text
+        or "out of memory" in text
+    )
+
+
 def _optimizer_step(
     cfg: TrainConfig,
     model: torch.nn.Module,
@@ -239,16 +251,18 @@ def _optimizer_step(
     step: int,
     pad_id: int,
 ) -> tuple[float, int]:
-    """One optimizer step over grad_accum micro-batches; returns (mean loss, tokens)."""
+    """One optimizer step over grad_accum micro-batches.
+
+    Returns the mean loss and the real (non-padding) tokens processed, which is
+    what throughput figures count.
+    """
     total_loss, total_tokens = 0.0, 0
     for k in range(cfg.grad_accum):
-        batch = collate(
-            batch_rows(rows, step * cfg.grad_accum + k, cfg.batch_size, cfg.seed), pad_id
-        )
-        loss, _ = token_loss(model, batch)
+        micro = batch_rows(rows, step * cfg.grad_accum + k, cfg.batch_size, cfg.seed)
+        loss, _ = token_loss(model, collate(micro, pad_id))
         (loss / cfg.grad_accum).backward()
-        total_loss += float(loss) / cfg.grad_accum
-        total_tokens += int((batch["labels"] != -100).sum())
+        total_loss += float(loss.detach()) / cfg.grad_accum
+        total_tokens += sum(len(r) for r in micro)
     if cfg.grad_clip > 0:
         params = [p for p in model.parameters() if p.requires_grad]
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

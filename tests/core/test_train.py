@@ -207,3 +207,43 @@ def test_token_loss_equals_the_models_own_loss(tmp_path) -> None:
         theirs = model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss
     assert n == int((batch["labels"] != -100).sum()) > 0
     torch.testing.assert_close(ours, theirs.float(), rtol=1e-3, atol=1e-3)
+
+
+OOM_SCRIPT = """
+import resource, sys
+from finetune_core.errors import OutOfMemory
+from finetune_core.train import TrainConfig, train
+
+def squeeze(event):
+    # Once the model is loaded, cap the address space just above what is in use,
+    # so the first training step cannot allocate its activations.
+    if event.kind == "start":
+        with open("/proc/self/status") as f:
+            vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (64 << 20), resource.RLIM_INFINITY))
+
+cfg = TrainConfig(model="tiny-llama", data=sys.argv[1], output_dir=sys.argv[2], max_steps=2,
+                  batch_size=64, max_length=512, packing=False, quantization="none", val_fraction=0.0)
+try:
+    train(cfg, callback=squeeze)
+except OutOfMemory as exc:
+    print("OOM:", exc)
+"""
+
+
+def test_out_of_memory_stops_with_a_clear_error(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    data = write_chat(tmp_path / "long.jsonl", [(q * 40, a * 40) for q, a in QA * 6])
+    done = subprocess.run(
+        [sys.executable, "-c", OOM_SCRIPT, str(data), str(tmp_path / "oom")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "OOM: out of memory at step 1 (batch_size=64, max_length=512)" in done.stdout, (
+        done.stderr[-2000:]
+    )
+    assert "lower either, or raise grad_accum" in done.stdout
+    assert not (tmp_path / "oom" / "adapter").exists()
