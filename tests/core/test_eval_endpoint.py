@@ -265,3 +265,11 @@ def test_failed_answers_are_not_cached(server: Loopback, tmp_path) -> None:
     server.script.append((401, {}, b'{"error": {"message": "no key"}}', 0))
     got = generate_answers([api], es, cache=cache, endpoint_options={"max_attempts": 1})
     assert next(iter(got[api.label].values())).status == "error" and len(cache) == 0
+
+
+def test_single_answer_grading(server: Loopback) -> None:
+    es, answers = pair_set()
+    server.respond = lambda body: "Helpful. Rating: [[7]]"
+    grades = Judge(endpoint(server, concurrency=4)).grade(es.head(2), answers)
+    assert [g.rating for g in grades] == [7.0] * 4
+    assert all(g.prompt_version.startswith("single@") for g in grades)
