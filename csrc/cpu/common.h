@@ -86,6 +86,11 @@ inline bool use_avx512() {
   return hw;
 }
 
+// Outputs of at least 32 MiB come from alloc.cpp: transparent-huge-page backed and recycled
+// (bounded; TUNEBOOK_NF4_CACHE_MB, default 1024, 0 = off), because first-touch page faults,
+// not the kernels, bound a large dequantize on a fresh allocation.
+at::Tensor empty_output(at::IntArrayRef shape, const at::TensorOptions& opts);
+
 // Builds an NF4Weight from the op arguments, checking what the kernels rely on.
 NF4Weight make_weight(const at::Tensor& packed, const at::Tensor& qabsmax, const at::Tensor& code2,
                       const at::Tensor& absmax2, double offset, int64_t blocksize,

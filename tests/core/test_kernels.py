@@ -191,3 +191,19 @@ def test_patched_linear4bit_forward_backward(rows):
     assert bnb.nn.Linear4bit.forward.__module__.startswith("bitsandbytes")
     for got, want in zip(patched, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@needs_ext
+def test_large_outputs_use_recycled_buffers_correctly():
+    # >= 32 MiB outputs come from the huge-page buffer cache: reuse must not leak old values.
+    _, packed, qs = quantize((2048, 4096), torch.float32, seed=9)
+    w = NF4Weight.from_bnb(packed, qs)
+    expected = bits(bnbf.dequantize_4bit(packed, qs, quant_type="nf4"))
+    first = dequantize(w)
+    ptr = first.data_ptr()
+    assert torch.equal(bits(first), expected)
+    first.fill_(7.0)
+    del first
+    second = dequantize(w)
+    assert second.data_ptr() == ptr  # recycled
+    assert torch.equal(bits(second), expected)

@@ -190,15 +190,19 @@ at::Tensor dequantize_nf4_cpu(const at::Tensor& packed, const at::Tensor& qabsma
   for (const int64_t d : shape) numel *= d;
   const NF4Weight w =
       make_weight(packed, qabsmax, code2, absmax2, offset, blocksize, blocksize2, numel);
-  at::Tensor out = at::empty(shape, packed.options().dtype(dtype));
+  at::Tensor out = empty_output(shape, packed.options().dtype(dtype));
   if (numel == 0) return out;
   // Outputs far bigger than the caches are written with streaming stores.
-  const bool stream = numel * out.element_size() > (int64_t{16} << 20);
+  // Plain stores: on recycled or huge-page outputs the lines are cache-warm and streaming
+  // stores measured slower; the streaming path stays for callers of dequantize_range.
+  const bool stream = false;
   auto* base = static_cast<char*>(out.data_ptr());
   const int64_t es = out.element_size();
   // Work in whole blocks (chunks of them) so every thread reads each scale once.
   const int64_t blocks = (numel + blocksize - 1) / blocksize;
-  const int64_t grain = std::max<int64_t>(1, 16384 / blocksize);
+  // Small weights stay on one thread: waking others costs more than they save (and far more
+  // when the machine is oversubscribed).
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 19) / blocksize);
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
     const int64_t start = b0 * blocksize;
     const int64_t stop = std::min(numel, b1 * blocksize);

@@ -11,6 +11,8 @@ namespace tunebook {
 namespace {
 
 constexpr int64_t kMaxFused = 8;
+// Weight elements per thread at least (256 KiB packed): tiny layers run on one thread.
+constexpr int64_t kGrainElems = int64_t{1} << 19;
 
 #define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
@@ -80,7 +82,7 @@ void rows_generic(const NF4Weight& w, const float* xf, int64_t M, int64_t K, int
 
 template <int M>
 void run_fused(const NF4Weight& w, const float* xp, int64_t K, int64_t N, float* out) {
-  const int64_t grain = std::max<int64_t>(1, 65536 / K);
+  const int64_t grain = std::max<int64_t>(1, kGrainElems / K);
   at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
     rows_avx512<M>(w, xp, K, N, n0, n1, out);
   });
@@ -94,7 +96,7 @@ at::Tensor fused(const NF4Weight& w, const at::Tensor& x2, int64_t N) {
   if (!fast) {
     const at::Tensor xf = x2.to(at::kFloat).contiguous();
     const float* xs = xf.data_ptr<float>();
-    at::parallel_for(0, N, std::max<int64_t>(1, 65536 / K), [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, N, std::max<int64_t>(1, kGrainElems / K), [&](int64_t n0, int64_t n1) {
       rows_generic(w, xs, M, K, N, n0, n1, o);
     });
     return out;
@@ -116,7 +118,7 @@ at::Tensor fused(const NF4Weight& w, const at::Tensor& x2, int64_t N) {
 
 at::Tensor tiled(const NF4Weight& w, const at::Tensor& x2, int64_t N) {
   const int64_t M = x2.size(0), K = x2.size(1);
-  at::Tensor out = at::empty({M, N}, x2.options());
+  at::Tensor out = empty_output({M, N}, x2.options());
   const int64_t es = x2.element_size();
   // About 4 MiB of dequantized rows per tile: stays in cache between dequantize and mm.
   int64_t tn = std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(1, K * es));

@@ -1,0 +1,123 @@
+"""NF4 kernels (csrc/) vs bitsandbytes on CPU: dequantize, GEMV (batch 1), matmul (4096 tokens).
+
+    make bench-kernels        # or: python -m benchmarks.bench_kernels [--repeat 5] [--json out.json]
+
+Weights are bf16 quantized by bitsandbytes (nf4, blocksize 64, double-quantized absmax).
+dequantize GB/s counts packed nibbles read + bf16 written; GEMV GB/s counts packed weight read;
+matmul reports TFLOP/s (2*M*N*K). Times are medians, so a shared machine skews them less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+SHAPES = {
+    "ffn-14336x4096": (14336, 4096),
+    "smollm2-q/o 576x576": (576, 576),
+    "smollm2-up 1536x576": (1536, 576),
+    "smollm2-down 576x1536": (576, 1536),
+    "smollm2-kv 192x576": (192, 576),
+    "smollm2-lm_head 49152x576": (49152, 576),
+}
+TOKENS = 4096
+
+
+def timeit(fn: Callable[[], object], repeat: int, budget_s: float = 3.0) -> float:
+    """Median seconds per call after one warm-up; fewer repeats for slow calls."""
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeat and (len(times) < 2 or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_shape(n: int, k: int, repeat: int, matmul: bool) -> dict:
+    import bitsandbytes as bnb
+    import bitsandbytes.functional as bnbf
+
+    from finetune_core.kernels import NF4Weight
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(n, k, generator=g).to(torch.bfloat16)
+    packed, qs = bnbf.quantize_4bit(
+        weight, blocksize=64, compress_statistics=True, quant_type="nf4"
+    )
+    w = NF4Weight.from_bnb(packed, qs)
+    args = w.args()
+    numel = n * k
+    ours_dq = lambda: torch.ops.tunebook.dequantize_nf4(*args, torch.bfloat16)  # noqa: E731
+    bnb_dq = lambda: bnbf.dequantize_4bit(packed, qs, quant_type="nf4")  # noqa: E731
+    dq_bytes = numel / 2 + numel * 2
+    row = {
+        "dequant_GBps": {
+            "ours": dq_bytes / timeit(ours_dq, repeat) / 1e9,
+            "bnb": dq_bytes / timeit(bnb_dq, repeat) / 1e9,
+        }
+    }
+    x1 = torch.randn(1, k, generator=g).to(torch.bfloat16)
+    with torch.no_grad():
+        row["gemv1_GBps"] = {
+            "ours": numel
+            / 2
+            / timeit(lambda: torch.ops.tunebook.gemv_nf4(x1, *args), repeat)
+            / 1e9,
+            "bnb": numel
+            / 2
+            / timeit(lambda: bnb.matmul_4bit(x1, packed, quant_state=qs), repeat)
+            / 1e9,
+        }
+        if matmul:
+            xm = torch.randn(TOKENS, k, generator=g).to(torch.bfloat16)
+            flops = 2 * TOKENS * n * k
+            reps = max(2, repeat // 3)
+            row["matmul4096_TFLOPs"] = {
+                "ours": flops / timeit(lambda: torch.ops.tunebook.gemv_nf4(xm, *args), reps) / 1e12,
+                "bnb": flops
+                / timeit(lambda: bnb.matmul_4bit(xm, packed, quant_state=qs), reps)
+                / 1e12,
+            }
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--no-matmul", action="store_true", help="skip the 4096-token matmuls")
+    parser.add_argument("--json", help="also write the results to this file")
+    opts = parser.parse_args()
+
+    from finetune_core.kernels import load_extension
+
+    if not load_extension():
+        raise SystemExit("the NF4 kernels did not build; nothing to benchmark")
+    results = {
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "shapes": {},
+    }
+    print(f"threads={results['threads']} isa={results['cpu_capability']}")
+    header = f"{'shape':28} {'metric':18} {'ours':>9} {'bnb':>9} {'ratio':>7}"
+    print(header + "\n" + "-" * len(header))
+    for name, (n, k) in SHAPES.items():
+        row = bench_shape(n, k, opts.repeat, matmul=not opts.no_matmul)
+        results["shapes"][name] = row
+        for metric, v in row.items():
+            v["ratio"] = v["ours"] / v["bnb"]
+            print(f"{name:28} {metric:18} {v['ours']:9.3f} {v['bnb']:9.3f} {v['ratio']:6.2f}x")
+    print(json.dumps(results, indent=1))
+    if opts.json:
+        with open(opts.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
