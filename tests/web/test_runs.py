@@ -261,6 +261,11 @@ def test_loss_chart_is_inline_svg() -> None:
     assert svg.startswith("<svg") and 'class="train"' in svg and "<circle" in svg
 
 
+def test_loss_chart_shows_the_first_step_as_a_dot() -> None:
+    svg = loss_chart([(1, 2.0)], [], 10)
+    assert "<circle" in svg and 'class="train"/>' in svg
+
+
 def test_model_choices_come_from_the_static_catalog(team, owner, editor) -> None:
     page = client_for(editor).get(
         reverse("project_detail", args=[team.projects.create(name="p", created_by=owner).pk])

@@ -42,7 +42,8 @@ def loss_chart(
         dots = format_html_join(
             "",
             '<circle cx="{}" cy="{}" r="2.5" class="{}"/>',
-            ((*xy(s, v).split(","), css) for s, v in series if css == "val"),
+            # Validation points are sparse, and a lone first point draws no line: dot them.
+            ((*xy(s, v).split(","), css) for s, v in series if css == "val" or len(series) == 1),
         )
         return format_html('<polyline points="{}" class="{}" fill="none"/>{}', coords, css, dots)
 
