@@ -3,6 +3,7 @@
 // over output rows); larger batches dequantize W a tile at a time into a cache-sized buffer
 // and hand each tile to at::mm.
 #include <ATen/Parallel.h>
+#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include "../common.h"
@@ -16,41 +17,56 @@ constexpr int64_t kGrainElems = int64_t{1} << 19;
 
 #define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
+// One 16-byte chunk (32 weights) against M rows of x: lo/hi accumulate the two halves.
+template <int M>
+AVX512_TARGET __attribute__((always_inline)) inline void chunk_fma(const uint8_t* row,
+                                                                    int64_t chunk, __m512 lut,
+                                                                    __m512 vs, const float* xp,
+                                                                    int64_t K, __m512* hi,
+                                                                    __m512* lo) {
+  const __m512i i =
+      _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + chunk * 16)));
+  // vpermps reads only the low 4 index bits, so the low nibble needs no mask.
+  const __m512 whi = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(i, 4), lut), vs);
+  const __m512 wlo = _mm512_mul_ps(_mm512_permutexvar_ps(i, lut), vs);
+  for (int m = 0; m < M; ++m) {
+    const float* xm = xp + m * K + chunk * 32;
+    hi[m] = _mm512_fmadd_ps(whi, _mm512_loadu_ps(xm), hi[m]);
+    lo[m] = _mm512_fmadd_ps(wlo, _mm512_loadu_ps(xm + 16), lo[m]);
+  }
+}
+
 // xp holds x in fp32 with every 32-element chunk reordered as (even elements, odd elements),
 // matching the high / low nibbles of 16 packed bytes, so weights need no interleaving.
+// Accumulators are indexed only by compile-time constants so they stay in registers.
 template <int M>
 AVX512_TARGET void rows_avx512(const NF4Weight& w, const float* xp, int64_t K, int64_t N,
                                int64_t n0, int64_t n1, float* out) {
-  // Small batches get two accumulator pairs per row so the FMA chain is not latency-bound.
-  constexpr int P = M <= 2 ? 2 : 1;
+  // Small batches alternate two accumulator pairs so the FMA chain is not latency-bound.
+  constexpr bool kTwo = M <= 2;
   const __m512 lut = _mm512_load_ps(kNF4);
   const int64_t bpr = K / w.blocksize;
   const int64_t cpb = w.blocksize / 32;
+  const uint8_t* packed = w.packed;
   for (int64_t n = n0; n < n1; ++n) {
-    __m512 acc[M][2 * P];
-    for (int m = 0; m < M; ++m)
-      for (int j = 0; j < 2 * P; ++j) acc[m][j] = _mm512_setzero_ps();
-    const uint8_t* row = w.packed + n * (K / 2);
+    __m512 a0[M], a1[M], a2[M], a3[M];
+    for (int m = 0; m < M; ++m) {
+      a0[m] = a1[m] = a2[m] = a3[m] = _mm512_setzero_ps();
+    }
+    const uint8_t* row = packed + n * (K / 2);
     int64_t chunk = 0;
     for (int64_t b = 0; b < bpr; ++b) {
       const __m512 vs = _mm512_set1_ps(block_absmax(w, n * bpr + b));
-      for (int64_t c = 0; c < cpb; ++c, ++chunk) {
-        const __m512i i =
-            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + chunk * 16)));
-        // vpermps reads only the low 4 index bits, so the low nibble needs no mask.
-        const __m512 whi = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(i, 4), lut), vs);
-        const __m512 wlo = _mm512_mul_ps(_mm512_permutexvar_ps(i, lut), vs);
-        const int j = P == 2 ? 2 * static_cast<int>(chunk & 1) : 0;
-        for (int m = 0; m < M; ++m) {
-          const float* xm = xp + m * K + chunk * 32;
-          acc[m][j] = _mm512_fmadd_ps(whi, _mm512_loadu_ps(xm), acc[m][j]);
-          acc[m][j + 1] = _mm512_fmadd_ps(wlo, _mm512_loadu_ps(xm + 16), acc[m][j + 1]);
-        }
+      int64_t c = 0;
+      for (; c + 2 <= cpb; c += 2, chunk += 2) {
+        chunk_fma<M>(row, chunk, lut, vs, xp, K, a0, a1);
+        chunk_fma<M>(row, chunk + 1, lut, vs, xp, K, kTwo ? a2 : a0, kTwo ? a3 : a1);
       }
+      if (c < cpb) chunk_fma<M>(row, chunk++, lut, vs, xp, K, a0, a1);
     }
     for (int m = 0; m < M; ++m) {
-      __m512 s = _mm512_add_ps(acc[m][0], acc[m][1]);
-      if constexpr (P == 2) s = _mm512_add_ps(s, _mm512_add_ps(acc[m][2], acc[m][3]));
+      __m512 s = _mm512_add_ps(a0[m], a1[m]);
+      if constexpr (kTwo) s = _mm512_add_ps(s, _mm512_add_ps(a2[m], a3[m]));
       out[m * N + n] = _mm512_reduce_add_ps(s);
     }
   }
@@ -88,30 +104,61 @@ void run_fused(const NF4Weight& w, const float* xp, int64_t K, int64_t N, float*
   });
 }
 
+// x rows -> fp32; with permute, each 32-element chunk as (even elements, odd elements).
+// Plain loops, not ATen ops: at batch 1 on a small layer the op overhead is the cost.
+template <typename T>
+void x_to_f32(const T* x, int64_t M, int64_t K, bool permute, float* dst) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t k = 0; k < K; ++k) {
+      float v;
+      if constexpr (std::is_same_v<T, uint16_t>) {
+        v = bf16_to_f32(x[m * K + k]);
+      } else {
+        v = static_cast<float>(x[m * K + k]);
+      }
+      const int64_t r = k & 31;
+      dst[m * K + (permute ? (k - r) + (r & 1) * 16 + (r >> 1) : k)] = v;
+    }
+  }
+}
+
 at::Tensor fused(const NF4Weight& w, const at::Tensor& x2, int64_t N) {
   const int64_t M = x2.size(0), K = x2.size(1);
-  at::Tensor out = at::empty({M, N}, x2.options().dtype(at::kFloat));
-  float* o = out.data_ptr<float>();
+  const at::ScalarType dt = x2.scalar_type();
   const bool fast = use_avx512() && w.blocksize % 32 == 0 && K % w.blocksize == 0;
-  if (!fast) {
-    const at::Tensor xf = x2.to(at::kFloat).contiguous();
-    const float* xs = xf.data_ptr<float>();
-    at::parallel_for(0, N, std::max<int64_t>(1, kGrainElems / K), [&](int64_t n0, int64_t n1) {
-      rows_generic(w, xs, M, K, N, n0, n1, o);
-    });
-    return out;
+  std::vector<float> xs(M * K);
+  if (dt == at::kBFloat16) {
+    x_to_f32(static_cast<const uint16_t*>(x2.data_ptr()), M, K, fast, xs.data());
+  } else if (dt == at::kHalf) {
+    x_to_f32(x2.data_ptr<c10::Half>(), M, K, fast, xs.data());
+  } else {
+    x_to_f32(x2.data_ptr<float>(), M, K, fast, xs.data());
   }
-  const at::Tensor xp = x2.to(at::kFloat).view({M, K / 32, 16, 2}).transpose(2, 3).contiguous();
-  const float* xs = xp.data_ptr<float>();
-  switch (M) {
-    case 1: run_fused<1>(w, xs, K, N, o); break;
-    case 2: run_fused<2>(w, xs, K, N, o); break;
-    case 3: run_fused<3>(w, xs, K, N, o); break;
-    case 4: run_fused<4>(w, xs, K, N, o); break;
-    case 5: run_fused<5>(w, xs, K, N, o); break;
-    case 6: run_fused<6>(w, xs, K, N, o); break;
-    case 7: run_fused<7>(w, xs, K, N, o); break;
-    default: run_fused<8>(w, xs, K, N, o); break;
+  at::Tensor out = at::empty({M, N}, x2.options());
+  std::vector<float> buf(dt == at::kFloat ? 0 : M * N);
+  float* o = dt == at::kFloat ? out.data_ptr<float>() : buf.data();
+  if (!fast) {
+    at::parallel_for(0, N, std::max<int64_t>(1, kGrainElems / K), [&](int64_t n0, int64_t n1) {
+      rows_generic(w, xs.data(), M, K, N, n0, n1, o);
+    });
+  } else {
+    switch (M) {
+      case 1: run_fused<1>(w, xs.data(), K, N, o); break;
+      case 2: run_fused<2>(w, xs.data(), K, N, o); break;
+      case 3: run_fused<3>(w, xs.data(), K, N, o); break;
+      case 4: run_fused<4>(w, xs.data(), K, N, o); break;
+      case 5: run_fused<5>(w, xs.data(), K, N, o); break;
+      case 6: run_fused<6>(w, xs.data(), K, N, o); break;
+      case 7: run_fused<7>(w, xs.data(), K, N, o); break;
+      default: run_fused<8>(w, xs.data(), K, N, o); break;
+    }
+  }
+  if (dt == at::kBFloat16) {
+    auto* y = static_cast<uint16_t*>(out.data_ptr());
+    for (int64_t i = 0; i < M * N; ++i) y[i] = f32_to_bf16(buf[i]);
+  } else if (dt == at::kHalf) {
+    auto* y = out.data_ptr<c10::Half>();
+    for (int64_t i = 0; i < M * N; ++i) y[i] = c10::Half(buf[i]);
   }
   return out;
 }
@@ -155,7 +202,7 @@ at::Tensor gemv_nf4_cpu(const at::Tensor& x, const at::Tensor& packed, const at:
   const at::Tensor x2 = x.reshape({-1, K}).contiguous();
   const int64_t M = x2.size(0);
   if (M == 0 || N == 0) return at::zeros(out_shape, x.options());
-  const at::Tensor y = M <= kMaxFused ? fused(w, x2, N).to(dt) : tiled(w, x2, N);
+  const at::Tensor y = M <= kMaxFused ? fused(w, x2, N) : tiled(w, x2, N);
   return y.view(out_shape);
 }
 
