@@ -58,6 +58,9 @@ if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
         "CELERY_TASK_TIME_LIMIT must be larger than CELERY_TASK_SOFT_TIME_LIMIT"
     )
 
+# /v1/chat/completions waits this long for a worker's answer before a 504.
+API_CHAT_TIMEOUT_S = env_int("API_CHAT_TIMEOUT_S", 120, minimum=1)
+
 # Stale-job recovery (manage.py jobs_recover, or the periodic task under celery beat).
 JOB_STALE_AFTER_S = env_int("JOB_STALE_AFTER_S", 600, minimum=1)
 JOB_MAX_RECOVERIES = env_int("JOB_MAX_RECOVERIES", 3, minimum=0)
@@ -78,6 +81,7 @@ INSTALLED_APPS = [
     "webapp.jobs",
     "webapp.datasets",
     "webapp.projects",
+    "webapp.api",
 ]
 
 MIDDLEWARE = [

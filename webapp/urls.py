@@ -12,4 +12,6 @@ urlpatterns = [
     path("", include("webapp.projects.urls")),
     path("", include("webapp.datasets.urls")),
     path("", include("webapp.jobs.urls")),
+    path("", include("webapp.api.page_urls")),
+    path("v1/", include("webapp.api.urls")),
 ]

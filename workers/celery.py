@@ -16,7 +16,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 app = Celery("tunebook")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
-    imports=("workers.tasks",),
+    imports=("workers.tasks", "workers.api_chat"),
     task_queues=(Queue("default"), Queue("gpu")),
     task_default_queue="default",
     task_routes={
@@ -24,6 +24,7 @@ app.conf.update(
         "workers.tasks.run_cell": {"queue": "gpu"},
         "workers.tasks.select_final_adapter": {"queue": "default"},
         "workers.tasks.recover_stale_jobs": {"queue": "default"},
+        "workers.api_chat.chat_completion": {"queue": "gpu"},
     },
     # Runs only where `celery beat` (or `worker -B`) runs; `manage.py jobs_recover` does the same.
     beat_schedule={

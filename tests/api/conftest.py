@@ -1,0 +1,69 @@
+"""API tests: the web personas, a live server, the real `openai` SDK, a real Celery worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from tests.web import conftest as web
+from tests.web.worker_harness import Worker, broker
+from webapp.api.services import api_key_create
+from webapp.teams.models import Team
+from webapp.teams.services import team_create
+
+# The web tests' personas and settings, shared.
+_web_settings = web._web_settings
+django_db_modify_db_settings = web.django_db_modify_db_settings
+owner, editor, viewer, outsider, team = web.owner, web.editor, web.viewer, web.outsider, web.team
+
+
+@pytest.fixture(autouse=True)
+def _private_broker(tmp_path: Path) -> Iterator[str]:
+    """Tasks go to a broker in tmp_path, never the developer's var/ queue."""
+    url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    with broker(url):
+        yield url
+
+
+@pytest.fixture
+def sdk(live_server) -> Callable[[str], OpenAI]:
+    def make(key: str) -> OpenAI:
+        return OpenAI(base_url=f"{live_server.url}/v1", api_key=key, max_retries=0, timeout=60)
+
+    return make
+
+
+@pytest.fixture
+def owner_key(team: Team, owner) -> str:
+    return api_key_create(team=team, created_by=owner, name="ci")[1]
+
+
+@pytest.fixture
+def other_team(outsider) -> Team:
+    return team_create(name="Rivals", owner=outsider)
+
+
+@pytest.fixture
+def start_worker(
+    transactional_db: None, tmp_path: Path, _private_broker: str
+) -> Iterator[Callable[[], Worker]]:
+    started: list[Worker] = []
+
+    def start() -> Worker:
+        worker = Worker(
+            broker_url=_private_broker,
+            data_dir=tmp_path,
+            media_root=tmp_path / "media",
+            log=tmp_path / "worker.log",
+        )
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()

@@ -1,0 +1,190 @@
+"""Keys, errors, files and jobs through the real `openai` SDK against a live server.
+
+No worker here: validation results are written with the same service the worker uses.
+"""
+
+from __future__ import annotations
+
+import openai
+import pytest
+import requests
+from django.urls import reverse
+
+from tests.web.conftest import client_for
+from webapp.api.models import ApiKey
+from webapp.api.services import api_key_create
+from webapp.datasets.models import DatasetVersion, VersionStatus
+from webapp.datasets.services import dataset_version_mark
+from webapp.jobs.models import Job, JobStatus
+
+GOOD = (
+    b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}\n'
+) * 3
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+def mark_valid(file_id: str) -> None:
+    dataset_version_mark(version_id=int(file_id.split("-")[1]), status=VersionStatus.VALID)
+
+
+def test_key_page_creates_lists_and_revokes(team, owner, viewer, outsider) -> None:
+    url = reverse("api_keys", args=[team.pk])
+    page = client_for(owner).post(url, {"name": "laptop", "read_only": "on"})
+    assert page.status_code == 200
+    full = page.context["new_key"]
+    assert full.startswith("tb-") and full in page.content.decode()
+    key = ApiKey.objects.get(team=team)
+    assert key.read_only and full.startswith(key.prefix) and full not in key.hashed_secret
+    listing = client_for(viewer).get(url).content.decode()
+    assert key.prefix in listing and full not in listing and "never" in listing
+    assert client_for(viewer).post(url, {"name": "x"}).status_code == 403
+    assert client_for(outsider).get(url).status_code == 404
+    revoke = reverse("api_key_revoke", args=[key.pk])
+    assert client_for(viewer).post(revoke).status_code == 403
+    assert client_for(outsider).post(revoke).status_code == 404
+    assert client_for(owner, csrf=True).post(revoke).status_code == 403  # CSRF kept on pages
+    assert client_for(owner).post(revoke).status_code == 302
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
+
+
+def test_auth_errors_are_openai_shaped(live_server, sdk, team, owner, owner_key) -> None:
+    raw = requests.get(f"{live_server.url}/v1/models")
+    assert raw.status_code == 401 and raw.headers["x-should-retry"] == "false"
+    assert set(raw.json()["error"]) == ERROR_KEYS
+    assert raw.json()["error"]["code"] == "missing_api_key"
+    with pytest.raises(openai.AuthenticationError) as bad:
+        sdk("tb-notarealkey-at-all").models.list()
+    assert bad.value.code == "invalid_api_key" and set(bad.value.body) == ERROR_KEYS
+    assert bad.value.response.headers["x-should-retry"] == "false"
+    key, full = api_key_create(team=team, created_by=owner, name="old")
+    assert sdk(full).models.list().data
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at="2024-01-01T00:00:00Z")
+    with pytest.raises(openai.AuthenticationError, match="revoked"):
+        sdk(full).models.list()
+    assert ApiKey.objects.get(pk=key.pk).last_used_at is not None
+    unknown = requests.get(f"{live_server.url}/v1/nope", headers={"Authorization": "Bearer x"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_url"
+    wrong = requests.put(
+        f"{live_server.url}/v1/files", headers={"Authorization": f"Bearer {owner_key}"}
+    )
+    assert wrong.status_code == 405 and wrong.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_read_only_keys_and_other_teams(sdk, team, owner, viewer, other_team, outsider) -> None:
+    _, read_only = api_key_create(team=team, created_by=owner, name="ro", read_only=True)
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        sdk(read_only).files.create(file=("a.jsonl", GOOD), purpose="fine-tune")
+    assert denied.value.code == "read_only_key"
+    assert denied.value.response.headers["x-should-retry"] == "false"
+    _, viewer_key = api_key_create(team=team, created_by=viewer, name="v")
+    with pytest.raises(openai.PermissionDeniedError):
+        sdk(viewer_key).files.create(file=("a.jsonl", GOOD), purpose="fine-tune")
+    _, theirs = api_key_create(team=other_team, created_by=outsider, name="theirs")
+    their_file = sdk(theirs).files.create(file=("secret.jsonl", GOOD), purpose="fine-tune")
+    assert sdk(read_only).files.list().data == []
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk(read_only).files.retrieve(their_file.id)
+    assert set(missing.value.body) == ERROR_KEYS and missing.value.code == "not_found"
+    assert missing.value.response.headers["x-should-retry"] == "false"
+    with pytest.raises(openai.NotFoundError):
+        sdk(viewer_key).files.content(their_file.id)
+
+
+def test_files_upload_list_page_content_delete(sdk, owner_key, settings) -> None:
+    client = sdk(owner_key)
+    ids = [
+        client.files.create(file=(f"f{i}.jsonl", GOOD), purpose="fine-tune").id for i in range(3)
+    ]
+    first = client.files.retrieve(ids[0])
+    assert (first.object, first.status, first.bytes, first.filename) == (
+        "file", "uploaded", len(GOOD), "f0.jsonl",
+    )  # fmt: skip
+    page = client.files.list(limit=2)
+    assert [f.id for f in page.data] == ids[:0:-1] and page.has_more
+    assert [f.id for f in client.files.list(limit=2)] == ids[::-1]  # auto-paging via `after`
+    assert client.files.content(ids[1]).content == GOOD
+    mark_valid(ids[1])
+    assert client.files.retrieve(ids[1]).status == "processed"
+    assert client.files.delete(ids[2]).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(ids[2])
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.files.create(file=("x.jsonl", GOOD), purpose="assistants")
+    assert bad.value.param == "purpose"
+    settings.MAX_UPLOAD_BYTES = 50
+    with pytest.raises(openai.APIStatusError) as big:
+        client.files.create(file=("big.jsonl", GOOD * 10), purpose="fine-tune")
+    assert big.value.status_code == 413 and big.value.code == "file_too_large"
+    assert DatasetVersion.objects.count() == 2
+
+
+def test_jobs_create_list_pause_resume_cancel(sdk, owner_key) -> None:
+    client = sdk(owner_key)
+    file_id = client.files.create(file=("train.jsonl", GOOD), purpose="fine-tune").id
+    with pytest.raises(openai.BadRequestError, match="not ready") as early:
+        client.fine_tuning.jobs.create(model="tiny-llama", training_file=file_id)
+    assert early.value.param == "training_file"
+    mark_valid(file_id)
+    with pytest.raises(openai.BadRequestError) as bad_model:
+        client.fine_tuning.jobs.create(model="gpt-5", training_file=file_id)
+    assert bad_model.value.param == "model"
+    with pytest.raises(openai.BadRequestError) as bad_extra:
+        client.fine_tuning.jobs.create(
+            model="tiny-llama", training_file=file_id, extra_body={"tunebook": {"lora_r": 0}}
+        )
+    assert bad_extra.value.param == "tunebook.lora_r"
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama",
+        training_file=file_id,
+        suffix="greet",
+        seed=7,
+        metadata={"ticket": "42"},
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {
+                    "n_epochs": 3,
+                    "batch_size": "auto",
+                    "learning_rate_multiplier": 2,
+                }
+            },
+        },
+        extra_body={"tunebook": {"max_steps": 5, "lora_r": 4, "quantization": "none"}},
+    )
+    assert (job.object, job.status, job.model, job.seed) == (
+        "fine_tuning.job",
+        "queued",
+        "tiny-llama",
+        7,
+    )
+    assert job.hyperparameters.n_epochs == 3 and job.hyperparameters.learning_rate_multiplier == 2
+    assert job.metadata == {"ticket": "42"} and job.fine_tuned_model is None
+    extra = job.model_extra["tunebook"]
+    assert extra["config"]["max_steps"] == 5 and extra["config"]["lora_r"] == 4
+    second = client.fine_tuning.jobs.create(model="tiny-llama", training_file=file_id)
+    assert [j.id for j in client.fine_tuning.jobs.list(limit=1)] == [second.id, job.id]
+    paused = client.fine_tuning.jobs.pause(job.id)
+    assert paused.status == "paused" and paused.finished_at is None
+    assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError, match="already finished"):
+        client.fine_tuning.jobs.cancel(job.id)
+    client.fine_tuning.jobs.pause(second.id)
+    assert client.fine_tuning.jobs.cancel(second.id).status == "cancelled"
+    assert Job.objects.get(pk=Job.objects.filter(kind="cell.finetune").first().pk).status in (
+        JobStatus.CANCELLED,
+    )
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert "Job queued" in messages and any("paused by" in m for m in messages)
+    assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.retrieve("ftjob-999999")
+    models = {m.id for m in client.models.list()}
+    assert {"tiny-llama", "smollm2-135m-instruct"} <= models
+    with pytest.raises(openai.NotFoundError) as nomodel:
+        client.chat.completions.create(
+            model="ft:tiny-llama:lab::ftjob-1", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert nomodel.value.code == "model_not_found"
+    with pytest.raises(openai.PermissionDeniedError):
+        client.models.delete("tiny-llama")

@@ -1,0 +1,143 @@
+"""The whole API journey on a real Celery worker, driven by the real `openai` SDK.
+
+Upload -> validated by the worker -> fine-tune tiny-llama for 2 steps -> events and
+checkpoints -> chat with the fine-tuned model and a checkpoint (plain and streamed) ->
+cancel a second job -> delete the model and the file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+
+from tests.web.worker_harness import Worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+ROWS = [(f"What is {i} plus one?", f"{i + 1}") for i in range(20)]
+GOOD = "".join(
+    json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+    + "\n"
+    for q, a in ROWS
+).encode()
+BAD = GOOD.splitlines(keepends=True)[0] + b"{not json\n" + b'{"messages": [{"role": "robot"}]}\n'
+FAST = {
+    "max_steps": 2,
+    "quantization": "none",
+    "preset": "quick",
+    "max_length": 128,
+    "lora_r": 4,
+    "save_every": 1,
+    "eval_every": 1,
+    "warmup_ratio": 0.0,
+}
+
+
+def until(get: Callable[[], Any], done: Callable[[Any], bool], worker: Worker, what: str) -> Any:
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        value = get()
+        if done(value):
+            return value
+        assert worker.proc.poll() is None, f"worker died waiting for {what}:\n{worker.tail()}"
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}:\n{worker.tail()}")
+
+
+def test_files_jobs_models_and_chat_on_a_real_worker(start_worker, sdk, owner_key) -> None:
+    worker = start_worker()
+    client = sdk(owner_key)
+    good = client.files.create(file=("plus.jsonl", GOOD), purpose="fine-tune")
+    bad = client.files.create(file=("bad.jsonl", BAD), purpose="fine-tune")
+    settled = ("processed", "error")
+    bad = until(lambda: client.files.retrieve(bad.id), lambda f: f.status in settled, worker, "bad")
+    assert bad.status == "error" and "line 2" in bad.status_details, bad.status_details
+    assert "invalid_json" in bad.status_details and "line 3" in bad.status_details
+    good = until(
+        lambda: client.files.retrieve(good.id), lambda f: f.status in settled, worker, "ok"
+    )
+    assert good.status == "processed", good.status_details
+
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama",
+        training_file=good.id,
+        suffix="plus",
+        method={"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 2}}},
+        extra_body={"tunebook": FAST},
+    )
+    finished = ("succeeded", "failed", "cancelled")
+    job = until(
+        lambda: client.fine_tuning.jobs.retrieve(job.id),
+        lambda j: j.status in finished,
+        worker,
+        "job",
+    )
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model == f"ft:tiny-llama:lab:plus:{job.id}"
+    assert job.finished_at >= job.created_at
+
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    metrics = [e for e in events if e.type == "metrics"]
+    assert metrics and metrics[0].object == "fine_tuning.job.event"
+    assert any(e.message.startswith("Step 2/2: training loss=") for e in metrics), metrics
+    assert any(e.data.get("train_loss") is not None for e in metrics)
+    assert "Job succeeded" in [e.message for e in events]
+
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.step_number for c in checkpoints] == [2, 1]
+    assert checkpoints[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-2"
+    assert checkpoints[0].metrics.train_loss is not None
+
+    models = {m.id for m in client.models.list()}
+    assert {
+        "tiny-llama",
+        job.fine_tuned_model,
+        checkpoints[1].fine_tuned_model_checkpoint,
+    } <= models
+    assert client.models.retrieve(job.fine_tuned_model).owned_by == "lab"
+
+    ask = [{"role": "user", "content": "What is 3 plus one?"}]
+    answer = client.chat.completions.create(
+        model=job.fine_tuned_model, messages=ask, max_tokens=6, temperature=0
+    )
+    assert answer.object == "chat.completion" and answer.model == job.fine_tuned_model
+    assert isinstance(answer.choices[0].message.content, str)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage.prompt_tokens > 0
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+    chunks = list(
+        client.chat.completions.create(
+            model=checkpoints[1].fine_tuned_model_checkpoint,
+            messages=ask,
+            max_tokens=6,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens > 0
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(streamed) > 0 or chunks[-1].usage.completion_tokens >= 0
+
+    second = client.fine_tuning.jobs.create(
+        model="tiny-llama",
+        training_file=good.id,
+        extra_body={"tunebook": {**FAST, "max_steps": 400}},
+    )
+    assert client.fine_tuning.jobs.cancel(second.id).status == "cancelled"
+    assert [j.id for j in client.fine_tuning.jobs.list()][:2] == [second.id, job.id]
+
+    assert client.models.delete(job.fine_tuned_model).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=job.fine_tuned_model, messages=ask, max_tokens=2)
+    assert client.files.delete(good.id).deleted
+    assert good.id not in {f.id for f in client.files.list()}
+    assert client.fine_tuning.jobs.retrieve(job.id).training_file == good.id

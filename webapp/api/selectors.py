@@ -1,0 +1,143 @@
+"""Reads for the API. Every object comes through the access helper, limited to the key's team."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.db.models import QuerySet
+from django.http import Http404
+from django.utils.text import slugify
+
+from webapp.api.auth import Caller
+from webapp.api.errors import ApiError
+from webapp.api.models import ChatCompletion, FineTuningJob
+from webapp.datasets.models import DatasetVersion
+from webapp.jobs.models import JobStatus
+from webapp.projects.catalog import models as catalog_models
+from webapp.projects.finetune_config import effective_hparams
+from webapp.teams.access import get_for_user, visible_to
+from webapp.teams.models import Team
+
+CHECKPOINT_MARK = "ckpt-step-"
+
+
+def team_for_write(caller: Caller) -> Team:
+    """The key's team, if the key's user may change things in it (else 403)."""
+    return get_for_user(
+        Team.objects.filter(pk=caller.team.pk), caller.user, caller.team.pk, need="edit"
+    )
+
+
+def files(caller: Caller) -> QuerySet[DatasetVersion]:
+    qs = DatasetVersion.objects.filter(dataset__team=caller.team).select_related("dataset")
+    return visible_to(qs, caller.user)
+
+
+def file_get(caller: Caller, pk: int, *, need: str = "view") -> DatasetVersion:
+    try:
+        return get_for_user(files(caller), caller.user, pk, need=need)  # type: ignore[arg-type]
+    except Http404:
+        raise ApiError(404, f"No such File object: file-{pk}", code="not_found") from None
+
+
+def fine_tuning_jobs(caller: Caller) -> QuerySet[FineTuningJob]:
+    qs = FineTuningJob.objects.filter(team=caller.team).select_related("team", "job", "cell_run")
+    return visible_to(qs, caller.user)
+
+
+def fine_tuning_job_get(caller: Caller, pk: int, *, need: str = "view") -> FineTuningJob:
+    try:
+        return get_for_user(fine_tuning_jobs(caller), caller.user, pk, need=need)  # type: ignore[arg-type]
+    except Http404:
+        raise ApiError(404, f"No such fine-tuning job: ftjob-{pk}", code="not_found") from None
+
+
+def team_slug(team: Team) -> str:
+    return slugify(team.name) or f"team-{team.pk}"
+
+
+def fine_tuned_model_id(ft: FineTuningJob) -> str:
+    return f"ft:{ft.base_model}:{team_slug(ft.team)}:{slugify(ft.suffix)}:ftjob-{ft.pk}"
+
+
+def checkpoints(ft: FineTuningJob) -> list[dict[str, Any]]:
+    run = ft.cell_run
+    return list((run.outputs or {}).get("checkpoints", [])) if run is not None else []
+
+
+def checkpoint_dir(ft: FineTuningJob, step: int) -> Path | None:
+    """The checkpoint's adapter folder (finetune_core's layout: checkpoints/step-NNNNNN)."""
+    output_dir = (ft.cell_run.outputs or {}).get("output_dir") if ft.cell_run else None
+    if not output_dir:
+        return None
+    folder = Path(output_dir) / "checkpoints" / f"step-{step:06d}"
+    return folder if (folder / "adapter_model.safetensors").exists() else None
+
+
+def model_succeeded(ft: FineTuningJob) -> bool:
+    return ft.job is not None and ft.job.status == JobStatus.SUCCEEDED
+
+
+def fine_tuned_models(caller: Caller) -> list[FineTuningJob]:
+    qs = fine_tuning_jobs(caller).filter(model_deleted_at__isnull=True)
+    return [ft for ft in qs.filter(job__status=JobStatus.SUCCEEDED).order_by("-pk")]
+
+
+def _not_found(model: str) -> ApiError:
+    return ApiError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def resolve_fine_tuned(caller: Caller, model: str) -> tuple[FineTuningJob, int | None]:
+    """`ft:...:ftjob-N` or `ft:...:ftjob-N:ckpt-step-S` -> (job, step or None); 404 otherwise."""
+    parts = model.split(":")
+    step: int | None = None
+    if len(parts) == 6 and parts[5].startswith(CHECKPOINT_MARK):
+        number = parts.pop()[len(CHECKPOINT_MARK) :]
+        if not number.isdigit():
+            raise _not_found(model)
+        step = int(number)
+    if len(parts) != 5 or parts[0] != "ft" or not parts[4].startswith("ftjob-"):
+        raise _not_found(model)
+    number = parts[4][len("ftjob-") :]
+    if not number.isdigit():
+        raise _not_found(model)
+    try:
+        ft = fine_tuning_job_get(caller, int(number))
+    except ApiError:
+        raise _not_found(model) from None
+    if ft.model_deleted_at is not None or ":".join(parts) != fine_tuned_model_id(ft):
+        raise _not_found(model)
+    if step is None and not model_succeeded(ft):
+        raise _not_found(model)
+    if step is not None and step not in {int(c["step"]) for c in checkpoints(ft)}:
+        raise _not_found(model)
+    return ft, step
+
+
+def resolve_model(caller: Caller, model: str) -> dict[str, str]:
+    """What a worker needs to answer with `model`: base model, adapter folder, quantization."""
+    if model in catalog_models():
+        return {"base_model": model, "adapter_dir": "", "quantization": "nf4"}
+    ft, step = resolve_fine_tuned(caller, model)
+    run = ft.cell_run
+    quantization = effective_hparams(run.inputs)["quantization"]
+    if step is None:
+        adapter = run.outputs.get("adapter_dir") or ""
+    else:
+        folder = checkpoint_dir(ft, step)
+        if folder is None:
+            raise _not_found(model)
+        adapter = str(folder)
+    if not adapter:
+        raise _not_found(model)
+    return {"base_model": ft.base_model, "adapter_dir": adapter, "quantization": quantization}
+
+
+def chat_completion_poll(pk: int) -> ChatCompletion:
+    return ChatCompletion.objects.get(pk=pk)

@@ -1,0 +1,154 @@
+"""/v1/fine_tuning/jobs: create, list, retrieve, cancel, pause, resume, events, checkpoints."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from webapp.api.auth import Caller, api_view
+from webapp.api.body import field, json_body
+from webapp.api.errors import ApiError, from_validation_error
+from webapp.api.models import FineTuningJob
+from webapp.api.paging import page, page_list, parse_ref
+from webapp.api.render import checkpoint_objects, event_object, job_object
+from webapp.api.selectors import file_get, fine_tuning_job_get, fine_tuning_jobs, team_for_write
+from webapp.api.services import (
+    fine_tuning_job_cancel,
+    fine_tuning_job_create,
+    fine_tuning_job_pause,
+    fine_tuning_job_resume,
+)
+from webapp.jobs.models import JobEvent
+
+SUFFIX = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
+# The cell form's field names -> the request parameter a client sent.
+PARAMS = {
+    "base_model": "model",
+    "epochs": "hyperparameters.n_epochs",
+    "batch_size": "hyperparameters.batch_size",
+    "learning_rate": "hyperparameters.learning_rate_multiplier",
+    "learning_rate_multiplier": "hyperparameters.learning_rate_multiplier",
+}
+
+
+def _hyperparameters(data: dict[str, Any]) -> dict[str, Any]:
+    method = field(data, "method", dict)
+    if method is None:
+        return field(data, "hyperparameters", dict, default={})
+    kind = method.get("type", "supervised")
+    if kind != "supervised":
+        raise ApiError(
+            400, f"Method {kind!r} is not supported; use 'supervised'.", param="method.type"
+        )
+    supervised = field(method, "supervised", dict, default={}, param="method.supervised")
+    hyper = field(
+        supervised, "hyperparameters", dict, default={}, param="method.supervised.hyperparameters"
+    )
+    for name, value in hyper.items():
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ApiError(
+                400, f"{name} must be a number or 'auto'.", param=f"hyperparameters.{name}"
+            )
+    return hyper
+
+
+def _create(request: HttpRequest, caller: Caller) -> HttpResponse:
+    team = team_for_write(caller)
+    data = json_body(request)
+    model = field(data, "model", str, required=True)
+    training_ref = field(data, "training_file", str, required=True)
+    if data.get("validation_file"):
+        raise ApiError(
+            400,
+            "A separate validation_file is not supported yet; Tunebook holds out "
+            "tunebook.val_fraction of the training file instead.",
+            param="validation_file",
+            code="unsupported",
+        )
+    suffix = field(data, "suffix", str, default="")
+    if not SUFFIX.match(suffix):
+        raise ApiError(400, "suffix: up to 64 letters, digits, '-' or '_'.", param="suffix")
+    seed = field(data, "seed", int)
+    metadata = field(data, "metadata", dict, default={})
+    if len(metadata) > 16 or not all(isinstance(v, str) for v in metadata.values()):
+        raise ApiError(400, "metadata: at most 16 string values.", param="metadata")
+    extras = field(data, "tunebook", dict, default={})
+    hyper = _hyperparameters(data)
+    try:
+        training_file = file_get(
+            caller, parse_ref("file-", training_ref, what="file", param="training_file")
+        )
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        raise ApiError(
+            400, f"Invalid file: {training_ref}", param="training_file", code="invalid_file"
+        ) from None
+    try:
+        ft = fine_tuning_job_create(
+            team=team,
+            created_by=caller.user,
+            model=model,
+            training_file=training_file,
+            suffix=suffix,
+            seed=seed,
+            metadata=metadata,
+            hyperparameters=hyper,
+            extras=extras,
+        )
+    except ValidationError as exc:
+        extra_params = {k: f"tunebook.{k}" for k in extras}
+        return from_validation_error(exc, params={**extra_params, **PARAMS})
+    return JsonResponse(job_object(fine_tuning_job_get(caller, ft.pk)))
+
+
+def _list(request: HttpRequest, caller: Caller) -> HttpResponse:
+    qs = fine_tuning_jobs(caller)
+    for key, value in request.GET.items():
+        if key.startswith("metadata[") and key.endswith("]"):
+            qs = qs.filter(**{f"metadata__{key[9:-1]}": value})
+    return JsonResponse(
+        page(qs, request, prefix="ftjob-", what="fine-tuning job", render=job_object)
+    )
+
+
+def _job(caller: Caller, job_id: str, *, need: str = "view") -> FineTuningJob:
+    return fine_tuning_job_get(
+        caller, parse_ref("ftjob-", job_id, what="fine-tuning job"), need=need
+    )
+
+
+def _get(request: HttpRequest, caller: Caller, job_id: str) -> HttpResponse:
+    return JsonResponse(job_object(_job(caller, job_id)))
+
+
+def _action(action: Callable[..., FineTuningJob]) -> Callable[..., HttpResponse]:
+    def handler(request: HttpRequest, caller: Caller, job_id: str) -> HttpResponse:
+        ft = _job(caller, job_id, need="edit")
+        action(ft=ft, by=caller.user)
+        return JsonResponse(job_object(_job(caller, job_id)))
+
+    return handler
+
+
+def _events(request: HttpRequest, caller: Caller, job_id: str) -> HttpResponse:
+    ft = _job(caller, job_id)
+    qs = JobEvent.objects.filter(job_id=ft.job_id)
+    return JsonResponse(page(qs, request, prefix="ftevent-", what="event", render=event_object))
+
+
+def _checkpoints(request: HttpRequest, caller: Caller, job_id: str) -> HttpResponse:
+    return JsonResponse(page_list(checkpoint_objects(_job(caller, job_id)), request))
+
+
+jobs_view = api_view({"GET": _list, "POST": _create})
+job_view = api_view({"GET": _get})
+job_cancel_view = api_view({"POST": _action(fine_tuning_job_cancel)})
+job_pause_view = api_view({"POST": _action(fine_tuning_job_pause)})
+job_resume_view = api_view({"POST": _action(fine_tuning_job_resume)})
+job_events_view = api_view({"GET": _events})
+job_checkpoints_view = api_view({"GET": _checkpoints})
