@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -98,7 +99,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             eval_data=args.eval_data,
             eval_limit=args.eval_limit,
             seed=args.seed,
-        )
+        ),
+        log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_table(report))
     print(f"transferred adapter: {report['adapter']}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,13 +83,19 @@ class TransferConfig:
 
 
 @contextmanager
-def _phase(times: dict[str, float], name: str) -> Iterator[None]:
+def _phase(
+    times: dict[str, float], name: str, log: Callable[[str], None] | None = None
+) -> Iterator[None]:
     started = time.monotonic()
+    if log:
+        log(f"{name} ...")
     try:
         yield
     finally:
         times[name] = round(time.monotonic() - started, 2)
         gc.collect()  # each phase drops its models before the next loads
+        if log:
+            log(f"{name}: {times[name]:.1f}s")
 
 
 def eval_examples(cfg: TransferConfig) -> list[Example]:
@@ -154,8 +160,9 @@ def _train_student(cfg: TransferConfig, examples: list[Example], folder: Path) -
     return folder / "adapter"
 
 
-def transfer(cfg: TransferConfig) -> dict[str, Any]:
-    """Run every phase; write `<output_dir>/report.json` and return the report."""
+def transfer(cfg: TransferConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every phase; write `<output_dir>/report.json` and return the report.
+    `log` hears each phase's start and duration."""
     from finetune_core.infer import load_chat_model
 
     cfg.validate()
@@ -190,14 +197,14 @@ def transfer(cfg: TransferConfig) -> dict[str, Any]:
     target_chat = load_chat_model(cfg.target, quantization=quant)
     filtered = unfiltered = None
     if cfg.filtered:
-        with _phase(times, "synthesize"):
+        with _phase(times, "synthesize", log):
             disc = load_discriminator(run / "discriminator", quantization=quant)
             filtered = sample(target_chat, disc, cfg.seed)
             del disc
     if need_unfiltered:
-        with _phase(times, "synthesize_unfiltered"):
+        with _phase(times, "synthesize_unfiltered", log):
             unfiltered = sample(target_chat, None, cfg.seed + 1)
-    with _phase(times, "eval_target_base"):
+    with _phase(times, "eval_target_base", log):
         accuracy["target_base"] = evaluate_chat(
             target_chat, held_out, max_new_tokens=cfg.eval_max_new_tokens
         )
@@ -211,13 +218,13 @@ def transfer(cfg: TransferConfig) -> dict[str, Any]:
         )
 
     # 2. The teacher (source base + adapter) answers; it is evaluated while loaded.
-    with _phase(times, "teacher"):
+    with _phase(times, "teacher", log):
         teacher = load_chat_model(source, adapter=source_adapter, quantization=quant)
         answers = teacher_answers(teacher, main.accepted, cfg.teacher_max_new_tokens)
         extra = []
         if cfg.filtered and unfiltered is not None:
             extra = teacher_answers(teacher, unfiltered.accepted, cfg.teacher_max_new_tokens)
-    with _phase(times, "eval_source"):
+    with _phase(times, "eval_source", log):
         accuracy["source_adapter"] = evaluate_chat(
             teacher, held_out, max_new_tokens=cfg.eval_max_new_tokens
         )
@@ -232,9 +239,9 @@ def transfer(cfg: TransferConfig) -> dict[str, Any]:
         students["ablation_seeds_only"] = list(seeds)
     adapters: dict[str, str] = {}
     for name, examples in students.items():
-        with _phase(times, f"train_{name}"):
+        with _phase(times, f"train_{name}", log):
             adapters[name] = str(_train_student(cfg, examples, out / name))
-        with _phase(times, f"eval_{name}"):
+        with _phase(times, f"eval_{name}", log):
             chat = load_chat_model(cfg.target, adapter=adapters[name], quantization=quant)
             accuracy[name] = evaluate_chat(chat, held_out, max_new_tokens=cfg.eval_max_new_tokens)
             del chat
