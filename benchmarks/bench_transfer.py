@@ -11,7 +11,7 @@ every phase. Prints a table and one JSON line.
         [--train-examples 250] [--synthetic 250] [--eval 200] [--epochs 10]
 
 Full size takes hours on a CPU; scale it down with the flags for a smoke run, e.g.
---train-examples 40 --synthetic 8 --eval 10 --epochs 1 --source-steps 5.
+--train-examples 40 --real 8 --synthetic 8 --eval 10 --epochs 1 --source-steps 5.
 """
 
 from __future__ import annotations
