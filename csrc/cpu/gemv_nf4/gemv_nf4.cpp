@@ -12,7 +12,7 @@ namespace tunebook {
 namespace {
 
 constexpr int64_t kMaxFused = 8;
-// Weight elements per thread at least (256 KiB packed): tiny layers run on one thread.
+// Weight elements per thread at least (256 KiB packed): small layers run on one thread.
 constexpr int64_t kGrainElems = int64_t{1} << 19;
 
 #define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
@@ -167,10 +167,12 @@ at::Tensor tiled(const NF4Weight& w, const at::Tensor& x2, int64_t N) {
   const int64_t M = x2.size(0), K = x2.size(1);
   at::Tensor out = empty_output({M, N}, x2.options());
   const int64_t es = x2.element_size();
-  // About 4 MiB of dequantized rows per tile: stays in cache between dequantize and mm.
-  int64_t tn = std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(1, K * es));
+  // Tiles of at least 4 MiB (cache-resident between dequantize and mm) and at least as big as
+  // x, since every mm call re-packs x: fewer, larger calls once x is large (capped at 64 MiB).
+  const int64_t tile_bytes = std::clamp<int64_t>(M * K * es, int64_t{4} << 20, int64_t{64} << 20);
+  int64_t tn = std::max<int64_t>(64, tile_bytes / std::max<int64_t>(1, K * es));
   tn = std::min(N, tn - tn % 16);
-  at::Tensor tile = at::empty({tn, K}, x2.options());
+  at::Tensor tile = empty_output({tn, K}, x2.options());
   auto* base = static_cast<char*>(tile.data_ptr());
   for (int64_t n0 = 0; n0 < N; n0 += tn) {
     const int64_t rows = std::min(tn, N - n0);
