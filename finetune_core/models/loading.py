@@ -64,6 +64,11 @@ def load_model(
             bnb_4bit_compute_dtype=compute_dtype,
             bnb_4bit_quant_storage=torch.uint8,
         )
+        # Our compiled NF4 ops serve Linear4bit on the CPU (TUNEBOOK_NF4_BACKEND=bitsandbytes
+        # or reference forces the stock or the pure-PyTorch path, for comparison).
+        from finetune_core.kernels import enable_linear4bit_patch
+
+        enable_linear4bit_patch()
     elif quantization != "none":
         raise ValueError(f"quantization must be 'nf4' or 'none', not {quantization!r}")
     return AutoModelForCausalLM.from_pretrained(folder, **kwargs)

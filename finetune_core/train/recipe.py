@@ -171,7 +171,8 @@ def train(
                 raise
             raise OutOfMemory(
                 f"out of memory at step {step + 1} (batch_size={cfg.batch_size}, max_length="
-                f"{cfg.max_length}): lower either, or raise grad_accum; checkpoints so far are kept"
+                f"{cfg.max_length}): lower either, or raise grad_accum; checkpoints so far are kept "
+                f"[{str(exc).splitlines()[0][:200]}]"
             ) from exc
         if not math.isfinite(last_loss):
             raise NaNLoss(
@@ -233,14 +234,13 @@ def train(
     return result
 
 
+# CUDA raises OutOfMemoryError; the CPU allocator and oneDNN (which fails to build a
+# primitive when its scratch memory cannot be had) raise RuntimeErrors.
+OOM_MARKERS = ("can't allocate memory", "out of memory", "could not create a primitive")
+
+
 def _is_oom(exc: BaseException) -> bool:
-    # CUDA raises OutOfMemoryError; the CPU allocator raises a RuntimeError.
-    text = str(exc)
-    return (
-        isinstance(exc, torch.OutOfMemoryError)
-        or "can't allocate memory" in text
-        or "out of memory" in text
-    )
+    return isinstance(exc, torch.OutOfMemoryError) or any(m in str(exc) for m in OOM_MARKERS)
 
 
 def _optimizer_step(
