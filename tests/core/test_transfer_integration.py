@@ -46,16 +46,16 @@ def test_smollm2_adapter_moves_to_gemma(tmp_path: Path) -> None:
     out = tmp_path / "gemma"
     done = cli(
         "transfer", str(run), "--target", "gemma-3-270m", "--output-dir", str(out),
-        "--synthetic", "16", "--max-attempts", "64", "--epochs", "2",
-        "--teacher-max-new-tokens", "8", "--eval-limit", "20",
+        "--synthetic", "8", "--max-attempts", "24", "--epochs", "1",
+        "--teacher-max-new-tokens", "8", "--eval-limit", "8",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "transferred" in done.stdout
     report = json.loads((out / "report.json").read_text())
     assert set(report["accuracy"]) == {"source_adapter", "target_base", "transferred"}
-    assert all(r["n"] == 20 for r in report["accuracy"].values())
-    assert 1 <= report["synthesis"]["accepted"] <= 16
-    assert report["synthesis"]["attempts"] <= 64
+    assert all(r["n"] == 8 for r in report["accuracy"].values())
+    assert 1 <= report["synthesis"]["accepted"] <= 8
+    assert report["synthesis"]["attempts"] <= 24
     assert {"synthesize", "teacher", "train_transferred", "eval_transferred"} <= set(
         report["phase_seconds"]
     )
