@@ -179,9 +179,22 @@ def _linear(bias: bool):
     return lin.to("cpu")
 
 
+@pytest.fixture
+def stock_linear4bit():
+    """Start from bitsandbytes' own forward: loading an nf4 model elsewhere in the
+    session installs our patch process-wide; put it back afterwards."""
+    from finetune_core.kernels import linear
+
+    was_patched = linear._original_forward is not None
+    linear.disable_linear4bit_patch()
+    yield
+    if was_patched:
+        linear.enable_linear4bit_patch()
+
+
 @needs_ext
 @pytest.mark.parametrize("rows", [1, 24])
-def test_patched_linear4bit_forward_backward(rows):
+def test_patched_linear4bit_forward_backward(rows, stock_linear4bit):
     lin = _linear(bias=True)
     x0 = torch.randn(2, rows, 192)
 
