@@ -101,6 +101,14 @@ class _Streamer:
                 self.sent[row] = text
 
 
+def left_pad(sequences: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and attention mask, left-padded so every prompt ends at the same position."""
+    width = max(len(s) for s in sequences)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in sequences])
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences])
+    return ids, mask
+
+
 @torch.no_grad()
 def generate(
     chat: ChatModel,
@@ -115,11 +123,9 @@ def generate(
     """Answer each conversation. temperature 0 is greedy decoding."""
     tok = chat.tokenizer
     prompts = [render_prompt(tok, as_messages(c)) for c in conversations]
-    width = max(len(p) for p in prompts)
     pad = tok.pad_token_id
-    # Left padding keeps every prompt's last token at the same position.
-    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    input_ids, attention = left_pad(prompts, pad)
+    width = input_ids.shape[1]
     device = next(chat.model.parameters()).device
     stop_ids = end_of_turn_ids(tok)
     if seed is not None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from finetune_core.infer.generate import left_pad
 from finetune_core.models.loading import end_of_turn_ids
 from finetune_core.transfer.seeds import _NEXT_ITEM, cut_at_item, list_prompt
 
@@ -53,10 +54,9 @@ def complete_raw(
 
     tok = chat.tokenizer
     encoded = [tok(p)["input_ids"] for p in prompts]  # the tokenizer's own BOS, if any
-    width = max(len(e) for e in encoded)
     pad = tok.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
-    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+    ids, mask = left_pad(encoded, pad)
+    width = ids.shape[1]
     device = next(chat.model.parameters()).device
     criterion = type("ItemEnded", (_ItemEnded, StoppingCriteria), {})(tok, width)
     sampling = temperature > 0
