@@ -49,7 +49,7 @@ test-e2e: setup
 # The production path: PostgreSQL and Redis, when they answer (they do on CI machines).
 test-web-pg: setup
 	if $(BIN)/python -c "import psycopg; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
-		DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/python -m pytest tests/web -q; \
+		DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/python -m pytest tests/web tests/api -q; \
 	else echo "PostgreSQL not reachable at $(PG_URL): skipping the PostgreSQL run"; fi
 
 test: lint
