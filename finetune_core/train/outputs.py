@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 from importlib import metadata
@@ -29,6 +30,13 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write through a temporary file and rename, so a kill never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def save_adapter(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
@@ -75,7 +83,7 @@ def select_final(output_dir: str | Path, which: str) -> Path:
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         manifest["final"] = which
-        manifest_path.write_text(json.dumps(manifest, indent=2))
+        write_json(manifest_path, manifest)
     return out / "adapter"
 
 
@@ -97,5 +105,6 @@ def write_manifest(
         "history": result["history"],
         "final": final,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    # The adapter first: select_final would otherwise rewrite the manifest just written.
     select_final(out, final)
+    write_json(out / "manifest.json", manifest)

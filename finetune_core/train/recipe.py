@@ -8,7 +8,6 @@ cooperative cancel and exact resume -> a PEFT adapter folder and a manifest.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -31,7 +30,7 @@ from finetune_core.train.checkpoint import (
     save_checkpoint,
 )
 from finetune_core.train.config import TrainConfig
-from finetune_core.train.outputs import save_adapter, write_manifest
+from finetune_core.train.outputs import save_adapter, write_json, write_manifest
 from finetune_core.train.setup import build_model, build_optimizer, prepare_rows
 
 
@@ -112,7 +111,7 @@ def train(
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:  # `resume` reads it back
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        write_json(out / "config.json", cfg.to_dict())
     seed_everything(cfg.seed)
 
     # 1. Data: read, split, render with the chat template, pack.
