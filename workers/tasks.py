@@ -19,8 +19,7 @@ from webapp.jobs.services import job_fail, job_start, job_succeed
 from webapp.projects.models import CellRun, RunStatus
 from workers import services_bridge
 from workers.celery import app
-from workers.finetune_run import run_finetune
-from workers.playground_run import run_playground
+from workers.runners import RUNNERS
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +102,9 @@ def run_cell(self: Task, cell_run_id: int) -> None:
             return
     CellRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
     try:
-        if job is not None and run.cell.kind == "finetune":
-            run_finetune(run, job.pk, task_id)
-            return
-        if job is not None and run.cell.kind == "playground":
-            run_playground(run, job.pk)
+        runner = RUNNERS.get(run.cell.kind)
+        if job is not None and runner is not None:
+            runner(run, job.pk, task_id)  # settles the run and the job itself
             return
         outputs = services_bridge.run_cell(run.cell.kind, run.inputs)
     except SoftTimeLimitExceeded:

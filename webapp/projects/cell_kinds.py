@@ -104,6 +104,9 @@ class CellKind:
     dataset_refs: tuple[str, ...] = ()
     runnable: bool = False
     queue: str = "default"
+    # Templates for the kind's own part of the notebook cell and of the run page.
+    cell_template: str = ""
+    run_template: str = ""
 
 
 REGISTRY: dict[str, CellKind] = {}
@@ -139,7 +142,15 @@ def referenced_cell_ids(cell: Cell) -> set[int]:
 
 
 register(CellKind("markdown", "Markdown", MarkdownForm))
-register(CellKind("dataset", "Dataset", DatasetCellForm, dataset_refs=("dataset",)))
+register(
+    CellKind(
+        "dataset",
+        "Dataset",
+        DatasetCellForm,
+        dataset_refs=("dataset",),
+        cell_template="projects/kinds/dataset_cell.html",
+    )
+)
 register(
     CellKind(
         "finetune",
@@ -148,6 +159,8 @@ register(
         cell_refs={"dataset_cell": ("dataset",)},
         runnable=True,
         queue="gpu",
+        cell_template="projects/kinds/finetune_cell.html",
+        run_template="projects/kinds/finetune_run.html",
     )
 )
 register(
@@ -158,5 +171,6 @@ register(
         cell_refs={"model_cell": ("finetune",)},
         runnable=True,
         queue="gpu",
+        run_template="projects/kinds/playground_run.html",
     )
 )

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.core.forms import error_text
 from webapp.jobs.models import Job
 from webapp.projects.artifacts import artifact_files, run_output_dir, stream_zip
+from webapp.projects.cell_kinds import REGISTRY
 from webapp.projects.charts import loss_chart, loss_points
 from webapp.projects.models import CellRun
 from webapp.projects.selectors import run_history, run_log
@@ -42,6 +43,7 @@ def run_context(request: HttpRequest, run: CellRun) -> dict[str, Any]:
     return {
         "run": run,
         "cell": run.cell,
+        "spec": REGISTRY.get(run.cell.kind),
         "project": run.cell.project,
         "team": run.cell.project.team,
         "job": job,

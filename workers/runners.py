@@ -1,0 +1,20 @@
+"""Which function runs a cell of each kind. A new runnable kind adds one line here.
+
+A runner takes (cell run, job id, celery task id) and settles both the CellRun and the
+Job whatever happens, so the task around it only has to route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from webapp.projects.models import CellRun
+from workers.finetune_run import run_finetune
+from workers.playground_run import run_playground
+
+Runner = Callable[[CellRun, int, str], None]
+
+RUNNERS: dict[str, Runner] = {
+    "finetune": run_finetune,
+    "playground": lambda run, job_id, task_id: run_playground(run, job_id),
+}
