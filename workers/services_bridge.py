@@ -33,8 +33,46 @@ def _char_stats(lengths: list[int]) -> dict[str, Any]:
     }
 
 
-def validate_dataset_file(path: str, *, fmt: str | None = None) -> dict[str, Any]:
-    """The validation report, plus a preview of the first rows and length statistics."""
+def _template_segments(tokenizer: Any, messages: list[Any]) -> list[dict[str, Any]]:
+    """The conversation as the chat template renders it, cut into template text and each
+    message's content, so the page can show which part is which."""
+    rendered = tokenizer.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in messages], tokenize=False
+    )
+    segments: list[dict[str, Any]] = []
+    cursor = 0
+    for m in messages:
+        at = rendered.find(m.content, cursor) if m.content else -1
+        if at < 0:
+            continue  # the template rewrote this content; it stays inside template text
+        if at > cursor:
+            segments.append({"role": "template", "text": rendered[cursor:at]})
+        text = m.content if len(m.content) <= PREVIEW_CHARS else m.content[:PREVIEW_CHARS] + "…"
+        segments.append({"role": m.role, "text": text, "weight": m.weight})
+        cursor = at + len(m.content)
+    if cursor < len(rendered):
+        segments.append({"role": "template", "text": rendered[cursor:]})
+    return segments
+
+
+def _model_view(path: str, fmt: str, model: str, preview: list[dict[str, Any]]) -> dict[str, Any]:
+    """Exact token statistics and the templated preview under the chosen base model."""
+    from finetune_core.data import read_examples
+    from finetune_core.data.stats import dataset_stats
+    from finetune_core.models.loading import load_tokenizer
+    from finetune_core.train.config import TrainConfig
+
+    tokenizer = load_tokenizer(model)
+    examples = list(read_examples(path, fmt=fmt))
+    stats = dataset_stats(examples, tokenizer, TrainConfig.max_length)
+    for row, example in zip(preview, examples, strict=False):
+        row["segments"] = _template_segments(tokenizer, list(example.messages))
+    return {**stats, "model": model}
+
+
+def validate_dataset_file(path: str, *, fmt: str | None = None, model: str = "") -> dict[str, Any]:
+    """The validation report, a preview of the first rows and token statistics: exact under
+    `model`'s tokenizer and chat template when one is given, estimated otherwise."""
     from finetune_core.data import read_examples, validate_file
 
     report = validate_file(path, fmt=fmt or None)
@@ -54,6 +92,11 @@ def validate_dataset_file(path: str, *, fmt: str | None = None) -> dict[str, Any
                 preview.append({"line": example.line, "messages": messages})
         result["preview"] = preview
         result["stats"] = _char_stats(lengths)
+        if model:
+            try:
+                result["stats"] = _model_view(path, report.format, model, preview)
+            except Exception as exc:  # noqa: BLE001 - the estimate still serves; say why
+                result["stats"]["note"] = f"Exact counts under {model} failed: {exc}"
     return result
 
 

@@ -45,7 +45,9 @@ def validate_dataset_version(self: Task, version_id: int) -> None:
             return  # cancelled or already finished: nothing to do
     dataset_version_mark(version_id=version_id, status=VersionStatus.VALIDATING)
     try:
-        report = services_bridge.validate_dataset_file(version.file.path, fmt=version.format)
+        report = services_bridge.validate_dataset_file(
+            version.file.path, fmt=version.format, model=version.preview_model
+        )
     except SoftTimeLimitExceeded:
         error = "Validation took too long and was stopped."
     except Exception as exc:  # noqa: BLE001 - any failure must land on the record, not vanish

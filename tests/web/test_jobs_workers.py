@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 from kombu import Connection
 
+from tests.web.conftest import CHAT_JSONL, Upload, client_for
 from webapp.datasets.models import DatasetVersion, VersionStatus
+from webapp.datasets.services import dataset_version_create
 from webapp.jobs.models import Job, JobStatus
 from webapp.jobs.services import (
     job_cancel,
@@ -64,18 +66,6 @@ def test_default_broker_needs_no_server(tmp_path: Path) -> None:
         message.ack()
 
 
-def _validate_file_available() -> bool:
-    try:
-        return hasattr(importlib.import_module("finetune_core.data"), "validate_file")
-    except ImportError:
-        return False
-
-
-@pytest.mark.xfail(
-    not _validate_file_available(),
-    reason="finetune_core.data.validate_file is not written yet",
-    strict=False,
-)
 def test_validate_dataset_version_task(dataset_version: DatasetVersion) -> None:
     tasks.validate_dataset_version.apply(args=[dataset_version.pk])
     version = DatasetVersion.objects.get(pk=dataset_version.pk)
@@ -83,6 +73,59 @@ def test_validate_dataset_version_task(dataset_version: DatasetVersion) -> None:
     assert version.n_examples == 2 and version.report["ok"] is True
     job = version.validation_job
     assert job.status == JobStatus.SUCCEEDED and job.started_at is not None
+    # No preview model chosen: the counts are an estimate, and say so.
+    assert version.report["stats"]["approx_tokens"]["total"] > 0
+    assert "model" not in version.report["stats"]
+
+
+def test_validation_counts_tokens_with_the_chosen_models_template(team, owner) -> None:
+    from finetune_core.data import read_examples
+    from finetune_core.data.stats import count_tokens
+    from finetune_core.models.loading import load_tokenizer
+
+    version = dataset_version_create(
+        team=team,
+        name="greetings",
+        upload=Upload.make("chat.jsonl", CHAT_JSONL),
+        created_by=owner,
+        preview_model="tiny-llama",
+    )
+    tasks.validate_dataset_version.apply(args=[version.pk])
+    version.refresh_from_db()
+    stats = version.report["stats"]
+    tokenizer = load_tokenizer("tiny-llama")
+    exact = [count_tokens(e, tokenizer) for e in read_examples(version.file.path)]
+    assert stats["model"] == "tiny-llama" and stats["tokens"]["total"] == sum(exact)
+    assert stats["tokens"]["max"] == max(exact) and stats["n_truncated"] == 0
+    segments = version.report["preview"][0]["segments"]
+    roles = [s["role"] for s in segments]
+    assert {"template", "user", "assistant"} <= set(roles)
+    assert [s["text"] for s in segments if s["role"] != "template"] == ["Hi", "Hello!"]
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+        tokenize=False,
+    )
+    assert "".join(s["text"] for s in segments) == rendered  # nothing dropped, nothing added
+
+    page = client_for(owner).get(reverse("dataset_version_detail", args=[version.pk]))
+    text = page.content.decode()
+    assert "Exact counts with the <code>tiny-llama</code>" in text
+    assert 'class="seg seg-user"' in text and 'class="seg seg-assistant"' in text
+
+
+def test_validation_falls_back_to_an_estimate_when_the_model_fails(team, owner) -> None:
+    version = dataset_version_create(
+        team=team,
+        name="greetings",
+        upload=Upload.make("chat.jsonl", CHAT_JSONL),
+        created_by=owner,
+        preview_model="no-such-model",
+    )
+    tasks.validate_dataset_version.apply(args=[version.pk])
+    version.refresh_from_db()
+    assert version.status == VersionStatus.VALID
+    stats = version.report["stats"]
+    assert stats["approx_tokens"]["total"] > 0 and "no-such-model" in stats["note"]
 
 
 def test_validate_task_records_failures_on_the_version(dataset_version: DatasetVersion) -> None:

@@ -1,6 +1,11 @@
 from django import forms
 
 from webapp.datasets.models import DatasetFormat
+from webapp.projects.catalog import DEFAULT_MODEL, model_choices
+
+
+def _preview_choices() -> list[tuple[str, str]]:
+    return [("", "None (estimate tokens from characters)"), *model_choices()]
 
 
 class UploadForm(forms.Form):
@@ -9,4 +14,11 @@ class UploadForm(forms.Form):
         max_length=100, help_text="Same name as an existing dataset: new version."
     )
     format = forms.ChoiceField(choices=DatasetFormat.choices, required=False)
+    preview_model = forms.ChoiceField(
+        choices=_preview_choices,
+        initial=DEFAULT_MODEL,
+        required=False,
+        label="Preview with",
+        help_text="Rows are shown, and tokens counted, with this base model's chat template.",
+    )
     file = forms.FileField()

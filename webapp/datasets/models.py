@@ -59,6 +59,8 @@ class DatasetVersion(models.Model):
     sha256 = models.CharField(max_length=64)
     # What the user asked for ("" = detect); the validator's answer goes to report["format"].
     format = models.CharField(max_length=10, choices=DatasetFormat.choices, blank=True)
+    # Base model whose tokenizer and chat template the report uses ("" = estimate only).
+    preview_model = models.CharField(max_length=100, blank=True)
     status = models.CharField(
         max_length=12, choices=VersionStatus.choices, default=VersionStatus.UPLOADED
     )

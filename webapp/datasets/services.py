@@ -38,6 +38,7 @@ def dataset_version_create(
     upload: UploadedFile,
     created_by: AbstractBaseUser,
     fmt: str = DatasetFormat.AUTO,
+    preview_model: str = "",
 ) -> DatasetVersion:
     name = name.strip()
     if not name:
@@ -64,6 +65,7 @@ def dataset_version_create(
             size=upload.size,
             sha256=sha256,
             format=fmt,
+            preview_model=preview_model,
             created_by=created_by,
         )
         version.file.save(filename, upload, save=False)

@@ -98,6 +98,7 @@ def _dataset_upload(
             name=form.cleaned_data["name"],
             upload=form.cleaned_data["file"],
             fmt=form.cleaned_data["format"] or "",
+            preview_model=form.cleaned_data["preview_model"] or "",
             created_by=request.user,
         )
     except ValidationError as exc:

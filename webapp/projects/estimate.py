@@ -47,10 +47,13 @@ def estimate(config: dict[str, Any], version: DatasetVersion | None) -> Estimate
     hp = effective_hparams(config)
     info = model_info(config.get("base_model", ""))
     stats = (version.report or {}).get("stats") or {}
-    approx = stats.get("approx_tokens") or {}
+    # Exact counts when the report used a tokenizer (ideally this cell's base model's).
+    approx = stats.get("tokens") or stats.get("approx_tokens") or {}
     n = int(version.n_examples)
     n_train = max(1, n - math.floor(n * float(hp["val_fraction"])))
     notes = []
+    if stats.get("model") and stats["model"] != config.get("base_model"):
+        notes.append(f"Token counts are {stats['model']}'s; this model's tokenizer may differ.")
     if approx:
         mean_tokens = approx["total"] / max(1, int(stats.get("rows") or n))
     else:

@@ -90,3 +90,11 @@ def report_issues(report: Any) -> list:
     if not isinstance(report, dict):
         return []
     return list(report.get("issues") or report.get("errors") or [])
+
+
+@register.filter
+def token_counts(stats: Any) -> dict | None:
+    """Exact token counts when the report has them, else the character-based estimate."""
+    if not isinstance(stats, dict):
+        return None
+    return stats.get("tokens") or stats.get("approx_tokens")
