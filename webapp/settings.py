@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "ninja",  # the native API; listed so its docs page uses the vendored static files
     "webapp.core",
     "webapp.accounts",
     "webapp.teams",

@@ -2,6 +2,7 @@
 
 from django.urls import include, path
 
+from webapp.api.native.app import api as native_api
 from webapp.core import views as core_views
 
 urlpatterns = [
@@ -14,4 +15,5 @@ urlpatterns = [
     path("", include("webapp.jobs.urls")),
     path("", include("webapp.api.page_urls")),
     path("v1/", include("webapp.api.urls")),
+    path("api/", native_api.urls),
 ]

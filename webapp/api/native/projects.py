@@ -1,0 +1,80 @@
+"""/api/projects: the key's team's projects (notebooks)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+from pydantic import Field
+
+from webapp.api.native.common import ERRORS, MAX_LIMIT, ListOut, caller_of, paginate
+from webapp.api.selectors import team_for_write
+from webapp.projects.models import Project
+from webapp.projects.selectors import project_list_for_team
+from webapp.projects.services import project_create
+from webapp.teams.access import get_for_user
+
+router = Router(tags=["projects"])
+
+
+class ProjectIn(Schema):
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field("", max_length=10_000)
+
+
+class ProjectOut(Schema):
+    id: int
+    object: str = "project"
+    team: int
+    name: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Page(Schema):
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    after: int | None = Field(None, ge=1)
+
+
+def _out(project: Project) -> ProjectOut:
+    return ProjectOut(
+        id=project.pk,
+        team=project.team_id,
+        name=project.name,
+        description=project.description,
+        created_at=project.created_at,
+        updated_at=project.updated_at,
+    )
+
+
+def project_for(request: HttpRequest, project_id: int, *, need: str = "view") -> Project:
+    """A project of the key's team, through the access helper (else 404/403)."""
+    caller = caller_of(request)
+    qs = Project.objects.filter(team=caller.team)
+    return get_for_user(qs, caller.user, project_id, need=need)  # type: ignore[arg-type]
+
+
+@router.get("", response={200: ListOut[ProjectOut], **ERRORS}, summary="List projects")
+def project_list(request: HttpRequest, page: Query[Page]) -> ListOut[ProjectOut]:
+    caller = caller_of(request)
+    rows, more = paginate(
+        project_list_for_team(team=caller.team), limit=page.limit, after=page.after
+    )
+    return ListOut[ProjectOut](data=[_out(p) for p in rows], has_more=more)
+
+
+@router.post("", response={201: ProjectOut, **ERRORS}, summary="Create a project")
+def project_create_view(request: HttpRequest, body: ProjectIn) -> Status:
+    caller = caller_of(request)
+    team = team_for_write(caller)
+    project = project_create(
+        team=team, name=body.name, description=body.description, created_by=caller.user
+    )
+    return Status(201, _out(project))
+
+
+@router.get("/{project_id}", response={200: ProjectOut, **ERRORS}, summary="Get a project")
+def project_get(request: HttpRequest, project_id: int) -> ProjectOut:
+    return _out(project_for(request, project_id))
