@@ -177,6 +177,19 @@ def test_stale_job_is_requeued_then_failed_never_stuck(cell_run) -> None:
     assert [o.action for o in jobs_recover(stale_after_s=10, max_recoveries=1)] == ["failed"]
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and "stopped responding" in job.error
+    cell_run.refresh_from_db()  # the notebook shows the run failed, not running forever
+    assert cell_run.status == RunStatus.FAILED and cell_run.finished_at is not None
+
+
+def test_dead_validation_worker_marks_the_version_invalid(dataset_version) -> None:
+    job = Job.objects.get(pk=dataset_version.validation_job_id)
+    _age(job, 3600)
+    DatasetVersion.objects.filter(pk=dataset_version.pk).update(status=VersionStatus.VALIDATING)
+    Job.objects.filter(pk=job.pk).update(params={})  # no task to re-send: fails at once
+    assert [o.action for o in jobs_recover(stale_after_s=10)] == ["failed"]
+    dataset_version.refresh_from_db()
+    assert dataset_version.status == VersionStatus.INVALID
+    assert "stopped responding" in dataset_version.report["error"]
 
 
 def test_stale_job_without_task_fails_with_message(team, owner) -> None:

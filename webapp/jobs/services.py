@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from webapp.jobs.models import FINISHED, EventLevel, Job, JobEvent, JobStatus
+from webapp.jobs.signals import job_stopped
 from webapp.teams.models import Team
 
 
@@ -100,6 +101,7 @@ def job_fail(*, job_id: int, error: str) -> Job | None:
     job = _transition(job_id, active, status=JobStatus.FAILED, error=error, finished_at=now)
     if job is not None:
         job_event_add(job=job, message="Job failed", level=EventLevel.ERROR, data={"error": error})
+        job_stopped.send(sender=Job, job=job)
     return job
 
 
@@ -116,6 +118,7 @@ def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
         raise ValidationError("This job has already finished.")
     who = by.get_username() if by is not None else "system"
     job_event_add(job=updated, message=f"Job cancelled by {who}", level=EventLevel.WARNING)
+    job_stopped.send(sender=Job, job=updated)
     return updated
 
 
