@@ -1,5 +1,6 @@
 """Evaluation: eval sets, candidates with cached answers, reference metrics, an
-LLM judge (pairwise in both orders, single-answer grading) and aggregates."""
+LLM judge (pairwise in both orders, single-answer grading; a local judge's verdicts
+constrained to the allowed labels) and aggregates."""
 
 from finetune_core.evaluate.aggregate import (
     bradley_terry,
@@ -20,15 +21,26 @@ from finetune_core.evaluate.candidates import (
     generate_answers,
     parse_candidate,
 )
+from finetune_core.evaluate.constrained import (
+    PAIRWISE_OPTIONS,
+    RATING_OPTIONS,
+    ConstrainedVerdict,
+    VerdictOptions,
+    constrained_verdicts,
+)
 from finetune_core.evaluate.endpoint import Budget, Endpoint, Reply
 from finetune_core.evaluate.export import write_csv, write_json
-from finetune_core.evaluate.judge import Judge, LocalBackend, PairResult, combine
+from finetune_core.evaluate.judge import Judge, Judgment, LocalBackend, PairResult, combine
 from finetune_core.evaluate.metrics import exact_match, normalize_answer
 from finetune_core.evaluate.prompts import (
     PAIRWISE,
     PAIRWISE_REFERENCE,
+    PAIRWISE_REFERENCE_VERDICT_FIRST,
+    PAIRWISE_VERDICT_FIRST,
     SINGLE,
     SINGLE_REFERENCE,
+    SINGLE_REFERENCE_VERDICT_FIRST,
+    SINGLE_VERDICT_FIRST,
     PromptTemplate,
 )
 from finetune_core.evaluate.run import make_judge, run_evaluation
@@ -45,20 +57,29 @@ from finetune_core.evaluate.verdict import parse_rating, parse_verdict
 
 __all__ = [
     "PAIRWISE",
+    "PAIRWISE_OPTIONS",
     "PAIRWISE_REFERENCE",
+    "PAIRWISE_REFERENCE_VERDICT_FIRST",
+    "PAIRWISE_VERDICT_FIRST",
+    "RATING_OPTIONS",
     "SINGLE",
     "SINGLE_REFERENCE",
+    "SINGLE_REFERENCE_VERDICT_FIRST",
+    "SINGLE_VERDICT_FIRST",
     "Answer",
     "AnswerCache",
     "Budget",
     "Candidate",
+    "ConstrainedVerdict",
     "Decoding",
     "Endpoint",
     "EvalItem",
     "EvalSet",
     "Judge",
+    "Judgment",
     "LocalBackend",
     "ModelPool",
+    "VerdictOptions",
     "PairResult",
     "PromptTemplate",
     "Reply",
@@ -66,6 +87,7 @@ __all__ = [
     "bradley_terry",
     "by_category",
     "combine",
+    "constrained_verdicts",
     "consistency_rate",
     "exact_match",
     "from_bigbench",

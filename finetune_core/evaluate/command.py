@@ -19,6 +19,10 @@ candidates (repeat --candidate; prefix LABEL= to name one):
   adapter:MODEL:PATH            MODEL + a PEFT adapter, checkpoint or run folder
   openai:MODEL@BASE_URL         any OpenAI-compatible endpoint (key: --api-key-env)
 judge: local:MODEL (default local:smollm2-135m-instruct), openai:MODEL@BASE_URL, none
+  A local judge writes its rationale, then its verdict is the most likely allowed
+  label ([[A]]/[[B]]/[[C]], 1-10) under the model: always parseable, with its
+  probabilities recorded. --verdict-first skips the rationale (fast, for small
+  judges); --free-text-judge parses the local judge's text as an API judge's.
 
 example:
   python -m finetune_core evaluate --task sports_understanding --limit 20 \\
@@ -53,7 +57,15 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--metrics", default="exact_match,choice,loss", help="comma list, or none")
     e.add_argument("--max-new-tokens", type=int, default=128, help="answer length")
     e.add_argument("--temperature", type=float, default=0.0, help="answers; 0: greedy")
-    e.add_argument("--judge-max-tokens", type=int, default=512)
+    e.add_argument("--judge-max-tokens", type=int, default=512, help="judge text (rationale)")
+    e.add_argument(
+        "--verdict-first", action="store_true", help="verdict-first judge prompts; no rationale"
+    )
+    e.add_argument(
+        "--free-text-judge",
+        action="store_true",
+        help="parse a local judge's free text instead of constraining its verdict",
+    )
     e.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
     e.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
     e.add_argument("--concurrency", type=int, default=4, help="parallel API requests")
@@ -127,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         budget=budget,
         endpoint_options=endpoint,
         max_tokens=args.judge_max_tokens,
+        constrained=not args.free_text_judge,
+        verdict_first=args.verdict_first,
         use_reference=not args.no_reference,
         seed=args.seed,
     )

@@ -29,6 +29,11 @@ class Reply:
     completion_tokens: int = 0
     finish_reason: str = ""
     attempts: int = 0
+    # Set by a constrained local judge: the verdict label it chose and the
+    # probabilities of every allowed label (see evaluate/constrained.py).
+    choice: str = ""
+    probabilities: dict[str, float] | None = None
+    constrained: bool = False
 
 
 @dataclass

@@ -14,12 +14,18 @@ from itertools import combinations
 from typing import Any, Protocol
 
 from finetune_core.evaluate.candidates import Answer
-from finetune_core.evaluate.endpoint import Budget, Reply
+from finetune_core.evaluate.constrained import OPTIONS
+from finetune_core.evaluate.endpoint import Reply
+from finetune_core.evaluate.local import LocalBackend
 from finetune_core.evaluate.prompts import (
     PAIRWISE,
     PAIRWISE_REFERENCE,
+    PAIRWISE_REFERENCE_VERDICT_FIRST,
+    PAIRWISE_VERDICT_FIRST,
     SINGLE,
     SINGLE_REFERENCE,
+    SINGLE_REFERENCE_VERDICT_FIRST,
+    SINGLE_VERDICT_FIRST,
     PromptTemplate,
     reference_text,
 )
@@ -27,6 +33,18 @@ from finetune_core.evaluate.sets import EvalSet
 from finetune_core.evaluate.verdict import parse_rating, parse_verdict
 
 SKIPPED = ("skipped_budget", "skipped_limit")
+# A constrained label as the value the free-text parsers would give.
+_VALUE = {"pairwise": lambda label: "tie" if label == "C" else label, "single": float}
+__all__ = [
+    "SKIPPED",
+    "Backend",
+    "GradeResult",
+    "Judge",
+    "Judgment",
+    "LocalBackend",
+    "PairResult",
+    "combine",
+]
 
 
 class Backend(Protocol):
@@ -40,53 +58,6 @@ class Backend(Protocol):
     ) -> list[Reply]: ...
 
 
-class LocalBackend:
-    """A chat model run by finetune_core: the offline default judge."""
-
-    def __init__(self, chat: Any, batch_size: int = 4, budget: Budget | None = None) -> None:
-        self.chat, self.batch_size = chat, batch_size
-        self.budget = budget or Budget()  # only max_calls applies: local calls cost nothing
-        self.calls = 0
-
-    def complete(
-        self,
-        conversations: Sequence[list[dict[str, str]]],
-        *,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        seed: int | None = None,
-    ) -> list[Reply]:
-        allowed = [self.budget.reserve(0.0) for _ in conversations]
-        todo = [c for c, ok in zip(conversations, allowed, strict=True) if ok == "ok"]
-        done = iter(self._generate(todo, max_tokens, temperature, seed))
-        return [next(done) if ok == "ok" else Reply(status=ok) for ok in allowed]
-
-    def _generate(
-        self, conversations: list, max_tokens: int, temperature: float, seed: int | None
-    ) -> list[Reply]:
-        from finetune_core.infer import generate
-
-        out: list[Reply] = []
-        for i in range(0, len(conversations), self.batch_size):
-            chunk = list(conversations[i : i + self.batch_size])
-            self.calls += len(chunk)
-            try:
-                gens = generate(
-                    self.chat, chunk, max_new_tokens=max_tokens, temperature=temperature, seed=seed
-                )
-                out += [
-                    Reply(
-                        g.text, "ok", "", g.prompt_tokens, g.completion_tokens, g.finish_reason, 1
-                    )
-                    for g in gens
-                ]
-            except (RuntimeError, ValueError) as exc:
-                out += [Reply(status="error", error=f"{type(exc).__name__}: {exc}"[:500])] * len(
-                    chunk
-                )
-        return out
-
-
 @dataclass
 class Judgment:
     """One judge call's outcome (after the one retry)."""
@@ -97,6 +68,11 @@ class Judgment:
     error: str
     attempts: int
     prompt_version: str
+    # A constrained local verdict: the chosen label's probability and every allowed
+    # label's, renormalised over the allowed set (None for free-text judges).
+    constrained: bool = False
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
 
 
 @dataclass
@@ -138,27 +114,62 @@ class Judge:
     pair_templates: tuple[PromptTemplate, PromptTemplate] = (PAIRWISE, PAIRWISE_REFERENCE)
     single_templates: tuple[PromptTemplate, PromptTemplate] = (SINGLE, SINGLE_REFERENCE)
     log: list[str] = field(default_factory=list)
+    # Verdict-first prompts; a constrained local judge then writes no rationale at all.
+    verdict_first: bool = False
+
+    def __post_init__(self) -> None:
+        if self.verdict_first and self.pair_templates == (PAIRWISE, PAIRWISE_REFERENCE):
+            self.pair_templates = (PAIRWISE_VERDICT_FIRST, PAIRWISE_REFERENCE_VERDICT_FIRST)
+        if self.verdict_first and self.single_templates == (SINGLE, SINGLE_REFERENCE):
+            self.single_templates = (SINGLE_VERDICT_FIRST, SINGLE_REFERENCE_VERDICT_FIRST)
+
+    @property
+    def constrained(self) -> bool:
+        """True when the backend picks verdicts from probabilities (a local model)."""
+        return bool(getattr(self.backend, "constrained", False)) and hasattr(
+            self.backend, "verdicts"
+        )
+
+    def _call(self, convs: list, kinds: list[str], temperature: float, seed: int) -> list[Reply]:
+        if not self.constrained:
+            return self.backend.complete(
+                convs, max_tokens=self.max_tokens, temperature=temperature, seed=seed
+            )
+        replies: list[Reply | None] = [None] * len(convs)
+        for kind in dict.fromkeys(kinds):  # one call per judgment kind, order kept
+            idx = [i for i, k in enumerate(kinds) if k == kind]
+            got = self.backend.verdicts(
+                [convs[i] for i in idx],
+                OPTIONS[kind],
+                rationale_tokens=0 if self.verdict_first else self.max_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
+            for i, reply in zip(idx, got, strict=True):
+                replies[i] = reply
+        return replies  # type: ignore[return-value]
 
     def ask(
         self, requests: list[tuple[PromptTemplate, dict[str, str]]], parse: Callable
     ) -> list[Judgment]:
         convs = [t.messages(**f) for t, f in requests]
-        replies = self.backend.complete(
-            convs, max_tokens=self.max_tokens, temperature=0.0, seed=self.seed
-        )
+        kinds = [t.kind for t, _ in requests]
+        replies = self._call(convs, kinds, 0.0, self.seed)
         results = [
-            self._judgment(r, parse, t.version) for r, (t, _) in zip(replies, requests, strict=True)
+            self._judgment(r, parse, t.version, t.kind)
+            for r, (t, _) in zip(replies, requests, strict=True)
         ]
+        # A constrained verdict is never unparseable: only errors (e.g. memory) come back.
         again = [i for i, j in enumerate(results) if j.status in ("unparseable", "error")]
         if again:
-            retried = self.backend.complete(
+            retried = self._call(
                 [convs[i] for i in again],
-                max_tokens=self.max_tokens,
-                temperature=self.retry_temperature,
-                seed=self.seed + 1,
+                [kinds[i] for i in again],
+                self.retry_temperature,
+                self.seed + 1,
             )
             for i, reply in zip(again, retried, strict=True):
-                second = self._judgment(reply, parse, requests[i][0].version)
+                second = self._judgment(reply, parse, requests[i][0].version, kinds[i])
                 if second.status in SKIPPED:  # the retry was refused: keep the first failure
                     continue
                 second.attempts += results[i].attempts
@@ -166,7 +177,21 @@ class Judge:
         return results
 
     @staticmethod
-    def _judgment(reply: Reply, parse: Callable, version: str) -> Judgment:
+    def _judgment(reply: Reply, parse: Callable, version: str, kind: str = "pairwise") -> Judgment:
+        if reply.status == "ok" and reply.constrained:
+            # The chosen label is the verdict; the text reads back to it (tests check).
+            probs = reply.probabilities or {}
+            return Judgment(
+                _VALUE[kind](reply.choice),
+                "ok",
+                reply.text,
+                "",
+                1,
+                version,
+                constrained=True,
+                confidence=probs.get(reply.choice),
+                probabilities=probs,
+            )
         value = parse(reply.text) if reply.status == "ok" else None
         status = (
             reply.status if reply.status != "ok" else ("ok" if value is not None else "unparseable")

@@ -102,3 +102,55 @@ def reference_text(references: tuple[str, ...]) -> str:
     if len(references) == 1:
         return references[0]
     return "Any of these is correct:\n" + "\n".join(f"- {r}" for r in references)
+
+
+# Verdict-first variants, for small local judges: the verdict is the first thing
+# written, so a constrained local judge scores it straight after the prompt without
+# generating a rationale (one forward pass per judgment instead of hundreds).
+_FIRST_PAIR = (
+    "Avoid any position biases and ensure that the order in which the responses were presented "
+    "does not influence your decision. Do not allow the length of the responses to influence "
+    "your evaluation. Be as objective as possible. Output your final verdict first, strictly in "
+    'this format: "[[A]]" if assistant A is better, "[[B]]" if assistant B is better, and '
+    '"[[C]]" for a tie. Then give a short explanation.'
+)
+_FIRST_RATE = (
+    "Rate the response on a scale of 1 to 10 and output the rating first, strictly in this "
+    'format: "Rating: [[5]]". Then give a short explanation.'
+)
+
+PAIRWISE_VERDICT_FIRST = PromptTemplate(
+    "pairwise-verdict-first",
+    "pairwise",
+    _IMPARTIAL_PAIR
+    + "You should choose the assistant that follows the user's instructions and answers the "
+    "user's question better, considering helpfulness, relevance and accuracy. " + _FIRST_PAIR,
+    PAIRWISE.user,
+)
+
+PAIRWISE_REFERENCE_VERDICT_FIRST = PromptTemplate(
+    "pairwise-reference-verdict-first",
+    "pairwise",
+    _IMPARTIAL_PAIR
+    + "Your evaluation should consider correctness and helpfulness. You will be given a "
+    "reference answer, assistant A's answer, and assistant B's answer: the answer that agrees "
+    "with the reference answer is better. " + _FIRST_PAIR,
+    PAIRWISE_REFERENCE.user,
+)
+
+SINGLE_VERDICT_FIRST = PromptTemplate(
+    "single-verdict-first",
+    "single",
+    _IMPARTIAL_ONE + "Your evaluation should consider the helpfulness, relevance and accuracy "
+    "of the response. Be as objective as possible. " + _FIRST_RATE,
+    SINGLE.user,
+)
+
+SINGLE_REFERENCE_VERDICT_FIRST = PromptTemplate(
+    "single-reference-verdict-first",
+    "single",
+    _IMPARTIAL_ONE + "Your evaluation should consider correctness and helpfulness. You will be "
+    "given a reference answer and the assistant's answer: an answer that disagrees with the "
+    "reference answer is wrong. Be as objective as possible. " + _FIRST_RATE,
+    SINGLE_REFERENCE.user,
+)

@@ -36,14 +36,20 @@ def make_judge(
     api_key: str = "none",
     budget: Budget | None = None,
     endpoint_options: dict[str, Any] | None = None,
+    constrained: bool = True,
     **judge_options: Any,
 ) -> Judge | None:
-    """ "none", "local:MODEL" (run here; the offline default) or "openai:MODEL@BASE_URL"."""
+    """ "none", "local:MODEL" (run here; the offline default) or "openai:MODEL@BASE_URL".
+
+    A local judge picks its verdicts from the model's probabilities over the allowed
+    labels unless constrained=False (then its free text is parsed, as an API judge's)."""
     if spec == "none":
         return None
     kind, _, rest = spec.partition(":")
     if kind == "local" and rest:
-        backend: Any = LocalBackend((pool or ModelPool()).get(rest), budget=budget)
+        backend: Any = LocalBackend(
+            (pool or ModelPool()).get(rest), budget=budget, constrained=constrained
+        )
     elif kind == "openai" and "@" in rest:
         model, url = rest.split("@", 1)
         backend = Endpoint(
@@ -107,6 +113,7 @@ def run_evaluation(
     n_boot: int = 1000,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    answer_batch_size: int = 8,
 ) -> dict[str, Any]:
     labels = [c.label for c in candidates]
     if len(set(labels)) != len(labels):
@@ -117,7 +124,13 @@ def run_evaluation(
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     answers = generate_answers(
-        candidates, evalset, decoding=dec, cache=cache, pool=pool, progress=say
+        candidates,
+        evalset,
+        decoding=dec,
+        cache=cache,
+        pool=pool,
+        batch_size=answer_batch_size,
+        progress=say,
     )
     timing["answers_s"] = time.perf_counter() - t0
     fresh = sum(not a.cached for by in answers.values() for a in by.values())
@@ -177,6 +190,8 @@ def run_evaluation(
                 {t.version for t in (*judge.pair_templates, *judge.single_templates)}
             ),
             "budget": budget.to_dict() if budget else None,
+            "constrained": judge.constrained,
+            "verdict_first": judge.verdict_first,
         }
     result["timing"] = timing
     return result

@@ -126,16 +126,19 @@ def test_validation_loss_and_perplexity(pool: ModelPool) -> None:
     assert loss["low"] <= loss["value"] <= loss["high"]
 
 
-def test_local_judge_records_garbage_as_errors(pool: ModelPool) -> None:
-    # The random model writes no verdict: every judgment is retried once, then kept as an error.
+def test_free_text_local_judge_records_garbage_as_errors(pool: ModelPool) -> None:
+    # Unconstrained, the random model writes no verdict (the free-text path an API judge
+    # takes): every judgment is retried once, then kept as an error.
     es = EvalSet("t", [make_item([Message("user", "hi")])])
     from finetune_core.evaluate import Answer
 
     answers = {"x": {es.items[0].id: Answer("hello")}, "y": {es.items[0].id: Answer("hey")}}
-    backend = LocalBackend(pool.get("tiny-llama"))
-    (result,) = Judge(backend, max_tokens=8).compare(es, answers)
-    assert result.outcome == "error" and backend.calls == 4
+    backend = LocalBackend(pool.get("tiny-llama"), constrained=False)
+    judge = Judge(backend, max_tokens=8)
+    (result,) = judge.compare(es, answers)
+    assert not judge.constrained and result.outcome == "error" and backend.calls == 4
     assert result.ab.status == "unparseable" and result.ab.attempts == 2
+    assert not result.ab.constrained and result.ab.probabilities is None
 
 
 def test_run_export_and_cli(pool: ModelPool, tmp_path) -> None:
@@ -158,7 +161,11 @@ def test_run_export_and_cli(pool: ModelPool, tmp_path) -> None:
     )
     assert result["answers_generated"] == 2  # "two" hit the answers "one" made
     assert set(result["metrics"]["one"]) == {"exact_match", "choice_accuracy", "loss", "perplexity"}
-    assert result["pairs"][0]["errors"] == 2 and len(result["grades"]) == 4
+    # The local judge is constrained by default: every verdict parses, none is an error.
+    assert result["pairs"][0]["errors"] == 0 and result["pairs"][0]["n"] == 2
+    assert result["judge"]["constrained"] and len(result["grades"]) == 4
+    assert all(j[o]["constrained"] for j in result["judgments"] for o in ("ab", "ba"))
+    assert all(g["status"] == "ok" and 1 <= g["rating"] <= 10 for g in result["grades"])
     write_json(result, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["eval_set"]["n_items"] == 2
     names = sorted(p.name for p in write_csv(result, tmp_path / "r"))

@@ -1,0 +1,140 @@
+"""The local judge backend: a chat model run by finetune_core, the offline default.
+
+Free text (`complete`) serves the MT-Bench parse path, as an API judge would.
+With `constrained` (the default), `verdicts` writes an optional rationale and
+then picks the verdict from the model's probabilities over the allowed labels
+(see constrained.py), so every verdict it returns is parseable and says how sure
+the model was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from finetune_core.evaluate.constrained import VerdictOptions, constrained_verdicts, cut_rationale
+from finetune_core.evaluate.endpoint import Budget, Reply
+
+
+def _error(exc: Exception) -> Reply:
+    return Reply(status="error", error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+class LocalBackend:
+    """A chat model run by finetune_core: the offline default judge."""
+
+    def __init__(
+        self,
+        chat: Any,
+        batch_size: int = 4,
+        budget: Budget | None = None,
+        constrained: bool = True,
+    ) -> None:
+        self.chat, self.batch_size, self.constrained = chat, batch_size, constrained
+        self.budget = budget or Budget()  # only max_calls applies: local calls cost nothing
+        self.calls = 0
+
+    def _admit(self, conversations: Sequence[Any]) -> tuple[list[str], list[Any]]:
+        allowed = [self.budget.reserve(0.0) for _ in conversations]
+        return allowed, [c for c, ok in zip(conversations, allowed, strict=True) if ok == "ok"]
+
+    def complete(
+        self,
+        conversations: Sequence[list[dict[str, str]]],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[Reply]:
+        allowed, todo = self._admit(conversations)
+        done = iter(self._generate(todo, max_tokens, temperature, seed))
+        return [next(done) if ok == "ok" else Reply(status=ok) for ok in allowed]
+
+    def verdicts(
+        self,
+        conversations: Sequence[list[dict[str, str]]],
+        options: VerdictOptions,
+        *,
+        rationale_tokens: int = 0,
+        temperature: float = 0.0,
+        seed: int | None = None,
+    ) -> list[Reply]:
+        """A constrained verdict per conversation, after up to rationale_tokens of rationale."""
+        allowed, todo = self._admit(conversations)
+        done = iter(self._verdicts(todo, options, rationale_tokens, temperature, seed))
+        return [next(done) if ok == "ok" else Reply(status=ok) for ok in allowed]
+
+    def _chunks(self, conversations: list) -> list[list]:
+        step = self.batch_size
+        return [list(conversations[i : i + step]) for i in range(0, len(conversations), step)]
+
+    def _generate(
+        self, conversations: list, max_tokens: int, temperature: float, seed: int | None
+    ) -> list[Reply]:
+        from finetune_core.infer import generate
+
+        out: list[Reply] = []
+        for chunk in self._chunks(conversations):
+            self.calls += len(chunk)
+            try:
+                gens = generate(
+                    self.chat, chunk, max_new_tokens=max_tokens, temperature=temperature, seed=seed
+                )
+                out += [
+                    Reply(
+                        g.text, "ok", "", g.prompt_tokens, g.completion_tokens, g.finish_reason, 1
+                    )
+                    for g in gens
+                ]
+            except (RuntimeError, ValueError) as exc:
+                out += [_error(exc)] * len(chunk)
+        return out
+
+    def _verdicts(
+        self,
+        conversations: list,
+        options: VerdictOptions,
+        rationale_tokens: int,
+        temperature: float,
+        seed: int | None,
+    ) -> list[Reply]:
+        from finetune_core.infer import generate
+
+        out: list[Reply] = []
+        for chunk in self._chunks(conversations):
+            self.calls += len(chunk)
+            try:
+                gens = (
+                    generate(
+                        self.chat,
+                        chunk,
+                        max_new_tokens=rationale_tokens,
+                        temperature=temperature,
+                        seed=seed,
+                    )
+                    if rationale_tokens > 0
+                    else []
+                )
+                rationales = [cut_rationale(g.text) for g in gens] or [""] * len(chunk)
+                picked = constrained_verdicts(
+                    self.chat, chunk, options, rationales, batch_size=self.batch_size
+                )
+                for n, v in enumerate(picked):
+                    g = gens[n] if gens else None
+                    out.append(
+                        Reply(
+                            v.text,
+                            "ok",
+                            "",
+                            g.prompt_tokens if g else 0,
+                            g.completion_tokens if g else 0,
+                            "constrained",
+                            1,
+                            choice=v.label,
+                            probabilities=v.probabilities,
+                            constrained=True,
+                        )
+                    )
+            except (RuntimeError, ValueError) as exc:  # e.g. out of memory: record, go on
+                out += [_error(exc)] * len(chunk)
+        return out
