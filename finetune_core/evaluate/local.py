@@ -98,43 +98,42 @@ class LocalBackend:
         temperature: float,
         seed: int | None,
     ) -> list[Reply]:
-        from finetune_core.infer import generate
-
         out: list[Reply] = []
         for chunk in self._chunks(conversations):
-            self.calls += len(chunk)
+            # The rationale goes through _generate, which callers may wrap (e.g. to count
+            # progress); a failed rationale stays that conversation's error.
+            if rationale_tokens > 0:
+                texts = self._generate(chunk, rationale_tokens, temperature, seed)
+            else:
+                self.calls += len(chunk)
+                texts = [Reply() for _ in chunk]
+            ok = [n for n, r in enumerate(texts) if r.status == "ok"]
             try:
-                gens = (
-                    generate(
-                        self.chat,
-                        chunk,
-                        max_new_tokens=rationale_tokens,
-                        temperature=temperature,
-                        seed=seed,
-                    )
-                    if rationale_tokens > 0
-                    else []
-                )
-                rationales = [cut_rationale(g.text) for g in gens] or [""] * len(chunk)
                 picked = constrained_verdicts(
-                    self.chat, chunk, options, rationales, batch_size=self.batch_size
+                    self.chat,
+                    [chunk[n] for n in ok],
+                    options,
+                    [cut_rationale(texts[n].text) for n in ok],
+                    batch_size=self.batch_size,
                 )
-                for n, v in enumerate(picked):
-                    g = gens[n] if gens else None
-                    out.append(
-                        Reply(
-                            v.text,
-                            "ok",
-                            "",
-                            g.prompt_tokens if g else 0,
-                            g.completion_tokens if g else 0,
-                            "constrained",
-                            1,
-                            choice=v.label,
-                            probabilities=v.probabilities,
-                            constrained=True,
-                        )
-                    )
             except (RuntimeError, ValueError) as exc:  # e.g. out of memory: record, go on
-                out += [_error(exc)] * len(chunk)
+                out += [
+                    texts[n] if texts[n].status != "ok" else _error(exc) for n in range(len(chunk))
+                ]
+                continue
+            for n, v in zip(ok, picked, strict=True):
+                r = texts[n]
+                texts[n] = Reply(
+                    v.text,
+                    "ok",
+                    "",
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    "constrained",
+                    1,
+                    choice=v.label,
+                    probabilities=v.probabilities,
+                    constrained=True,
+                )
+            out += texts
         return out

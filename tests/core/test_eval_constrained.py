@@ -172,3 +172,17 @@ def test_call_limit_skips_constrained_judgments(chat) -> None:
     first, second = Judge(backend, verdict_first=True).compare(es, answers)
     assert first.ab.status == first.ba.status == "ok" and first.outcome in ("a", "b", "tie")
     assert second.outcome == "skipped_limit" and backend.calls == 2
+
+
+def test_rationale_goes_through_generate_so_wrappers_see_it(chat) -> None:
+    # The web worker wraps _generate to count progress: constrained judging must use it.
+    seen: list[int] = []
+
+    class Counting(LocalBackend):
+        def _generate(self, conversations: list, *args: object) -> list:
+            seen.append(len(conversations))
+            return super()._generate(conversations, *args)
+
+    es, answers = _pair_set(3)
+    results = Judge(Counting(chat, batch_size=4), max_tokens=4).compare(es, answers)
+    assert sum(seen) == 6 and all(r.ab.status == r.ba.status == "ok" for r in results)
