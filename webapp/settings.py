@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "webapp.datasets",
     "webapp.projects",
     "webapp.api",
+    "webapp.evaluations",
 ]
 
 MIDDLEWARE = [

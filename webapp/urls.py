@@ -13,6 +13,7 @@ urlpatterns = [
     path("", include("webapp.projects.urls")),
     path("", include("webapp.datasets.urls")),
     path("", include("webapp.jobs.urls")),
+    path("", include("webapp.evaluations.urls")),
     path("", include("webapp.api.page_urls")),
     path("v1/", include("webapp.api.urls")),
     path("api/", native_api.urls),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from webapp.projects.models import CellRun
+from workers.eval_run import run_evaluation_cell
 from workers.finetune_run import run_finetune
 from workers.playground_run import run_playground
 
@@ -17,4 +18,5 @@ Runner = Callable[[CellRun, int, str], None]
 RUNNERS: dict[str, Runner] = {
     "finetune": run_finetune,
     "playground": lambda run, job_id, task_id: run_playground(run, job_id),
+    "evaluation": run_evaluation_cell,
 }

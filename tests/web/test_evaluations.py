@@ -1,0 +1,349 @@
+"""Evaluations in the notebook: the cell kind, stored results, the comparison view, votes,
+agreement, export, sharing, judge backends and prompts; every view checked per persona."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import pytest
+from django.urls import reverse
+
+from tests.web.conftest import client_for
+from webapp.evaluations.crypto import decrypt
+from webapp.evaluations.models import Evaluation, HumanVote, JudgeBackend, PairVerdict
+from webapp.evaluations.selectors import Filters, diff_html, prompt_rows
+from webapp.evaluations.services import (
+    evaluation_store,
+    human_vote_cast,
+)
+from webapp.projects.cell_kinds import REGISTRY
+from webapp.projects.models import Cell, CellRun, Project, RunStatus
+from webapp.projects.services import cell_create, cell_run_create
+
+
+def judgment(value: str | None, raw: str, status: str = "ok") -> dict[str, Any]:
+    return {
+        "value": value,
+        "status": status,
+        "raw": raw,
+        "error": "",
+        "attempts": 1,
+        "prompt_version": "pairwise@abc",
+    }
+
+
+def result_dict() -> dict[str, Any]:
+    """The shape finetune_core.evaluate.run_evaluation returns, for 3 prompts and 2 models."""
+    items = [
+        {"id": "i1", "category": "sports", "prompt": "Is the sky blue?", "references": ["yes"]},
+        {"id": "i2", "category": "sports", "prompt": "Count to three.", "references": []},
+        {"id": "i3", "category": "math", "prompt": "What is 2+2?", "references": ["4"]},
+    ]
+    texts = {
+        "base": {"i1": "no idea", "i2": "one two", "i3": "five"},
+        "tuned": {"i1": "yes it is", "i2": "one two three", "i3": "4"},
+    }
+    answers = {
+        c: {
+            i: {"text": t, "status": "ok", "error": "", "completion_tokens": 3}
+            for i, t in by.items()
+        }
+        for c, by in texts.items()
+    }
+    judgments = [
+        # tuned wins in both orders
+        ("i1", "B", "A", "b", False),
+        # the verdict flips with the order: a tie, flagged
+        ("i2", "A", "A", "tie", True),
+        ("i3", "B", "A", "b", False),
+    ]
+    return {
+        "eval_set": {"name": "demo-set", "n_items": 3},
+        "items": items,
+        "candidates": [
+            {"kind": "base", "model": "tiny-llama", "label": "base"},
+            {"kind": "adapter", "model": "tiny-llama", "adapter": "/x", "label": "tuned"},
+        ],
+        "answers": answers,
+        "judgments": [
+            {
+                "item_id": i,
+                "category": next(it["category"] for it in items if it["id"] == i),
+                "a": "base",
+                "b": "tuned",
+                "outcome": out,
+                "inconsistent": flip,
+                "prompt_version": "pairwise@abc",
+                "ab": judgment(ab, f"Rationale AB {i} [[{ab}]]"),
+                "ba": judgment(ba, f"Rationale BA {i} [[{ba}]]"),
+            }
+            for i, ab, ba, out, flip in judgments
+        ],
+        "pairs": [
+            {
+                "a": "base",
+                "b": "tuned",
+                "wins": 0,
+                "ties": 1,
+                "losses": 2,
+                "errors": 0,
+                "skipped": 0,
+                "n": 3,
+                "win_rate": 1 / 6,
+                "ci_low": 0.0,
+                "ci_high": 0.5,
+                "inconsistent": 1,
+                "consistency": 2 / 3,
+            }
+        ],
+        "by_category": {"math": [], "sports": []},
+        "metrics": {"base": {"exact_match": {"value": 0.0, "low": 0.0, "high": 0.0, "n": 2}}},
+        "judge": {
+            "backend": "LocalBackend",
+            "model": "tiny-llama",
+            "prompt_versions": ["pairwise@abc"],
+        },
+        "errors": [],
+    }
+
+
+@pytest.fixture
+def eval_cell(project: Project, owner: Any) -> Cell:
+    return cell_create(
+        project=project,
+        kind="evaluation",
+        config={
+            "source": "bigbench",
+            "bigbench_task": "sports_understanding",
+            "base_model_2": "tiny-llama",
+        },
+        created_by=owner,
+    )
+
+
+@pytest.fixture
+def ev(eval_cell: Cell, owner: Any) -> Evaluation:
+    run = cell_run_create(cell=eval_cell, created_by=owner)
+    CellRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED)
+    return evaluation_store(run=run, result=result_dict(), mode="pairwise")
+
+
+def test_kind_is_registered_with_its_form_and_validates_candidates(project, owner) -> None:
+    kind = REGISTRY["evaluation"]
+    assert kind.runnable and kind.run_template and kind.cell_template
+    with pytest.raises(Exception, match="at least two candidates"):
+        cell_create(
+            project=project,
+            kind="evaluation",
+            config={"source": "bigbench", "bigbench_task": "object_counting"},
+            created_by=owner,
+        )
+    with pytest.raises(Exception, match="Choose one"):
+        cell_create(
+            project=project,
+            kind="evaluation",
+            config={"source": "dataset_cell", "base_model_2": "tiny-llama"},
+            created_by=owner,
+        )
+
+
+def test_store_keeps_both_orders_rationale_and_prompt_version(ev: Evaluation) -> None:
+    assert ev.candidates.count() == 2 and ev.prompts.count() == 3
+    flipped = PairVerdict.objects.get(evaluation=ev, prompt__item_id="i2")
+    assert flipped.inconsistent and flipped.outcome == "tie"
+    assert flipped.ab_verdict == "A" and flipped.ba_verdict == "A"
+    assert "Rationale BA i2" in flipped.ba_rationale
+    assert flipped.prompt_version == "pairwise@abc"
+
+
+def test_comparison_page_shows_leaderboard_pairs_answers_and_flags(ev, viewer) -> None:
+    page = client_for(viewer).get(reverse("evaluation_detail", args=[ev.pk]))
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert 'class="ci-chart"' in body and "<rect" in body  # CI bars, server-side SVG
+    assert "17% [0%, 50%]" in body  # adjusted win rate of base with its CI
+    assert "one two three" in body and "Rationale AB i1" in body
+    assert body.count("inconsistent: flipped with the order") == 1
+    assert "vote-form" not in body  # viewers read only
+    assert "evaluations.js" in body
+
+
+def test_filters_lost_inconsistent_search_and_disagreement(ev, editor) -> None:
+    def ids(**f: Any) -> list[str]:
+        return [r.prompt.item_id for r in prompt_rows(evaluation=ev, filters=Filters(**f))]
+
+    assert ids(lost="base") == ["i1", "i3"]
+    assert ids(lost="tuned") == []
+    assert ids(inconsistent=True) == ["i2"]
+    assert ids(q="three") == ["i2"]
+    assert ids(disagree=True) == []
+    human_vote_cast(verdict=PairVerdict.objects.get(prompt__item_id="i1"), user=editor, vote="a")
+    assert ids(disagree=True) == ["i1"]
+    page = client_for(editor).get(reverse("evaluation_detail", args=[ev.pk]) + "?disagree=1")
+    assert "judge disagreed" in page.content.decode()
+
+
+def test_votes_by_editors_update_agreement_viewers_cannot(ev, owner, editor, viewer) -> None:
+    verdicts = {v.prompt.item_id: v for v in PairVerdict.objects.filter(evaluation=ev)}
+    url = lambda i: reverse("verdict_vote", args=[verdicts[i].pk])  # noqa: E731
+    assert client_for(viewer).post(url("i1"), {"vote": "b"}).status_code == 403
+    assert client_for(editor).post(url("i1"), {"vote": "nope"}).status_code == 400
+    r = client_for(editor).post(url("i1"), {"vote": "b"}, HTTP_HX_REQUEST="true")
+    assert r.status_code == 200 and "ed=b" in r.content.decode()
+    client_for(editor).post(url("i1"), {"vote": "b"})  # voting again changes, not adds
+    client_for(owner).post(url("i3"), {"vote": "a"})
+    client_for(owner).post(url("i2"), {"vote": "tie"})
+    assert HumanVote.objects.filter(verdict__evaluation=ev).count() == 3
+    body = client_for(viewer).get(reverse("evaluation_detail", args=[ev.pk])).content.decode()
+    # judge b/b/tie vs human b/a/tie: 2 of 3 agree; without ties 1 of 2
+    assert "67% over 3 votes; without ties 50% over 2" in body
+    assert "Consistency under swap" in body and "67%" in body
+
+
+def test_diff_marks_words_only_in_each_answer(ev, viewer) -> None:
+    assert str(diff_html("one two", "one two three")) == "one two <ins>three</ins>"
+    assert "<del>&lt;b&gt;</del>" in str(diff_html("<b> x", "x"))  # escaped
+    v = PairVerdict.objects.get(prompt__item_id="i2")
+    body = client_for(viewer).get(reverse("verdict_diff", args=[v.pk])).content.decode()
+    assert "<ins>three</ins>" in body
+
+
+def test_export_csv_and_json(ev, viewer) -> None:
+    r = client_for(viewer).get(reverse("evaluation_export", args=[ev.pk, "csv"]))
+    rows = list(csv.DictReader(io.StringIO(r.content.decode())))
+    assert r["Content-Type"].startswith("text/csv") and len(rows) == 3
+    assert rows[1]["inconsistent"] == "True" and rows[1]["answer_b"] == "one two three"
+    doc = json.loads(
+        client_for(viewer).get(reverse("evaluation_export", args=[ev.pk, "json"])).content
+    )
+    assert doc["candidates"] == ["base", "tuned"] and doc["summary"]["pairs"][0]["losses"] == 2
+    assert doc["rows"][0]["rationale_ab"].startswith("Rationale AB")
+    assert (
+        client_for(viewer).get(reverse("evaluation_export", args=[ev.pk, "xml"])).status_code == 404
+    )
+
+
+def test_share_link_is_read_only_for_team_members_only(ev, owner, editor, viewer, outsider) -> None:
+    assert client_for(viewer).post(reverse("evaluation_share", args=[ev.pk])).status_code == 403
+    client_for(editor).post(reverse("evaluation_share", args=[ev.pk]))
+    ev.refresh_from_db()
+    url = reverse("evaluation_shared", args=[ev.share_token])
+    body = client_for(editor).get(url).content.decode()
+    assert "read-only" in body and "vote-form" not in body
+    assert client_for(viewer).get(url).status_code == 200
+    assert client_for(outsider).get(url).status_code == 404
+    assert client_for(None).get(url).status_code == 302  # to the login page
+    client_for(owner).post(reverse("evaluation_share", args=[ev.pk]), {"action": "unshare"})
+    assert client_for(viewer).get(url).status_code == 404
+
+
+def test_backend_key_is_encrypted_and_never_shown(team, owner, editor, viewer) -> None:
+    url = reverse("evaluation_backends", args=[team.pk])
+    data = {
+        "name": "GPT",
+        "base_url": "https://api.example.com/v1",
+        "model": "gpt-4o",
+        "api_key": "sk-secret-123456",
+    }
+    assert client_for(viewer).post(url, data).status_code == 403
+    assert client_for(editor).post(url, data).status_code == 302
+    backend = JudgeBackend.objects.get(team=team)
+    assert "sk-secret" not in backend.api_key_encrypted
+    assert decrypt(backend.api_key_encrypted) == "sk-secret-123456"
+    page = client_for(owner).get(url).content.decode()
+    assert "gpt-4o" in page and "sk-secret" not in page and "set (hidden)" in page
+    assert client_for(viewer).post(url, {"delete": backend.pk}).status_code == 403
+    client_for(editor).post(url, {"delete": backend.pk})
+    assert not JudgeBackend.objects.filter(pk=backend.pk).exists()
+
+
+def test_judge_prompts_are_versioned_and_validated(project, owner, editor, viewer) -> None:
+    url = reverse("evaluation_prompts", args=[project.pk])
+    good = {"kind": "pairwise", "system": "Be fair.", "user": "{question}\n{answer_a}\n{answer_b}"}
+    assert client_for(viewer).post(url, good).status_code == 403
+    client_for(editor).post(url, good)
+    client_for(editor).post(url, {**good, "system": "Be fairer."})
+    bad = client_for(editor).post(url, {**good, "user": "{question} {answer_a}"})
+    assert bad.status_code == 400 and "{answer_b}" in bad.content.decode()
+    stray = client_for(editor).post(url, {**good, "user": "{question}{answer_a}{answer_b}{x}"})
+    assert stray.status_code == 400
+    versions = list(project.judge_prompts.values_list("version", "system"))
+    assert versions == [(2, "Be fairer."), (1, "Be fair.")]
+    assert "pairwise-v2" in client_for(viewer).get(url).content.decode()
+
+
+def test_notebook_cell_shows_inline_summary(ev, viewer) -> None:
+    page = client_for(viewer).get(reverse("project_detail", args=[ev.run.cell.project_id]))
+    body = page.content.decode()
+    assert "eval-summary" in body and "Consistency under swap" in body
+    assert reverse("evaluation_detail", args=[ev.pk]) in body
+
+
+def test_best_checkpoint_creates_an_evaluation_run(cells, cell_run, owner, editor, viewer) -> None:
+    url = reverse("best_checkpoint", args=[cell_run.pk])
+    r = client_for(editor).post(url, follow=True)
+    assert "Only a finished fine-tune run" in r.content.decode()
+    CellRun.objects.filter(pk=cell_run.pk).update(
+        status=RunStatus.SUCCEEDED, outputs={"checkpoints": [{"step": 2}, {"step": 4}]}
+    )
+    page = client_for(editor).get(reverse("run_detail", args=[cell_run.pk])).content.decode()
+    assert "Pick the best checkpoint by judge" in page
+    assert (
+        "Pick the best checkpoint"
+        not in client_for(viewer).get(reverse("run_detail", args=[cell_run.pk])).content.decode()
+    )
+    assert client_for(viewer).post(url).status_code == 403
+    r = client_for(editor).post(url)
+    run = CellRun.objects.filter(cell__kind="evaluation").get()
+    assert r.status_code == 302 and r["Location"] == reverse("run_detail", args=[run.pk])
+    assert run.inputs["checkpoints_of"] == cells["finetune"].pk
+    assert run.inputs["dataset_cell"] == cells["dataset"].pk
+
+
+def test_proposal_offers_the_existing_select_final(ev, editor) -> None:
+    ev.summary["proposal"] = {
+        "run_id": 99,
+        "step": 4,
+        "win_rate": 0.7,
+        "ci_low": 0.5,
+        "ci_high": 0.9,
+    }
+    ev.save()
+    body = client_for(editor).get(reverse("evaluation_detail", args=[ev.pk])).content.decode()
+    assert "Make step 4 final" in body and reverse("run_select_final", args=[99]) in body
+
+
+VIEWS = [
+    ("evaluation_detail", "get", lambda f: [f["ev"].pk], "view"),
+    ("evaluation_export", "get", lambda f: [f["ev"].pk, "csv"], "view"),
+    ("verdict_diff", "get", lambda f: [f["verdict"].pk], "view"),
+    ("evaluation_backends", "get", lambda f: [f["team"].pk], "view"),
+    ("evaluation_prompts", "get", lambda f: [f["project"].pk], "view"),
+    ("verdict_vote", "post", lambda f: [f["verdict"].pk], "edit"),
+    ("evaluation_share", "post", lambda f: [f["ev"].pk], "edit"),
+    ("best_checkpoint", "post", lambda f: [f["cell_run"].pk], "edit"),
+]
+
+
+@pytest.mark.parametrize(("name", "method", "args", "need"), VIEWS)
+def test_ownership_of_every_view(name, method, args, need, ev, cell_run, personas) -> None:
+    f = {
+        "ev": ev,
+        "verdict": PairVerdict.objects.filter(evaluation=ev).first(),
+        "team": ev.run.cell.project.team,
+        "project": ev.run.cell.project,
+        "cell_run": cell_run,
+    }
+    url = reverse(name, args=args(f))
+    data = {"vote": "a"} if name == "verdict_vote" else {}
+    status = {p: getattr(client_for(u), method)(url, data).status_code for p, u in personas.items()}
+    assert status["outsider"] == 404
+    assert client_for(None).get(url).status_code in (302, 405)
+    if need == "view":
+        assert status["viewer"] == status["editor"] == status["owner"] == 200
+    else:
+        assert status["viewer"] == 403
+        assert status["editor"] in (200, 302)

@@ -1,0 +1,131 @@
+"""The `evaluation` cell kind: its config form and its registration.
+
+Candidates are fixed slots rather than a multi-select because the notebook's generic
+cell views store request.POST.dict(), which keeps one value per key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from webapp.evaluations.models import JudgeBackend
+from webapp.projects.catalog import DEFAULT_MODEL, model_choices
+from webapp.projects.cell_kinds import REGISTRY, CellConfigForm, CellKind, register
+
+ADAPTER_KINDS = ("finetune", "transfer")
+SOURCES = [
+    ("dataset_cell", "A dataset cell's validation split"),
+    ("prompt_dataset", "An uploaded prompt file (JSONL: prompt, optional reference)"),
+    ("bigbench", "A built-in BIG-bench task"),
+]
+MODES = [
+    ("auto", "Pairwise; reference-guided where references exist"),
+    ("pairwise", "Pairwise, never shown references"),
+    ("single", "Single-answer grading (1-10)"),
+]
+
+
+def bigbench_choices() -> list[tuple[str, str]]:
+    # Read the bundled folder directly: the web process never imports finetune_core.
+    folder = Path(settings.BASE_DIR) / "finetune_core" / "assets" / "bigbench"
+    return [(p.stem, p.stem) for p in sorted(folder.glob("*.json"))]
+
+
+def _ref(label: str) -> forms.TypedChoiceField:
+    return forms.TypedChoiceField(label=label, coerce=int, empty_value=None, required=False)
+
+
+def _models(label: str, initial: str | None = None) -> forms.ChoiceField:
+    return forms.ChoiceField(
+        label=label, choices=[("", "—"), *model_choices()], required=False, initial=initial
+    )
+
+
+class EvaluationForm(CellConfigForm):
+    kind_key = "evaluation"
+    source = forms.ChoiceField(choices=SOURCES, initial="bigbench")
+    dataset_cell = _ref("Dataset cell")
+    prompt_dataset = _ref("Prompt dataset")
+    bigbench_task = forms.ChoiceField(choices=bigbench_choices, required=False)
+    base_model = _models("Base model candidate", DEFAULT_MODEL)
+    base_model_2 = _models("Second base model candidate")
+    adapter_cell = _ref("Fine-tuned candidate (cell)")
+    checkpoint = forms.CharField(
+        max_length=12, required=False, help_text="A checkpoint step; blank: the final adapter."
+    )
+    adapter_cell_2 = _ref("Second fine-tuned candidate (cell)")
+    checkpoint_2 = forms.CharField(max_length=12, required=False)
+    checkpoints_of = _ref("Every checkpoint of (fine-tune cell), each against the base")
+    endpoint = _ref("External endpoint candidate")
+    judge_mode = forms.ChoiceField(choices=MODES, initial="auto")
+    judge = forms.TypedChoiceField(
+        label="Judge backend",
+        coerce=int,
+        empty_value=None,
+        required=False,
+        help_text="Blank: a local model run by the workers (works offline).",
+    )
+    judge_model = _models("Local judge model", DEFAULT_MODEL)
+    max_prompts = forms.IntegerField(min_value=1, max_value=2000, initial=20)
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=2048, initial=128)
+    judge_max_tokens = forms.IntegerField(min_value=8, max_value=2048, initial=256)
+    concurrency = forms.IntegerField(min_value=1, max_value=32, initial=4)
+    budget = forms.FloatField(
+        min_value=0.0, required=False, help_text="Cost cap for external calls; blank: none."
+    )
+    quantization = forms.ChoiceField(
+        choices=[("nf4", "4-bit NF4"), ("none", "None (full precision)")], initial="nf4"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        project = kwargs["project"]
+        backends = JudgeBackend.objects.filter(team_id=project.team_id)
+        options = [("", "—"), *((b.pk, str(b)) for b in backends)]
+        self.fields["endpoint"].choices = options
+        self.fields["judge"].choices = [("", "Local model (workers)"), *options[1:]]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        source = data.get("source")
+        needed = {"dataset_cell": "dataset_cell", "prompt_dataset": "prompt_dataset"}
+        if source in needed and not data.get(needed[source]):
+            self.add_error(needed[source], "Choose one for this source.")
+        if source == "bigbench" and not data.get("bigbench_task"):
+            self.add_error("bigbench_task", "Choose a task.")
+        for key in ("checkpoint", "checkpoint_2"):
+            step = (data.get(key) or "").strip()
+            if step and not step.isdigit():
+                self.add_error(key, "A step number, or blank for the final adapter.")
+        slots = ("base_model", "base_model_2", "adapter_cell", "adapter_cell_2", "endpoint")
+        n = sum(bool(data.get(k)) for k in slots) + (2 if data.get("checkpoints_of") else 0)
+        if data.get("checkpoints_of") and not data.get("base_model"):
+            self.add_error("base_model", "Checkpoints are compared with the base model.")
+        if n < 1 or (n < 2 and data.get("judge_mode") != "single"):
+            raise forms.ValidationError("Pairwise judging needs at least two candidates.")
+        return data
+
+
+if "evaluation" not in REGISTRY:  # ready() may run twice in some test set-ups
+    register(
+        CellKind(
+            "evaluation",
+            "Evaluation",
+            EvaluationForm,
+            cell_refs={
+                "dataset_cell": ("dataset",),
+                "adapter_cell": ADAPTER_KINDS,
+                "adapter_cell_2": ADAPTER_KINDS,
+                "checkpoints_of": ("finetune",),
+            },
+            dataset_refs=("prompt_dataset",),
+            runnable=True,
+            queue="gpu",
+            cell_template="evaluations/kinds/evaluation_cell.html",
+            run_template="evaluations/kinds/evaluation_run.html",
+        )
+    )

@@ -1,0 +1,45 @@
+"""Template helpers for evaluation cells: the inline summary of the latest result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from webapp.evaluations import selectors
+from webapp.evaluations.charts import ci_chart
+from webapp.evaluations.models import Evaluation
+from webapp.projects.models import Cell, CellRun
+
+register = template.Library()
+
+
+def summary_context(ev: Evaluation | None) -> dict[str, Any]:
+    if ev is None:
+        return {"ev": None}
+    board = selectors.leaderboard(evaluation=ev)
+    return {
+        "ev": ev,
+        "chart": ci_chart(board),
+        "pairs": ev.summary.get("pairs", []),
+        "proposal": ev.summary.get("proposal"),
+        "consistency": selectors.consistency(evaluation=ev),
+        "agreement": selectors.agreement(evaluation=ev),
+    }
+
+
+@register.inclusion_tag("evaluations/_summary.html", takes_context=True)
+def evaluation_summary(context: Any, cell: Cell) -> dict[str, Any]:
+    """The newest evaluation of a cell, for the notebook."""
+    out = summary_context(selectors.latest_evaluation(cell=cell))
+    return {**out, "can_edit": context.get("can_edit"), "csrf_token": context.get("csrf_token")}
+
+
+@register.simple_tag
+def evaluation_of(run: CellRun) -> Evaluation | None:
+    return Evaluation.objects.filter(run=run).first()
+
+
+@register.filter
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"

@@ -1,0 +1,356 @@
+"""The evaluation cell run: eval set + candidates + judge from the cell's inputs, then
+finetune_core.evaluate.run_evaluation with live progress (phase + counts) into the Job,
+results stored in webapp.evaluations' models.
+
+Progress counts come from wrapping the judge backend (each finished judgment) and the
+library's per-candidate answer messages; the same hooks check for cancellation and
+raise Cancelled, which unwinds the library call cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from webapp.datasets.models import DatasetVersion
+from webapp.evaluations.crypto import KeyUnreadable, decrypt
+from webapp.evaluations.models import JudgeBackend, JudgePrompt
+from webapp.evaluations.services import evaluation_store
+from webapp.jobs.models import Job, JobStatus
+from webapp.jobs.services import job_event_add, job_fail, job_progress, job_succeed
+from webapp.projects.models import Cell, CellRun, RunStatus
+from workers import services_bridge
+from workers.finetune_run import UserError, dataset_file
+
+log = logging.getLogger(__name__)
+
+WRITE_EVERY_S = 1.0
+
+
+class Cancelled(Exception):
+    """The job was cancelled (or taken over): stop the library call."""
+
+
+class Progress:
+    """Phase + counts into the Job, throttled; thread-safe (endpoints answer in threads)."""
+
+    def __init__(self, job_id: int, task_id: str, n_items: int, n_cands: int) -> None:
+        self.job_id, self.task_id = job_id, task_id
+        self.n_items, self.n_cands = n_items, n_cands
+        self.answers_total = n_items * n_cands
+        self.judgments_total = 0
+        self.answers_done = self.judgments_done = self.seen_cands = 0
+        self.phase = "answers"
+        self.lock = threading.Lock()
+        self.last = 0.0
+
+    def message(self, text: str) -> None:
+        """The library's progress line: "LABEL: X cached, Y to generate" or a phase name."""
+        with self.lock:
+            if "to generate" in text:
+                self.answers_done = self.seen_cands * self.n_items
+                self.seen_cands += 1
+                self.phase = "answers"
+            else:
+                self.answers_done = self.answers_total
+                self.phase = "judging" if "judg" in text or "grading" in text else "metrics"
+        job_event_add(job=Job(pk=self.job_id), message=text[:500], data={"kind": "eval_phase"})
+        self.report(force=True)
+
+    def judged(self, n: int) -> None:
+        with self.lock:
+            self.judgments_done = min(self.judgments_done + n, self.judgments_total)
+        self.report()
+
+    def report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < WRITE_EVERY_S:
+            return
+        self.last = now
+        status, owner = (
+            Job.objects.filter(pk=self.job_id).values_list("status", "celery_task_id").first()
+        ) or (JobStatus.CANCELLED, "")
+        if status != JobStatus.RUNNING or (owner and owner != self.task_id):
+            raise Cancelled()
+        count = f"{self.answers_done}/{self.answers_total} answers"
+        if self.judgments_total:
+            count += f", {self.judgments_done}/{self.judgments_total} judgments"
+        job_progress(
+            job_id=self.job_id,
+            current=self.answers_done + self.judgments_done,
+            total=self.answers_total + self.judgments_total,
+            message=f"{self.phase}: {count}",
+            metrics={
+                "phase": self.phase,
+                "answers_done": self.answers_done,
+                "answers_total": self.answers_total,
+                "judgments_done": self.judgments_done,
+                "judgments_total": self.judgments_total,
+            },
+        )
+        if threading.current_thread() is not threading.main_thread():
+            connection.close()  # an endpoint's pool thread: don't leave a connection behind
+
+
+def _latest_adapter_run(cell_id: int) -> CellRun:
+    source = (
+        CellRun.objects.filter(cell_id=cell_id, status=RunStatus.SUCCEEDED)
+        .select_related("cell")
+        .order_by("-version")
+        .first()
+    )
+    if source is None or not (source.outputs or {}).get("output_dir"):
+        raise UserError("A fine-tuned candidate's cell has no finished run yet; run it first.")
+    return source
+
+
+def _checkpoint_path(source: CellRun, step: str | int | None) -> str:
+    if step in (None, ""):
+        return source.outputs.get("adapter_dir") or str(Path(source.outputs["output_dir"]))
+    folder = Path(source.outputs["output_dir"]) / "checkpoints" / f"step-{int(step):06d}"
+    if not (folder / "adapter_config.json").exists():
+        raise UserError(f"{source.cell} has no checkpoint at step {step}.")
+    return str(folder)
+
+
+def eval_set(inputs: dict[str, Any]) -> Any:
+    from finetune_core.evaluate import from_bigbench, from_dataset, from_prompt_file
+
+    source = inputs["source"]
+    if source == "bigbench":
+        evalset = from_bigbench(inputs["bigbench_task"])
+    elif source == "prompt_dataset":
+        version = (
+            DatasetVersion.objects.filter(dataset_id=inputs["prompt_dataset"])
+            .order_by("-version")
+            .first()
+        )
+        if version is None:
+            raise UserError("The prompt dataset has no uploaded file.")
+        evalset = from_prompt_file(version.file.path)
+    else:
+        version, path = dataset_file(inputs)
+        split = {"val_fraction": 0.1, "seed": 0}
+        if inputs.get("checkpoints_of"):  # the very split the fine-tune validated on
+            config = _latest_adapter_run(inputs["checkpoints_of"]).outputs.get("config") or {}
+            split = {k: config.get(k, v) for k, v in split.items()}
+        evalset = from_dataset(path, fmt=version.format or None, **split)
+    if not len(evalset):
+        raise UserError("The eval set has no prompts (is the validation split empty?).")
+    return evalset.head(int(inputs.get("max_prompts") or 20))
+
+
+def _backend(pk: int, team_id: int) -> JudgeBackend:
+    backend = JudgeBackend.objects.filter(pk=pk, team_id=team_id).first()
+    if backend is None:
+        raise UserError("An endpoint this evaluation uses was deleted.")
+    return backend
+
+
+def candidates(inputs: dict[str, Any], team_id: int) -> tuple[list[Any], dict[str, Any]]:
+    """The candidates, and for checkpoints_of: {"run_id", "base", "steps": {label: step}}."""
+    from finetune_core.evaluate import Candidate
+
+    out: list[Any] = []
+    for key in ("base_model", "base_model_2"):
+        if inputs.get(key):
+            out.append(Candidate("base", inputs[key], label=f"{inputs[key]} (base)"))
+    for cell_key, step_key in (("adapter_cell", "checkpoint"), ("adapter_cell_2", "checkpoint_2")):
+        if inputs.get(cell_key):
+            source = _latest_adapter_run(inputs[cell_key])
+            step = (inputs.get(step_key) or "").strip()
+            label = f"{source.cell} v{source.version}" + (f" @{step}" if step else "")
+            path = _checkpoint_path(source, step)
+            out.append(Candidate("adapter", source.inputs["base_model"], adapter=path, label=label))
+    checkpoints: dict[str, Any] = {}
+    if inputs.get("checkpoints_of"):
+        source = _latest_adapter_run(inputs["checkpoints_of"])
+        steps = [c["step"] for c in source.outputs.get("checkpoints", [])]
+        checkpoints = {"run_id": source.pk, "base": out[0].label if out else "", "steps": {}}
+        for step in steps:
+            label = f"{source.cell} v{source.version} @{step}"
+            path = _checkpoint_path(source, step)
+            out.append(Candidate("adapter", source.inputs["base_model"], adapter=path, label=label))
+            checkpoints["steps"][label] = step
+    if inputs.get("endpoint"):
+        b = _backend(inputs["endpoint"], team_id)
+        key = decrypt(b.api_key_encrypted) or "none"
+        out.append(Candidate("openai", b.model, base_url=b.base_url, api_key=key, label=b.name))
+    seen: dict[str, int] = {}
+    for c in out:  # the same model twice: keep labels unique
+        seen[c.label] = seen.get(c.label, 0) + 1
+        if seen[c.label] > 1:
+            c.label = f"{c.label} #{seen[c.label]}"
+    return out, checkpoints
+
+
+def _templates(project_id: int) -> dict[str, Any]:
+    """The project's latest judge prompt of each kind, as library templates."""
+    from finetune_core.evaluate import PromptTemplate
+
+    out = {}
+    for p in JudgePrompt.objects.filter(project_id=project_id).order_by("kind", "-version"):
+        if p.kind not in out:
+            base = "pairwise" if p.kind.startswith("pairwise") else "single"
+            out[p.kind] = PromptTemplate(p.label, base, p.system, p.user)
+    return out
+
+
+def judge(
+    inputs: dict[str, Any], team_id: int, project_id: int, pool: Any, progress: Progress
+) -> Any:
+    import finetune_core.evaluate as fe
+
+    budget = fe.Budget(max_cost=inputs.get("budget"))
+    if inputs.get("judge"):
+        b = _backend(inputs["judge"], team_id)
+        budget.price_prompt_1k, budget.price_completion_1k = (
+            b.price_prompt_1k,
+            b.price_completion_1k,
+        )
+
+        class CountingEndpoint(fe.Endpoint):
+            def complete_one(self, messages: Any, max_tokens: int = 512, **params: Any) -> Any:
+                reply = super().complete_one(messages, max_tokens, **params)
+                progress.judged(1)
+                return reply
+
+        backend: Any = CountingEndpoint(
+            b.base_url,
+            b.model,
+            decrypt(b.api_key_encrypted) or "none",
+            concurrency=int(inputs.get("concurrency") or 4),
+            budget=budget,
+        )
+    else:
+
+        class CountingLocal(fe.LocalBackend):
+            def _generate(self, conversations: list, *args: Any) -> list:
+                replies = []
+                for i in range(0, len(conversations), self.batch_size):
+                    chunk = conversations[i : i + self.batch_size]
+                    replies += super()._generate(chunk, *args)
+                    progress.judged(len(chunk))
+                return replies
+
+        model = inputs.get("judge_model") or inputs.get("base_model")
+        backend = CountingLocal(pool.get(model), budget=budget)
+    t = _templates(project_id)
+    return fe.Judge(
+        backend,
+        max_tokens=int(inputs.get("judge_max_tokens") or 256),
+        use_reference=inputs.get("judge_mode") != "pairwise",
+        pair_templates=(t.get("pairwise", fe.PAIRWISE), t.get("pairwise-reference", fe.PAIRWISE_REFERENCE)),
+        single_templates=(t.get("single", fe.SINGLE), t.get("single-reference", fe.SINGLE_REFERENCE)),
+    )  # fmt: skip
+
+
+def proposal(result: dict[str, Any], checkpoints: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint with the best win rate against the base (a = base in every pair)."""
+    rows = [
+        p
+        for p in result.get("pairs", [])
+        if p["a"] == checkpoints.get("base") and p["b"] in checkpoints.get("steps", {})
+    ]
+    rows = [p for p in rows if p["win_rate"] is not None]
+    if not rows:
+        return None
+    best = max(rows, key=lambda p: (1 - p["win_rate"], checkpoints["steps"][p["b"]]))
+    return {
+        "run_id": checkpoints["run_id"],
+        "step": checkpoints["steps"][best["b"]],
+        "label": best["b"],
+        "win_rate": 1 - best["win_rate"],
+        "ci_low": 1 - best["ci_high"],
+        "ci_high": 1 - best["ci_low"],
+    }
+
+
+def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
+    """Evaluate; settles the CellRun and the Job whatever happens."""
+    from finetune_core.evaluate import AnswerCache, Decoding, ModelPool, run_evaluation
+
+    inputs = run.inputs
+    cell = Cell.objects.select_related("project").get(pk=run.cell_id)
+    try:
+        evalset = eval_set(inputs)
+        cands, checkpoints = candidates(inputs, cell.project.team_id)
+        progress = Progress(job_id, task_id, len(evalset), len(cands))
+        pool = ModelPool(quantization=inputs.get("quantization") or "nf4")
+        the_judge = judge(inputs, cell.project.team_id, cell.project_id, pool, progress)
+        mode = "single" if inputs.get("judge_mode") == "single" else "pairwise"
+        baseline = checkpoints.get("base") or None
+        n_pairs = len(cands) - 1 if baseline else len(cands) * (len(cands) - 1) // 2
+        progress.judgments_total = len(evalset) * (len(cands) if mode == "single" else 2 * n_pairs)
+        progress.report(force=True)
+        cache = AnswerCache(Path(settings.DATA_DIR) / "eval" / "answers.sqlite")
+        result = run_evaluation(
+            evalset,
+            cands,
+            judge=the_judge,
+            mode=mode,
+            baseline=baseline,
+            decoding=Decoding(max_new_tokens=int(inputs.get("max_new_tokens") or 128)),
+            cache=cache,
+            pool=pool,
+            progress=progress.message,
+        )
+        if checkpoints:
+            result["proposal"] = proposal(result, checkpoints)
+        result["errors"] = _errors(result)
+        ev = evaluation_store(run=run, result=result, mode=mode)
+    except Cancelled:
+        _settle(run, RunStatus.CANCELLED, {"error": "Cancelled."})
+        return
+    except (UserError, KeyUnreadable) as exc:
+        _fail(run, job_id, str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001 - every failure must land on the job
+        user = services_bridge.is_user_error(exc)
+        if not user:
+            log.exception("evaluation run %s failed", run.pk)
+        _fail(run, job_id, str(exc) if user else f"{type(exc).__name__}: {exc}")
+        return
+    outputs = {
+        "evaluation_id": ev.pk,
+        "n_prompts": len(result["items"]),
+        "candidates": [c["label"] for c in result["candidates"]],
+        "proposal": result.get("proposal"),
+        "errors": len(result["errors"]),
+    }
+    _settle(run, RunStatus.SUCCEEDED, outputs)
+    job_succeed(job_id=job_id, result=outputs)
+
+
+def _errors(result: dict[str, Any]) -> list[str]:
+    """Answers and judgments that failed, one line each: recorded, never dropped."""
+    errors = [
+        f"answer {label} / {item}: {a['status']} {a['error']}".strip()
+        for label, by in result.get("answers", {}).items()
+        for item, a in by.items()
+        if a["status"] != "ok"
+    ]
+    for j in result.get("judgments", []):
+        for order in ("ab", "ba"):
+            if j[order]["status"] != "ok":
+                what = j[order]["error"] or j[order]["status"]
+                errors.append(f"judge {j['a']} vs {j['b']} / {j['item_id']} ({order}): {what}")
+    return errors[:500]
+
+
+def _settle(run: CellRun, status: str, outputs: dict[str, Any]) -> None:
+    CellRun.objects.filter(pk=run.pk).update(
+        status=status, outputs=outputs, finished_at=timezone.now()
+    )
+
+
+def _fail(run: CellRun, job_id: int, message: str) -> None:
+    _settle(run, RunStatus.FAILED, {"error": message})
+    job_fail(job_id=job_id, error=message)
