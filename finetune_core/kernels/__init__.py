@@ -3,7 +3,7 @@
     from finetune_core.kernels import NF4Weight, dequantize, matmul, patch_linear4bit
     w = NF4Weight.from_bnb(linear4bit.weight)     # Params4bit, no conversion
     y = matmul(x, w)                              # x @ W.T
-    with patch_linear4bit(): ...                  # Linear4bit forward/backward on CPU
+    with patch_linear4bit(): ...                  # Linear4bit forward/backward, CPU and CUDA
 
 TUNEBOOK_NF4_BACKEND=auto|compiled|reference|bitsandbytes forces a path (see ops.py).
 """
@@ -21,6 +21,7 @@ from finetune_core.kernels.ops import (
     dequantize,
     dequantize_nf4,
     gemv_nf4,
+    load_cuda_extension,
     load_extension,
     matmul,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "disable_linear4bit_patch",
     "enable_linear4bit_patch",
     "gemv_nf4",
+    "load_cuda_extension",
     "load_extension",
     "matmul",
     "nf4_linear",

@@ -5,8 +5,9 @@
         model(**batch).loss.backward()
 
 Only the input gradient flows through the quantized weight (QLoRA freezes it): grad_x =
-grad_out @ dequant(W). CUDA inputs, fp4 weights and weights bitsandbytes already repacked
-for its own CPU inference format keep bitsandbytes' forward.
+grad_out @ dequant(W). CUDA inputs take the tunebook CUDA kernels when they built (else
+bitsandbytes' forward); fp4 weights and weights bitsandbytes already repacked for its own
+CPU inference format keep bitsandbytes' forward.
 """
 
 from __future__ import annotations
@@ -44,20 +45,32 @@ class NF4Linear(torch.autograd.Function):
         return grad_x, grad_bias, None
 
 
+def _nf4_weight(weight: Any) -> ops.NF4Weight:
+    # Cached on the parameter: on CUDA, reading the offset (a 0-dim device tensor) syncs.
+    qs = weight.quant_state
+    cached = getattr(weight, "_tunebook_nf4", None)
+    if cached is not None and cached[0] is qs and cached[1].packed.data_ptr() == weight.data_ptr():
+        return cached[1]
+    w = ops.NF4Weight.from_bnb(weight)
+    try:
+        weight._tunebook_nf4 = (qs, w)
+    except AttributeError:  # a plain tensor with a quant_state passed in: no cache
+        pass
+    return w
+
+
 def nf4_linear(x: torch.Tensor, weight: Any, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear for a bitsandbytes Params4bit (nf4) weight, differentiable in x and bias."""
-    return NF4Linear.apply(x, bias, ops.NF4Weight.from_bnb(weight))
+    return NF4Linear.apply(x, bias, _nf4_weight(weight))
 
 
 def _ours(module: Any, x: torch.Tensor) -> bool:
     qs = getattr(module.weight, "quant_state", None)
-    return (
-        x.device.type == "cpu"
-        and qs is not None
-        and qs.quant_type == "nf4"
-        and not getattr(qs, "packing_format_for_cpu", False)
-        and ops.backend() != "bitsandbytes"
-    )
+    if qs is None or qs.quant_type != "nf4" or ops.backend() == "bitsandbytes":
+        return False
+    if x.device.type == "cuda":  # bitsandbytes' own CUDA path unless ours built
+        return ops.backend() == "reference" or ops.load_cuda_extension()
+    return x.device.type == "cpu" and not getattr(qs, "packing_format_for_cpu", False)
 
 
 _original_forward: Any = None

@@ -1,7 +1,8 @@
 """The tunebook NF4 ops: JIT build of csrc/, backend choice, and bitsandbytes interop.
 
 TUNEBOOK_NF4_BACKEND picks the path (read on every call):
-  auto          compiled kernels when they build, else the PyTorch reference (default)
+  auto          compiled kernels when they build (CPU; CUDA where torch has CUDA and a GPU),
+                else the PyTorch reference (default)
   compiled      compiled kernels; an error if they do not build
   reference     the pure-PyTorch reference in reference.py
   bitsandbytes  bitsandbytes' own functions
@@ -29,6 +30,11 @@ CSRC = Path(os.environ.get("TUNEBOOK_CSRC") or Path(__file__).resolve().parents[
 # Portable binary: AVX2/FMA baseline; AVX-512 only inside target-attributed functions.
 # No FMA contraction, so absmax decoding rounds exactly as bitsandbytes does.
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-std=c++17"]
+# CUDA: Ampere and Hopper. Bitwise absmax decoding uses __fmul_rn/__fadd_rn, which nvcc never
+# contracts, so the GEMV keeps its FMAs.
+CUDA_ARCHS = ("80", "90")
+# No -std: torch picks the one its headers need (the .cu files are C++17 and C++20 clean).
+CUDA_FLAGS = ["-O3", *(f"-gencode=arch=compute_{a},code=sm_{a}" for a in CUDA_ARCHS)]
 
 
 def backend() -> str:
@@ -39,21 +45,36 @@ def backend() -> str:
     return name
 
 
-def build_dir() -> Path:
-    """Cached build folder, keyed by the sources so an edit rebuilds."""
+def build_dir(kind: str = "cpu") -> Path:
+    """Cached build folder, keyed by the sources and flags so an edit rebuilds."""
     root = os.environ.get("FINETUNE_CORE_CACHE") or Path.home() / ".cache" / "tunebook"
     digest = hashlib.sha1()
-    for src in _sources():
+    for src in _sources(kind):
         digest.update(src.read_bytes())
-    digest.update(" ".join(CFLAGS).encode())
-    path = Path(root) / "torch_extensions" / f"tunebook_nf4_cpu_{digest.hexdigest()[:12]}"
+    digest.update(" ".join(CFLAGS if kind == "cpu" else CFLAGS + CUDA_FLAGS).encode())
+    digest.update(torch.__version__.encode())
+    name = f"tunebook_nf4_{kind}_{digest.hexdigest()[:12]}"
+    path = Path(root) / "torch_extensions" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def _sources() -> list[Path]:
-    cpu = CSRC / "cpu"
-    return sorted(cpu.glob("*.cpp")) + sorted(cpu.glob("*/*.cpp")) + sorted(cpu.glob("*.h"))
+def _sources(kind: str = "cpu") -> list[Path]:
+    if kind == "cpu":
+        cpu = CSRC / "cpu"
+        return sorted(cpu.glob("*.cpp")) + sorted(cpu.glob("*/*.cpp")) + sorted(cpu.glob("*.h"))
+    cuda = CSRC / "cuda"
+    return (
+        sorted(cuda.glob("*.cpp"))
+        + sorted(cuda.glob("*/*.cu"))
+        + sorted(cuda.glob("*.h"))
+        + sorted(cuda.glob("*.cuh"))
+    )
+
+
+def cuda_sources() -> list[Path]:
+    """The CUDA kernel files (plain CUDA, no torch headers): what nvcc alone can compile."""
+    return [p for p in _sources("cuda") if p.suffix == ".cu"]
 
 
 @functools.cache
@@ -81,6 +102,37 @@ def load_extension() -> bool:
     return True
 
 
+@functools.cache
+def load_cuda_extension() -> bool:
+    """Build (or reuse) and load the CUDA kernels, only where torch has CUDA and sees a GPU.
+
+    False (logged once, except on machines without CUDA, where it is simply not attempted)
+    when that fails; CUDA tensors then take the PyTorch reference.
+    """
+    if not torch.cuda.is_available():
+        return False
+    if not load_extension():  # the op schemas live in the CPU extension
+        return False
+    try:
+        from torch.utils.cpp_extension import load
+
+        sources = [str(p) for p in _sources("cuda") if p.suffix in (".cpp", ".cu")]
+        load(
+            name="tunebook_nf4_cuda",
+            sources=sources,
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=CUDA_FLAGS,
+            extra_include_paths=[str(CSRC / "cuda")],
+            build_directory=str(build_dir("cuda")),
+            is_python_module=False,
+            verbose=bool(os.environ.get("TUNEBOOK_VERBOSE_BUILD")),
+        )
+    except Exception as exc:  # no nvcc, a toolkit / torch mismatch, a build error
+        log.warning("tunebook CUDA NF4 kernels unavailable, using the PyTorch reference: %s", exc)
+        return False
+    return True
+
+
 def _register_fakes() -> None:
     """Shape-only implementations so torch.compile / FakeTensor tracing can see the ops."""
 
@@ -95,6 +147,12 @@ def _register_fakes() -> None:
 
 def _use_compiled(device: torch.device) -> bool:
     name = backend()
+    if device.type == "cuda":
+        if name == "compiled" and not load_cuda_extension():
+            raise RuntimeError(
+                "TUNEBOOK_NF4_BACKEND=compiled but the CUDA NF4 kernels did not build"
+            )
+        return name in ("auto", "compiled") and load_cuda_extension()
     if name == "compiled":
         if not load_extension():
             raise RuntimeError("TUNEBOOK_NF4_BACKEND=compiled but the NF4 kernels did not build")
