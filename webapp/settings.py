@@ -60,6 +60,27 @@ if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
 
 # /v1/chat/completions waits this long for a worker's answer before a 504.
 API_CHAT_TIMEOUT_S = env_int("API_CHAT_TIMEOUT_S", 120, minimum=1)
+# API limits (/v1/ and /api/): requests per key per window (0 = off), JSON body size,
+# and how long an Idempotency-Key's first response is replayed.
+API_RATE_LIMIT = env_int("API_RATE_LIMIT", 600, minimum=0)
+API_RATE_LIMIT_WINDOW_S = env_int("API_RATE_LIMIT_WINDOW_S", 60, minimum=1)
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+API_IDEMPOTENCY_TTL_S = env_int("API_IDEMPOTENCY_TTL_S", 24 * 60 * 60, minimum=60)
+
+# Rate-limit counters live in the cache: Redis when CACHE_URL says so (shared by every
+# web process), else this process's memory (the embedded single-process default).
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL and not CACHE_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured(
+        f"CACHE_URL must start with redis:// or rediss://, got {CACHE_URL!r}"
+    )
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "tunebook"}
+    )
+}
 
 # Stale-job recovery (manage.py jobs_recover, or the periodic task under celery beat).
 JOB_STALE_AFTER_S = env_int("JOB_STALE_AFTER_S", 600, minimum=1)
@@ -90,6 +111,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "webapp.api.middleware.ApiGuardMiddleware",  # /v1/ and /api/: size, rate, idempotency
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

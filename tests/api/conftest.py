@@ -18,6 +18,12 @@ from webapp.teams.services import team_create
 _web_settings = web._web_settings
 django_db_modify_db_settings = web.django_db_modify_db_settings
 owner, editor, viewer, outsider, team = web.owner, web.editor, web.viewer, web.outsider, web.team
+dataset_version, project, cells, cell_run = (
+    web.dataset_version,
+    web.project,
+    web.cells,
+    web.cell_run,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,9 @@ import openai
 import pytest
 
 from tests.web.worker_harness import Worker
+from webapp.datasets.models import DatasetVersion
+from webapp.projects.models import CellRun, RunStatus
+from webapp.projects.services import cell_create, cell_run_create, project_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -37,6 +40,8 @@ FAST = {
     "warmup_ratio": 0.0,
 }
 
+SHORT = {k: v for k, v in FAST.items() if k != "lora_r"}
+
 
 def until(get: Callable[[], Any], done: Callable[[Any], bool], worker: Worker, what: str) -> Any:
     deadline = time.monotonic() + 150
@@ -49,7 +54,9 @@ def until(get: Callable[[], Any], done: Callable[[Any], bool], worker: Worker, w
     raise AssertionError(f"timed out waiting for {what}:\n{worker.tail()}")
 
 
-def test_files_jobs_models_and_chat_on_a_real_worker(start_worker, sdk, owner_key) -> None:
+def test_files_jobs_models_and_chat_on_a_real_worker(
+    start_worker, sdk, owner_key, team, owner
+) -> None:
     worker = start_worker()
     client = sdk(owner_key)
     good = client.files.create(file=("plus.jsonl", GOOD), purpose="fine-tune")
@@ -68,8 +75,11 @@ def test_files_jobs_models_and_chat_on_a_real_worker(start_worker, sdk, owner_ke
         training_file=good.id,
         suffix="plus",
         method={"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 2}}},
-        extra_body={"tunebook": FAST},
+        # Tunebook-only settings through extra_body, with the short aliases too.
+        extra_body={"tunebook": {**SHORT, "rank": 4, "alpha": 8}},
     )
+    assert job.model_extra["tunebook"]["config"]["lora_alpha"] == 8
+    assert job.model_extra["tunebook"]["config"]["lora_r"] == 4
     finished = ("succeeded", "failed", "cancelled")
     job = until(
         lambda: client.fine_tuning.jobs.retrieve(job.id),
@@ -80,6 +90,8 @@ def test_files_jobs_models_and_chat_on_a_real_worker(start_worker, sdk, owner_ke
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model == f"ft:tiny-llama:lab:plus:{job.id}"
     assert job.finished_at >= job.created_at
+    # 2 steps x batch 2 rows of the packed data; tokens per row from the run's manifest.
+    assert job.trained_tokens is not None and job.trained_tokens > 0
 
     events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
     metrics = [e for e in events if e.type == "metrics"]
@@ -134,6 +146,34 @@ def test_files_jobs_models_and_chat_on_a_real_worker(start_worker, sdk, owner_ke
     )
     assert client.fine_tuning.jobs.cancel(second.id).status == "cancelled"
     assert [j.id for j in client.fine_tuning.jobs.list()][:2] == [second.id, job.id]
+
+    # A notebook's fine-tune cell serves through /v1/ as well.
+    version = DatasetVersion.objects.get(pk=int(good.id.split("-")[1]))
+    project = project_create(team=team, name="Adders", created_by=owner)
+    data_cell = cell_create(
+        project=project, kind="dataset", config={"dataset": version.dataset_id}, created_by=owner
+    )
+    cell = cell_create(
+        project=project,
+        kind="finetune",
+        config={"dataset_cell": data_cell.pk, "base_model": "tiny-llama", **FAST},
+        created_by=owner,
+        title="Adder",
+    )
+    run = cell_run_create(cell=cell, created_by=owner)
+    until(
+        lambda: CellRun.objects.get(pk=run.pk).status,
+        lambda s: s not in (RunStatus.QUEUED, RunStatus.RUNNING),
+        worker,
+        "notebook run",
+    )
+    notebook_model = f"ft:tiny-llama:lab:adder:run-{run.pk}"
+    assert notebook_model in {m.id for m in client.models.list()}
+    assert client.models.retrieve(notebook_model).owned_by == "lab"
+    reply = client.chat.completions.create(model=notebook_model, messages=ask, max_tokens=3)
+    assert reply.usage.prompt_tokens > 0
+    with pytest.raises(openai.PermissionDeniedError):
+        client.models.delete(notebook_model)
 
     assert client.models.delete(job.fine_tuned_model).deleted
     with pytest.raises(openai.NotFoundError):

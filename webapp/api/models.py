@@ -112,3 +112,26 @@ class ChatCompletion(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+
+class IdempotentRequest(models.Model):
+    """A POST sent with an Idempotency-Key: its fingerprint, then its response to replay.
+
+    `status_code` is null while the first request is still being answered. Rows older
+    than IDEMPOTENCY_TTL_S are ignored and purged.
+    """
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    content_type = models.CharField(max_length=200, blank=True)
+    body = models.BinaryField(blank=True, default=b"")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="idempotent_request_unique_key")
+        ]

@@ -6,7 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from webapp.api.models import FineTuningJob
-from webapp.api.selectors import checkpoints, fine_tuned_model_id, model_succeeded, team_slug
+from webapp.api.selectors import (
+    checkpoints,
+    fine_tuned_model_id,
+    model_succeeded,
+    team_slug,
+    trained_tokens,
+)
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.jobs.models import EventLevel, JobEvent, JobStatus
 from webapp.projects.finetune_config import PRESETS, effective_hparams
@@ -92,7 +98,7 @@ def job_object(ft: FineTuningJob) -> dict[str, Any]:
         "validation_file": None,
         "hyperparameters": hyper,
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
-        "trained_tokens": None,
+        "trained_tokens": trained_tokens(ft),
         "error": error,
         "seed": ft.seed,
         "estimated_finish": None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,17 @@ from django.utils.text import slugify
 
 from webapp.api.auth import Caller
 from webapp.api.errors import ApiError
-from webapp.api.models import ChatCompletion, FineTuningJob
+from webapp.api.models import ApiProject, ChatCompletion, FineTuningJob
 from webapp.datasets.models import DatasetVersion
 from webapp.jobs.models import JobStatus
 from webapp.projects.catalog import models as catalog_models
 from webapp.projects.finetune_config import effective_hparams
+from webapp.projects.models import CellRun, RunStatus
 from webapp.teams.access import get_for_user, visible_to
 from webapp.teams.models import Team
 
 CHECKPOINT_MARK = "ckpt-step-"
+RUN_MARK = "run-"
 
 
 def team_for_write(caller: Caller) -> Team:
@@ -79,6 +82,44 @@ def model_succeeded(ft: FineTuningJob) -> bool:
     return ft.job is not None and ft.job.status == JobStatus.SUCCEEDED
 
 
+def trained_tokens(ft: FineTuningJob) -> int | None:
+    """Tokens the finished run trained on: the manifest's tokens per row x rows seen."""
+    if not model_succeeded(ft) or ft.cell_run is None:
+        return None
+    output_dir = (ft.cell_run.outputs or {}).get("output_dir")
+    try:
+        manifest = json.loads((Path(output_dir) / "manifest.json").read_text())
+        data, hyper = manifest["data"], manifest["hyperparameters"]
+        rows_seen = manifest["metrics"]["steps"] * hyper["batch_size"] * hyper["grad_accum"]
+        per_row = data["train_tokens"] / max(1, data["n_train_rows"])
+        return round(per_row * rows_seen)
+    except (OSError, TypeError, ValueError, KeyError):
+        return None  # no manifest (yet): OpenAI's "unknown"
+
+
+def notebook_models(caller: Caller) -> list[CellRun]:
+    """Succeeded fine-tune runs of the team's notebooks (the API's own notebook excluded)."""
+    qs = CellRun.objects.filter(
+        cell__project__team=caller.team, cell__kind="finetune", status=RunStatus.SUCCEEDED
+    ).exclude(cell__project__in=ApiProject.objects.values("project"))
+    qs = qs.select_related("cell__project__team").order_by("-pk")
+    return [run for run in visible_to(qs, caller.user) if (run.outputs or {}).get("adapter_dir")]
+
+
+def notebook_model_id(run: CellRun) -> str:
+    base = (run.inputs or {}).get("base_model", "")
+    name = slugify(run.cell.title) or f"cell-{run.cell.position}"
+    return f"ft:{base}:{team_slug(run.cell.project.team)}:{name}:{RUN_MARK}{run.pk}"
+
+
+def _notebook_model(caller: Caller, model: str, number: str) -> CellRun:
+    runs = {run.pk: run for run in notebook_models(caller)}
+    run = runs.get(int(number)) if number.isdigit() else None
+    if run is None or notebook_model_id(run) != model:
+        raise _not_found(model)
+    return run
+
+
 def fine_tuned_models(caller: Caller) -> list[FineTuningJob]:
     qs = fine_tuning_jobs(caller).filter(model_deleted_at__isnull=True)
     return [ft for ft in qs.filter(job__status=JobStatus.SUCCEEDED).order_by("-pk")]
@@ -124,6 +165,14 @@ def resolve_model(caller: Caller, model: str) -> dict[str, str]:
     """What a worker needs to answer with `model`: base model, adapter folder, quantization."""
     if model in catalog_models():
         return {"base_model": model, "adapter_dir": "", "quantization": "nf4"}
+    last = model.rsplit(":", 1)[-1]
+    if model.startswith("ft:") and last.startswith(RUN_MARK):
+        run = _notebook_model(caller, model, last[len(RUN_MARK) :])
+        return {
+            "base_model": run.inputs["base_model"],
+            "adapter_dir": run.outputs["adapter_dir"],
+            "quantization": effective_hparams(run.inputs)["quantization"],
+        }
     ft, step = resolve_fine_tuned(caller, model)
     run = ft.cell_run
     quantization = effective_hparams(run.inputs)["quantization"]

@@ -103,6 +103,8 @@ def api_file_delete(*, version: DatasetVersion) -> None:
 # OpenAI's hyperparameter names -> the fine-tune cell's config keys.
 HYPER = {"n_epochs": "epochs", "batch_size": "batch_size"}
 EXTRA_KEYS = frozenset(PARAM_NAMES) | {"preset", "target_modules"}
+# Short names a client may use in `tunebook` for the library's LoRA settings.
+EXTRA_ALIASES = {"rank": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
 
 
 def _api_project(team: Team, user: AbstractBaseUser) -> Project:
@@ -123,6 +125,7 @@ def finetune_config(
     *, model: str, hyperparameters: dict[str, Any], extras: dict[str, Any], seed: int | None
 ) -> dict[str, Any]:
     """The fine-tune cell's config from OpenAI hyperparameters ("auto" = preset default)."""
+    extras = {EXTRA_ALIASES.get(k, k): v for k, v in extras.items()}
     unknown = sorted(set(extras) - EXTRA_KEYS)
     if unknown:
         raise ValidationError({"tunebook": f"Unknown Tunebook option(s): {', '.join(unknown)}."})

@@ -17,6 +17,7 @@ from webapp.api.paging import page, page_list, parse_ref
 from webapp.api.render import checkpoint_objects, event_object, job_object
 from webapp.api.selectors import file_get, fine_tuning_job_get, fine_tuning_jobs, team_for_write
 from webapp.api.services import (
+    EXTRA_ALIASES,
     fine_tuning_job_cancel,
     fine_tuning_job_create,
     fine_tuning_job_pause,
@@ -101,7 +102,7 @@ def _create(request: HttpRequest, caller: Caller) -> HttpResponse:
             extras=extras,
         )
     except ValidationError as exc:
-        extra_params = {k: f"tunebook.{k}" for k in extras}
+        extra_params = {EXTRA_ALIASES.get(k, k): f"tunebook.{k}" for k in extras}
         return from_validation_error(exc, params={**extra_params, **PARAMS})
     return JsonResponse(job_object(fine_tuning_job_get(caller, ft.pk)))
 

@@ -19,6 +19,8 @@ from webapp.api.selectors import (
     chat_completion_poll,
     fine_tuned_model_id,
     fine_tuned_models,
+    notebook_model_id,
+    notebook_models,
     resolve_fine_tuned,
     resolve_model,
     team_for_write,
@@ -42,6 +44,10 @@ def _all_models(caller: Caller) -> list[dict[str, Any]]:
             rows.append(
                 model_object(point["fine_tuned_model_checkpoint"], created=created, owned_by=owner)
             )
+    # Fine-tune cells of the team's notebooks serve through /v1/ too.
+    for run in notebook_models(caller):
+        created = epoch(run.finished_at or run.created_at)
+        rows.append(model_object(notebook_model_id(run), created=created, owned_by=owner))
     return rows
 
 
@@ -63,6 +69,13 @@ def _delete(request: HttpRequest, caller: Caller, model_id: str) -> HttpResponse
     if model_id in catalog_models():
         raise ApiError(
             403, "Base models cannot be deleted.", param="model", code="permission_denied"
+        )
+    if model_id in {notebook_model_id(run) for run in notebook_models(caller)}:
+        raise ApiError(
+            403,
+            "This model belongs to a notebook cell; delete its run in the notebook.",
+            param="model",
+            code="permission_denied",
         )
     ft, step = resolve_fine_tuned(caller, model_id)
     if step is not None:

@@ -1,0 +1,167 @@
+"""Idempotency-Key, per-key rate limits, body size limits and pagination caps, on a live server."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import openai
+import pytest
+import requests
+from django.utils import timezone
+
+from webapp.api.idempotency import idempotent_request_purge_expired
+from webapp.api.models import FineTuningJob, IdempotentRequest
+from webapp.api.services import api_key_create
+from webapp.datasets.models import DatasetVersion, VersionStatus
+from webapp.datasets.services import dataset_version_mark
+from webapp.projects.models import Project
+
+GOOD = (
+    b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}\n'
+) * 3
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+def _post(url: str, key: str, body: dict, **headers: str) -> requests.Response:
+    return requests.post(
+        url, json=body, headers={"Authorization": f"Bearer {key}", **headers}, timeout=30
+    )
+
+
+def test_idempotency_key_replays_the_first_job(live_server, sdk, owner_key, team, owner) -> None:
+    client = sdk(owner_key)
+    file_id = client.files.create(file=("t.jsonl", GOOD), purpose="fine-tune").id
+    dataset_version_mark(version_id=int(file_id.split("-")[1]), status=VersionStatus.VALID)
+    once = {"Idempotency-Key": "job-1"}
+    first = client.fine_tuning.jobs.create(
+        model="tiny-llama", training_file=file_id, extra_headers=once
+    )
+    again = client.fine_tuning.jobs.with_raw_response.create(
+        model="tiny-llama", training_file=file_id, extra_headers=once
+    )
+    assert again.parse().id == first.id and again.headers["Idempotent-Replayed"] == "true"
+    assert FineTuningJob.objects.count() == 1
+
+    # The same key with another body: a 409 the SDK must not retry.
+    raw = _post(
+        f"{live_server.url}/v1/fine_tuning/jobs",
+        owner_key,
+        {"model": "tiny-llama", "training_file": file_id, "suffix": "other"},
+        **once,
+    )
+    assert raw.status_code == 409 and set(raw.json()["error"]) == ERROR_KEYS
+    assert raw.json()["error"]["code"] == "idempotency_key_reused"
+    assert raw.headers["x-should-retry"] == "false"
+    assert FineTuningJob.objects.count() == 1
+
+    # Keys are per API key: another key with the same Idempotency-Key starts its own job.
+    _, other_key = api_key_create(team=team, created_by=owner, name="second")
+    second = sdk(other_key).fine_tuning.jobs.create(
+        model="tiny-llama", training_file=file_id, extra_headers=once
+    )
+    assert second.id != first.id and FineTuningJob.objects.count() == 2
+
+    # An error is not stored: fixing the request and retrying with the key runs it.
+    bad = _post(
+        f"{live_server.url}/v1/fine_tuning/jobs",
+        owner_key,
+        {"model": "nope"},
+        **{"Idempotency-Key": "k2"},
+    )
+    assert bad.status_code == 400
+    fixed = _post(
+        f"{live_server.url}/v1/fine_tuning/jobs",
+        owner_key,
+        {"model": "tiny-llama", "training_file": file_id},
+        **{"Idempotency-Key": "k2"},
+    )
+    assert fixed.status_code == 200 and FineTuningJob.objects.count() == 3
+
+    # The same works on the native API, and for uploads (multipart) on /v1/.
+    native = [
+        _post(
+            f"{live_server.url}/api/projects",
+            owner_key,
+            {"name": "Once"},
+            **{"Idempotency-Key": "p"},
+        )
+        for _ in range(2)
+    ]
+    assert native[0].json() == native[1].json() and native[0].status_code == 201
+    assert Project.objects.filter(name="Once").count() == 1
+    uploads = [
+        client.files.create(
+            file=("u.jsonl", GOOD), purpose="fine-tune", extra_headers={"Idempotency-Key": "u"}
+        )
+        for _ in range(2)
+    ]
+    assert uploads[0].id == uploads[1].id
+    assert DatasetVersion.objects.filter(original_name="u.jsonl").count() == 1
+
+    # After 24 h the key is forgotten.
+    IdempotentRequest.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    assert idempotent_request_purge_expired() >= 3
+    assert not IdempotentRequest.objects.exists()
+    later = client.fine_tuning.jobs.create(
+        model="tiny-llama", training_file=file_id, extra_headers=once
+    )
+    assert later.id != first.id
+
+    too_long = _post(
+        f"{live_server.url}/api/projects",
+        owner_key,
+        {"name": "x"},
+        **{"Idempotency-Key": "k" * 300},
+    )
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "Idempotency-Key"
+
+
+def test_rate_limit_is_per_key_with_retry_after(
+    live_server, sdk, owner_key, team, owner, settings
+) -> None:
+    settings.API_RATE_LIMIT = 3
+    settings.API_RATE_LIMIT_WINDOW_S = 60
+    client = sdk(owner_key)
+    for _ in range(3):
+        client.models.list()
+    with pytest.raises(openai.RateLimitError) as limited_sdk:
+        client.models.list()
+    exc = limited_sdk.value
+    assert exc.status_code == 429 and exc.code == "rate_limit_exceeded"
+    assert set(exc.body) == ERROR_KEYS and exc.body["type"] == "rate_limit_error"
+    assert 1 <= int(exc.response.headers["Retry-After"]) <= 60
+    assert exc.response.headers["x-ratelimit-remaining-requests"] == "0"
+    # Another key has its own budget; the native API counts against the same one.
+    _, other = api_key_create(team=team, created_by=owner, name="other")
+    fresh = requests.get(
+        f"{live_server.url}/api/teams", headers={"Authorization": f"Bearer {other}"}, timeout=30
+    )
+    assert fresh.status_code == 200 and fresh.headers["x-ratelimit-remaining-requests"] == "2"
+    limited = requests.get(
+        f"{live_server.url}/api/teams", headers={"Authorization": f"Bearer {owner_key}"}, timeout=30
+    )
+    assert limited.status_code == 429 and "Retry-After" in limited.headers
+    # The schema and docs are not API calls.
+    assert requests.get(f"{live_server.url}/api/schema/", timeout=30).status_code == 200
+
+
+def test_body_size_and_pagination_caps(live_server, sdk, owner_key, settings) -> None:
+    settings.API_MAX_BODY_BYTES = 2048
+    big = _post(
+        f"{live_server.url}/v1/chat/completions",
+        owner_key,
+        {"model": "tiny-llama", "messages": [{"role": "user", "content": "x" * 4000}]},
+    )
+    assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
+    assert big.headers["x-should-retry"] == "false"
+    native = _post(f"{live_server.url}/api/projects", owner_key, {"name": "y" * 3000})
+    assert native.status_code == 413
+    # /v1/ clamps `limit` to 100 as OpenAI does; /api/ refuses it (its schema says <= 100).
+    client = sdk(owner_key)
+    assert client.files.list(limit=1000).data == []
+    refused = requests.get(
+        f"{live_server.url}/api/projects?limit=101",
+        headers={"Authorization": f"Bearer {owner_key}"},
+        timeout=30,
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "limit"

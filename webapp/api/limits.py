@@ -1,0 +1,52 @@
+"""Per-key rate limits in Django's cache (Redis in production, local memory by default).
+
+A fixed window per key: at most API_RATE_LIMIT requests per API_RATE_LIMIT_WINDOW_S.
+Callers without a key are counted by address, so a flood of bad keys is limited too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest
+
+from webapp.api.auth import PREFIX_LEN
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int
+
+
+def caller_ident(request: HttpRequest) -> str:
+    """The key's public prefix (no database hit), else the client's address."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and len(token) > PREFIX_LEN:
+        return f"key:{token[:PREFIX_LEN]}"
+    return f"addr:{request.META.get('REMOTE_ADDR', '')}"
+
+
+def rate_limit_check(request: HttpRequest) -> Verdict | None:
+    """Count this request; None when limits are off (API_RATE_LIMIT=0)."""
+    limit, window = settings.API_RATE_LIMIT, settings.API_RATE_LIMIT_WINDOW_S
+    if limit <= 0:
+        return None
+    now = time.time()
+    slot = int(now // window)
+    name = f"tb-rl:{caller_ident(request)}:{slot}"
+    cache.add(name, 0, timeout=window + 1)
+    try:
+        count = cache.incr(name)
+    except ValueError:  # evicted between add and incr: start the window again
+        cache.set(name, 1, timeout=window + 1)
+        count = 1
+    reset_s = max(1, math.ceil((slot + 1) * window - now))
+    return Verdict(count <= limit, limit, max(0, limit - count), reset_s)

@@ -1,0 +1,140 @@
+"""The guard in front of /v1/ and /api/: body size, per-key rate limit, Idempotency-Key.
+
+It runs before the views, so an oversized or over-limit request costs no database work,
+and one place gives both APIs the same limits and the same replay rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from webapp.api.auth import authenticate
+from webapp.api.errors import ApiError, error_response
+from webapp.api.idempotency import (
+    MAX_KEY_LENGTH,
+    idempotent_request_abandon,
+    idempotent_request_begin,
+    idempotent_request_finish,
+    replay,
+    request_fingerprint,
+)
+from webapp.api.limits import Verdict, rate_limit_check
+from webapp.api.models import IdempotentRequest
+from webapp.datasets.uploads import FORM_OVERHEAD_BYTES
+
+API_PREFIXES = ("/v1/", "/api/")
+# The schema and docs are public pages, not API calls.
+UNLIMITED = ("/api/schema/", "/api/docs/")
+
+
+def _too_large(request: HttpRequest) -> HttpResponse | None:
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return error_response(400, "Content-Length is not a number.", code="invalid_request")
+    if request.META.get("CONTENT_TYPE", "").startswith("multipart/"):
+        # The upload handler enforces the exact file limit; this stops absurd bodies early.
+        if length > settings.MAX_UPLOAD_BYTES + FORM_OVERHEAD_BYTES:
+            return error_response(
+                413, "The upload is larger than the upload limit.", param="file",
+                code="file_too_large",
+            )  # fmt: skip
+        return None
+    if length > settings.API_MAX_BODY_BYTES:
+        return error_response(
+            413,
+            f"The request body is larger than {settings.API_MAX_BODY_BYTES} bytes.",
+            code="request_too_large",
+        )
+    return None
+
+
+def _rate_headers(response: HttpResponse, verdict: Verdict) -> HttpResponse:
+    # OpenAI's header names, so clients that read them work unchanged.
+    response["x-ratelimit-limit-requests"] = str(verdict.limit)
+    response["x-ratelimit-remaining-requests"] = str(verdict.remaining)
+    response["x-ratelimit-reset-requests"] = f"{verdict.reset_s}s"
+    return response
+
+
+def _over_limit(verdict: Verdict) -> HttpResponse:
+    response = error_response(
+        429,
+        f"Rate limit reached: {verdict.limit} requests per "
+        f"{settings.API_RATE_LIMIT_WINDOW_S} s for this key. "
+        f"Try again in {verdict.reset_s} s.",
+        code="rate_limit_exceeded",
+    )
+    response["Retry-After"] = str(verdict.reset_s)
+    return response
+
+
+class ApiGuardMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path
+        if not path.startswith(API_PREFIXES) or path.startswith(UNLIMITED):
+            return self.get_response(request)
+        rejected = _too_large(request)
+        if rejected is not None:
+            return rejected
+        verdict = rate_limit_check(request)
+        if verdict is not None and not verdict.allowed:
+            return _rate_headers(_over_limit(verdict), verdict)
+        response = self._idempotent(request)
+        return _rate_headers(response, verdict) if verdict is not None else response
+
+    def _idempotent(self, request: HttpRequest) -> HttpResponse:
+        key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or key is None:
+            return self.get_response(request)
+        if not 0 < len(key) <= MAX_KEY_LENGTH:
+            return error_response(
+                400,
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+                param="Idempotency-Key",
+                code="invalid_idempotency_key",
+            )
+        try:
+            caller = authenticate(request)
+        except ApiError:
+            return self.get_response(request)  # the view answers with the 401
+        fingerprint = request_fingerprint(request)
+        row, first = idempotent_request_begin(
+            api_key=caller.key, key=key, request=request, fingerprint=fingerprint
+        )
+        if not first:
+            return self._repeat(row, fingerprint)
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            idempotent_request_abandon(row=row)
+            raise
+        idempotent_request_finish(row=row, response=response)
+        return response
+
+    @staticmethod
+    def _repeat(row: IdempotentRequest, fingerprint: str) -> HttpResponse:
+        if row.fingerprint != fingerprint:
+            response = error_response(
+                409,
+                "This Idempotency-Key was already used with a different request; "
+                "use a new key for a new request.",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
+            response["x-should-retry"] = "false"  # the same request can never succeed
+            return response
+        if row.status_code is None:
+            return error_response(
+                409,
+                "A request with this Idempotency-Key is still being answered; retry shortly.",
+                param="Idempotency-Key",
+                code="idempotency_request_in_progress",
+            )
+        return replay(row)
