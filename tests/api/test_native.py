@@ -68,3 +68,75 @@ def test_teams_and_projects_follow_the_access_rules(
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "name"
     over = _get(f"{base}/projects?limit=1000", key)
     assert over.status_code == 400 and over.json()["error"]["param"] == "limit"
+
+
+def _call(method: str, url: str, key: str, body: dict | None = None, **headers: str):
+    return requests.request(
+        method, url, json=body, headers={"Authorization": f"Bearer {key}", **headers}, timeout=30
+    )
+
+
+def test_cells_crud_run_status_and_cancel(
+    live_server, team, owner, viewer, outsider, other_team, project, cells
+) -> None:
+    base = f"{live_server.url}/api"
+    _, key = api_key_create(team=team, created_by=owner, name="ci")
+    _, read_only = api_key_create(team=team, created_by=owner, name="ro", read_only=True)
+    _, viewer_key = api_key_create(team=team, created_by=viewer, name="v")
+    _, theirs = api_key_create(team=other_team, created_by=outsider, name="theirs")
+
+    listed = _call("GET", f"{base}/projects/{project.pk}/cells", read_only).json()["data"]
+    assert [c["kind"] for c in listed] == ["markdown", "dataset", "finetune"]
+    assert [c["position"] for c in listed] == [1, 2, 3]
+
+    added = _call(
+        "POST", f"{base}/projects/{project.pk}/cells", key,
+        {"kind": "markdown", "title": "Notes", "config": {"text": "# Plan"}},
+    )  # fmt: skip
+    assert added.status_code == 201, added.text
+    note = added.json()
+    assert note["position"] == 4 and note["config"]["text"] == "# Plan"
+    unknown = _call("POST", f"{base}/projects/{project.pk}/cells", key, {"kind": "nope"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "kind"
+    bad_lr = _call(
+        "PATCH", f"{base}/cells/{cells['finetune'].pk}", key, {"config": {"learning_rate": 9}}
+    )
+    assert bad_lr.status_code == 400 and bad_lr.json()["error"]["param"] == "learning_rate"
+
+    edited = _call(
+        "PATCH", f"{base}/cells/{note['id']}", key, {"title": "Plan", "config": {"text": "v2"}}
+    )
+    assert edited.json()["title"] == "Plan" and edited.json()["config"]["text"] == "v2"
+    moved = _call("POST", f"{base}/cells/{note['id']}/move", key, {"direction": -1}).json()
+    assert moved["position"] == 3
+    in_use = _call("DELETE", f"{base}/cells/{cells['dataset'].pk}", key)
+    assert in_use.status_code == 400 and "use this one" in in_use.json()["error"]["message"]
+    assert _call("DELETE", f"{base}/cells/{note['id']}", key).status_code == 204
+    assert _call("GET", f"{base}/cells/{note['id']}", key).status_code == 404
+
+    assert _call("POST", f"{base}/cells/{cells['markdown'].pk}/runs", key).status_code == 400
+    ft = cells["finetune"].pk
+    runs = [
+        _call("POST", f"{base}/cells/{ft}/runs", key, **{"Idempotency-Key": "run-1"})
+        for _ in range(2)
+    ]
+    assert runs[0].status_code == 201 and runs[0].json()["id"] == runs[1].json()["id"]
+    run = runs[0].json()
+    assert (run["status"], run["version"], run["job_status"]) == ("queued", 1, "queued")
+    assert _call("GET", f"{base}/runs/{run['id']}", read_only).json()["status"] == "queued"
+    assert [r["id"] for r in _call("GET", f"{base}/cells/{ft}/runs", key).json()["data"]] == [
+        run["id"]
+    ]
+    cancelled = _call("POST", f"{base}/runs/{run['id']}/cancel", key).json()
+    assert cancelled["status"] == "cancelled" and cancelled["job_status"] == "cancelled"
+    again = _call("POST", f"{base}/runs/{run['id']}/cancel", key)
+    assert again.status_code == 400 and "already finished" in again.json()["error"]["message"]
+
+    # Roles and teams: read-only keys and viewers cannot write; other teams see nothing.
+    assert _call("POST", f"{base}/cells/{ft}/runs", read_only).status_code == 403
+    assert _call("PATCH", f"{base}/cells/{ft}", viewer_key, {"title": "x"}).status_code == 403
+    for path in (f"cells/{ft}", f"runs/{run['id']}", f"projects/{project.pk}/cells"):
+        hidden = _call("GET", f"{base}/{path}", theirs)
+        assert hidden.status_code == 404 and set(hidden.json()["error"]) == ERROR_KEYS
+    assert _call("POST", f"{base}/cells/{ft}/runs", theirs).status_code == 404
+    assert _call("GET", f"{base}/cells/{2**60}", key).status_code == 400

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
-from ninja import Schema
+from ninja import Path, Schema
+from pydantic import Field
 
 from webapp.api.auth import Caller
 
@@ -43,6 +44,8 @@ def caller_of(request: HttpRequest) -> Caller:
 
 
 MAX_LIMIT = 100
+# Ids beyond this are refused by the schema, before any database sees them.
+MAX_ID = 2**53
 
 
 def paginate(qs: QuerySet[M], *, limit: int, after: int | None) -> tuple[list[M], bool]:
@@ -52,3 +55,13 @@ def paginate(qs: QuerySet[M], *, limit: int, after: int | None) -> tuple[list[M]
         qs = qs.filter(pk__lt=after)
     rows = list(qs[: limit + 1])
     return rows[:limit], len(rows) > limit
+
+
+class Page(Schema):
+    limit: int = Field(20, ge=1, le=MAX_LIMIT)
+    after: int | None = Field(None, ge=1, le=MAX_ID)
+
+
+def id_path() -> Any:
+    """A path id: a positive integer the database can hold."""
+    return Path(..., ge=1, le=MAX_ID)

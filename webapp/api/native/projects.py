@@ -8,11 +8,12 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
-from webapp.api.native.common import ERRORS, MAX_LIMIT, ListOut, caller_of, paginate
+from webapp.api.native.cells import CellIn, CellOut, cell_out
+from webapp.api.native.common import ERRORS, ListOut, Page, caller_of, id_path, paginate
 from webapp.api.selectors import team_for_write
 from webapp.projects.models import Project
-from webapp.projects.selectors import project_list_for_team
-from webapp.projects.services import project_create
+from webapp.projects.selectors import notebook_cells, project_list_for_team
+from webapp.projects.services import cell_create, project_create
 from webapp.teams.access import get_for_user
 
 router = Router(tags=["projects"])
@@ -31,11 +32,6 @@ class ProjectOut(Schema):
     description: str
     created_at: datetime
     updated_at: datetime
-
-
-class Page(Schema):
-    limit: int = Field(20, ge=1, le=MAX_LIMIT)
-    after: int | None = Field(None, ge=1)
 
 
 def _out(project: Project) -> ProjectOut:
@@ -76,5 +72,26 @@ def project_create_view(request: HttpRequest, body: ProjectIn) -> Status:
 
 
 @router.get("/{project_id}", response={200: ProjectOut, **ERRORS}, summary="Get a project")
-def project_get(request: HttpRequest, project_id: int) -> ProjectOut:
+def project_get(request: HttpRequest, project_id: int = id_path()) -> ProjectOut:
     return _out(project_for(request, project_id))
+
+
+@router.get(
+    "/{project_id}/cells", response={200: ListOut[CellOut], **ERRORS}, summary="A notebook's cells"
+)
+def project_cells(request: HttpRequest, project_id: int = id_path()) -> ListOut[CellOut]:
+    project = project_for(request, project_id)
+    return ListOut[CellOut](data=[cell_out(c) for c in notebook_cells(project=project)])
+
+
+@router.post("/{project_id}/cells", response={201: CellOut, **ERRORS}, summary="Add a cell")
+def project_cell_add(request: HttpRequest, body: CellIn, project_id: int = id_path()) -> Status:
+    project = project_for(request, project_id, need="edit")
+    cell = cell_create(
+        project=project,
+        kind=body.kind,
+        config=body.config,
+        title=body.title,
+        created_by=caller_of(request).user,
+    )
+    return Status(201, cell_out(cell))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 from ninja import Router, Schema
 
-from webapp.api.native.common import ERRORS, ListOut, caller_of
+from webapp.api.native.common import ERRORS, ListOut, caller_of, id_path
 from webapp.api.selectors import team_slug
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.models import Team
@@ -46,5 +46,5 @@ def team_list(request: HttpRequest) -> ListOut[TeamOut]:
 
 
 @router.get("/{team_id}", response={200: TeamOut, **ERRORS}, summary="Get a team")
-def team_get(request: HttpRequest, team_id: int) -> TeamOut:
+def team_get(request: HttpRequest, team_id: int = id_path()) -> TeamOut:
     return _out(_team(request, team_id), request)
