@@ -179,10 +179,13 @@ def candidates(inputs: dict[str, Any], team_id: int) -> tuple[list[Any], dict[st
             path = _checkpoint_path(source, step)
             out.append(Candidate("adapter", source.inputs["base_model"], adapter=path, label=label))
             checkpoints["steps"][label] = step
-    if inputs.get("endpoint"):
-        b = _backend(inputs["endpoint"], team_id)
-        key = decrypt(b.api_key_encrypted) or "none"
-        out.append(Candidate("openai", b.model, base_url=b.base_url, api_key=key, label=b.name))
+    for key in ("endpoint", "endpoint_2"):
+        if inputs.get(key):
+            b = _backend(inputs[key], team_id)
+            secret = decrypt(b.api_key_encrypted) or "none"
+            out.append(
+                Candidate("openai", b.model, base_url=b.base_url, api_key=secret, label=b.name)
+            )
     seen: dict[str, int] = {}
     for c in out:  # the same model twice: keep labels unique
         seen[c.label] = seen.get(c.label, 0) + 1
@@ -302,6 +305,8 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
             pool=pool,
             progress=progress.message,
         )
+        progress.phase = "storing results"
+        progress.report(force=True)  # the last counts, past the throttle
         if checkpoints:
             result["proposal"] = proposal(result, checkpoints)
         result["errors"] = _errors(result)

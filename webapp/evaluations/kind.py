@@ -61,6 +61,7 @@ class EvaluationForm(CellConfigForm):
     checkpoint_2 = forms.CharField(max_length=12, required=False)
     checkpoints_of = _ref("Every checkpoint of (fine-tune cell), each against the base")
     endpoint = _ref("External endpoint candidate")
+    endpoint_2 = _ref("Second external endpoint candidate")
     judge_mode = forms.ChoiceField(choices=MODES, initial="auto")
     judge = forms.TypedChoiceField(
         label="Judge backend",
@@ -87,6 +88,7 @@ class EvaluationForm(CellConfigForm):
         backends = JudgeBackend.objects.filter(team_id=project.team_id)
         options = [("", "—"), *((b.pk, str(b)) for b in backends)]
         self.fields["endpoint"].choices = options
+        self.fields["endpoint_2"].choices = options
         self.fields["judge"].choices = [("", "Local model (workers)"), *options[1:]]
 
     def clean(self) -> dict[str, Any]:
@@ -102,6 +104,7 @@ class EvaluationForm(CellConfigForm):
             if step and not step.isdigit():
                 self.add_error(key, "A step number, or blank for the final adapter.")
         slots = ("base_model", "base_model_2", "adapter_cell", "adapter_cell_2", "endpoint")
+        slots += ("endpoint_2",)
         n = sum(bool(data.get(k)) for k in slots) + (2 if data.get("checkpoints_of") else 0)
         if data.get("checkpoints_of") and not data.get("base_model"):
             self.add_error("base_model", "Checkpoints are compared with the base model.")

@@ -224,7 +224,9 @@ def evaluation_unshare(*, evaluation: Evaluation) -> None:
 
 
 @transaction.atomic
-def best_checkpoint_evaluate(*, run: CellRun, by: AbstractBaseUser) -> CellRun:
+def best_checkpoint_evaluate(
+    *, run: CellRun, by: AbstractBaseUser, judge: JudgeBackend | None = None
+) -> CellRun:
     """An evaluation cell judging every checkpoint of `run` against its base model on the
     fine-tune's validation prompts; its result proposes the best one as final."""
     cell = run.cell
@@ -247,6 +249,7 @@ def best_checkpoint_evaluate(*, run: CellRun, by: AbstractBaseUser) -> CellRun:
             "checkpoints_of": cell.pk,
             "judge_mode": "auto",
             "judge_model": run.inputs["base_model"],
+            "judge": judge.pk if judge else None,
             "quantization": quantization if quantization in ("nf4", "none") else "nf4",
         },
         created_by=by,

@@ -221,8 +221,13 @@ def best_checkpoint(request: HttpRequest, run_id: int) -> HttpResponse:
     run = get_for_user(
         CellRun.objects.select_related("cell__project__team"), request.user, run_id, need="edit"
     )
+    judge = None
+    if request.POST.get("judge"):  # optional: a team backend instead of the local judge
+        judge = get_for_user(JudgeBackend, request.user, request.POST["judge"])
+        if judge.team_id != run.cell.project.team_id:
+            raise Http404("No such backend")
     try:
-        eval_run = services.best_checkpoint_evaluate(run=run, by=request.user)
+        eval_run = services.best_checkpoint_evaluate(run=run, by=request.user, judge=judge)
     except ValidationError as exc:
         messages.error(request, error_text(exc))
         return redirect("run_detail", run_id=run.pk)

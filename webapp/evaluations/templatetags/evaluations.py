@@ -35,11 +35,25 @@ def evaluation_summary(context: Any, cell: Cell) -> dict[str, Any]:
     return {**out, "can_edit": context.get("can_edit"), "csrf_token": context.get("csrf_token")}
 
 
+@register.inclusion_tag("evaluations/_summary.html", takes_context=True)
+def evaluation_block(context: Any, ev: Evaluation) -> dict[str, Any]:
+    """One evaluation's summary (the run page)."""
+    out = summary_context(ev)
+    return {**out, "can_edit": context.get("can_edit"), "csrf_token": context.get("csrf_token")}
+
+
 @register.simple_tag
 def evaluation_of(run: CellRun) -> Evaluation | None:
     return Evaluation.objects.filter(run=run).first()
 
 
+@register.simple_tag
+def team_judges(team: Any) -> list[Any]:
+    return list(selectors.team_backends(team=team))
+
+
 @register.filter
 def pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.0f}%"
+    if not isinstance(value, int | float):  # None, or a missing variable ("")
+        return "–"
+    return f"{100 * value:.0f}%"
