@@ -9,7 +9,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 export FINETUNE_CORE_CACHE ?= $(CURDIR)/.cache
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-core test-web test-web-pg test-e2e lint format run worker recover demo bench-train bench-eval bench-kernels bench-transfer
+.PHONY: setup test test-core test-web test-web-pg test-e2e lint format run worker recover demo bench-train bench-eval bench-kernels bench-transfer bench-demo
 
 setup: $(STAMP)
 
@@ -76,6 +76,9 @@ recover: setup
 
 bench-train: setup
 	$(BIN)/python -m benchmarks.bench_train
+
+bench-demo: setup
+	$(BIN)/python -m benchmarks.bench_demo
 
 bench-eval: setup
 	$(BIN)/python -m benchmarks.bench_eval

@@ -47,7 +47,11 @@ class Command(BaseCommand):
         project = project_create(team=team, name="Demo: sports understanding", created_by=user)
         upload = SimpleUploadedFile(DEMO_DATA.name, DEMO_DATA.read_bytes())
         version = dataset_version_create(
-            team=team, name="sports_understanding (200)", upload=upload, created_by=user
+            team=team,
+            name="sports_understanding (200)",
+            upload=upload,
+            created_by=user,
+            preview_model="smollm2-135m-instruct",
         )
         cell_create(project=project, kind="markdown", config={"text": INTRO}, created_by=user)
         data_cell = cell_create(
