@@ -194,6 +194,12 @@ def candidates(inputs: dict[str, Any], team_id: int) -> tuple[list[Any], dict[st
     return out, checkpoints
 
 
+def _judge_row(inputs: dict[str, Any]) -> JudgeBackend | None:
+    return (
+        JudgeBackend.objects.filter(pk=inputs.get("judge")).first() if inputs.get("judge") else None
+    )
+
+
 def _templates(project_id: int) -> dict[str, Any]:
     """The project's latest judge prompt of each kind, as library templates."""
     from finetune_core.evaluate import PromptTemplate
@@ -305,6 +311,10 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
             pool=pool,
             progress=progress.message,
         )
+        if result.get("judge"):  # name the backend as the user knows it, not our subclass
+            result["judge"]["backend"] = (
+                f"endpoint {b.name}" if (b := _judge_row(inputs)) else "local"
+            )
         progress.phase = "storing results"
         progress.report(force=True)  # the last counts, past the throttle
         if checkpoints:

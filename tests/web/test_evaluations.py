@@ -157,6 +157,7 @@ def test_store_keeps_both_orders_rationale_and_prompt_version(ev: Evaluation) ->
     assert flipped.ab_verdict == "A" and flipped.ba_verdict == "A"
     assert "Rationale BA i2" in flipped.ba_rationale
     assert flipped.prompt_version == "pairwise@abc"
+    assert ev.prompt_versions == ["pairwise@abc"]
 
 
 def test_comparison_page_shows_leaderboard_pairs_answers_and_flags(ev, viewer) -> None:

@@ -187,6 +187,7 @@ def test_external_endpoints_as_candidates_and_judge_over_loopback(
     assert [body for _, body in fake_openai.seen].count(first) == 2  # the 429 was retried
 
     ev = Evaluation.objects.get(run=run)
+    assert ev.judge == "endpoint GPT judge judge"  # backend name, then its model
     verdicts = {v.prompt.position: v for v in PairVerdict.objects.filter(evaluation=ev)}
     assert [verdicts[i].outcome for i in (0, 2)] == ["a", "a"]  # Alpha's longer answer
     assert not verdicts[0].inconsistent and verdicts[0].ab_verdict == "A"

@@ -132,7 +132,11 @@ def evaluation_store(*, run: CellRun, result: dict[str, Any], mode: str) -> Eval
         eval_set=result["eval_set"]["name"][:200],
         mode=mode,
         judge=f"{judge.get('backend', '')} {judge.get('model', '')}".strip()[:300],
-        prompt_versions=judge.get("prompt_versions", []),
+        # The versions that produced verdicts or grades (the judge holds all four kinds).
+        prompt_versions=sorted(
+            {j["prompt_version"] for j in (*result.get("judgments", []), *result.get("grades", []))}
+        )
+        or judge.get("prompt_versions", []),
         summary=summary,
         errors=result.get("errors", []),
     )
