@@ -9,7 +9,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 export FINETUNE_CORE_CACHE ?= $(CURDIR)/.cache
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-core test-web test-web-pg test-e2e lint format run worker recover demo bench-train bench-eval bench-kernels bench-transfer bench-demo
+.PHONY: setup test test-core test-web test-web-pg test-e2e lint format run worker recover demo bench-train bench-eval bench-kernels bench-transfer bench-demo bench-api
 
 setup: $(STAMP)
 
@@ -88,3 +88,7 @@ bench-kernels: setup
 
 bench-transfer: setup
 	$(BIN)/python -m benchmarks.bench_transfer
+
+# gunicorn + PostgreSQL + Redis (PG_URL, REDIS_URL) under a fixed 200 req/s from other processes.
+bench-api: setup
+	$(BIN)/python -m benchmarks.bench_api --pg $(PG_URL) --redis $(REDIS_URL)
