@@ -92,3 +92,10 @@ bench-transfer: setup
 # gunicorn + PostgreSQL + Redis (PG_URL, REDIS_URL) under a fixed 200 req/s from other processes.
 bench-api: setup
 	$(BIN)/python -m benchmarks.bench_api --pg $(PG_URL) --redis $(REDIS_URL)
+
+# CUDA NF4 kernels: build, check against bitsandbytes, time (needs a GPU; no venv needed there:
+# the device has python3 with torch). Carried wheel in .whl/; see csrc/README.md.
+.PHONY: gpu-check
+gpu-check:
+	mkdir -p $${OUT:-test-artifacts}
+	$$(test -x $(BIN)/python && echo $(BIN)/python || echo python3) scripts/gpu_check.py --json $${OUT:-test-artifacts}/gpu_check.json

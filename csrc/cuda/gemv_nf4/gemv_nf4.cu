@@ -10,6 +10,7 @@
 // batch-1 GEMV needs). Other layouts (K % 32, odd blocksizes, unaligned pointers) take the
 // scalar kernel.
 #include <algorithm>
+#include <type_traits>
 
 #include "../common.cuh"
 
@@ -31,10 +32,15 @@ __device__ __forceinline__ void load_x8(const T* p, float (&v)[8]) {
     const uint32_t w[4] = {a.x, a.y, a.z, a.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      T h[2];
-      *reinterpret_cast<uint32_t*>(h) = w[i];
-      v[2 * i] = to_float(h[0]);
-      v[2 * i + 1] = to_float(h[1]);
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {  // bf16 -> fp32 is a shift
+        v[2 * i] = __uint_as_float(w[i] << 16);
+        v[2 * i + 1] = __uint_as_float(w[i] & 0xFFFF0000u);
+      } else {
+        const float2 f = __half22float2(__halves2half2(__ushort_as_half(w[i] & 0xFFFFu),
+                                                       __ushort_as_half(w[i] >> 16)));
+        v[2 * i] = f.x;
+        v[2 * i + 1] = f.y;
+      }
     }
   }
 }
