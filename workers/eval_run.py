@@ -106,7 +106,8 @@ def _latest_adapter_run(cell_id: int) -> CellRun:
         .order_by("-version")
         .first()
     )
-    if source is None or not (source.outputs or {}).get("output_dir"):
+    outputs = (source.outputs or {}) if source else {}
+    if not (outputs.get("adapter_dir") or outputs.get("output_dir")):  # transfers: adapter_dir
         raise UserError("A fine-tuned candidate's cell has no finished run yet; run it first.")
     return source
 

@@ -90,7 +90,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send(500, {"error": {"message": "boom"}}, {"Retry-After": "0"})
             return
         content = body["messages"][-1]["content"]
-        text = srv.verdict(content) if body["model"] == "judge" else srv.answers[body["model"]]
+        if body["model"] != "judge":
+            text = srv.answers[body["model"]]
+        elif "[The Start of Assistant's Answer]" in content:  # single-answer grading
+            answer = content.split("[The Start of Assistant's Answer]\n")[1].split("\n")[0]
+            text = f"Rating: [[{min(10, len(answer) // 2)}]]"
+        else:
+            text = srv.verdict(content)
         self._send(
             200,
             {
@@ -281,3 +287,64 @@ def test_worker_evaluates_base_vs_adapter_and_picks_the_best_checkpoint(
         what="select_final",
         worker=worker,
     )
+
+
+PROMPTS = b"""{"prompt": "Name a fruit.", "category": "food"}
+{"prompt": "Name a dessert.", "category": "food"}
+{"prompt": "Name a colour.", "category": "art"}
+"""
+
+
+def test_prompt_file_custom_judge_prompt_and_single_grading(
+    transactional_db, team, owner, viewer, fake_openai
+) -> None:
+    from tests.web.conftest import Upload
+    from webapp.datasets.services import dataset_version_create
+    from webapp.evaluations.services import judge_prompt_save
+
+    b = backends(team, owner, fake_openai)
+    fake_openai.fail_500_once = False
+    version = dataset_version_create(
+        team=team, name="prompts", upload=Upload.make("p.jsonl", PROMPTS), created_by=owner
+    )
+    project = project_create(team=team, name="Prompts", created_by=owner)
+    system = "You are a strict judge. Answer [[A]], [[B]] or [[C]]."
+    user = (
+        "Q: {question}\n[The Start of Assistant A's Answer]\n{answer_a}\n[The End of A]\n"
+        "[The Start of Assistant B's Answer]\n{answer_b}\n[The End of B]"
+    )
+    custom = judge_prompt_save(
+        project=project, kind="pairwise", system=system, user=user, created_by=owner
+    )
+    config = {
+        "source": "prompt_dataset",
+        "prompt_dataset": version.dataset_id,
+        "base_model": "",
+        "endpoint": b["alpha"].pk,
+        "endpoint_2": b["beta"].pk,
+        "judge": b["judge"].pk,
+    }
+    cell = cell_create(project=project, kind="evaluation", config=config, created_by=owner)
+    run = run_in_process(cell, owner)
+    assert run.status == RunStatus.SUCCEEDED, run.outputs
+    ev = Evaluation.objects.get(run=run)
+    # No references: the plain pairwise prompt, i.e. the project's own version 1.
+    assert (
+        ev.prompt_versions == [v for v in ev.prompt_versions if v.startswith(f"{custom.label}@")]
+        and len(ev.prompt_versions) == 1
+    )
+    assert set(ev.verdicts.values_list("prompt_version", flat=True)) == set(ev.prompt_versions)
+    assert set(ev.summary["by_category"]) == {"art", "food"}
+    assert set(ev.verdicts.values_list("outcome", flat=True)) == {"a"}
+    page = client_for(viewer).get(reverse("evaluation_detail", args=[ev.pk])).content.decode()
+    assert "By category" in page and "Name a colour." in page
+
+    cell.config["judge_mode"] = "single"
+    cell.save()
+    graded = run_in_process(cell, owner)
+    ev = Evaluation.objects.get(run=graded)
+    assert graded.status == RunStatus.SUCCEEDED and not ev.verdicts.exists()
+    ratings = {g["candidate"]: g["mean_rating"] for g in ev.summary["grade_summary"]}
+    assert ratings == {"Alpha": 10.0, "Beta": 1.0}  # half the answer's length, capped at 10
+    page = client_for(viewer).get(reverse("evaluation_detail", args=[ev.pk])).content.decode()
+    assert "Single-answer grades" in page and "10.0/10" in page
