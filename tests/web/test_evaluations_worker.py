@@ -329,10 +329,7 @@ def test_prompt_file_custom_judge_prompt_and_single_grading(
     assert run.status == RunStatus.SUCCEEDED, run.outputs
     ev = Evaluation.objects.get(run=run)
     # No references: the plain pairwise prompt, i.e. the project's own version 1.
-    assert (
-        ev.prompt_versions == [v for v in ev.prompt_versions if v.startswith(f"{custom.label}@")]
-        and len(ev.prompt_versions) == 1
-    )
+    assert len(ev.prompt_versions) == 1 and ev.prompt_versions[0].startswith(f"{custom.label}@")
     assert set(ev.verdicts.values_list("prompt_version", flat=True)) == set(ev.prompt_versions)
     assert set(ev.summary["by_category"]) == {"art", "food"}
     assert set(ev.verdicts.values_list("outcome", flat=True)) == {"a"}
