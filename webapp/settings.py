@@ -103,6 +103,7 @@ INSTALLED_APPS = [
     "webapp.jobs",
     "webapp.datasets",
     "webapp.projects",
+    "webapp.transfers",
     "webapp.api",
     "webapp.evaluations",
 ]

@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/", include("webapp.accounts.urls")),
     path("", include("webapp.teams.urls")),
     path("", include("webapp.projects.urls")),
+    path("", include("webapp.transfers.urls")),
     path("", include("webapp.datasets.urls")),
     path("", include("webapp.jobs.urls")),
     path("", include("webapp.evaluations.urls")),

@@ -17,8 +17,9 @@ from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.jobs.models import EventLevel, Job, JobStatus
 from webapp.jobs.services import job_event_add, job_fail, job_progress, job_succeed
 from webapp.projects.artifacts import run_output_dir
-from webapp.projects.finetune_config import train_config_dict
+from webapp.projects.finetune_config import keeps_transferable, train_config_dict
 from webapp.projects.models import Cell, CellRun, RunStatus
+from webapp.transfers.services import transferable_after_finetune
 from workers import services_bridge
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ def run_finetune(run: CellRun, job_id: int, task_id: str) -> None:
     _settle(run, RunStatus.SUCCEEDED, outputs)
     summary = {k: result[k] for k in ("steps", "train_loss", "best_val_loss", "best_step")}
     job_succeed(job_id=job_id, result={**summary, "adapter_dir": outputs["adapter_dir"]})
+    if keeps_transferable(run.inputs):  # Trans-LoRA seeds + discriminator, a job of its own
+        transferable_after_finetune(run_id=run.pk)
 
 
 def _settle(run: CellRun, status: str, outputs: dict[str, Any]) -> None:

@@ -12,11 +12,13 @@ from webapp.projects.models import CellRun
 from workers.eval_run import run_evaluation_cell
 from workers.finetune_run import run_finetune
 from workers.playground_run import run_playground
+from workers.transfer_run import run_transfer
 
 Runner = Callable[[CellRun, int, str], None]
 
 RUNNERS: dict[str, Runner] = {
     "finetune": run_finetune,
     "playground": lambda run, job_id, task_id: run_playground(run, job_id),
+    "transfer": run_transfer,
     "evaluation": run_evaluation_cell,
 }

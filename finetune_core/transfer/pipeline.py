@@ -9,8 +9,8 @@ the source adapter.
           -> exact match of source, target base and transferred adapter
 
 Distillation is sequence-level (train on the teacher's text), so it works across
-tokenizers. Logit distillation (KL to the teacher's token distributions), possible
-only when source and target share a tokenizer, is not built: see README.md here.
+tokenizers. `hooks` report each phase's progress and can stop the run between batches:
+`TransferStopped` then carries what was done so far (also in `<output_dir>/partial.json`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 from finetune_core.data import Example, Message, read_examples, to_chat_jsonl
 from finetune_core.errors import FinetuneError
 from finetune_core.transfer.discriminator import load_discriminator, read_info
+from finetune_core.transfer.hooks import Hooks, TransferStopped
 from finetune_core.transfer.report import evaluate_chat, format_table
 from finetune_core.transfer.sampling import SamplingResult, synthesize
 from finetune_core.transfer.seeds import load_seeds, task_input
@@ -47,6 +48,7 @@ class TransferConfig:
     run: str  # source training run: config.json, adapter/, transfer/seeds.jsonl, discriminator/
     target: str  # the new base model
     output_dir: str
+    adapter: str | None = None  # the teacher's adapter; default <run>/adapter (or a checkpoint)
     n_synthetic: int = 250
     max_attempts: int | None = None  # candidates sampled at most; default 4 * n_synthetic
     filtered: bool = True  # False: no discriminator (the "unfiltered" ablation as main run)
@@ -121,24 +123,56 @@ def distillation_examples(
 
 
 def teacher_answers(
-    chat: Any, inputs: list[str], max_new_tokens: int, batch_size: int = 8
+    chat: Any,
+    inputs: list[str],
+    max_new_tokens: int,
+    batch_size: int = 8,
+    hooks: Hooks | None = None,
 ) -> list[str]:
+    """Greedy answers of the teacher; stopping between batches raises TransferStopped."""
     from finetune_core.infer import generate
 
+    hooks = hooks or Hooks()
     out: list[str] = []
     for start in range(0, len(inputs), batch_size):
+        if hooks.should_stop():
+            raise TransferStopped("teacher", {"teacher_answered": len(out)})
         batch = [[{"role": "user", "content": x}] for x in inputs[start : start + batch_size]]
         out += [g.text.strip() for g in generate(chat, batch, max_new_tokens=max_new_tokens)]
+        hooks.progress("teacher", len(out), len(inputs), {})
     return out
 
 
-def _train_student(cfg: TransferConfig, examples: list[Example], folder: Path) -> Path:
+def no_accepted_message(result: SamplingResult, target: str) -> str:
+    """Why synthesis produced nothing, in words the user can act on."""
+    if result.attempts and result.empty == result.attempts:
+        return (
+            f"the target model {target} wrote no usable text in {result.attempts} attempts: "
+            "it cannot generate task inputs from the list prompt; pick a model that can "
+            "continue text (a base or instruct language model)"
+        )
+    return (
+        f"acceptance rate stayed at 0: no synthetic input accepted in {result.attempts} "
+        f"attempts (budget {result.budget}; {result.rejected} rejected by the discriminator, "
+        f"{result.duplicates} duplicates, {result.empty} empty). Raise the attempt budget or "
+        "the temperature, or transfer unfiltered (no discriminator)"
+    )
+
+
+def _train_student(
+    cfg: TransferConfig, examples: list[Example], folder: Path, hooks: Hooks, name: str
+) -> Path:
     from finetune_core.train import TrainConfig, train
 
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "distill.jsonl"
     to_chat_jsonl(examples, data)
-    train(
+
+    def on_event(event: Any) -> None:
+        info = {"student": name, "train_loss": event.train_loss}
+        hooks.progress("train", event.step, event.total_steps, info)
+
+    result = train(
         TrainConfig(
             model=cfg.target,
             data=str(data),
@@ -155,31 +189,55 @@ def _train_student(cfg: TransferConfig, examples: list[Example], folder: Path) -
             max_length=cfg.max_length,
             val_fraction=0.0,  # no real data to validate on; the report evaluates
             seed=cfg.seed,
-        )
+        ),
+        callback=on_event,
+        should_stop=hooks.should_stop,
     )
+    if result.status == "cancelled":
+        raise TransferStopped(f"train_{name}", {})
     return folder / "adapter"
 
 
-def transfer(cfg: TransferConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def transfer(
+    cfg: TransferConfig,
+    log: Callable[[str], None] | None = None,
+    hooks: Hooks | None = None,
+) -> dict[str, Any]:
     """Run every phase; write `<output_dir>/report.json` and return the report.
-    `log` hears each phase's start and duration."""
+    `log` hears each phase's start and duration; `hooks` see progress and may stop it."""
     from finetune_core.infer import load_chat_model
 
     cfg.validate()
+    hooks = hooks or Hooks()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = Path(cfg.run)
-    source, source_adapter = run_config(run)["model"], str(run_adapter(run))
+    source = run_config(run)["model"]
+    source_adapter = cfg.adapter or str(run_adapter(run))
     seeds = load_seeds(run / "transfer")
     seed_inputs = [task_input(s) for s in seeds]
     held_out = eval_examples(cfg)
     need_unfiltered = not cfg.filtered or "unfiltered" in cfg.ablations
     times: dict[str, float] = {}
     accuracy: dict[str, Any] = {}
+    partial: dict[str, Any] = {"phase_seconds": times, "accuracy": accuracy}
     quant = cfg.quantization
 
-    def sample(chat: Any, discriminator: Any, seed: int) -> SamplingResult:
-        return synthesize(
+    def stop_if_asked(phase: str) -> None:
+        if hooks.should_stop():
+            _write_json(out / "partial.json", partial)
+            raise TransferStopped(phase, partial)
+
+    def scorer(name: str) -> Callable[[int, int], None]:
+        return lambda done, total: hooks.progress("evaluate", done, total, {"model": name})
+
+    def sample(chat: Any, discriminator: Any, seed: int, key: str) -> SamplingResult:
+        def on_batch(result: SamplingResult) -> None:
+            partial[key] = result.to_dict()
+            info = {"accepted": len(result.accepted), "wanted": cfg.n_synthetic, "key": key}
+            hooks.progress("generate", result.attempts, result.budget, info)
+
+        result = synthesize(
             chat,
             seed_inputs,
             cfg.n_synthetic,
@@ -191,7 +249,14 @@ def transfer(cfg: TransferConfig, log: Callable[[str], None] | None = None) -> d
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             seed=seed,
+            on_batch=on_batch,
+            should_stop=hooks.should_stop,
         )
+        partial[key] = result.to_dict()
+        _write_json(out / f"{key}.json", {"accepted": result.accepted, **result.to_dict()})
+        if result.stopped:
+            stop_if_asked(key)
+        return result
 
     # 1. The target writes candidates; the discriminator (on the source base) filters.
     target_chat = load_chat_model(cfg.target, quantization=quant)
@@ -199,34 +264,49 @@ def transfer(cfg: TransferConfig, log: Callable[[str], None] | None = None) -> d
     if cfg.filtered:
         with _phase(times, "synthesize", log):
             disc = load_discriminator(run / "discriminator", quantization=quant)
-            filtered = sample(target_chat, disc, cfg.seed)
+            filtered = sample(target_chat, disc, cfg.seed, "synthesis")
             del disc
     if need_unfiltered:
         with _phase(times, "synthesize_unfiltered", log):
-            unfiltered = sample(target_chat, None, cfg.seed + 1)
-    with _phase(times, "eval_target_base", log):
-        accuracy["target_base"] = evaluate_chat(
-            target_chat, held_out, max_new_tokens=cfg.eval_max_new_tokens
-        )
-        del target_chat
+            key = "synthesis_unfiltered" if cfg.filtered else "synthesis"
+            unfiltered = sample(target_chat, None, cfg.seed + 1, key)
     main = filtered if cfg.filtered else unfiltered
     assert main is not None
     if not main.accepted:
-        raise FinetuneError(
-            f"no synthetic input accepted in {main.attempts} attempts: raise the attempt "
-            "budget or the temperature, or transfer --unfiltered"
+        raise FinetuneError(no_accepted_message(main, cfg.target))
+    stop_if_asked("evaluate")
+    with _phase(times, "eval_target_base", log):
+        accuracy["target_base"] = evaluate_chat(
+            target_chat,
+            held_out,
+            max_new_tokens=cfg.eval_max_new_tokens,
+            on_batch=scorer("target_base"),
         )
+        del target_chat
 
     # 2. The teacher (source base + adapter) answers; it is evaluated while loaded.
+    stop_if_asked("teacher")
     with _phase(times, "teacher", log):
         teacher = load_chat_model(source, adapter=source_adapter, quantization=quant)
-        answers = teacher_answers(teacher, main.accepted, cfg.teacher_max_new_tokens)
-        extra = []
-        if cfg.filtered and unfiltered is not None:
-            extra = teacher_answers(teacher, unfiltered.accepted, cfg.teacher_max_new_tokens)
+        try:
+            answers = teacher_answers(
+                teacher, main.accepted, cfg.teacher_max_new_tokens, hooks=hooks
+            )
+            extra = []
+            if cfg.filtered and unfiltered is not None:
+                extra = teacher_answers(
+                    teacher, unfiltered.accepted, cfg.teacher_max_new_tokens, hooks=hooks
+                )
+        except TransferStopped as stopped:
+            partial.update(stopped.partial)
+            stop_if_asked("teacher")
+            raise
     with _phase(times, "eval_source", log):
         accuracy["source_adapter"] = evaluate_chat(
-            teacher, held_out, max_new_tokens=cfg.eval_max_new_tokens
+            teacher,
+            held_out,
+            max_new_tokens=cfg.eval_max_new_tokens,
+            on_batch=scorer("source_adapter"),
         )
         del teacher
 
@@ -237,16 +317,28 @@ def transfer(cfg: TransferConfig, log: Callable[[str], None] | None = None) -> d
         students["ablation_unfiltered"] = distillation_examples(unfiltered.accepted, extra, kept)
     if "seeds_only" in cfg.ablations:
         students["ablation_seeds_only"] = list(seeds)
+    pairs = students["transferred"]
+    partial["distillation_pairs"] = len(pairs)
+    partial["sample_pairs"] = [
+        {"input": e.messages[0].content, "teacher": e.messages[1].content} for e in pairs[:5]
+    ]
     adapters: dict[str, str] = {}
+    partial["adapters"] = adapters
     for name, examples in students.items():
+        stop_if_asked(f"train_{name}")
         with _phase(times, f"train_{name}", log):
-            adapters[name] = str(_train_student(cfg, examples, out / name))
+            try:
+                adapters[name] = str(_train_student(cfg, examples, out / name, hooks, name))
+            except TransferStopped:
+                stop_if_asked(f"train_{name}")
+                raise
         with _phase(times, f"eval_{name}", log):
             chat = load_chat_model(cfg.target, adapter=adapters[name], quantization=quant)
-            accuracy[name] = evaluate_chat(chat, held_out, max_new_tokens=cfg.eval_max_new_tokens)
+            accuracy[name] = evaluate_chat(
+                chat, held_out, max_new_tokens=cfg.eval_max_new_tokens, on_batch=scorer(name)
+            )
             del chat
 
-    pairs = students["transferred"]
     report = {
         "source_model": source,
         "source_adapter": source_adapter,
@@ -258,16 +350,25 @@ def transfer(cfg: TransferConfig, log: Callable[[str], None] | None = None) -> d
         "synthesis": main.to_dict(),
         "synthesis_unfiltered": unfiltered.to_dict() if unfiltered and cfg.filtered else None,
         "distillation_pairs": len(pairs),
-        "sample_pairs": [
-            {"input": e.messages[0].content, "teacher": e.messages[1].content} for e in pairs[:5]
-        ],
+        "sample_pairs": partial["sample_pairs"],
         "seeds": seed_inputs,
         "eval_examples": len(held_out),
         "phase_seconds": times,
         "config": asdict(cfg),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    _write_json(out / "report.json", report)
     return report
 
 
-__all__ = ["ABLATIONS", "TransferConfig", "format_table", "transfer"]
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+__all__ = [
+    "ABLATIONS",
+    "Hooks",
+    "TransferConfig",
+    "TransferStopped",
+    "format_table",
+    "transfer",
+]

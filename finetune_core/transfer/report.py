@@ -4,7 +4,7 @@ any accepted reference, a bootstrap 95% interval, and the printed table."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from finetune_core.data import Example
@@ -46,6 +46,7 @@ def evaluate_chat(
     max_new_tokens: int = 32,
     batch_size: int = 8,
     samples: int = 3,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Exact-match accuracy of greedy answers, with a few (prompt, answer, ok) samples."""
     from finetune_core.infer import generate
@@ -61,6 +62,8 @@ def evaluate_chat(
             hits.append(float(ok))
             if len(shown) < samples:
                 shown.append({"answer": answer.text, "references": list(references_of(example))})
+        if on_batch is not None:
+            on_batch(len(hits), len(scored))
     return {**bootstrap(hits), "samples": shown}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +84,8 @@ class SamplingResult:
     rejected: int = 0  # by the discriminator
     rejected_samples: list[str] = field(default_factory=list)
     filtered: bool = True
+    budget: int = 0
+    stopped: bool = False  # should_stop ended the loop: what was accepted so far is kept
 
     @property
     def acceptance_rate(self) -> float:
@@ -98,6 +100,8 @@ class SamplingResult:
             "duplicates": self.duplicates,
             "rejected_by_discriminator": self.rejected,
             "filtered": self.filtered,
+            "budget": self.budget,
+            "stopped": self.stopped,
             "sample_accepted": self.accepted[:sample],
             "sample_rejected": self.rejected_samples[:sample],
         }
@@ -120,18 +124,25 @@ def synthesize(
     temperature: float = 1.0,
     top_p: float = 0.95,
     seed: int = 0,
+    on_batch: Callable[[SamplingResult], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SamplingResult:
     """Up to n new task inputs written by `chat`, few-shot prompted from `pool`.
 
     With more than `shots` inputs in the pool each prompt draws its own; the order is
     shuffled per prompt for variety. Stops at n accepted or `max_attempts` (default 4n).
+    `on_batch` hears the running result after each batch; `should_stop` ends the loop
+    between batches, keeping what was accepted.
     """
     budget = max_attempts if max_attempts is not None else 4 * n
     rng = random.Random(seed)
     torch.manual_seed(seed)
     known = {_key(x) for x in pool}
-    result = SamplingResult(filtered=discriminator is not None)
+    result = SamplingResult(filtered=discriminator is not None, budget=budget)
     while len(result.accepted) < n and result.attempts < budget:
+        if should_stop is not None and should_stop():
+            result.stopped = True
+            break
         rows = min(batch_size, budget - result.attempts)
         prompts = [list_prompt(rng.sample(list(pool), min(shots, len(pool)))) for _ in range(rows)]
         raw = complete_raw(
@@ -159,4 +170,6 @@ def synthesize(
                 result.accepted.append(candidate)
             else:
                 result.attempts -= 1  # surplus of the last batch: never judged as an attempt
+        if on_batch is not None:
+            on_batch(result)
     return result

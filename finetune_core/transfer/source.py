@@ -19,6 +19,7 @@ from typing import Any
 from finetune_core.data import Example, read_examples, train_val_split
 from finetune_core.errors import FinetuneError
 from finetune_core.transfer.discriminator import write_discriminator_data, write_info
+from finetune_core.transfer.hooks import Hooks, TransferStopped
 from finetune_core.transfer.sampling import synthesize
 from finetune_core.transfer.seeds import save_seeds, select_seeds, task_input
 
@@ -71,17 +72,31 @@ class DiscriminatorConfig:
     lora_r: int = 8
     batch_size: int = 8
     max_length: int = 256
-    max_new_tokens: int = 96
+    # Tokens per synthetic input; None: 1.5 x the longest real input, within [16, 96]
+    # (synthetic inputs much longer than real ones teach the discriminator nothing).
+    max_new_tokens: int | None = None
     quantization: str = "nf4"
     seed: int = 0
     train_overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def train_discriminator(cfg: DiscriminatorConfig) -> dict[str, Any]:
-    """Keep the seeds, sample synthetic inputs from the source model, train the discriminator."""
+def is_transferable(run: str | Path) -> bool:
+    """Seeds and a trained discriminator sit beside the run's adapter."""
+    run = Path(run)
+    return (run / "transfer" / "seeds.jsonl").is_file() and (
+        run / "discriminator" / "discriminator.json"
+    ).is_file()
+
+
+def train_discriminator(cfg: DiscriminatorConfig, hooks: Hooks | None = None) -> dict[str, Any]:
+    """Keep the seeds, sample synthetic inputs from the source model, train the discriminator.
+
+    `hooks` hear "generate" (source samples) and "train" (discriminator steps) progress;
+    stopping raises TransferStopped, leaving the seeds (written first) in place."""
     from finetune_core.infer import load_chat_model
     from finetune_core.train import TrainConfig, train
 
+    hooks = hooks or Hooks()
     run = Path(cfg.run)
     source = run_config(run)["model"]
     task = cfg.task or default_task(run)
@@ -97,16 +112,23 @@ def train_discriminator(cfg: DiscriminatorConfig) -> dict[str, Any]:
 
     started = time.monotonic()
     chat = load_chat_model(source, adapter=str(run_adapter(run)), quantization=cfg.quantization)
+    longest = max(len(chat.tokenizer(x, add_special_tokens=False)["input_ids"]) for x in real)
     sampled = synthesize(
         chat,
         inputs,
         len(real),
         discriminator=None,
-        max_new_tokens=cfg.max_new_tokens,
+        max_new_tokens=cfg.max_new_tokens or min(96, max(16, int(1.5 * longest))),
         seed=cfg.seed,
+        on_batch=lambda r: hooks.progress(
+            "generate", len(r.accepted), len(real), {"attempts": r.attempts}
+        ),
+        should_stop=hooks.should_stop,
     )
     del chat
     gc.collect()
+    if sampled.stopped:
+        raise TransferStopped("generate", {"seeds": len(seeds)})
     times["synthesize"] = time.monotonic() - started
     if not sampled.accepted:
         raise FinetuneError("the source model wrote no usable synthetic inputs")
@@ -134,7 +156,13 @@ def train_discriminator(cfg: DiscriminatorConfig) -> dict[str, Any]:
         seed=cfg.seed,
         **cfg.train_overrides,
     )
-    result = train(train_cfg)
+    result = train(
+        train_cfg,
+        callback=lambda e: hooks.progress("train", e.step, e.total_steps, {}),
+        should_stop=hooks.should_stop,
+    )
+    if result.status == "cancelled":
+        raise TransferStopped("train", {"seeds": len(seeds)})
     times["train"] = time.monotonic() - started
     summary = {
         "task": task,

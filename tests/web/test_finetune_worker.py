@@ -38,6 +38,7 @@ FAST = {
     "lora_r": 8,
     "warmup_ratio": 0.0,
     "val_fraction": 0.1,
+    "keep_transferable": False,  # the discriminator is tested in test_transfers_worker.py
 }
 
 

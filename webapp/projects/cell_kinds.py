@@ -14,7 +14,12 @@ from django import forms
 
 from webapp.datasets.models import Dataset
 from webapp.projects.catalog import DEFAULT_MODEL, model_choices
-from webapp.projects.finetune_config import DEFAULT_PRESET, PRESET_CHOICES, param_fields
+from webapp.projects.finetune_config import (
+    DEFAULT_PRESET,
+    PRESET_CHOICES,
+    keep_transferable_field,
+    param_fields,
+)
 from webapp.projects.models import Cell, Project
 
 
@@ -73,6 +78,7 @@ class FinetuneForm(CellConfigForm):
 
 
 FinetuneForm.base_fields.update(param_fields())
+FinetuneForm.base_fields["keep_transferable"] = keep_transferable_field()
 
 
 class PlaygroundForm(CellConfigForm):
@@ -168,7 +174,7 @@ register(
         "playground",
         "Playground",
         PlaygroundForm,
-        cell_refs={"model_cell": ("finetune",)},
+        cell_refs={"model_cell": ("finetune", "transfer")},
         runnable=True,
         queue="gpu",
         run_template="projects/kinds/playground_run.html",

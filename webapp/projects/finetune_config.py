@@ -202,6 +202,27 @@ def param_fields() -> dict[str, forms.Field]:
     return fields
 
 
+def keep_transferable_field() -> forms.TypedChoiceField:
+    """Trans-LoRA readiness after training; a select, not a checkbox, because an unticked
+    box sends nothing and a missing key means "the default" (on)."""
+    return forms.TypedChoiceField(
+        label="Keep transferable",
+        choices=[
+            ("True", "Yes — keep 5 seeds and train the Trans-LoRA discriminator after the run"),
+            ("False", "No"),
+        ],
+        coerce=lambda value: value in (True, "True"),
+        initial=True,
+        required=False,
+        empty_value=True,
+        help_text="So the adapter can move to a new base model even after the dataset is deleted.",
+    )
+
+
+def keeps_transferable(config: dict[str, Any]) -> bool:
+    return config.get("keep_transferable", True) is not False
+
+
 def effective_hparams(config: dict[str, Any]) -> dict[str, Any]:
     """Preset values, overridden by every hyperparameter the user set."""
     preset = PRESETS.get(config.get("preset") or DEFAULT_PRESET, PRESETS[DEFAULT_PRESET])

@@ -1,0 +1,119 @@
+"""The transfer cell kind: Trans-LoRA moves a fine-tune cell's adapter to a new base model.
+
+Its target model is stored under `base_model` and its quantization under `quantization`,
+the keys a playground cell reads from the cell it chats with, so a playground can use a
+transferred adapter exactly like a fine-tuned one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from webapp.projects.catalog import model_choices
+from webapp.projects.cell_kinds import CellConfigForm, CellKind, _ref_field, register
+
+# The wider tiny model is no fine-tune base (NF4 on CPU needs widths that are multiples
+# of 64), but it is a second architecture to move tiny adapters to.
+EXTRA_TARGETS = [("tiny-llama-wide", "Tiny random Llama, wider (tests; quantization none)")]
+TARGET_MODULES = [
+    ("q_proj,v_proj", "q, v (the paper's choice)"),
+    ("all-linear", "all linear layers"),
+]
+
+
+def target_choices() -> list[tuple[str, str]]:
+    return model_choices() + EXTRA_TARGETS
+
+
+def _int(label: str, initial: int | None, help_text: str, **kw: Any) -> forms.IntegerField:
+    return forms.IntegerField(
+        label=label, initial=initial, help_text=help_text, required=initial is None, **kw
+    )
+
+
+class TransferForm(CellConfigForm):
+    kind_key = "transfer"
+    source_cell = _ref_field("Source fine-tune cell")
+    source_checkpoint = forms.IntegerField(
+        label="Source checkpoint step",
+        min_value=1,
+        required=False,
+        help_text="Blank: the run's final adapter. A step moves that checkpoint instead.",
+    )
+    base_model = forms.ChoiceField(
+        choices=target_choices,
+        label="Target base model",
+        help_text="The new base model the adapter moves to.",
+    )
+    n_synthetic = _int(
+        "Synthetic samples",
+        250,
+        "Synthetic task inputs to accept (the paper matches the original data's size).",
+        min_value=1,
+        max_value=5000,
+    )
+    max_attempts = forms.IntegerField(
+        label="Attempt budget",
+        min_value=1,
+        max_value=100_000,
+        required=False,
+        help_text="Candidates sampled at most; the run stops there. Blank: 4 × samples.",
+    )
+    unfiltered = forms.BooleanField(
+        label="Unfiltered (no discriminator)",
+        required=False,
+        initial=False,
+        help_text="Keep every candidate the target writes: the paper's ablation, as the main run.",
+    )
+    ablation_unfiltered = forms.BooleanField(
+        label="Also train an unfiltered student",
+        required=False,
+        initial=False,
+        help_text="A fourth bar: what the discriminator's filter buys.",
+    )
+    ablation_seeds_only = forms.BooleanField(
+        label="Also train a seeds-only student",
+        required=False,
+        initial=False,
+        help_text="A student on the kept seeds alone: what the synthetic data buys.",
+    )
+    eval_cell = _ref_field("Evaluation dataset cell", required=False)
+    eval_limit = _int(
+        "Evaluation examples", 200, "Held-out examples scored per model.", min_value=1
+    )
+    epochs = _int("Student epochs", 3, "The paper trains up to 20.", min_value=1, max_value=50)
+    max_steps = forms.IntegerField(
+        label="Student max steps", min_value=1, required=False, help_text="Blank: no limit."
+    )
+    learning_rate = forms.FloatField(
+        initial=2e-4, min_value=1e-7, max_value=0.5, help_text="Paper: 2e-5 to 2e-4."
+    )
+    lora_r = _int("LoRA rank", 8, "The student adapter's rank.", min_value=1, max_value=256)
+    target_modules = forms.ChoiceField(choices=TARGET_MODULES, initial="q_proj,v_proj")
+    batch_size = _int("Batch size", 8, "Student micro-batch.", min_value=1, max_value=256)
+    quantization = forms.ChoiceField(
+        choices=[("nf4", "nf4"), ("none", "none")],
+        initial="nf4",
+        help_text="Source, discriminator, target and student load this way.",
+    )
+    temperature = forms.FloatField(initial=1.0, min_value=0.05, max_value=2.0)
+    sample_max_new_tokens = _int("Tokens per synthetic input", 96, "", min_value=4, max_value=512)
+    teacher_max_new_tokens = _int("Tokens per teacher answer", 64, "", min_value=1, max_value=1024)
+    eval_max_new_tokens = _int("Tokens per evaluated answer", 32, "", min_value=1, max_value=512)
+    seed = _int("Seed", 0, "", min_value=0)
+
+
+KIND = register(
+    CellKind(
+        "transfer",
+        "Transfer (Trans-LoRA)",
+        TransferForm,
+        cell_refs={"source_cell": ("finetune",), "eval_cell": ("dataset",)},
+        runnable=True,
+        queue="gpu",
+        cell_template="projects/kinds/transfer_cell.html",
+        run_template="projects/kinds/transfer_run.html",
+    )
+)

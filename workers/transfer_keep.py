@@ -1,0 +1,105 @@
+"""Keep a fine-tune transferable: the k seeds and the Trans-LoRA discriminator, trained
+beside the adapter while its dataset still exists (a job of its own, queued when a
+fine-tune with "keep transferable" succeeds, or from the button on its run page)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Task
+
+from webapp.jobs.models import Job, JobStatus
+from webapp.jobs.services import job_fail, job_progress, job_start, job_succeed
+from webapp.projects.finetune_config import effective_hparams
+from webapp.projects.models import CellRun
+from webapp.transfers.services import run_outputs_merge
+from workers.celery import app
+from workers.finetune_run import StopCheck
+
+log = logging.getLogger(__name__)
+
+# Sized for the product: 100 real inputs and as many synthetic ones, 2 epochs.
+N_SEEDS, N_REAL, EPOCHS = 5, 100, 2
+WRITE_EVERY_S = 1.0
+
+
+class KeepProgress:
+    """Hooks.progress for the discriminator: the job's progress bar, throttled."""
+
+    LABELS = {"generate": "sampling synthetic inputs", "train": "training the discriminator"}
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id, self.last, self.phase = job_id, 0.0, ""
+
+    def __call__(self, phase: str, current: int, total: int | None, info: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if phase == self.phase and now - self.last < WRITE_EVERY_S and current != total:
+            return
+        self.phase, self.last = phase, now
+        message = f"{self.LABELS.get(phase, phase)}: {current} / {total}"
+        job_progress(job_id=self.job_id, current=current, total=total, message=message)
+
+
+def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
+    """Train the discriminator; the run's outputs["transferable"] says how it went."""
+    from finetune_core.errors import FinetuneError
+    from finetune_core.transfer import DiscriminatorConfig, Hooks, TransferStopped
+    from finetune_core.transfer import train_discriminator as train
+
+    state: dict[str, Any] = {"job": job_id, "status": "running"}
+    run_outputs_merge(run_id=run.pk, values={"transferable": state})
+    started = time.monotonic()
+    try:
+        summary = train(
+            DiscriminatorConfig(
+                run=run.outputs["output_dir"],
+                n_seeds=N_SEEDS,
+                n_real=N_REAL,
+                epochs=EPOCHS,
+                quantization=effective_hparams(run.inputs)["quantization"],
+                seed=int(effective_hparams(run.inputs)["seed"]),
+            ),
+            hooks=Hooks(progress=KeepProgress(job_id), should_stop=StopCheck(job_id, task_id)),
+        )
+    except TransferStopped:
+        state.update(status="cancelled", error="Stopped before the discriminator was trained.")
+    except FinetuneError as exc:  # data too small, model cannot sample, ...
+        state.update(status="failed", error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - every failure must land on the job
+        log.exception("keeping run %s transferable failed", run.pk)
+        state.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    else:
+        keep = ("seeds", "real", "synthetic", "task", "steps", "train_loss", "val_loss")
+        state.update(status="succeeded", **{k: summary.get(k) for k in keep})
+    state["seconds"] = round(time.monotonic() - started, 1)
+    run_outputs_merge(run_id=run.pk, values={"transferable": state})
+    if state["status"] == "succeeded":
+        job_succeed(job_id=job_id, result=state)
+    elif state["status"] == "failed":
+        job_fail(job_id=job_id, error=state["error"])
+    # cancelled: the job is already marked so by whoever cancelled it
+
+
+@app.task(
+    bind=True,
+    name="workers.transfer_keep.make_transferable",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=2 * 60 * 60,
+    time_limit=2 * 60 * 60 + 120,
+)
+def make_transferable(self: Task, cell_run_id: int, job_id: int) -> None:
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.is_finished:
+        return
+    if job_start(job_id=job_id, celery_task_id=self.request.id or "") is None:
+        return
+    run = CellRun.objects.select_related("cell").filter(pk=cell_run_id).first()
+    if run is None or not (run.outputs or {}).get("output_dir"):
+        job_fail(job_id=job_id, error="The fine-tune run or its output folder is gone.")
+        return
+    keep_transferable(run, job_id, self.request.id or "")
+    if Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).exists():
+        job_fail(job_id=job_id, error="Stopped without a result.")
