@@ -29,6 +29,7 @@ ROUTERS: list[tuple[str, str]] = [
     ("/projects", "webapp.api.native.projects:router"),
     ("/cells", "webapp.api.native.cells:router"),
     ("/runs", "webapp.api.native.cells:runs_router"),
+    ("/evaluations", "webapp.evaluations.api:router"),
 ]
 
 
