@@ -6,6 +6,7 @@ import requests
 
 from webapp.api.services import api_key_create
 from webapp.projects.models import Project
+from webapp.teams.models import Membership
 
 ERROR_KEYS = {"message", "type", "param", "code"}
 
@@ -68,6 +69,12 @@ def test_teams_and_projects_follow_the_access_rules(
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "name"
     over = _get(f"{base}/projects?limit=1000", key)
     assert over.status_code == 400 and over.json()["error"]["param"] == "limit"
+
+    # A key stops working when its user leaves the team.
+    assert _get(f"{base}/teams", viewer_key).status_code == 200
+    Membership.objects.filter(team=team, user=viewer).delete()
+    gone = _get(f"{base}/teams", viewer_key)
+    assert gone.status_code == 401 and "left the team" in gone.json()["error"]["message"]
 
 
 def _call(method: str, url: str, key: str, body: dict | None = None, **headers: str):

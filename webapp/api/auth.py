@@ -15,14 +15,14 @@ from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from webapp.api.errors import ApiError, error_response, from_api_error, from_validation_error
 from webapp.api.models import ApiKey
-from webapp.teams.access import role_of
-from webapp.teams.models import Team
+from webapp.teams.models import Membership, Team
 
 KEY_START = "tb-"
 PREFIX_LEN = 11  # "tb-" and 8 random characters
@@ -55,8 +55,11 @@ def authenticate(request: HttpRequest) -> Caller:
         )
     key = None
     if token.startswith(KEY_START) and len(token) > PREFIX_LEN:
+        # One query: the key, its team, its user and that user's role in the team now.
+        role = Membership.objects.filter(team=OuterRef("team"), user=OuterRef("created_by"))
         key = (
             ApiKey.objects.select_related("team", "created_by")
+            .annotate(owner_role=Subquery(role.values("role")[:1]))
             .filter(prefix=token[:PREFIX_LEN])
             .first()
         )
@@ -66,7 +69,7 @@ def authenticate(request: HttpRequest) -> Caller:
         raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
     if key.revoked_at is not None:
         raise ApiError(401, "This API key has been revoked.", code="invalid_api_key")
-    if role_of(key.created_by, key.team) is None or not key.created_by.is_active:
+    if key.owner_role is None or not key.created_by.is_active:  # type: ignore[attr-defined]
         raise ApiError(401, "This API key's owner left the team.", code="invalid_api_key")
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at >= TOUCH_EVERY:
