@@ -345,3 +345,36 @@ def test_prompt_file_custom_judge_prompt_and_single_grading(
     assert ratings == {"Alpha": 10.0, "Beta": 1.0}  # half the answer's length, capped at 10
     page = client_for(viewer).get(reverse("evaluation_detail", args=[ev.pk])).content.decode()
     assert "Single-answer grades" in page and "10.0/10" in page
+
+
+def test_cancelled_job_stops_before_any_call_and_user_errors_fail_the_run(
+    transactional_db, team, owner, cells, fake_openai
+) -> None:
+    from webapp.jobs.services import job_cancel
+    from workers.eval_run import run_evaluation_cell
+
+    b = backends(team, owner, fake_openai)
+    config = {
+        "source": "bigbench",
+        "bigbench_task": "object_counting",
+        "base_model": "",
+        "endpoint": b["alpha"].pk,
+        "endpoint_2": b["beta"].pk,
+        "judge": b["judge"].pk,
+    }
+    project = cells["finetune"].project
+    cell = cell_create(project=project, kind="evaluation", config=config, created_by=owner)
+    run = cell_run_create(cell=cell, created_by=owner)
+    job_start(job_id=run.job_id, celery_task_id="task-1")
+    job_cancel(job=job_of(run), by=owner)
+    run_evaluation_cell(run, run.job_id, "task-1")
+    assert CellRun.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+    assert not Evaluation.objects.filter(run=run).exists() and fake_openai.seen == []
+
+    # A fine-tune cell that never ran: a message for the user, on the run and the job.
+    cell.config.update(endpoint_2=None, adapter_cell=cells["finetune"].pk)
+    cell.save()
+    failed = run_in_process(cell, owner)
+    assert failed.status == RunStatus.FAILED
+    assert "has no finished run yet" in failed.outputs["error"]
+    assert "has no finished run yet" in job_of(failed).error
