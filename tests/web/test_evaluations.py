@@ -150,6 +150,27 @@ def test_kind_is_registered_with_its_form_and_validates_candidates(project, owne
         )
 
 
+def test_only_the_chosen_source_is_kept(project, owner, dataset_version) -> None:
+    ds = cell_create(
+        project=project,
+        kind="dataset",
+        config={"dataset": dataset_version.dataset_id},
+        created_by=owner,
+    )
+    cell = cell_create(
+        project=project,
+        kind="evaluation",
+        config={
+            "source": "dataset_cell",
+            "dataset_cell": ds.pk,
+            "bigbench_task": "object_counting",
+            "base_model_2": "tiny-llama",
+        },
+        created_by=owner,
+    )
+    assert cell.config["dataset_cell"] == ds.pk and cell.config["bigbench_task"] is None
+
+
 def test_store_keeps_both_orders_rationale_and_prompt_version(ev: Evaluation) -> None:
     assert ev.candidates.count() == 2 and ev.prompts.count() == 3
     flipped = PairVerdict.objects.get(evaluation=ev, prompt__item_id="i2")

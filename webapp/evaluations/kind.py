@@ -99,6 +99,10 @@ class EvaluationForm(CellConfigForm):
             self.add_error(needed[source], "Choose one for this source.")
         if source == "bigbench" and not data.get("bigbench_task"):
             self.add_error("bigbench_task", "Choose a task.")
+        # Keep only the chosen source's setting (a select always sends its first option).
+        for other, key in (*needed.items(), ("bigbench", "bigbench_task")):
+            if source != other:
+                data[key] = None
         for key in ("checkpoint", "checkpoint_2"):
             step = (data.get(key) or "").strip()
             if step and not step.isdigit():
