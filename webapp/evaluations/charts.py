@@ -71,7 +71,7 @@ def ci_chart(rows: Sequence[dict[str, Any]]) -> SafeString:
         else mark_safe("")
     )
     return format_html(
-        '<svg class="ci-chart" viewBox="0 0 {} {}" role="img" aria-label="Leaderboard with 95% '
+        '<svg class="ci-chart" viewBox="0 0 {} {}" style="width:100%;max-width:560px" role="img" aria-label="Leaderboard with 95% '
         'confidence intervals"><style>.bar{{fill:#93c5fd}} .ci{{stroke:#1e3a8a;stroke-width:2}}'
         " .half{{stroke:#aaa;stroke-dasharray:3 3}} .label{{font-size:11px}}</style>{}{}"
         '<text x="{}" y="{}" class="label">0</text>'
