@@ -166,6 +166,7 @@ def transfer_config(inputs: dict[str, Any], source: CellRun, adapter: str, out: 
         temperature=float(setting(inputs, "temperature")),
         sample_max_new_tokens=int(setting(inputs, "sample_max_new_tokens")),
         teacher_max_new_tokens=int(setting(inputs, "teacher_max_new_tokens")),
+        distillation=setting(inputs, "distillation"),
         epochs=int(setting(inputs, "epochs")),
         max_steps=inputs.get("max_steps") or None,
         learning_rate=float(setting(inputs, "learning_rate")),

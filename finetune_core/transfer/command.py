@@ -47,6 +47,10 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--eval-data", help="held-out examples (default: the source run's val split)")
     t.add_argument("--eval-limit", type=int)
     t.add_argument("--no-seeds-in-student", action="store_true")
+    t.add_argument(
+        "--distillation", default="sequence", choices=["sequence", "logits"],
+        help="logits: also match the teacher's token distributions (same tokenizer only)",
+    )  # fmt: skip
     t.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -89,6 +93,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             top_p=args.top_p,
             teacher_max_new_tokens=args.teacher_max_new_tokens,
             include_seeds=not args.no_seeds_in_student,
+            distillation=args.distillation,
             epochs=args.epochs,
             max_steps=args.max_steps,
             learning_rate=args.learning_rate,

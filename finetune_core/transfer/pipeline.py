@@ -9,7 +9,8 @@ the source adapter.
           -> exact match of source, target base and transferred adapter
 
 Distillation is sequence-level (train on the teacher's text), so it works across
-tokenizers. `hooks` report each phase's progress and can stop the run between batches:
+tokenizers; `distillation="logits"` adds KL to the teacher's token distributions when
+source and target share one (distill.py). `hooks` report each phase's progress and can stop the run between batches:
 `TransferStopped` then carries what was done so far (also in `<output_dir>/partial.json`).
 """
 
@@ -29,7 +30,7 @@ from finetune_core.errors import FinetuneError
 from finetune_core.transfer.discriminator import load_discriminator, read_info
 from finetune_core.transfer.hooks import Hooks, TransferStopped
 from finetune_core.transfer.report import evaluate_chat, format_table
-from finetune_core.transfer.sampling import SamplingResult, synthesize
+from finetune_core.transfer.sampling import SamplingResult, no_accepted_message, synthesize
 from finetune_core.transfer.seeds import load_seeds, task_input
 from finetune_core.transfer.source import QV, run_adapter, run_config, run_splits
 
@@ -59,6 +60,11 @@ class TransferConfig:
     sample_max_new_tokens: int = 96
     teacher_max_new_tokens: int = 64
     include_seeds: bool = True  # the seeds (real answers) join the distillation set
+    # "sequence": train on the teacher's text (any tokenizers); "logits": also match the
+    # teacher's top-k token distributions (KL), only when source and target share one.
+    distillation: str = "sequence"
+    logit_alpha: float = 0.5
+    logit_temperature: float = 2.0
     # Student: the paper's LoRA on q, v.
     epochs: int = 3
     max_steps: int | None = None
@@ -82,6 +88,10 @@ class TransferConfig:
             raise FinetuneError(f"n_synthetic must be at least 1, got {self.n_synthetic}")
         if not self.temperature > 0:
             raise FinetuneError("sampling needs temperature > 0")
+        if self.distillation not in ("sequence", "logits"):
+            raise FinetuneError(
+                f"distillation must be sequence or logits, not {self.distillation!r}"
+            )
 
 
 @contextmanager
@@ -143,27 +153,32 @@ def teacher_answers(
     return out
 
 
-def no_accepted_message(result: SamplingResult, target: str) -> str:
-    """Why synthesis produced nothing, in words the user can act on."""
-    if result.attempts and result.empty == result.attempts:
-        return (
-            f"the target model {target} wrote no usable text in {result.attempts} attempts: "
-            "it cannot generate task inputs from the list prompt; pick a model that can "
-            "continue text (a base or instruct language model)"
-        )
-    return (
-        f"acceptance rate stayed at 0: no synthetic input accepted in {result.attempts} "
-        f"attempts (budget {result.budget}; {result.rejected} rejected by the discriminator, "
-        f"{result.duplicates} duplicates, {result.empty} empty). Raise the attempt budget or "
-        "the temperature, or transfer unfiltered (no discriminator)"
-    )
-
-
 def _train_student(
-    cfg: TransferConfig, examples: list[Example], folder: Path, hooks: Hooks, name: str
+    cfg: TransferConfig,
+    examples: list[Example],
+    folder: Path,
+    hooks: Hooks,
+    name: str,
+    teacher: tuple[str, str],
 ) -> Path:
     from finetune_core.train import TrainConfig, train
 
+    if cfg.distillation == "logits":
+        from finetune_core.transfer.distill import train_logit_student
+
+        model, adapter = teacher
+        train_logit_student(
+            cfg,
+            examples,
+            teacher_model=model,
+            teacher_adapter=adapter,
+            folder=folder,
+            hooks=hooks,
+            name=name,
+            alpha=cfg.logit_alpha,
+            temperature=cfg.logit_temperature,
+        )
+        return folder / "adapter"
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "distill.jsonl"
     to_chat_jsonl(examples, data)
@@ -214,6 +229,15 @@ def transfer(
     run = Path(cfg.run)
     source = run_config(run)["model"]
     source_adapter = cfg.adapter or str(run_adapter(run))
+    teacher_of = (source, source_adapter)
+    if cfg.distillation == "logits":
+        from finetune_core.transfer.distill import shares_tokenizer
+
+        if not shares_tokenizer(source, cfg.target):  # say so before hours of sampling
+            raise FinetuneError(
+                f"logit distillation needs one tokenizer: {source} and {cfg.target} have "
+                "different vocabularies; use sequence-level distillation"
+            )
     seeds = load_seeds(run / "transfer")
     seed_inputs = [task_input(s) for s in seeds]
     held_out = eval_examples(cfg)
@@ -259,7 +283,15 @@ def transfer(
         return result
 
     # 1. The target writes candidates; the discriminator (on the source base) filters.
-    target_chat = load_chat_model(cfg.target, quantization=quant)
+    try:
+        target_chat = load_chat_model(cfg.target, quantization=quant)
+    except FinetuneError:
+        raise
+    except Exception as exc:  # a model that does not load as a causal LM cannot write inputs
+        raise FinetuneError(
+            f"the target model {cfg.target} cannot generate: it does not load as a text "
+            f"generation model ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from exc
     filtered = unfiltered = None
     if cfg.filtered:
         with _phase(times, "synthesize", log):
@@ -328,7 +360,9 @@ def transfer(
         stop_if_asked(f"train_{name}")
         with _phase(times, f"train_{name}", log):
             try:
-                adapters[name] = str(_train_student(cfg, examples, out / name, hooks, name))
+                adapters[name] = str(
+                    _train_student(cfg, examples, out / name, hooks, name, teacher_of)
+                )
             except TransferStopped:
                 stop_if_asked(f"train_{name}")
                 raise

@@ -173,3 +173,19 @@ def synthesize(
         if on_batch is not None:
             on_batch(result)
     return result
+
+
+def no_accepted_message(result: SamplingResult, target: str) -> str:
+    """Why synthesis produced nothing, in words the user can act on."""
+    if result.attempts and result.empty == result.attempts:
+        return (
+            f"the target model {target} wrote no usable text in {result.attempts} attempts: "
+            "it cannot generate task inputs from the list prompt; pick a model that can "
+            "continue text (a base or instruct language model)"
+        )
+    return (
+        f"acceptance rate stayed at 0: no synthetic input accepted in {result.attempts} "
+        f"attempts (budget {result.budget}; {result.rejected} rejected by the discriminator, "
+        f"{result.duplicates} duplicates, {result.empty} empty). Raise the attempt budget or "
+        "the temperature, or transfer unfiltered (no discriminator)"
+    )

@@ -225,3 +225,21 @@ def test_end_to_end_tiny_transfer(source_run: Path, tmp_path: Path) -> None:
         assert report["phase_seconds"][phase] >= 0
     assert json.loads((tmp_path / "out" / "report.json").read_text())["adapter"] == str(adapter)
     assert "transferred" in format_table(report)
+
+
+def test_tiny_transfer_with_logit_distillation(source_run: Path, tmp_path: Path) -> None:
+    # Unfiltered, so the tiny target's gibberish is kept; the student learns the teacher's
+    # token distributions (one byte-level tokenizer for both tiny models).
+    report = transfer(
+        TransferConfig(
+            run=str(source_run), target="tiny-llama-wide", output_dir=str(tmp_path / "out"),
+            filtered=False, n_synthetic=3, max_attempts=6, sample_max_new_tokens=8,
+            teacher_max_new_tokens=6, eval_max_new_tokens=4, eval_limit=2, max_steps=2,
+            max_length=128, quantization="none", distillation="logits",
+        )
+    )  # fmt: skip
+    manifest = json.loads((Path(report["adapter"]).parent / "manifest.json").read_text())
+    assert manifest["distillation"] == "logits" and manifest["steps"] == 2
+    assert manifest["teacher"]["model"] == "tiny-llama"
+    assert report["config"]["distillation"] == "logits"
+    assert set(report["accuracy"]) == {"source_adapter", "target_base", "transferred"}

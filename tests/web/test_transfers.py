@@ -99,7 +99,7 @@ REPORT = {
     "distillation_pairs": 13,
     "sample_pairs": [{"input": "What is 7 plus one?", "teacher": "8"}],
     "phase_seconds": {"synthesize": 1.5, "teacher": 0.5},
-    "config": {"include_seeds": True},
+    "config": {"include_seeds": True, "distillation": "logits"},
 }
 
 
@@ -137,6 +137,7 @@ def test_transfer_kind_is_registered_and_playgrounds_can_use_it() -> None:
         and fields["target_modules"].initial == "q_proj,v_proj"
     )
     assert fields["n_synthetic"].initial == 250
+    assert [c for c, _ in fields["distillation"].choices] == ["sequence", "logits"]
 
 
 def test_keep_transferable_is_on_by_default_and_can_be_turned_off(cells, owner) -> None:
@@ -349,7 +350,7 @@ def test_report_page_has_chart_rates_samples_and_download(transfer_run, viewer) 
     assert (
         "synthesize 1.5 s" in page and reverse("transfer_download", args=[transfer_run.pk]) in page
     )
-    assert "Generate synthetic inputs" in page
+    assert "Generate synthetic inputs" in page and "logits-level" in page
 
 
 def test_cancelled_transfer_keeps_what_was_done(transfer_cell, owner, viewer) -> None:

@@ -79,6 +79,14 @@ class TransferForm(CellConfigForm):
         initial=False,
         help_text="A student on the kept seeds alone: what the synthetic data buys.",
     )
+    distillation = forms.ChoiceField(
+        choices=[
+            ("sequence", "Sequence-level: learn the teacher's answers (any two models)"),
+            ("logits", "Logits: also match the teacher's token distributions (one tokenizer)"),
+        ],
+        initial="sequence",
+        help_text="Logit distillation (KL) needs source and target to share a tokenizer.",
+    )
     eval_cell = _ref_field("Evaluation dataset cell", required=False)
     eval_limit = _int(
         "Evaluation examples", 200, "Held-out examples scored per model.", min_value=1
