@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import openai
@@ -165,3 +167,29 @@ def test_body_size_and_pagination_caps(live_server, sdk, owner_key, settings) ->
         timeout=30,
     )
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "limit"
+
+
+def test_idempotent_retry_while_the_first_is_running(live_server, owner_key, settings) -> None:
+    """No worker answers the chat, so the first request is still in flight for a while."""
+    settings.API_CHAT_TIMEOUT_S = 3
+    url = f"{live_server.url}/v1/chat/completions"
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}
+    first: dict[str, requests.Response] = {}
+    thread = threading.Thread(
+        target=lambda: first.setdefault(
+            "r", _post(url, owner_key, body, **{"Idempotency-Key": "c"})
+        )
+    )
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not IdempotentRequest.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    busy = _post(url, owner_key, body, **{"Idempotency-Key": "c"})
+    assert (
+        busy.status_code == 409
+        and busy.json()["error"]["code"] == "idempotency_request_in_progress"
+    )
+    assert "x-should-retry" not in busy.headers  # retrying later can help
+    thread.join()
+    # The first timed out (504): nothing is kept, so the key is free for a new try.
+    assert first["r"].status_code == 504 and not IdempotentRequest.objects.exists()
