@@ -57,6 +57,7 @@ def upload(page: Page, team_url: str, name: str, file: Path) -> None:
     page.goto(team_url)
     page.get_by_role("link", name="Upload a dataset").click()
     expect(page.get_by_role("heading", name="Upload a dataset")).to_be_visible()
+    page.wait_for_load_state("load")  # upload.js (deferred) has attached its handlers
     page.locator("input[name=file]").set_input_files(file)
     expect(page.locator("#dropzone")).to_contain_text(file.name)
     page.locator("input[name=name]").fill(name)
@@ -133,8 +134,13 @@ def test_sign_up_to_playground_in_the_browser(
         choose_option(form, "dataset_cell", "Sports data")
         form.locator("select[name=base_model]").select_option(MODEL)
         form.locator("select[name=preset]").select_option("quick")
-        # Unquantized: the 4-bit path is covered by tests/core; here the UI is under test.
-        form.locator("select[name=quantization]").select_option("none")
+        # QLoRA as a user gets it: the default 4-bit NF4 base.
+        form.locator("select[name=quantization]").select_option("nf4")
+        # The discriminator job would hold the one worker before the playground; the
+        # keep-transferable path has its own worker test (tests/web/test_transfers*).
+        form.locator("select[name=keep_transferable]").select_option("False")
+        # Trans-LoRA's discriminator has its own tests; here it would only delay the playground.
+        form.locator("select[name=keep_transferable]").select_option("False")
         for name, value in {
             "max_steps": STEPS, "batch_size": 2, "max_length": 128,
             "eval_every": STEPS, "save_every": STEPS, "learning_rate": 0.001,

@@ -27,6 +27,8 @@
   }
 
   input.addEventListener("change", chosen);
+  // A file picked before this script ran (a fast user, or the browser restoring the form).
+  if (input.files.length) chosen();
   zone.addEventListener("click", () => input.click());
   ["dragenter", "dragover"].forEach((ev) =>
     zone.addEventListener(ev, (e) => { e.preventDefault(); zone.classList.add("over"); }));
