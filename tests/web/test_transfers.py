@@ -129,7 +129,7 @@ def transfer_run(transfer_cell: Cell, source_run: CellRun, owner) -> CellRun:
 def test_transfer_kind_is_registered_and_playgrounds_can_use_it() -> None:
     kind = REGISTRY["transfer"]
     assert kind.runnable and kind.queue == "gpu"
-    assert kind.cell_refs["source_cell"] == ("finetune",)
+    assert kind.cell_refs == {"eval_cell": ("dataset",)}  # sources are checked by the form
     assert "transfer" in REGISTRY["playground"].cell_refs["model_cell"]
     fields = kind.form.base_fields
     assert (
@@ -379,3 +379,44 @@ def test_transferable_state_reads_files_and_job(source_run) -> None:
     assert not state["ready"] and state["data_exists"] and not state["active"]
     make_transferable(source_run)
     assert transferable_state(run=source_run)["ready"]
+
+
+def test_rebase_page_lists_transfer_results(transfer_run, viewer) -> None:
+    url = reverse("project_rebase", args=[transfer_run.cell.project_id])
+    page = client_for(viewer).get(url).content.decode()
+    assert str(transfer_run.cell) in page and "gemma-3-270m" in page
+    assert "60.0%" in page and "10.0%" in page and "55.0%" in page  # source, target, moved
+    assert "Move every adapter</button>" not in page  # viewers cannot start transfers
+
+
+def test_source_may_be_in_another_notebook_of_the_team_never_another_team(
+    source_run: CellRun, owner, outsider
+) -> None:
+    from webapp.projects.services import project_create
+    from webapp.teams.services import team_create
+
+    team = source_run.cell.project.team
+    other = project_create(team=team, name="Second notebook", created_by=owner)
+    cell = cell_create(
+        project=other,
+        kind="transfer",
+        config={"source_cell": source_run.cell_id, "base_model": "gemma-3-270m"},
+        created_by=owner,
+    )
+    page = client_for(owner).get(reverse("project_detail", args=[other.pk])).content.decode()
+    assert f"First notebook / {source_run.cell}" in page  # offered, with its notebook's name
+    assert "has no seeds, so it cannot be transferred" in page
+    make_transferable(source_run)
+    run = cell_run_create(cell=cell, created_by=owner)
+    assert run.inputs["source_cell"] == source_run.cell_id
+
+    foreign = project_create(
+        team=team_create(name="Elsewhere", owner=outsider), name="Theirs", created_by=outsider
+    )
+    with pytest.raises(ValidationError, match="valid choice"):
+        cell_create(
+            project=foreign,
+            kind="transfer",
+            config={"source_cell": source_run.cell_id, "base_model": "gemma-3-270m"},
+            created_by=outsider,
+        )

@@ -13,6 +13,7 @@ from django import forms
 
 from webapp.projects.catalog import model_choices
 from webapp.projects.cell_kinds import CellConfigForm, CellKind, _ref_field, register
+from webapp.projects.models import Cell, Project
 
 # The wider tiny model is no fine-tune base (NF4 on CPU needs widths that are multiples
 # of 64), but it is a second architecture to move tiny adapters to.
@@ -31,6 +32,15 @@ def _int(label: str, initial: int | None, help_text: str, **kw: Any) -> forms.In
     return forms.IntegerField(
         label=label, initial=initial, help_text=help_text, required=initial is None, **kw
     )
+
+
+def source_candidates(project: Project, position: int) -> list[Cell]:
+    """Fine-tune cells the notebook's readers can all read: earlier ones here, and any in
+    the team's other notebooks (never another team's: its members could not read it)."""
+    cells = Cell.objects.filter(kind="finetune", project__team_id=project.team_id)
+    here = cells.filter(project=project, position__lt=position).order_by("position")
+    elsewhere = cells.exclude(project=project).select_related("project")
+    return [*here, *elsewhere.order_by("project__name", "position")]
 
 
 class TransferForm(CellConfigForm):
@@ -112,13 +122,22 @@ class TransferForm(CellConfigForm):
     eval_max_new_tokens = _int("Tokens per evaluated answer", 32, "", min_value=1, max_value=512)
     seed = _int("Seed", 0, "", min_value=0)
 
+    def __init__(self, *args: Any, project: Project, position: int, **kwargs: Any) -> None:
+        super().__init__(*args, project=project, position=position, **kwargs)
+        # Validated here rather than as a same-notebook cell reference: the source may sit
+        # in another notebook of the team.
+        self.fields["source_cell"].choices = [("", "—")] + [
+            (c.pk, str(c) if c.project_id == project.pk else f"{c.project.name} / {c}")
+            for c in source_candidates(project, position)
+        ]
+
 
 KIND = register(
     CellKind(
         "transfer",
         "Transfer (Trans-LoRA)",
         TransferForm,
-        cell_refs={"source_cell": ("finetune",), "eval_cell": ("dataset",)},
+        cell_refs={"eval_cell": ("dataset",)},
         runnable=True,
         queue="gpu",
         cell_template="projects/kinds/transfer_cell.html",

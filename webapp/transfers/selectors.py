@@ -63,9 +63,15 @@ def transferable_state(*, run: CellRun) -> dict[str, Any]:
 
 def transfer_source_status(*, cell: Cell) -> dict[str, Any]:
     """For a transfer cell: its source run and whether it can be transferred now."""
-    source_cell = Cell.objects.filter(
-        pk=cell.config.get("source_cell"), project_id=cell.project_id, kind="finetune"
-    ).first()
+    source_cell = (
+        Cell.objects.select_related("project")
+        .filter(
+            pk=cell.config.get("source_cell"),
+            project__team_id=cell.project.team_id,
+            kind="finetune",
+        )
+        .first()
+    )
     run = latest_succeeded_run(cell_id=source_cell.pk) if source_cell else None
     return {
         "cell": source_cell,
