@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from django.urls import reverse
 from tests.web import test_finetune_worker
 from tests.web.conftest import client_for
 from tests.web.test_finetune_worker import finished, job_of, notebook, run_cell
-from tests.web.worker_harness import wait_for
+from tests.web.worker_harness import broker, wait_for
 from webapp.evaluations.models import Evaluation, JudgeBackend, PairVerdict
 from webapp.evaluations.services import judge_backend_create
 from webapp.jobs.models import JobStatus
@@ -27,6 +28,17 @@ from webapp.projects.services import cell_create, cell_run_create, project_creat
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 start_worker = test_finetune_worker.start_worker  # the fixture: a real Celery worker process
+
+
+@pytest.fixture(autouse=True)
+def _private_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
+    """In-process tests queue their tasks in tmp_path, never the developer's var/ queue
+    (the worker test's start_worker sets up its own)."""
+    if "start_worker" in request.fixturenames:
+        yield
+        return
+    with broker(f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"):
+        yield
 
 
 class FakeOpenAI(ThreadingHTTPServer):
