@@ -85,45 +85,50 @@ AVX512_TARGET inline void indices32(const uint8_t* p, __m512i& i0, __m512i& i1) 
   i1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(idx, 1));
 }
 
-// Round-to-nearest-even like f32_to_bf16; returns 32 bf16 (v0 first) in one register.
-AVX512_TARGET inline __m512i bf16x32(__m512 v0, __m512 v1) {
-  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF);
-  __m512i a = _mm512_castps_si512(v0), b = _mm512_castps_si512(v1);
-  a = _mm512_add_epi32(a, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(a, 16), one)));
-  b = _mm512_add_epi32(b, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
-  // The high 16 bits of every dword: odd 16-bit lanes of a, then of b.
-  const __m512i pick = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37,
-                                        35, 33, 31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7,
-                                        5, 3, 1);
-  return _mm512_permutex2var_epi16(a, pick, b);
+// The block's 16 possible outputs NF4[i] * s, each rounded to T exactly as the per-element
+// path would round it (fp32 product, then round-to-nearest-even), as one lookup table: 16 words
+// in the low half for bf16/fp16 (vpermw), 16 floats for fp32 (vpermps). Every output is then one
+// table lookup, so a block costs one multiply and one rounding of 16 values, not of 64.
+template <typename T>
+AVX512_TARGET inline __m512i block_table(__m512 lut, float s) {
+  const __m512 v = _mm512_mul_ps(lut, _mm512_set1_ps(s));
+  if constexpr (std::is_same_v<T, float>) {
+    return _mm512_castps_si512(v);
+  } else if constexpr (std::is_same_v<T, uint16_t>) {
+    __m512i a = _mm512_castps_si512(v);
+    const __m512i round = _mm512_add_epi32(
+        _mm512_set1_epi32(0x7FFF), _mm512_and_si512(_mm512_srli_epi32(a, 16), _mm512_set1_epi32(1)));
+    a = _mm512_srli_epi32(_mm512_add_epi32(a, round), 16);
+    return _mm512_castsi256_si512(_mm512_cvtepi32_epi16(a));
+  } else {
+    return _mm512_castsi256_si512(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
 }
 
 template <typename T>
-AVX512_TARGET inline void store32(T* out, __m512 v0, __m512 v1, bool stream) {
+AVX512_TARGET inline void store64B(T* out, __m512i r, bool stream) {
   // Streaming stores skip the read-for-ownership of output lines we fully overwrite.
-  stream = stream && (reinterpret_cast<uintptr_t>(out) & 63) == 0;
-  if constexpr (std::is_same_v<T, float>) {
-    if (stream) {
-      _mm512_stream_ps(out, v0);
-      _mm512_stream_ps(out + 16, v1);
-    } else {
-      _mm512_storeu_ps(out, v0);
-      _mm512_storeu_ps(out + 16, v1);
-    }
+  if (stream && (reinterpret_cast<uintptr_t>(out) & 63) == 0) {
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(out), r);
   } else {
-    __m512i r;
-    if constexpr (std::is_same_v<T, uint16_t>) {
-      r = bf16x32(v0, v1);
-    } else {
-      constexpr int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-      r = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtps_ph(v0, rnd)),
-                             _mm512_cvtps_ph(v1, rnd), 1);
-    }
-    if (stream) {
-      _mm512_stream_si512(reinterpret_cast<__m512i*>(out), r);
-    } else {
-      _mm512_storeu_si512(out, r);
-    }
+    _mm512_storeu_si512(out, r);
+  }
+}
+
+// 32 outputs from 16 packed bytes at p through the block's table.
+template <typename T>
+AVX512_TARGET inline void lookup32(const uint8_t* p, __m512i table, T* out, bool stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    __m512i i0, i1;
+    indices32(p, i0, i1);
+    const __m512 t = _mm512_castsi512_ps(table);
+    store64B(out, _mm512_castps_si512(_mm512_permutexvar_ps(i0, t)), stream);
+    store64B(out + 16, _mm512_castps_si512(_mm512_permutexvar_ps(i1, t)), stream);
+  } else {
+    const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i lo = _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x0F)), 8);
+    const __m256i idx = _mm256_or_si256(_mm256_srli_epi16(w, 4), lo);  // hi0, lo0, hi1, ...
+    store64B(out, _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(idx), table), stream);
   }
 }
 
@@ -140,13 +145,9 @@ AVX512_TARGET void range_avx512(const NF4Weight& w, int64_t start, int64_t count
       store_scalar(out, e - start, kNF4[nibble(w.packed, e)] * s);
       ++e;
     }
-    const __m512 vs = _mm512_set1_ps(s);
-    for (; e + 32 <= stop; e += 32) {
-      __m512i i0, i1;
-      indices32(w.packed + (e >> 1), i0, i1);
-      const __m512 v0 = _mm512_mul_ps(_mm512_permutexvar_ps(i0, lut), vs);
-      const __m512 v1 = _mm512_mul_ps(_mm512_permutexvar_ps(i1, lut), vs);
-      store32(out + (e - start), v0, v1, stream);
+    if (e + 32 <= stop) {
+      const __m512i table = block_table<T>(lut, s);
+      for (; e + 32 <= stop; e += 32) lookup32(w.packed + (e >> 1), table, out + (e - start), stream);
     }
     for (; e < stop; ++e) store_scalar(out, e - start, kNF4[nibble(w.packed, e)] * s);
   }
@@ -200,9 +201,10 @@ at::Tensor dequantize_nf4_cpu(const at::Tensor& packed, const at::Tensor& qabsma
   const int64_t es = out.element_size();
   // Work in whole blocks (chunks of them) so every thread reads each scale once.
   const int64_t blocks = (numel + blocksize - 1) / blocksize;
-  // Weights under 512K elements stay on one thread: waking the others costs more than it saves
-  // on a shared, oversubscribed machine (measured); a dedicated box may prefer a lower grain.
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 19) / blocksize);
+  // Weights under 1M elements stay on one thread: waking the others costs more than it saves
+  // on a shared, oversubscribed machine (measured: a 1536x576 layer took 5-7x longer on two
+  // threads than on one under load); a dedicated box may prefer a lower grain.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / blocksize);
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
     const int64_t start = b0 * blocksize;
     const int64_t stop = std::min(numel, b1 * blocksize);
