@@ -78,20 +78,25 @@ def test_validate_dataset_version_task(dataset_version: DatasetVersion) -> None:
     assert "model" not in version.report["stats"]
 
 
-def test_validation_counts_tokens_with_the_chosen_models_template(team, owner) -> None:
-    from finetune_core.data import read_examples
-    from finetune_core.data.stats import count_tokens
-    from finetune_core.models.loading import load_tokenizer
-
+def _validated(team, owner, *, preview_model: str) -> DatasetVersion:
     version = dataset_version_create(
         team=team,
         name="greetings",
         upload=Upload.make("chat.jsonl", CHAT_JSONL),
         created_by=owner,
-        preview_model="tiny-llama",
+        preview_model=preview_model,
     )
     tasks.validate_dataset_version.apply(args=[version.pk])
     version.refresh_from_db()
+    return version
+
+
+def test_validation_counts_tokens_with_the_chosen_models_template(team, owner) -> None:
+    from finetune_core.data import read_examples
+    from finetune_core.data.stats import count_tokens
+    from finetune_core.models.loading import load_tokenizer
+
+    version = _validated(team, owner, preview_model="tiny-llama")
     stats = version.report["stats"]
     tokenizer = load_tokenizer("tiny-llama")
     exact = [count_tokens(e, tokenizer) for e in read_examples(version.file.path)]
@@ -114,15 +119,7 @@ def test_validation_counts_tokens_with_the_chosen_models_template(team, owner) -
 
 
 def test_validation_falls_back_to_an_estimate_when_the_model_fails(team, owner) -> None:
-    version = dataset_version_create(
-        team=team,
-        name="greetings",
-        upload=Upload.make("chat.jsonl", CHAT_JSONL),
-        created_by=owner,
-        preview_model="no-such-model",
-    )
-    tasks.validate_dataset_version.apply(args=[version.pk])
-    version.refresh_from_db()
+    version = _validated(team, owner, preview_model="no-such-model")
     assert version.status == VersionStatus.VALID
     stats = version.report["stats"]
     assert stats["approx_tokens"]["total"] > 0 and "no-such-model" in stats["note"]
