@@ -27,6 +27,7 @@ from webapp.api.errors import ApiError, error_response, from_api_error, from_val
 ROUTERS: list[tuple[str, str]] = [
     ("/teams", "webapp.api.native.teams:router"),
     ("/projects", "webapp.api.native.projects:router"),
+    ("/transfers", "webapp.transfers.api:router"),
     ("/cells", "webapp.api.native.cells:router"),
     ("/runs", "webapp.api.native.cells:runs_router"),
     ("/evaluations", "webapp.evaluations.api:router"),
