@@ -5,6 +5,7 @@ constrained to the allowed labels) and aggregates."""
 from finetune_core.evaluate.aggregate import (
     bradley_terry,
     by_category,
+    calibrated_pair_summary,
     consistency_rate,
     grade_summary,
     judge_agreement,
@@ -26,6 +27,7 @@ from finetune_core.evaluate.constrained import (
     RATING_OPTIONS,
     ConstrainedVerdict,
     VerdictOptions,
+    balanced_position,
     constrained_verdicts,
 )
 from finetune_core.evaluate.endpoint import Budget, Endpoint, Reply
@@ -83,9 +85,11 @@ __all__ = [
     "PairResult",
     "PromptTemplate",
     "Reply",
+    "balanced_position",
     "bootstrap_ci",
     "bradley_terry",
     "by_category",
+    "calibrated_pair_summary",
     "combine",
     "constrained_verdicts",
     "consistency_rate",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,14 @@ def pair_summary(
             }
         )
     return rows
+
+
+def calibrated_pair_summary(
+    results: Sequence[PairResult], n_boot: int = 1000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """pair_summary on the position-calibrated outcomes (constrained judges only)."""
+    moved = [replace(r, outcome=r.calibrated, inconsistent=False) for r in results if r.calibrated]
+    return pair_summary(moved, n_boot, seed)
 
 
 def by_category(

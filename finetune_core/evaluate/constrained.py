@@ -180,3 +180,24 @@ def constrained_verdicts(
             )
         )
     return results
+
+
+def balanced_position(
+    ab: dict[str, float] | None, ba: dict[str, float] | None
+) -> tuple[str, dict[str, float]] | None:
+    """Outcome from both orders' probabilities averaged (balanced position calibration,
+    Wang et al. 2023, "Large Language Models are not Fair Evaluators").
+
+    A judge that always prefers the first slot still says *how much* it prefers it;
+    averaging P(a wins) over the two orders cancels a constant position bias. The
+    strict swap rule (a flip is an inconsistent tie) stays the official outcome; this
+    is recorded beside it. None unless both orders have pairwise probabilities.
+    """
+    if not ab or not ba or not {"A", "B", "C"} <= ab.keys() & ba.keys():
+        return None
+    probs = {
+        "a": (ab["A"] + ba["B"]) / 2,  # a was A first, then B
+        "b": (ab["B"] + ba["A"]) / 2,
+        "tie": (ab["C"] + ba["C"]) / 2,
+    }
+    return max(probs, key=probs.__getitem__), probs

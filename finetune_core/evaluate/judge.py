@@ -14,7 +14,7 @@ from itertools import combinations
 from typing import Any, Protocol
 
 from finetune_core.evaluate.candidates import Answer
-from finetune_core.evaluate.constrained import OPTIONS
+from finetune_core.evaluate.constrained import OPTIONS, balanced_position
 from finetune_core.evaluate.endpoint import Reply
 from finetune_core.evaluate.local import LocalBackend
 from finetune_core.evaluate.prompts import (
@@ -86,6 +86,10 @@ class PairResult:
     prompt_version: str
     ab: Judgment  # a shown first
     ba: Judgment  # b shown first
+    # Constrained judges only: the outcome from both orders' probabilities averaged,
+    # which cancels a constant position bias (see constrained.balanced_position).
+    calibrated: str | None = None
+    calibrated_probabilities: dict[str, float] | None = None
 
     @property
     def score_a(self) -> float | None:
@@ -250,9 +254,14 @@ class Judge:
                 continue
             ab, ba = next(judged), next(judged)
             outcome, flipped = combine(ab, ba)
-            results.append(
-                PairResult(item.id, item.category, a, b, outcome, flipped, template.version, ab, ba)
+            pr = PairResult(
+                item.id, item.category, a, b, outcome, flipped, template.version, ab, ba
             )
+            if ab.status == ba.status == "ok" and (
+                bal := balanced_position(ab.probabilities, ba.probabilities)
+            ):
+                pr.calibrated, pr.calibrated_probabilities = bal
+            results.append(pr)
         return results
 
     def grade(self, evalset: EvalSet, answers: dict[str, dict[str, Answer]]) -> list[GradeResult]:

@@ -12,6 +12,7 @@ from typing import Any
 from finetune_core.errors import FinetuneError
 from finetune_core.evaluate.aggregate import (
     by_category,
+    calibrated_pair_summary,
     consistency_rate,
     grade_summary,
     judge_agreement,
@@ -171,6 +172,8 @@ def run_evaluation(
             ranking(judged, n_boot=min(n_boot, 200), seed=seed) if len(labels) > 2 else []
         )
         result["consistency"] = consistency_rate(judged)
+        if any(j.calibrated for j in judged):
+            result["pairs_calibrated"] = calibrated_pair_summary(judged, n_boot, seed)
         if human_votes:
             result["human_agreement"] = judge_agreement(judge_votes(judged), human_votes)
     if judge is not None and mode in ("single", "both"):

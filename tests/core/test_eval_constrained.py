@@ -17,6 +17,8 @@ from finetune_core.evaluate import (
     Judge,
     LocalBackend,
     ModelPool,
+    balanced_position,
+    calibrated_pair_summary,
     make_item,
     parse_rating,
     parse_verdict,
@@ -186,3 +188,29 @@ def test_rationale_goes_through_generate_so_wrappers_see_it(chat) -> None:
     es, answers = _pair_set(3)
     results = Judge(Counting(chat, batch_size=4), max_tokens=4).compare(es, answers)
     assert sum(seen) == 6 and all(r.ab.status == r.ba.status == "ok" for r in results)
+
+
+def test_balanced_position_cancels_a_constant_first_slot_bias() -> None:
+    # The judge says A in both orders (a strict-swap tie), but prefers A more when a is A.
+    ab, ba = {"A": 0.9, "B": 0.08, "C": 0.02}, {"A": 0.7, "B": 0.25, "C": 0.05}
+    outcome, probs = balanced_position(ab, ba)
+    assert outcome == "a" and math.fsum(probs.values()) == pytest.approx(1.0)
+    assert probs["a"] == pytest.approx((0.9 + 0.25) / 2) and probs["b"] == pytest.approx(0.39)
+    assert balanced_position(ba, ab)[0] == "b"  # swapping the orders swaps the winner
+    assert (
+        balanced_position({"A": 0.1, "B": 0.1, "C": 0.8}, {"A": 0.2, "B": 0.2, "C": 0.6})[0]
+        == "tie"
+    )
+    assert balanced_position(None, ba) is None and balanced_position({"7": 1.0}, ba) is None
+
+
+def test_compare_records_calibrated_outcomes(chat) -> None:
+    es, answers = _pair_set(3)
+    results = Judge(LocalBackend(chat), verdict_first=True).compare(es, answers)
+    for r in results:
+        outcome, probs = balanced_position(r.ab.probabilities, r.ba.probabilities)
+        assert r.calibrated == outcome == max(probs, key=probs.get)
+        assert r.calibrated_probabilities == probs
+    (row,) = calibrated_pair_summary(results, n_boot=20)
+    assert row["wins"] + row["ties"] + row["losses"] == 3 and row["inconsistent"] == 0
+    assert row["wins"] == sum(r.calibrated == "a" for r in results)
