@@ -26,6 +26,8 @@ def test_schema_and_docs_work_offline(live_server) -> None:
     schema = _get(f"{live_server.url}/api/schema/").json()
     assert schema["openapi"].startswith("3.") and "/api/projects" in schema["paths"]
     assert schema["components"]["securitySchemes"]["KeyAuth"]["scheme"] == "bearer"
+    post_params = schema["paths"]["/api/projects"]["post"]["parameters"]
+    assert {"name": "Idempotency-Key", "in": "header"}.items() <= post_params[0].items()
     docs = _get(f"{live_server.url}/api/docs/")
     assert docs.status_code == 200
     html = docs.text

@@ -12,6 +12,8 @@ here render them as {"error": {message, type, param, code}} with the right statu
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.module_loading import import_string
@@ -49,7 +51,28 @@ class KeyAuth(HttpBearer):
         return None  # __call__ does the work, with /v1/'s messages
 
 
-api = NinjaAPI(
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Send the same key again to get the first response back instead of a "
+    "second object (kept 24 h, per API key). A different request with a used key is a 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+
+
+class TunebookAPI(NinjaAPI):
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        """Ninja's schema, plus the Idempotency-Key header the API guard honours on POST."""
+        schema = super().get_openapi_schema(**kwargs)
+        for operations in schema["paths"].values():
+            post = operations.get("post")
+            if post is not None:
+                post.setdefault("parameters", []).append(dict(IDEMPOTENCY_HEADER))
+        return schema
+
+
+api = TunebookAPI(
     title="Tunebook API",
     version="1",
     description=(
