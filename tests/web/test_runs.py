@@ -19,6 +19,7 @@ from webapp.jobs.models import Job, JobStatus
 from webapp.jobs.recovery import jobs_recover
 from webapp.jobs.services import job_create, job_start, job_succeed
 from webapp.projects.artifacts import run_output_dir
+from webapp.projects.catalog import model_info
 from webapp.projects.charts import loss_chart
 from webapp.projects.estimate import estimate
 from webapp.projects.finetune_config import PRESETS, effective_hparams, train_config_dict
@@ -263,9 +264,29 @@ def test_estimate_from_report_stats(dataset_version: DatasetVersion) -> None:
     config = {"base_model": "smollm2-135m-instruct", "preset": "quick", "batch_size": 10}
     e = estimate(config, version)
     assert e.train_examples == 90 and e.steps == 2 and e.tokens == 9000  # packed: 18 rows
-    assert e.seconds == pytest.approx(9000 / 150) and e.memory_bytes > 600 * 2**20
+    rate = model_info("smollm2-135m-instruct")["tokens_per_s_cpu"]
+    assert e.seconds == pytest.approx(9000 / rate) and e.memory_bytes > 600 * 2**20
     assert any("cuts it" in n for n in e.notes)
     assert estimate(config, None) is None
+
+
+def test_estimate_prefers_exact_counts_and_flags_another_models(dataset_version) -> None:
+    stats = {
+        "rows": 100,
+        "approx_tokens": {"total": 10_000, "max": 400},
+        "tokens": {"total": 20_000, "max": 400},
+        "model": "tiny-llama",
+    }
+    DatasetVersion.objects.filter(pk=dataset_version.pk).update(
+        status=VersionStatus.VALID, n_examples=100, report={"ok": True, "stats": stats}
+    )
+    version = DatasetVersion.objects.get(pk=dataset_version.pk)
+    config = {"base_model": "smollm2-135m-instruct", "preset": "quick", "batch_size": 10}
+    e = estimate(config, version)
+    assert e.tokens == 18_000  # 90 training examples x 200 exact tokens, not the estimate
+    assert any("tiny-llama's" in n for n in e.notes)
+    same = estimate({**config, "base_model": "tiny-llama"}, version)
+    assert not any("tokenizer may differ" in n for n in same.notes)
 
 
 def test_loss_chart_is_inline_svg() -> None:
