@@ -141,7 +141,10 @@ def run_finetune(run: CellRun, job_id: int, task_id: str) -> None:
                 data={"kind": "resume", "step": done_steps[-1]},
             )
         progress.outputs.update(
-            output_dir=str(output_dir), dataset_version=version.pk, config=config
+            output_dir=str(output_dir),
+            dataset_version=version.pk,
+            dataset_label=str(version),  # lineage keeps the name if the dataset is deleted
+            config=config,
         )
         progress.save_outputs()
         result = services_bridge.train(

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Task
 
+from webapp.datasets.models import DatasetVersion
 from webapp.jobs.models import Job, JobStatus
 from webapp.jobs.services import job_fail, job_progress, job_start, job_succeed
 from webapp.projects.finetune_config import effective_hparams
@@ -42,6 +43,16 @@ class KeepProgress:
         job_progress(job_id=self.job_id, current=current, total=total, message=message)
 
 
+def _task_name(run: CellRun) -> str | None:
+    """The dataset's name, asked about in the discriminator's question ("... from <task>
+    dataset?"); None falls back to the data file's name."""
+    version = DatasetVersion.objects.select_related("dataset").filter(
+        pk=run.outputs.get("dataset_version")
+    )
+    found = version.first()
+    return found.dataset.name if found else None
+
+
 def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
     """Train the discriminator; the run's outputs["transferable"] says how it went."""
     from finetune_core.errors import FinetuneError
@@ -55,6 +66,7 @@ def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
         summary = train(
             DiscriminatorConfig(
                 run=run.outputs["output_dir"],
+                task=_task_name(run),
                 n_seeds=N_SEEDS,
                 n_real=N_REAL,
                 epochs=EPOCHS,

@@ -420,3 +420,21 @@ def test_source_may_be_in_another_notebook_of_the_team_never_another_team(
             config={"source_cell": source_run.cell_id, "base_model": "gemma-3-270m"},
             created_by=outsider,
         )
+
+
+def test_notebook_shows_the_latest_report_inline(transfer_run, viewer) -> None:
+    url = reverse("project_detail", args=[transfer_run.cell.project_id])
+    page = client_for(viewer).get(url).content.decode()
+    assert 'class="transfer-latest"' in page and 'class="accuracy-chart"' in page
+    assert "✓ What is 7 plus one?" in page and 'hx-trigger="load"' not in page  # finished
+    CellRun.objects.filter(pk=transfer_run.pk).update(status=RunStatus.RUNNING)
+    live = client_for(viewer).get(url).content.decode()
+    assert reverse("run_detail", args=[transfer_run.pk]) in live and 'hx-trigger="load"' in live
+
+
+def test_lineage_keeps_the_dataset_name_after_deletion(source_run, dataset_version) -> None:
+    outputs = {**source_run.outputs, "dataset_label": str(dataset_version)}
+    CellRun.objects.filter(pk=source_run.pk).update(outputs=outputs)
+    dataset_version.dataset.delete()
+    steps = adapter_lineage(run=CellRun.objects.select_related("cell").get(pk=source_run.pk))
+    assert steps[0] == {"kind": "dataset", "label": "greetings v1 (deleted)", "pk": None}

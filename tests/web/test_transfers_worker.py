@@ -79,6 +79,7 @@ def test_keep_transferable_then_move_chat_and_download(
     state = source.outputs["transferable"]
     assert state["status"] == "succeeded", (state, worker.tail())
     assert state["seeds"] == 5 and state["real"] >= 5 and state["steps"] >= 1
+    assert state["task"] == "plus-one"  # the discriminator asks about the dataset by name
     out = Path(source.outputs["output_dir"])
     assert (out / "transfer" / "seeds.jsonl").is_file()
     assert (out / "discriminator" / "adapter" / "adapter_config.json").is_file()
@@ -125,7 +126,7 @@ def test_keep_transferable_then_move_chat_and_download(
 
     page = client_for(viewer).get(reverse("run_detail", args=[moved.pk])).content.decode()
     assert 'class="accuracy-chart"' in page and "Acceptance rate" in page
-    assert "dataset version (deleted)" in page and "to tiny-llama-wide" in page  # lineage
+    assert "plus-one v1 (deleted)" in page and "to tiny-llama-wide" in page  # lineage
     download = client_for(viewer).get(reverse("transfer_download", args=[moved.pk]))
     archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
     config = json.loads(archive.read("adapter/adapter_config.json"))

@@ -80,14 +80,14 @@ def transfer_source_status(*, cell: Cell) -> dict[str, Any]:
     }
 
 
-def _dataset_step(version_id: int | None) -> dict[str, Any]:
+def _dataset_step(version_id: int | None, label: str | None = None) -> dict[str, Any]:
     version = (
         DatasetVersion.objects.select_related("dataset").filter(pk=version_id).first()
         if version_id
         else None
     )
     if version is None:
-        return {"kind": "dataset", "label": "dataset version (deleted)", "pk": None}
+        return {"kind": "dataset", "label": f"{label or 'dataset version'} (deleted)", "pk": None}
     return {"kind": "dataset", "label": str(version), "pk": version.pk}
 
 
@@ -101,7 +101,7 @@ def adapter_lineage(*, run: CellRun) -> list[dict[str, Any]]:
     if run.cell.kind == "finetune":
         final = outputs.get("final") or (outputs.get("config") or {}).get("final") or "last"
         return [
-            _dataset_step(outputs.get("dataset_version")),
+            _dataset_step(outputs.get("dataset_version"), outputs.get("dataset_label")),
             {
                 "kind": "finetune",
                 "label": f"{run.cell} v{run.version} on {run.inputs.get('base_model')}",
