@@ -32,6 +32,8 @@ def judgment(value: str | None, raw: str, status: str = "ok") -> dict[str, Any]:
         "error": "",
         "attempts": 1,
         "prompt_version": "pairwise@abc",
+        "constrained": True,
+        "confidence": 0.9,
     }
 
 
@@ -79,6 +81,7 @@ def result_dict() -> dict[str, Any]:
                 "prompt_version": "pairwise@abc",
                 "ab": judgment(ab, f"Rationale AB {i} [[{ab}]]"),
                 "ba": judgment(ba, f"Rationale BA {i} [[{ba}]]"),
+                "calibrated": "b" if flip else out,
             }
             for i, ab, ba, out, flip in judgments
         ],
@@ -178,6 +181,7 @@ def test_store_keeps_both_orders_rationale_and_prompt_version(ev: Evaluation) ->
     assert flipped.ab_verdict == "A" and flipped.ba_verdict == "A"
     assert "Rationale BA i2" in flipped.ba_rationale
     assert flipped.prompt_version == "pairwise@abc"
+    assert flipped.ab_confidence == 0.9 and flipped.calibrated == "b"
     assert ev.prompt_versions == ["pairwise@abc"]
 
 
@@ -189,6 +193,7 @@ def test_comparison_page_shows_leaderboard_pairs_answers_and_flags(ev, viewer) -
     assert "17% [0%, 50%]" in body  # adjusted win rate of base with its CI
     assert "one two three" in body and "Rationale AB i1" in body
     assert body.count("inconsistent: flipped with the order") == 1
+    assert "(90% sure)" in body and "position-calibrated: tuned" in body
     assert "vote-form" not in body  # viewers read only
     assert "evaluations.js" in body
 

@@ -268,8 +268,10 @@ def test_worker_evaluates_base_vs_adapter_and_picks_the_best_checkpoint(
     assert ev.prompts.count() == 3 and ev.verdicts.count() == 3
     labels = list(ev.candidates.values_list("label", flat=True))
     assert labels == ["tiny-llama (base)", f"{cells['finetune']} v1"]
-    for v in ev.verdicts.all():  # both orders judged; a random judge is recorded, not dropped
-        assert v.ab_status and v.ba_status and v.prompt_version.startswith("pairwise")
+    for v in ev.verdicts.all():  # both orders judged, each with the constrained judge's
+        assert v.prompt_version.startswith("pairwise")  # confidence and the calibrated outcome
+        assert v.ab_status == v.ba_status == "ok" and v.ab_confidence and v.ba_confidence
+        assert v.calibrated in ("a", "b", "tie")
     page = client_for(viewer).get(reverse("run_detail", args=[run.pk])).content.decode()
     assert "Open the comparison" in page
 

@@ -44,6 +44,7 @@ class OrderOut(Schema):
     status: str
     rationale: str
     error: str
+    confidence: float | None = None
 
 
 class VerdictOut(Schema):
@@ -56,6 +57,7 @@ class VerdictOut(Schema):
     b: str
     outcome: str
     inconsistent: bool
+    calibrated: str
     prompt_version: str
     a_first: OrderOut
     b_first: OrderOut
@@ -103,6 +105,7 @@ def _order(v: PairVerdict, side: str) -> OrderOut:
         status=getattr(v, f"{side}_status"),
         rationale=getattr(v, f"{side}_rationale"),
         error=getattr(v, f"{side}_error"),
+        confidence=getattr(v, f"{side}_confidence"),
     )
 
 
@@ -137,6 +140,7 @@ def verdict_list(
             b=v.b,
             outcome=v.outcome,
             inconsistent=v.inconsistent,
+            calibrated=v.calibrated,
             prompt_version=v.prompt_version,
             a_first=_order(v, "ab"),
             b_first=_order(v, "ba"),

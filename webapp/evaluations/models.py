@@ -167,6 +167,12 @@ class PairVerdict(models.Model):
     ba_status = models.CharField(max_length=20)
     ba_rationale = models.TextField(blank=True)
     ba_error = models.TextField(blank=True)
+    # Constrained local judges: the chosen label's probability in each order, and the
+    # outcome from both orders' probabilities averaged (position-calibrated), kept beside
+    # the strict swap rule's outcome.
+    ab_confidence = models.FloatField(null=True, blank=True)
+    ba_confidence = models.FloatField(null=True, blank=True)
+    calibrated = models.CharField(max_length=10, blank=True)
 
     class Meta:
         ordering = ["prompt__position", "id"]

@@ -210,13 +210,16 @@ def export_rows(*, evaluation: Evaluation) -> list[dict[str, Any]]:
                     "answer_b": answers[v.b].text if v.b in answers else "",
                     "outcome": v.outcome,
                     "inconsistent": v.inconsistent,
+                    "calibrated": v.calibrated,
                     "prompt_version": v.prompt_version,
                     "verdict_ab": v.ab_verdict,
                     "status_ab": v.ab_status,
                     "rationale_ab": v.ab_rationale,
+                    "confidence_ab": v.ab_confidence,
                     "verdict_ba": v.ba_verdict,
                     "status_ba": v.ba_status,
                     "rationale_ba": v.ba_rationale,
+                    "confidence_ba": v.ba_confidence,
                     "human_votes": " ".join(votes),
                 }
             )

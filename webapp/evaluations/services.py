@@ -97,12 +97,13 @@ def judge_prompt_save(
     )
 
 
-def _judgment(j: dict[str, Any]) -> dict[str, str]:
+def _judgment(j: dict[str, Any]) -> dict[str, Any]:
     return {
         "verdict": str(j.get("value") or ""),
         "status": j.get("status", "error"),
         "rationale": j.get("raw") or "",
         "error": j.get("error") or "",
+        "confidence": j.get("confidence"),
     }
 
 
@@ -115,6 +116,7 @@ def evaluation_store(*, run: CellRun, result: dict[str, Any], mode: str) -> Eval
         k: result[k]
         for k in (
             "pairs",
+            "pairs_calibrated",
             "ranking",
             "by_category",
             "consistency",
@@ -187,6 +189,7 @@ def evaluation_store(*, run: CellRun, result: dict[str, Any], mode: str) -> Eval
                 outcome=j["outcome"],
                 inconsistent=j["inconsistent"],
                 prompt_version=j["prompt_version"],
+                calibrated=j.get("calibrated") or "",
                 **{f"ab_{k}": v for k, v in ab.items()},
                 **{f"ba_{k}": v for k, v in ba.items()},
             )
