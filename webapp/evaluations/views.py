@@ -3,8 +3,6 @@ prompts, and "pick the best checkpoint by judge". Parse, call a service, render.
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from django.contrib import messages
@@ -16,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core.forms import error_text
-from webapp.evaluations import selectors, services
+from webapp.evaluations import exports, selectors, services
 from webapp.evaluations.charts import ci_chart
 from webapp.evaluations.forms import JudgeBackendForm, JudgePromptForm
 from webapp.evaluations.models import Evaluation, JudgeBackend, PairVerdict
@@ -123,34 +121,15 @@ def verdict_diff(request: HttpRequest, verdict_id: int) -> HttpResponse:
 @require_GET
 def evaluation_export(request: HttpRequest, evaluation_id: int, fmt: str) -> HttpResponse:
     ev = get_for_user(EVALS, request.user, evaluation_id)
-    rows = selectors.export_rows(evaluation=ev)
-    name = f"evaluation-{ev.pk}"
     if fmt == "json":
-        doc = {
-            "evaluation": ev.pk,
-            "eval_set": ev.eval_set,
-            "mode": ev.mode,
-            "judge": ev.judge,
-            "prompt_versions": ev.prompt_versions,
-            "candidates": [c.label for c in ev.candidates.all()],
-            "summary": ev.summary,
-            "agreement": selectors.agreement(evaluation=ev),
-            "consistency": selectors.consistency(evaluation=ev),
-            "errors": ev.errors,
-            "rows": rows,
-        }
+        doc = exports.export_json(evaluation=ev)
         response: HttpResponse = JsonResponse(doc, json_dumps_params={"indent": 2})
     elif fmt == "csv":
-        buf = io.StringIO()
-        fields: list[str] = []
-        for row in rows:
-            fields += [k for k in row if k not in fields]
-        writer = csv.DictWriter(buf, fieldnames=fields or ["item_id"])
-        writer.writeheader()
-        writer.writerows(rows)
-        response = HttpResponse(buf.getvalue(), content_type="text/csv; charset=utf-8")
+        body = exports.export_csv(evaluation=ev)
+        response = HttpResponse(body, content_type="text/csv; charset=utf-8")
     else:
         raise Http404("Unknown format")
+    name = f"evaluation-{ev.pk}"
     response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
     return response
 
