@@ -122,6 +122,23 @@ def wait_up(port: int, key: str, proc: subprocess.Popen, log: Path) -> None:
     raise SystemExit(f"gunicorn did not answer:\n{log.read_text()[-3000:]}")
 
 
+def server_cpu_s(master: int) -> float:
+    """User + system CPU seconds of gunicorn's workers so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return float("nan")
+    total = 0
+    for pid in children:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 # --- load: open-loop, fixed schedule ----------------------------------------------------
 
 
@@ -283,7 +300,13 @@ def main() -> None:
             )
             opts = {"rate": args.rate, "procs": args.load_procs, "threads": 16}
             run_load(port, path, key, duration=args.warmup, **opts)
-            rows.append(run_load(port, path, key, duration=args.duration, **opts))
+            cpu = server_cpu_s(server.pid)
+            row = run_load(port, path, key, duration=args.duration, **opts)
+            # Independent of how busy the machine is: the server's own CPU per request.
+            row["server_cpu_ms_per_req"] = round(
+                1000 * (server_cpu_s(server.pid) - cpu) / max(1, row["requests"]), 2
+            )
+            rows.append(row)
         load_after = os.getloadavg()
     finally:
         if server is not None:
@@ -291,13 +314,17 @@ def main() -> None:
             server.wait(timeout=30)
         drop_database(args.pg)
 
-    head = f"{'endpoint':<22} {'target':>7} {'achieved':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}"
+    head = (
+        f"{'endpoint':<22} {'target':>7} {'achieved':>9} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'p99 ms':>8} {'max ms':>8} {'errors':>7} {'cpu ms/req':>11}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
             f"{r['endpoint']:<22} {r['target_rps']:>7.0f} {r['achieved_rps']:>9.1f} {r['p50_ms']:>8.2f} "
-            f"{r['p90_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.2f} {r['errors']:>7}"
+            f"{r['p90_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.2f} {r['errors']:>7} "
+            f"{r['server_cpu_ms_per_req']:>11.2f}"
         )
     ok = all(r["p99_ms"] < TARGET_P99_MS and r["errors"] == 0 for r in rows)
     print(

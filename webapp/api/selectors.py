@@ -100,29 +100,34 @@ def trained_tokens(ft: FineTuningJob) -> int | None:
 def notebook_models(caller: Caller) -> list[CellRun]:
     """Succeeded fine-tune runs of the team's notebooks (the API's own notebook excluded)."""
     qs = CellRun.objects.filter(
-        cell__project__team=caller.team, cell__kind="finetune", status=RunStatus.SUCCEEDED
+        cell__project__team=caller.team,
+        cell__kind="finetune",
+        status=RunStatus.SUCCEEDED,
+        outputs__has_key="adapter_dir",
     ).exclude(cell__project__in=ApiProject.objects.values("project"))
-    qs = qs.select_related("cell__project__team").order_by("-pk")
-    return [run for run in visible_to(qs, caller.user) if (run.outputs or {}).get("adapter_dir")]
+    return list(visible_to(qs.select_related("cell").order_by("-pk"), caller.user))
 
 
-def notebook_model_id(run: CellRun) -> str:
+def notebook_model_id(run: CellRun, team: Team) -> str:
+    """`ft:<base>:<team>:<cell title or cell-N>:run-<id>`; `team` is the run's (the caller's)."""
     base = (run.inputs or {}).get("base_model", "")
     name = slugify(run.cell.title) or f"cell-{run.cell.position}"
-    return f"ft:{base}:{team_slug(run.cell.project.team)}:{name}:{RUN_MARK}{run.pk}"
+    return f"ft:{base}:{team_slug(team)}:{name}:{RUN_MARK}{run.pk}"
 
 
 def _notebook_model(caller: Caller, model: str, number: str) -> CellRun:
     runs = {run.pk: run for run in notebook_models(caller)}
     run = runs.get(int(number)) if number.isdigit() else None
-    if run is None or notebook_model_id(run) != model:
+    if run is None or notebook_model_id(run, caller.team) != model:
         raise _not_found(model)
     return run
 
 
 def fine_tuned_models(caller: Caller) -> list[FineTuningJob]:
-    qs = fine_tuning_jobs(caller).filter(model_deleted_at__isnull=True)
-    return [ft for ft in qs.filter(job__status=JobStatus.SUCCEEDED).order_by("-pk")]
+    qs = fine_tuning_jobs(caller).filter(
+        model_deleted_at__isnull=True, job__status=JobStatus.SUCCEEDED
+    )
+    return list(qs.order_by("-pk"))
 
 
 def _not_found(model: str) -> ApiError:

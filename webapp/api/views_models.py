@@ -47,7 +47,9 @@ def _all_models(caller: Caller) -> list[dict[str, Any]]:
     # Fine-tune cells of the team's notebooks serve through /v1/ too.
     for run in notebook_models(caller):
         created = epoch(run.finished_at or run.created_at)
-        rows.append(model_object(notebook_model_id(run), created=created, owned_by=owner))
+        rows.append(
+            model_object(notebook_model_id(run, caller.team), created=created, owned_by=owner)
+        )
     return rows
 
 
@@ -70,7 +72,7 @@ def _delete(request: HttpRequest, caller: Caller, model_id: str) -> HttpResponse
         raise ApiError(
             403, "Base models cannot be deleted.", param="model", code="permission_denied"
         )
-    if model_id in {notebook_model_id(run) for run in notebook_models(caller)}:
+    if model_id in {notebook_model_id(run, caller.team) for run in notebook_models(caller)}:
         raise ApiError(
             403,
             "This model belongs to a notebook cell; delete its run in the notebook.",
