@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -15,11 +14,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.core.forms import error_text
 from webapp.projects.artifacts import artifact_files, stream_zip
-from webapp.projects.catalog import model_choices
 from webapp.projects.models import CellRun, Project
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.models import ROLE_CAN
-from webapp.transfers.kind import target_choices
+from webapp.transfers.forms import RebaseForm
 from webapp.transfers.selectors import project_transfers, transferable_state
 from webapp.transfers.services import transferable_job_create, transfers_rebase_project
 
@@ -76,13 +74,6 @@ def transfer_download(request: HttpRequest, run_id: int) -> StreamingHttpRespons
     name = f"transferred-run-{run.pk}-v{run.version}.zip"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
-
-
-class RebaseForm(forms.Form):
-    source_model = forms.ChoiceField(label="From base model", choices=model_choices)
-    target_model = forms.ChoiceField(label="To base model", choices=target_choices)
-    n_synthetic = forms.IntegerField(label="Synthetic samples", min_value=1, initial=250)
-    quantization = forms.ChoiceField(choices=[("nf4", "nf4"), ("none", "none")], initial="nf4")
 
 
 @login_required
