@@ -16,8 +16,11 @@ default) compares every answer pair in both orders in each --styles:
 Each style reports judgments/min (judge calls, retries included), the share of
 verdicts that parsed, the consistency rate under swap, how often the first
 position won, the mean confidence, and agreement with the references: on pairs
-where exactly one answer is correct (it names the accepted choice first), how
-often the judge picked that one (per order and after the swap). Prints a table
+where exactly one answer is correct (exact match, or it names one choice and
+that one is accepted), how often the judge picked that one (per order and after
+the swap), strictly and position-calibrated (both orders' probabilities
+averaged). A control row judges each item's accepted choice against a wrong one
+(verdict-first), where the right answer is known. Prints a table
 and one JSON line.
 
     python -m benchmarks.bench_eval [--limit 20] [--task sports_understanding]
@@ -44,17 +47,14 @@ def say(msg: str) -> None:
 
 
 def named_choice(text: str, choices: tuple[str, ...]) -> str | None:
-    """The choice the answer names first ("implausible" is not read as "plausible")."""
-    best: tuple[int, int, str] | None = None
-    for c in choices:
-        m = re.search(r"\b" + re.escape(c.lower()) + r"\b", text.lower())
-        if m and (best is None or (m.start(), -len(c)) < best[:2]):
-            best = (m.start(), -len(c), c)
-    return best[2] if best else None
+    """The one choice the answer names; None when it names none or several
+    ("plausible or implausible" decides nothing; "implausible" is not "plausible")."""
+    named = {c for c in choices if re.search(r"\b" + re.escape(c.lower()) + r"\b", text.lower())}
+    return named.pop() if len(named) == 1 else None
 
 
 def correctness(es: Any, answers: dict) -> dict[str, dict[str, bool]]:
-    """{candidate: {item id: correct}}: exact match, or the first named choice is accepted."""
+    """{candidate: {item id: correct}}: exact match, or the one named choice is accepted."""
     from finetune_core.evaluate import exact_match
 
     out: dict[str, dict[str, bool]] = {}
@@ -148,6 +148,23 @@ def judge_style(style: str, es: Any, answers: dict, correct: dict, pool: Any, ar
     }
 
 
+def control(es: Any, pool: Any, args: Any) -> dict[str, Any]:
+    """The judge on answers whose correctness is known: an accepted choice against a
+    wrong one, per item. A judge that reads the reference should win this outright."""
+    from finetune_core.evaluate import Answer
+    from finetune_core.evaluate.sets import EvalSet
+
+    items = [it for it in es if it.references and set(it.choices) - set(it.references)]
+    sub = EvalSet(es.name, items, es.output_regex)
+    wrong = {it.id: next(c for c in it.choices if c not in it.references) for it in items}
+    answers = {
+        "gold": {it.id: Answer(it.references[0]) for it in items},
+        "wrong": {it.id: Answer(wrong[it.id]) for it in items},
+    }
+    correct = {"gold": dict.fromkeys(wrong, True), "wrong": dict.fromkeys(wrong, False)}
+    return {**judge_style("verdict-first", sub, answers, correct, pool, args), "style": "control"}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -185,6 +202,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for style in args.styles.split(","):
         sub = es.head(args.rationale_items) if style != "verdict-first" else es
         styles.append(judge_style(style, sub, answers, correct, pool, args))
+    if args.control:
+        say("control: an accepted choice against a wrong one, verdict-first")
+        styles.append(control(es, pool, args))
     return {
         "task": args.task,
         "items": len(es),
@@ -258,6 +278,12 @@ def main() -> None:
     p.add_argument("--judge-max-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8, help="answers per generate() call")
     p.add_argument("--judge-batch-size", type=int, default=4)
+    p.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="skip judging an accepted choice against a wrong one",
+    )
     p.add_argument("--unbatched-items", type=int, default=4, help="0: skip the batching gain")
     p.add_argument("--quantization", choices=["nf4", "none"], help="default: nf4 on CUDA")
     p.add_argument(

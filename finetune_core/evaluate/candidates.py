@@ -152,6 +152,9 @@ class ModelPool:
 def _local_answers(chat: ChatModel, convs: list[list[dict]], dec: Decoding, batch: int) -> list:
     from finetune_core.infer import generate
 
+    # Batches of similar length waste less compute on left padding; answers go back in order.
+    order = sorted(range(len(convs)), key=lambda n: sum(len(m["content"]) for m in convs[n]))
+    convs = [convs[n] for n in order]
     out: list[Answer] = []
     for i in range(0, len(convs), batch):
         try:
@@ -171,7 +174,10 @@ def _local_answers(chat: ChatModel, convs: list[list[dict]], dec: Decoding, batc
             out += [Answer(status="error", error=f"{type(exc).__name__}: {exc}"[:500])] * len(
                 convs[i : i + batch]
             )
-    return out
+    back = [Answer()] * len(out)
+    for n, answer in zip(order, out, strict=True):
+        back[n] = answer
+    return back
 
 
 def generate_answers(

@@ -179,3 +179,21 @@ def test_run_export_and_cli(pool: ModelPool, tmp_path) -> None:
     assert (
         code == 0 and json.loads(out.read_text())["metrics"]["tiny-llama"]["exact_match"]["n"] == 2
     )
+
+
+def test_length_sorted_batches_return_answers_in_item_order(pool: ModelPool) -> None:
+    from finetune_core.evaluate import AnswerCache, Decoding, generate_answers
+
+    # Lengths out of order, so sorting into batches moves items around.
+    prompts = ["a much longer question about the rules of cricket", "hi", "what is 2+2?", "x y"]
+    es = EvalSet("t", [make_item([Message("user", p)]) for p in prompts])
+    cand = [Candidate("base", "tiny-llama")]
+    dec = Decoding(max_new_tokens=5)
+    got = {}
+    for batch in (1, 3):
+        answers = generate_answers(
+            cand, es, decoding=dec, cache=AnswerCache(":memory:"), pool=pool, batch_size=batch
+        )
+        got[batch] = {i: a.text for i, a in answers["tiny-llama"].items()}
+    assert list(got[3]) == [it.id for it in es] and got[3] == got[1]
+    assert len(set(got[1].values())) > 1  # different prompts, different answers: a real check
