@@ -80,8 +80,9 @@ bench-train: setup
 bench-demo: setup
 	$(BIN)/python -m benchmarks.bench_demo
 
+# e.g. BENCH_EVAL_ARGS="--limit 30 --threads 1" on a busy CPU (see --help).
 bench-eval: setup
-	$(BIN)/python -m benchmarks.bench_eval
+	$(BIN)/python -m benchmarks.bench_eval $(BENCH_EVAL_ARGS)
 
 bench-kernels: setup
 	$(BIN)/python -m benchmarks.bench_kernels
