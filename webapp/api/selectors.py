@@ -46,6 +46,8 @@ def file_get(caller: Caller, pk: int, *, need: str = "view") -> DatasetVersion:
 
 def fine_tuning_jobs(caller: Caller) -> QuerySet[FineTuningJob]:
     qs = FineTuningJob.objects.filter(team=caller.team).select_related("team", "job", "cell_run")
+    # JSON no job object shows: not decoded on every list call.
+    qs = qs.defer("requested", "job__params", "job__result")
     return visible_to(qs, caller.user)
 
 
