@@ -221,6 +221,9 @@ def test_transferable_job_is_queued_once_and_shown(source_run: CellRun, owner, v
     panel = client_for(viewer).get(reverse("transferable_panel", args=[source_run.pk]))
     body = panel.content.decode()
     assert "Keeping seeds and training the discriminator" in body and "hx-trigger" in body
+    assert "Stop training the discriminator" not in body  # viewers read only
+    editor_panel = client_for(owner).get(reverse("transferable_panel", args=[source_run.pk]))
+    assert reverse("job_cancel", args=[job.pk]) in editor_panel.content.decode()
 
 
 def test_no_discriminator_without_the_data(source_run: CellRun, owner, dataset_version) -> None:
