@@ -321,6 +321,11 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
         if checkpoints:
             result["proposal"] = proposal(result, checkpoints)
         result["errors"] = _errors(result)
+        # The judge prompts' texts, so the project's prompt editor can start from them.
+        result["templates"] = {
+            t.version: {"name": t.name, "system": t.system, "user": t.user}
+            for t in (*the_judge.pair_templates, *the_judge.single_templates)
+        }
         ev = evaluation_store(run=run, result=result, mode=mode)
     except Cancelled:
         _settle(run, RunStatus.CANCELLED, {"error": "Cancelled."})

@@ -110,6 +110,9 @@ def result_dict() -> dict[str, Any]:
             "prompt_versions": ["pairwise@abc"],
         },
         "errors": [],
+        "templates": {
+            "pairwise@abc": {"name": "pairwise", "system": "MT-Bench judge.", "user": "{question}"}
+        },
     }
 
 
@@ -300,6 +303,17 @@ def test_judge_prompts_are_versioned_and_validated(project, owner, editor, viewe
     versions = list(project.judge_prompts.values_list("version", "system"))
     assert versions == [(2, "Be fairer."), (1, "Be fair.")]
     assert "pairwise-v2" in client_for(viewer).get(url).content.decode()
+    # The editor starts from the newest text of the chosen kind.
+    assert (
+        "Be fairer.</textarea>" in client_for(editor).get(url + "?kind=pairwise").content.decode()
+    )
+
+
+def test_prompt_editor_starts_from_the_text_the_last_evaluation_used(ev, editor) -> None:
+    url = reverse("evaluation_prompts", args=[ev.run.cell.project_id])
+    body = client_for(editor).get(url + "?kind=pairwise").content.decode()
+    assert "MT-Bench judge.</textarea>" in body
+    assert "MT-Bench judge." not in client_for(editor).get(url + "?kind=single").content.decode()
 
 
 def test_notebook_cell_shows_inline_summary(ev, viewer) -> None:

@@ -215,6 +215,8 @@ def test_external_endpoints_as_candidates_and_judge_over_loopback(
     assert any("unparseable" in e for e in ev.errors)  # recorded, not dropped
     assert ev.summary["pairs"][0]["wins"] == 2 and ev.summary["pairs"][0]["errors"] == 1
     assert ev.summary["budget"]["spent"] > 0
+    names = {t["name"] for t in ev.summary["templates"].values()}
+    assert names == {"pairwise", "pairwise-reference", "single", "single-reference"}
 
     page = client_for(viewer).get(reverse("evaluation_detail", args=[ev.pk])).content.decode()
     assert "apple pie with cream" in page and "I cannot decide" in page

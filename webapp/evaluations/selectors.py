@@ -39,6 +39,20 @@ def project_prompts(*, project: Project) -> dict[str, list[JudgePrompt]]:
     return dict(out)
 
 
+def prompt_start(*, project: Project, kind: str) -> dict[str, str] | None:
+    """Text to start editing a judge prompt from: the project's newest version of that
+    kind, else the text the project's newest evaluation used (e.g. MT-Bench's default)."""
+    saved = project.judge_prompts.filter(kind=kind).order_by("-version").first()
+    if saved is not None:
+        return {"system": saved.system, "user": saved.user}
+    evals = Evaluation.objects.filter(run__cell__project=project).order_by("-pk")
+    for ev in evals.only("summary")[:20]:
+        for t in (ev.summary or {}).get("templates", {}).values():
+            if t["name"] == kind:
+                return {"system": t["system"], "user": t["user"]}
+    return None
+
+
 def latest_evaluation(*, cell: Cell) -> Evaluation | None:
     return (
         Evaluation.objects.filter(run__cell=cell)

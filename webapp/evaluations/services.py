@@ -125,6 +125,7 @@ def evaluation_store(*, run: CellRun, result: dict[str, Any], mode: str) -> Eval
             "timing",
             "answers_generated",
             "proposal",
+            "templates",
         )
         if k in result
     }

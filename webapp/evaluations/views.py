@@ -17,7 +17,7 @@ from webapp.core.forms import error_text
 from webapp.evaluations import exports, selectors, services
 from webapp.evaluations.charts import ci_chart
 from webapp.evaluations.forms import JudgeBackendForm, JudgePromptForm
-from webapp.evaluations.models import Evaluation, JudgeBackend, PairVerdict
+from webapp.evaluations.models import Evaluation, JudgeBackend, PairVerdict, PromptKind
 from webapp.projects.models import CellRun, Project
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.models import ROLE_CAN, Team
@@ -173,7 +173,9 @@ def prompts(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_for_user(
         Project.objects.select_related("team"), request.user, project_id, need=need
     )
-    form = JudgePromptForm(request.POST or None)
+    kind = request.GET.get("kind", "pairwise")
+    start = selectors.prompt_start(project=project, kind=kind) or {}
+    form = JudgePromptForm(request.POST or None, initial={"kind": kind, **start})
     if request.method == "POST" and form.is_valid():
         try:
             p = services.judge_prompt_save(
@@ -188,6 +190,8 @@ def prompts(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project,
         "team": project.team,
         "versions": selectors.project_prompts(project=project),
+        "kinds": PromptKind.choices,
+        "kind": kind,
         "form": form,
         "can_edit": role_of(request.user, project.team) in ROLE_CAN["edit"],
     }
