@@ -149,3 +149,17 @@ def test_cells_crud_run_status_and_cancel(
         assert hidden.status_code == 404 and set(hidden.json()["error"]) == ERROR_KEYS
     assert _call("POST", f"{base}/cells/{ft}/runs", theirs).status_code == 404
     assert _call("GET", f"{base}/cells/{2**60}", key).status_code == 400
+
+
+def test_unknown_urls_and_methods_are_openai_shaped(live_server, owner_key) -> None:
+    base = f"{live_server.url}/api"
+    for method, path, status in (
+        ("GET", "/nope", 404),
+        ("GET", "/projects/abc", 400),
+        ("PUT", "/projects", 405),
+        ("DELETE", "/teams", 405),
+    ):
+        response = _call(method, f"{base}{path}", owner_key)
+        assert response.status_code == status, (method, path, response.status_code)
+        assert set(response.json()["error"]) == ERROR_KEYS, (method, path)
+        assert response.headers["x-should-retry"] == "false"

@@ -72,6 +72,24 @@ def _over_limit(verdict: Verdict) -> HttpResponse:
     return response
 
 
+def _as_api_error(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """Django's and ninja's own 404/405 pages become OpenAI-shaped JSON on the API paths."""
+    if response.status_code not in (404, 405) or "json" in response.get("Content-Type", ""):
+        return response
+    if response.status_code == 404:
+        return error_response(
+            404, f"Unknown request URL: {request.method} {request.path}.", code="unknown_url"
+        )
+    allowed = response.get("Allow", "")
+    shaped = error_response(
+        405,
+        f"{request.method} is not allowed here (allowed: {allowed}).",
+        code="method_not_allowed",
+    )
+    shaped["Allow"] = allowed
+    return shaped
+
+
 class ApiGuardMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -86,7 +104,7 @@ class ApiGuardMiddleware:
         verdict = rate_limit_check(request)
         if verdict is not None and not verdict.allowed:
             return _rate_headers(_over_limit(verdict), verdict)
-        response = self._idempotent(request)
+        response = _as_api_error(request, self._idempotent(request))
         return _rate_headers(response, verdict) if verdict is not None else response
 
     def _idempotent(self, request: HttpRequest) -> HttpResponse:
