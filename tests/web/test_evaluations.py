@@ -344,17 +344,15 @@ def test_best_checkpoint_creates_an_evaluation_run(cells, cell_run, owner, edito
     assert run.inputs["dataset_cell"] == cells["dataset"].pk
 
 
-def test_proposal_offers_the_existing_select_final(ev, editor) -> None:
-    ev.summary["proposal"] = {
-        "run_id": 99,
-        "step": 4,
-        "win_rate": 0.7,
-        "ci_low": 0.5,
-        "ci_high": 0.9,
-    }
+def test_proposal_offers_the_existing_select_final(ev, cell_run, editor, viewer) -> None:
+    proposal = {"run_id": cell_run.pk, "step": 4, "win_rate": 0.7, "ci_low": 0.5, "ci_high": 0.9}
+    ev.summary["proposal"] = proposal
     ev.save()
     body = client_for(editor).get(reverse("evaluation_detail", args=[ev.pk])).content.decode()
-    assert "Make step 4 final" in body and reverse("run_select_final", args=[99]) in body
+    assert "Make step 4 final" in body and reverse("run_select_final", args=[cell_run.pk]) in body
+    # The fine-tune run's page shows the judge's pick to everyone in the team.
+    page = client_for(viewer).get(reverse("run_detail", args=[cell_run.pk])).content.decode()
+    assert "Best checkpoint by judge: <strong>step 4</strong>, win rate vs the base 70%" in page
 
 
 VIEWS = [

@@ -48,6 +48,17 @@ def evaluation_of(run: CellRun) -> Evaluation | None:
 
 
 @register.simple_tag
+def checkpoint_proposal(run: CellRun) -> dict[str, Any] | None:
+    """The newest "best checkpoint by judge" proposal for a fine-tune run, if any."""
+    ev = (
+        Evaluation.objects.filter(summary__proposal__run_id=run.pk, run__status="succeeded")
+        .order_by("-pk")
+        .first()
+    )
+    return {**ev.summary["proposal"], "evaluation": ev.pk} if ev else None
+
+
+@register.simple_tag
 def team_judges(team: Any) -> list[Any]:
     return list(selectors.team_backends(team=team))
 
