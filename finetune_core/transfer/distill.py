@@ -183,8 +183,8 @@ def train_logit_student(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        history.append({"step": step, "loss": float(loss), "kl": kl})
-        hooks.progress("train", step, total, {"student": name, "train_loss": float(loss)})
+        history.append({"step": step, "loss": float(loss.detach()), "kl": kl})
+        hooks.progress("train", step, total, {"student": name, "train_loss": float(loss.detach())})
     folder.mkdir(parents=True, exist_ok=True)
     save_adapter(model, tokenizer, folder / "adapter")
     summary = {

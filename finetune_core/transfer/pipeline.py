@@ -144,6 +144,7 @@ def teacher_answers(
 
     hooks = hooks or Hooks()
     out: list[str] = []
+    hooks.progress("teacher", 0, len(inputs), {})
     for start in range(0, len(inputs), batch_size):
         if hooks.should_stop():
             raise TransferStopped("teacher", {"teacher_answered": len(out)})
@@ -261,6 +262,9 @@ def transfer(
             info = {"accepted": len(result.accepted), "wanted": cfg.n_synthetic, "key": key}
             hooks.progress("generate", result.attempts, result.budget, info)
 
+        budget = cfg.max_attempts if cfg.max_attempts is not None else 4 * cfg.n_synthetic
+        info = {"accepted": 0, "wanted": cfg.n_synthetic, "key": key}
+        hooks.progress("generate", 0, budget, info)  # shown as started before the first batch
         result = synthesize(
             chat,
             seed_inputs,

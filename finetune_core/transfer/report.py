@@ -52,6 +52,8 @@ def evaluate_chat(
     from finetune_core.infer import generate
 
     scored = [e for e in examples if references_of(e)]
+    if on_batch is not None:
+        on_batch(0, len(scored))
     hits: list[float] = []
     shown = []
     for start in range(0, len(scored), batch_size):

@@ -16,6 +16,7 @@ from finetune_core.train import TrainConfig, train
 from finetune_core.transfer import (
     Discriminator,
     DiscriminatorConfig,
+    Hooks,
     TransferConfig,
     cut_at_item,
     format_table,
@@ -227,19 +228,35 @@ def test_end_to_end_tiny_transfer(source_run: Path, tmp_path: Path) -> None:
     assert "transferred" in format_table(report)
 
 
-def test_tiny_transfer_with_logit_distillation(source_run: Path, tmp_path: Path) -> None:
+def test_tiny_transfer_with_logit_distillation(
+    source_run: Path, discriminator_run: dict, tmp_path: Path
+) -> None:
+    # discriminator_run keeps the seeds beside the source adapter.
     # Unfiltered, so the tiny target's gibberish is kept; the student learns the teacher's
     # token distributions (one byte-level tokenizer for both tiny models).
+    events: list[tuple[str, int, int | None, dict]] = []
+    hooks = Hooks(progress=lambda phase, cur, tot, info: events.append((phase, cur, tot, info)))
     report = transfer(
         TransferConfig(
             run=str(source_run), target="tiny-llama-wide", output_dir=str(tmp_path / "out"),
             filtered=False, n_synthetic=3, max_attempts=6, sample_max_new_tokens=8,
             teacher_max_new_tokens=6, eval_max_new_tokens=4, eval_limit=2, max_steps=2,
             max_length=128, quantization="none", distillation="logits",
-        )
+        ),
+        hooks=hooks,
     )  # fmt: skip
     manifest = json.loads((Path(report["adapter"]).parent / "manifest.json").read_text())
     assert manifest["distillation"] == "logits" and manifest["steps"] == 2
     assert manifest["teacher"]["model"] == "tiny-llama"
     assert report["config"]["distillation"] == "logits"
     assert set(report["accuracy"]) == {"source_adapter", "target_base", "transferred"}
+    # Live progress: each phase announces itself at 0, then counts up to its total.
+    phases = [e[0] for e in events]
+    assert phases[0] == "generate" and events[0][1:3] == (0, 6)
+    order = list(dict.fromkeys(phases))
+    assert order == ["generate", "evaluate", "teacher", "train"]
+    teacher = [e for e in events if e[0] == "teacher"]
+    assert teacher[0][1] == 0 and teacher[-1][1] == teacher[-1][2] >= 1
+    assert [e[1] for e in events if e[0] == "train"] == [1, 2]
+    scored = {e[3]["model"] for e in events if e[0] == "evaluate" and e[1] == e[2]}
+    assert scored == {"source_adapter", "target_base", "transferred"}
