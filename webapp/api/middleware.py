@@ -73,10 +73,15 @@ def _over_limit(verdict: Verdict) -> HttpResponse:
 
 
 def _as_api_error(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    """Django's and ninja's own 404/405 pages become OpenAI-shaped JSON on the API paths."""
-    if response.status_code not in (404, 405) or "json" in response.get("Content-Type", ""):
+    """Django's and ninja's own 404/405/500 pages become OpenAI-shaped JSON on the API paths."""
+    status = response.status_code
+    if status not in (404, 405, 500) or "json" in response.get("Content-Type", ""):
         return response
-    if response.status_code == 404:
+    if status == 500:  # the traceback is logged by Django; the client gets OpenAI's shape
+        return error_response(
+            500, "The server had an error processing your request.", code="server_error"
+        )
+    if status == 404:
         return error_response(
             404, f"Unknown request URL: {request.method} {request.path}.", code="unknown_url"
         )
