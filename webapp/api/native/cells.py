@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from django.http import HttpRequest
-from ninja import Router, Schema, Status
+from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
-from webapp.api.native.common import ERRORS, ListOut, caller_of, id_path
+from webapp.api.native.common import ERRORS, ListOut, Page, caller_of, id_path, paginate
 from webapp.jobs.models import Job
 from webapp.projects.models import Cell, CellRun
 from webapp.projects.services import (
@@ -156,10 +156,10 @@ def cell_run(request: HttpRequest, cell_id: int = id_path()) -> Status:
 
 
 @router.get("/{cell_id}/runs", response={200: ListOut[RunOut], **ERRORS}, summary="A cell's runs")
-def cell_runs(request: HttpRequest, cell_id: int = id_path()) -> ListOut[RunOut]:
+def cell_runs(request: HttpRequest, page: Query[Page], cell_id: int = id_path()) -> ListOut[RunOut]:
     cell = _cell(request, cell_id)
-    runs = cell.runs.select_related("job").order_by("-version")
-    return ListOut[RunOut](data=[run_out(r) for r in runs])
+    runs, more = paginate(cell.runs.select_related("job"), limit=page.limit, after=page.after)
+    return ListOut[RunOut](data=[run_out(r) for r in runs], has_more=more)
 
 
 @runs_router.get("/{run_id}", response={200: RunOut, **ERRORS}, summary="Run status")
