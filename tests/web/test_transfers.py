@@ -343,6 +343,7 @@ def test_lineage_from_dataset_version_to_transfer(
     )
     ft_page = client_for(viewer).get(reverse("run_detail", args=[source_run.pk])).content.decode()
     assert "Lineage" in ft_page and "adapter: last" in ft_page
+    assert "Moved to:" in ft_page and reverse("run_detail", args=[transfer_run.pk]) in ft_page
 
 
 def test_report_page_has_chart_rates_samples_and_download(transfer_run, viewer) -> None:

@@ -126,6 +126,15 @@ def adapter_lineage(*, run: CellRun) -> list[dict[str, Any]]:
     return steps
 
 
+def adapter_moves(*, run: CellRun) -> list[CellRun]:
+    """Transfer runs made from this fine-tune run's adapter: its lineage's other direction."""
+    return list(
+        CellRun.objects.select_related("cell")
+        .filter(cell__kind="transfer", outputs__source__run=run.pk)
+        .order_by("pk")
+    )
+
+
 def rebase_sources(*, project: Project, base_model: str) -> list[Cell]:
     """The fine-tune cells of the project trained on base_model, in notebook order."""
     cells = project.cells.filter(kind="finetune").order_by("position")

@@ -9,7 +9,12 @@ from django.utils.safestring import SafeString
 
 from webapp.projects.models import Cell, CellRun
 from webapp.transfers.charts import LABELS, accuracy_bars
-from webapp.transfers.selectors import adapter_lineage, transfer_source_status, transferable_state
+from webapp.transfers.selectors import (
+    adapter_lineage,
+    adapter_moves,
+    transfer_source_status,
+    transferable_state,
+)
 
 register = template.Library()
 
@@ -27,6 +32,11 @@ def transfer_source_of(cell: Cell) -> dict[str, Any]:
 @register.simple_tag
 def lineage_of(run: CellRun) -> list[dict[str, Any]]:
     return adapter_lineage(run=run)
+
+
+@register.simple_tag
+def moves_of(run: CellRun) -> list[CellRun]:
+    return adapter_moves(run=run) if run.cell.kind == "finetune" else []
 
 
 @register.simple_tag
