@@ -442,3 +442,9 @@ def test_lineage_keeps_the_dataset_name_after_deletion(source_run, dataset_versi
     dataset_version.dataset.delete()
     steps = adapter_lineage(run=CellRun.objects.select_related("cell").get(pk=source_run.pk))
     assert steps[0] == {"kind": "dataset", "label": "greetings v1 (deleted)", "pk": None}
+
+
+def test_lineage_names_a_chosen_checkpoint(source_run) -> None:
+    CellRun.objects.filter(pk=source_run.pk).update(outputs={**source_run.outputs, "final": "2"})
+    steps = adapter_lineage(run=CellRun.objects.select_related("cell").get(pk=source_run.pk))
+    assert steps[-1]["label"] == "checkpoint step 2"

@@ -107,7 +107,13 @@ def adapter_lineage(*, run: CellRun) -> list[dict[str, Any]]:
                 "label": f"{run.cell} v{run.version} on {run.inputs.get('base_model')}",
                 "pk": run.pk,
             },
-            {"kind": "checkpoint", "label": f"adapter: {final}", "pk": None},
+            {
+                "kind": "checkpoint",
+                "label": f"checkpoint step {final}"
+                if str(final).isdigit()
+                else f"adapter: {final}",
+                "pk": None,
+            },
         ]
     if run.cell.kind != "transfer":
         return []
