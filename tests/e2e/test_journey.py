@@ -136,12 +136,8 @@ def test_sign_up_to_playground_in_the_browser(
         form.locator("select[name=preset]").select_option("quick")
         # QLoRA as a user gets it: the default 4-bit NF4 base.
         form.locator("select[name=quantization]").select_option("nf4")
-        # Trans-LoRA's discriminator has its own tests; here it would only delay the playground.
-        form.locator("select[name=keep_transferable]").select_option("False")
         # The discriminator job would hold the one worker before the playground; the
         # keep-transferable path has its own worker test (tests/web/test_transfers*).
-        form.locator("select[name=keep_transferable]").select_option("False")
-        # Trans-LoRA's discriminator has its own tests; here it would only delay the playground.
         form.locator("select[name=keep_transferable]").select_option("False")
         for name, value in {
             "max_steps": STEPS, "batch_size": 2, "max_length": 128,
