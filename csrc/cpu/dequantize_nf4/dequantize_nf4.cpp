@@ -85,23 +85,45 @@ AVX512_TARGET inline void indices32(const uint8_t* p, __m512i& i0, __m512i& i1) 
   i1 = _mm512_cvtepu8_epi32(_mm256_extracti128_si256(idx, 1));
 }
 
+// Scales of blocks [b, b + 16) (fewer at the end of the weight) into sc. Sixteen nested scales
+// sharing one absmax2 entry are one gather, one multiply and one add: the same two separately
+// rounded fp32 operations as block_absmax, so the results are bitwise the same.
+AVX512_TARGET inline void scales16(const NF4Weight& w, int64_t b, int64_t nblocks, float* sc) {
+  const int64_t n = std::min<int64_t>(16, nblocks - b);
+  if (n == 16 && w.absmax_f != nullptr) {
+    _mm512_store_ps(sc, _mm512_loadu_ps(w.absmax_f + b));
+  } else if (n == 16 && w.shift2 >= 0 && (b >> w.shift2) == ((b + 15) >> w.shift2)) {
+    const __m512i q =
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.qabsmax + b)));
+    const __m512 v = _mm512_mul_ps(_mm512_i32gather_ps(q, w.code2, 4),
+                                   _mm512_set1_ps(w.absmax2[b >> w.shift2]));
+    _mm512_store_ps(sc, _mm512_add_ps(v, _mm512_set1_ps(w.offset)));
+  } else {
+    for (int64_t j = 0; j < n; ++j) sc[j] = block_absmax(w, b + j);
+  }
+}
+
 // The block's 16 possible outputs NF4[i] * s, each rounded to T exactly as the per-element
-// path would round it (fp32 product, then round-to-nearest-even), as one lookup table: 16 words
-// in the low half for bf16/fp16 (vpermw), 16 floats for fp32 (vpermps). Every output is then one
-// table lookup, so a block costs one multiply and one rounding of 16 values, not of 64.
+// path would round it (fp32 product, then round-to-nearest-even), as one lookup table, so every
+// output is one table lookup and a block costs one multiply and one rounding of 16 values.
+// bf16/fp16: 16 words, repeated in both halves (vpermw reads 5 index bits; the fifth is then
+// free to hold garbage, which saves masking the low nibble). fp32: 16 floats (vpermps).
 template <typename T>
 AVX512_TARGET inline __m512i block_table(__m512 lut, float s) {
   const __m512 v = _mm512_mul_ps(lut, _mm512_set1_ps(s));
   if constexpr (std::is_same_v<T, float>) {
     return _mm512_castps_si512(v);
   } else if constexpr (std::is_same_v<T, uint16_t>) {
-    __m512i a = _mm512_castps_si512(v);
+    const __m512i a = _mm512_castps_si512(v);
     const __m512i round = _mm512_add_epi32(
         _mm512_set1_epi32(0x7FFF), _mm512_and_si512(_mm512_srli_epi32(a, 16), _mm512_set1_epi32(1)));
-    a = _mm512_srli_epi32(_mm512_add_epi32(a, round), 16);
-    return _mm512_castsi256_si512(_mm512_cvtepi32_epi16(a));
+    // The high word of every rounded dword, twice: words 2i+1 for i = 0..15, 0..15.
+    const __m512i pick = _mm512_set_epi16(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1,
+                                          31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutexvar_epi16(pick, _mm512_add_epi32(a, round));
   } else {
-    return _mm512_castsi256_si512(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_broadcast_i64x4(h);
   }
 }
 
@@ -125,10 +147,12 @@ AVX512_TARGET inline void lookup32(const uint8_t* p, __m512i table, T* out, bool
     store64B(out, _mm512_castps_si512(_mm512_permutexvar_ps(i0, t)), stream);
     store64B(out + 16, _mm512_castps_si512(_mm512_permutexvar_ps(i1, t)), stream);
   } else {
-    const __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    const __m256i lo = _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x0F)), 8);
-    const __m256i idx = _mm256_or_si256(_mm256_srli_epi16(w, 4), lo);  // hi0, lo0, hi1, ...
-    store64B(out, _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(idx), table), stream);
+    // Byte i -> dword (byte << 16) | (byte >> 4): the low word indexes element 2i by the high
+    // nibble, the high word element 2i+1 by the low nibble (bits above it are ignored or hit
+    // the table's repeated half).
+    const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m512i idx = _mm512_or_si512(_mm512_slli_epi32(d, 16), _mm512_srli_epi32(d, 4));
+    store64B(out, _mm512_permutexvar_epi16(idx, table), stream);
   }
 }
 
@@ -137,17 +161,26 @@ AVX512_TARGET void range_avx512(const NF4Weight& w, int64_t start, int64_t count
                                 bool stream) {
   const __m512 lut = _mm512_load_ps(kNF4);
   const int64_t end = start + count;
+  const int64_t nblocks = (w.numel + w.blocksize - 1) / w.blocksize;
+  alignas(64) float sc[16];
+  int64_t sc_base = -16;  // sc holds the scales of blocks [sc_base, sc_base + 16)
   int64_t e = start;
   for (int64_t b = start / w.blocksize; e < end; ++b) {
+    if (b - sc_base >= 16) {
+      scales16(w, b, nblocks, sc);
+      sc_base = b;
+    }
+    const float s = sc[b - sc_base];
     const int64_t stop = std::min(end, (b + 1) * w.blocksize);
-    const float s = block_absmax(w, b);
     if (e & 1) {  // odd start: one scalar element to reach a byte boundary
       store_scalar(out, e - start, kNF4[nibble(w.packed, e)] * s);
       ++e;
     }
     if (e + 32 <= stop) {
       const __m512i table = block_table<T>(lut, s);
-      for (; e + 32 <= stop; e += 32) lookup32(w.packed + (e >> 1), table, out + (e - start), stream);
+      for (; e + 32 <= stop; e += 32) {
+        lookup32(w.packed + (e >> 1), table, out + (e - start), stream);
+      }
     }
     for (; e < stop; ++e) store_scalar(out, e - start, kNF4[nibble(w.packed, e)] * s);
   }
