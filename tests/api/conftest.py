@@ -37,7 +37,8 @@ def _private_broker(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def sdk(live_server) -> Callable[[str], OpenAI]:
     def make(key: str) -> OpenAI:
-        return OpenAI(base_url=f"{live_server.url}/v1", api_key=key, max_retries=0, timeout=60)
+        # Chat waits its turn on the one test worker, behind post-training tasks: be patient.
+        return OpenAI(base_url=f"{live_server.url}/v1", api_key=key, max_retries=0, timeout=180)
 
     return make
 

@@ -20,7 +20,7 @@ from webapp.datasets.models import DatasetVersion
 from webapp.projects.models import CellRun, RunStatus
 from webapp.projects.services import cell_create, cell_run_create, project_create
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
 ROWS = [(f"What is {i} plus one?", f"{i + 1}") for i in range(20)]
 GOOD = "".join(
