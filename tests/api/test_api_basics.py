@@ -188,3 +188,28 @@ def test_jobs_create_list_pause_resume_cancel(sdk, owner_key) -> None:
     assert nomodel.value.code == "model_not_found"
     with pytest.raises(openai.PermissionDeniedError):
         client.models.delete("tiny-llama")
+
+
+def test_job_options_not_taken_yet_are_clear_400s(sdk, owner_key) -> None:
+    client = sdk(owner_key)
+    file_id = client.files.create(file=("t.jsonl", GOOD), purpose="fine-tune").id
+    mark_valid(file_id)
+    with pytest.raises(openai.BadRequestError) as separate:
+        client.fine_tuning.jobs.create(
+            model="tiny-llama", training_file=file_id, validation_file=file_id
+        )
+    assert separate.value.param == "validation_file" and separate.value.code == "unsupported"
+    assert separate.value.response.headers["x-should-retry"] == "false"
+    with pytest.raises(openai.BadRequestError) as modules:
+        client.fine_tuning.jobs.create(
+            model="tiny-llama",
+            training_file=file_id,
+            extra_body={"tunebook": {"target_modules": ["q_proj"]}},
+        )
+    assert modules.value.param == "tunebook.target_modules"
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.fine_tuning.jobs.create(
+            model="tiny-llama", training_file=file_id, extra_body={"tunebook": {"rnak": 8}}
+        )
+    assert unknown.value.param == "tunebook" and "rnak" in unknown.value.message
+    assert client.fine_tuning.jobs.list().data == []
