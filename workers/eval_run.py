@@ -26,7 +26,7 @@ from webapp.evaluations.services import evaluation_store
 from webapp.jobs.models import Job, JobStatus
 from webapp.jobs.services import job_event_add, job_fail, job_progress, job_succeed
 from webapp.projects.models import Cell, CellRun, RunStatus
-from workers import services_bridge
+from workers import eval_sets, services_bridge
 from workers.finetune_run import UserError, dataset_file
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def _checkpoint_path(source: CellRun, step: str | int | None) -> str:
 
 
 def eval_set(inputs: dict[str, Any]) -> Any:
-    from finetune_core.evaluate import from_bigbench, from_dataset, from_prompt_file
+    from finetune_core.evaluate import from_bigbench, from_dataset
 
     source = inputs["source"]
     if source == "bigbench":
@@ -135,7 +135,7 @@ def eval_set(inputs: dict[str, Any]) -> Any:
         )
         if version is None:
             raise UserError("The prompt dataset has no uploaded file.")
-        evalset = from_prompt_file(version.file.path)
+        evalset = eval_sets.prompt_set(version.file.path)  # what its validation read
     else:
         version, path = dataset_file(inputs)
         split = {"val_fraction": 0.1, "seed": 0}

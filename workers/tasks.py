@@ -11,13 +11,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from webapp.datasets.models import DatasetVersion, VersionStatus
+from webapp.datasets.models import DatasetPurpose, DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_mark
 from webapp.jobs.models import Job, JobStatus
 from webapp.jobs.recovery import jobs_recover
 from webapp.jobs.services import job_fail, job_start, job_succeed
 from webapp.projects.models import CellRun, RunStatus
-from workers import services_bridge
+from workers import eval_sets, services_bridge
 from workers.celery import app
 from workers.runners import RUNNERS
 
@@ -45,9 +45,12 @@ def validate_dataset_version(self: Task, version_id: int) -> None:
             return  # cancelled or already finished: nothing to do
     dataset_version_mark(version_id=version_id, status=VersionStatus.VALIDATING)
     try:
-        report = services_bridge.validate_dataset_file(
-            version.file.path, fmt=version.format, model=version.preview_model
-        )
+        if version.dataset.purpose == DatasetPurpose.EVALUATION:  # prompts, not conversations
+            report = eval_sets.validate_prompt_file(version.file.path)
+        else:
+            report = services_bridge.validate_dataset_file(
+                version.file.path, fmt=version.format, model=version.preview_model
+            )
     except SoftTimeLimitExceeded:
         error = "Validation took too long and was stopped."
     except Exception as exc:  # noqa: BLE001 - any failure must land on the record, not vanish

@@ -123,3 +123,124 @@ def test_version_page_shows_status_and_report(dataset_version, viewer) -> None:
         reverse("dataset_version_detail", args=[dataset_version.pk]), HTTP_HX_REQUEST="true"
     ).content.decode()
     assert fragment.lstrip().startswith("<section") and "bad role" in fragment
+
+
+# Evaluation prompt datasets: the purpose is chosen at upload and decides the validator.
+
+PROMPTS_OK = (
+    b'{"prompt": "Name a fruit.", "reference": "apple", "category": "food"}\n'
+    b'{"prompt": "Is the sky blue?", "target": ["yes", "Yes."], "category": "science"}\n'
+    b"\n"
+    b'{"prompt": "Write a haiku about rain.", "category": "food"}\n'
+)
+PROMPTS_BAD = (
+    b'{"prompt": "Fine line."}\n'
+    b'{"prompt": "missing a brace"\n'
+    b'["a list"]\n'
+    b'{"question": "wrong key"}\n'
+    b'{"prompt": "Also fine.", "reference": 4}\n'
+)
+
+
+def validated(client, team, name: str, content: bytes, purpose: str) -> DatasetVersion:
+    from workers import tasks
+
+    response = client.post(
+        reverse("dataset_upload", args=[team.pk]),
+        {"name": name, "purpose": purpose, "file": Upload.make("prompts.jsonl", content)},
+    )
+    assert response.status_code == 302, response.content.decode()[:500]
+    version = DatasetVersion.objects.filter(dataset__name=name).order_by("-version").first()
+    tasks.validate_dataset_version.apply(args=[version.pk])  # the worker's task, in process
+    version.refresh_from_db()
+    return version
+
+
+def test_prompt_file_validates_as_evaluation_prompts(team, editor, viewer) -> None:
+    version = validated(client_for(editor), team, "quiz", PROMPTS_OK, "evaluation")
+    assert version.dataset.purpose == "evaluation"
+    assert version.status == VersionStatus.VALID, version.report
+    assert version.n_examples == 3
+    prompts = version.report["prompts"]
+    assert (prompts["with_references"], prompts["without_references"]) == (2, 1)
+    assert prompts["categories"] == {"food": 2, "science": 1}
+    # Line numbers count the blank line: the third prompt is on line 4 of the file.
+    assert [r["line"] for r in version.report["preview"]] == [1, 2, 4]
+    assert version.report["preview"][1]["references"] == ["yes", "Yes."]  # BIG-bench "target"
+    page = client_for(viewer).get(reverse("dataset_version_detail", args=[version.pk]))
+    html = page.content.decode()
+    assert "Valid" in html and "3 prompts." in html and "Evaluation prompts" in html
+    assert "With reference answers" in html and "Write a haiku about rain." in html
+    assert "Token statistics" not in html  # no training-data report for a prompt set
+
+
+def test_the_same_prompt_file_as_training_data_is_invalid(team, editor) -> None:
+    version = validated(client_for(editor), team, "quiz-as-data", PROMPTS_OK, "training")
+    assert version.dataset.purpose == "training" and version.status == VersionStatus.INVALID
+
+
+def test_malformed_prompt_file_lists_every_bad_line(team, editor, viewer) -> None:
+    version = validated(client_for(editor), team, "broken", PROMPTS_BAD, "evaluation")
+    assert version.status == VersionStatus.INVALID and version.n_examples is None
+    errors = [(e["line"], e["code"]) for e in version.report["errors"]]
+    assert errors == [
+        (2, "invalid_json"),
+        (3, "not_an_object"),
+        (4, "no_prompt"),
+        (5, "bad_field"),
+    ]
+    assert version.report["prompts"]["n"] == 1  # line 1 still reads
+    html = client_for(viewer).get(reverse("dataset_version_detail", args=[version.pk]))
+    html = html.content.decode()
+    assert "Invalid" in html and "line 4" in html and "no_prompt" in html
+    assert "Readable prompts" in html and "upload the file again under the same name" in html
+
+
+def test_not_utf8_and_empty_prompt_files_say_why(team, editor) -> None:
+    client = client_for(editor)
+    latin = validated(client, team, "latin", b'{"prompt": "caf\xe9"}\n', "evaluation")
+    assert [(e["line"], e["code"]) for e in latin.report["errors"]] == [(1, "not_utf8")]
+    blank = validated(client, team, "blank", b"\n\n\n", "evaluation")
+    assert [e["code"] for e in blank.report["errors"]] == ["no_prompts"]
+
+
+def test_bigbench_task_uploads_as_prompts(team, editor) -> None:
+    task = Path(settings.BASE_DIR) / "finetune_core/assets/bigbench/sports_understanding.json"
+    version = validated(client_for(editor), team, "sports", task.read_bytes(), "evaluation")
+    assert version.status == VersionStatus.VALID and version.format == "json"
+    assert version.report["source"] == "BIG-bench task"
+    assert version.report["prompts"]["with_choices"] == version.n_examples > 100
+    assert version.report["preview"][0]["where"] == "example"
+
+
+def test_a_new_version_keeps_the_dataset_purpose(team, editor, viewer) -> None:
+    client = client_for(editor)
+    validated(client, team, "quiz", PROMPTS_OK, "evaluation")
+    refused = client.post(
+        reverse("dataset_upload", args=[team.pk]),
+        {"name": "quiz", "purpose": "training", "file": Upload.make("d.jsonl", CHAT_JSONL)},
+    )
+    assert refused.status_code == 400 and "holds evaluation prompts" in refused.content.decode()
+    assert Dataset.objects.get(name="quiz").versions.count() == 1
+    # "Upload a new version" starts the form with the dataset's purpose.
+    form = client.get(reverse("dataset_upload", args=[team.pk]), {"name": "quiz"})
+    assert '<option value="evaluation" selected>' in form.content.decode()
+    assert client_for(viewer).post(reverse("dataset_upload", args=[team.pk])).status_code == 403
+
+
+def test_cells_offer_only_datasets_of_their_purpose(team, editor, project) -> None:
+    from webapp.projects.cell_kinds import REGISTRY
+
+    client = client_for(editor)
+    quiz = validated(client, team, "quiz", PROMPTS_OK, "evaluation").dataset
+    chats = validated(client, team, "chats", CHAT_JSONL, "training").dataset
+    position = {"project": project, "position": 9}
+    ds_field = REGISTRY["dataset"].form(**position).fields["dataset"]
+    ev_field = REGISTRY["evaluation"].form(**position).fields["prompt_dataset"]
+    assert [c for c, _ in ds_field.choices] == ["", chats.pk]
+    assert [c for c, _ in ev_field.choices] == ["", quiz.pk]
+    wrong = REGISTRY["evaluation"].form(
+        {"source": "prompt_dataset", "prompt_dataset": chats.pk, "base_model_2": "tiny-llama"},
+        **position,
+    )
+    assert not wrong.is_valid() and "prompt_dataset" in wrong.errors

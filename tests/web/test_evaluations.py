@@ -388,3 +388,29 @@ def test_ownership_of_every_view(name, method, args, need, ev, cell_run, persona
     else:
         assert status["viewer"] == 403
         assert status["editor"] in (200, 302, 400)  # allowed; 400: the empty form is invalid
+
+
+def test_prompt_dataset_runs_on_what_its_validation_read(team, owner) -> None:
+    """The evaluation cell reads an uploaded prompt set with the validator's reader:
+    BIG-bench "target" as references, and a bad file fails with its line numbers."""
+    from finetune_core.errors import DataError
+    from tests.web.conftest import Upload
+    from webapp.datasets.services import dataset_version_create
+    from workers.eval_run import eval_set
+
+    def upload(name: str, body: bytes) -> int:
+        version = dataset_version_create(
+            team=team,
+            name=name,
+            upload=Upload.make(f"{name}.jsonl", body),
+            created_by=owner,
+            purpose="evaluation",
+        )
+        return version.dataset_id
+
+    good = upload("quiz", b'{"prompt": "Sky?", "target": "blue"}\n{"prompt": "Grass?"}\n')
+    evalset = eval_set({"source": "prompt_dataset", "prompt_dataset": good, "max_prompts": 5})
+    assert [i.references for i in evalset.items] == [("blue",), ()]
+    bad = upload("bad", b'{"prompt": "ok"}\n{"prompt": 1}\nnot json\n')
+    with pytest.raises(DataError, match=r"line 2: .*; line 3: not valid JSON"):
+        eval_set({"source": "prompt_dataset", "prompt_dataset": bad})

@@ -321,7 +321,11 @@ def test_prompt_file_custom_judge_prompt_and_single_grading(
     b = backends(team, owner, fake_openai)
     fake_openai.fail_500_once = False
     version = dataset_version_create(
-        team=team, name="prompts", upload=Upload.make("p.jsonl", PROMPTS), created_by=owner
+        team=team,
+        name="prompts",
+        upload=Upload.make("p.jsonl", PROMPTS),
+        created_by=owner,
+        purpose="evaluation",
     )
     project = project_create(team=team, name="Prompts", created_by=owner)
     system = "You are a strict judge. Answer [[A]], [[B]] or [[C]]."

@@ -1,6 +1,6 @@
 from django import forms
 
-from webapp.datasets.models import DatasetFormat
+from webapp.datasets.models import DatasetFormat, DatasetPurpose
 from webapp.projects.catalog import DEFAULT_MODEL, model_choices
 
 
@@ -13,12 +13,22 @@ class UploadForm(forms.Form):
     name = forms.CharField(
         max_length=100, help_text="Same name as an existing dataset: new version."
     )
+    purpose = forms.ChoiceField(
+        choices=DatasetPurpose.choices,
+        initial=DatasetPurpose.TRAINING,
+        required=False,  # absent (older clients): a new dataset is fine-tuning data
+        help_text="Fine-tuning data: conversations to train on (chat, prompt/completion, "
+        "Alpaca, BIG-bench, CSV). Evaluation prompts: questions to compare models on "
+        '(JSONL of {"prompt": ..., optional "reference"/"target", "category"}, or a '
+        "BIG-bench task.json).",
+    )
     format = forms.ChoiceField(choices=DatasetFormat.choices, required=False)
     preview_model = forms.ChoiceField(
         choices=_preview_choices,
         initial=DEFAULT_MODEL,
         required=False,
         label="Preview with",
-        help_text="Rows are shown, and tokens counted, with this base model's chat template.",
+        help_text="Rows are shown, and tokens counted, with this base model's chat template "
+        "(fine-tuning data only).",
     )
     file = forms.FileField()

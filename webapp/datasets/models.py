@@ -9,11 +9,21 @@ from webapp.jobs.models import Job
 from webapp.teams.models import Team
 
 
+class DatasetPurpose(models.TextChoices):
+    # Chosen at upload: it decides how the worker validates the file and which cells
+    # may use it (fine-tune data in dataset cells, prompt sets in evaluation cells).
+    TRAINING = "training", "Fine-tuning data"
+    EVALUATION = "evaluation", "Evaluation prompts"
+
+
 class Dataset(models.Model):
     TEAM_PATH = "team"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=100)
+    purpose = models.CharField(
+        max_length=12, choices=DatasetPurpose.choices, default=DatasetPurpose.TRAINING
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )

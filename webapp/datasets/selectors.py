@@ -12,6 +12,11 @@ def dataset_list_for_team(*, team: Team) -> QuerySet[Dataset]:
     return team.datasets.annotate(n_versions=Count("versions"), latest=Max("versions__version"))
 
 
+def datasets_for_purpose(*, team_id: int, purpose: str) -> QuerySet[Dataset]:
+    """The team's datasets a cell may pick: fine-tuning data or evaluation prompts."""
+    return Dataset.objects.filter(team_id=team_id, purpose=purpose)
+
+
 def dataset_versions(*, dataset: Dataset) -> QuerySet[DatasetVersion]:
     return dataset.versions.select_related("created_by").order_by("-version")
 

@@ -12,7 +12,13 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils.text import get_valid_filename
 
-from webapp.datasets.models import Dataset, DatasetFormat, DatasetVersion, VersionStatus
+from webapp.datasets.models import (
+    Dataset,
+    DatasetFormat,
+    DatasetPurpose,
+    DatasetVersion,
+    VersionStatus,
+)
 from webapp.jobs.dispatch import job_enqueue_on_commit
 from webapp.jobs.services import job_create
 from webapp.teams.models import Team
@@ -39,12 +45,17 @@ def dataset_version_create(
     created_by: AbstractBaseUser,
     fmt: str = DatasetFormat.AUTO,
     preview_model: str = "",
+    purpose: str = "",
 ) -> DatasetVersion:
+    """Adds a version; a new name makes a dataset of `purpose` (blank: fine-tuning data).
+    A new version keeps its dataset's purpose: a different one asked for is refused."""
     name = name.strip()
     if not name:
         raise ValidationError({"name": "Give the dataset a name."})
     if len(name) > 100:
         raise ValidationError({"name": "Dataset names are at most 100 characters."})
+    if purpose and purpose not in DatasetPurpose.values:
+        raise ValidationError({"purpose": f"Unknown purpose {purpose!r}."})
     if fmt not in DatasetFormat.values:
         raise ValidationError({"format": f"Unknown format {fmt!r}."})
     if not upload.size:
@@ -53,10 +64,18 @@ def dataset_version_create(
     filename = get_valid_filename(os.path.basename(upload.name or "data")) or "data"
     with transaction.atomic():
         dataset, _ = Dataset.objects.get_or_create(
-            team=team, name=name, defaults={"created_by": created_by}
+            team=team,
+            name=name,
+            defaults={"created_by": created_by, "purpose": purpose or DatasetPurpose.TRAINING},
         )
         # Lock the dataset row so two uploads cannot take the same version number.
         dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+        if purpose and purpose != dataset.purpose:
+            # One dataset, one kind of file: mixed versions would break the cells using it.
+            held = dataset.get_purpose_display().lower()
+            raise ValidationError(
+                {"purpose": f"“{name}” holds {held}; upload this file under another name."}
+            )
         latest = dataset.versions.aggregate(n=Max("version"))["n"] or 0
         version = DatasetVersion(
             dataset=dataset,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -13,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from webapp.core.forms import add_service_errors
 from webapp.datasets.forms import UploadForm
-from webapp.datasets.models import Dataset, DatasetVersion
+from webapp.datasets.models import Dataset, DatasetPurpose, DatasetVersion
 from webapp.datasets.selectors import dataset_list_for_team, dataset_versions
 from webapp.datasets.services import dataset_version_create
 from webapp.datasets.uploads import LimitedStreamingUploadHandler
@@ -55,6 +57,14 @@ def dataset_upload(request: HttpRequest, team_id: int) -> HttpResponse:
         handler.discard_leftovers()
 
 
+def _initial(team: Team, params: Any) -> dict[str, str]:
+    """Name and purpose to start the form with; a new version keeps its dataset's purpose."""
+    name = params.get("name", "")
+    existing = team.datasets.filter(name=name.strip()).values_list("purpose", flat=True).first()
+    purpose = existing or params.get("purpose") or DatasetPurpose.TRAINING
+    return {"name": name, "purpose": purpose}
+
+
 def _upload_page(
     request: HttpRequest,
     team: Team,
@@ -69,7 +79,7 @@ def _upload_page(
             error = " ".join(str(e) for errs in form.errors.values() for e in errs)
         return JsonResponse({"ok": False, "error": error}, status=status)
     if form is None:
-        form = UploadForm(initial={"name": request.POST.get("name", "")})
+        form = UploadForm(initial=_initial(team, request.POST))
     context = {
         "upload_error": error,
         "team": team,
@@ -87,7 +97,7 @@ def _dataset_upload(
 ) -> HttpResponse:
     if request.method != "POST":
         return _upload_page(
-            request, team, handler, form=UploadForm(initial={"name": request.GET.get("name", "")})
+            request, team, handler, form=UploadForm(initial=_initial(team, request.GET))
         )
     form = UploadForm(request.POST, request.FILES)
     if not form.is_valid():
@@ -99,6 +109,7 @@ def _dataset_upload(
             upload=form.cleaned_data["file"],
             fmt=form.cleaned_data["format"] or "",
             preview_model=form.cleaned_data["preview_model"] or "",
+            purpose=form.cleaned_data["purpose"] or "",
             created_by=request.user,
         )
     except ValidationError as exc:

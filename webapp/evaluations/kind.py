@@ -12,6 +12,8 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
+from webapp.datasets.models import DatasetPurpose
+from webapp.datasets.selectors import datasets_for_purpose
 from webapp.evaluations.models import JudgeBackend
 from webapp.projects.catalog import DEFAULT_MODEL, model_choices
 from webapp.projects.cell_kinds import REGISTRY, CellConfigForm, CellKind, register
@@ -19,7 +21,7 @@ from webapp.projects.cell_kinds import REGISTRY, CellConfigForm, CellKind, regis
 ADAPTER_KINDS = ("finetune", "transfer")
 SOURCES = [
     ("dataset_cell", "A dataset cell's validation split"),
-    ("prompt_dataset", "An uploaded prompt file (JSONL: prompt, optional reference)"),
+    ("prompt_dataset", "An uploaded prompt file (an “Evaluation prompts” dataset)"),
     ("bigbench", "A built-in BIG-bench task"),
 ]
 MODES = [
@@ -49,7 +51,13 @@ class EvaluationForm(CellConfigForm):
     kind_key = "evaluation"
     source = forms.ChoiceField(choices=SOURCES, initial="bigbench")
     dataset_cell = _ref("Dataset cell")
-    prompt_dataset = _ref("Prompt dataset")
+    prompt_dataset = forms.TypedChoiceField(
+        label="Prompt dataset",
+        coerce=int,
+        empty_value=None,
+        required=False,
+        help_text="Datasets uploaded with the purpose “Evaluation prompts”.",
+    )
     bigbench_task = forms.ChoiceField(choices=bigbench_choices, required=False)
     base_model = _models("Base model candidate", DEFAULT_MODEL)
     base_model_2 = _models("Second base model candidate")
@@ -90,6 +98,16 @@ class EvaluationForm(CellConfigForm):
         self.fields["endpoint"].choices = options
         self.fields["endpoint_2"].choices = options
         self.fields["judge"].choices = [("", "Local model (workers)"), *options[1:]]
+        # Only datasets uploaded as evaluation prompts: a training file is not a prompt set.
+        prompt_sets = datasets_for_purpose(
+            team_id=project.team_id, purpose=DatasetPurpose.EVALUATION
+        )
+        self.fields["prompt_dataset"].choices = [("", "—"), *((d.pk, d.name) for d in prompt_sets)]
+        if len(self.fields["prompt_dataset"].choices) == 1:
+            self.fields["prompt_dataset"].help_text = (
+                "None yet: upload a file on the team's Datasets page with the purpose "
+                "“Evaluation prompts”."
+            )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

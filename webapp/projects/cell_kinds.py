@@ -12,7 +12,7 @@ from typing import Any
 
 from django import forms
 
-from webapp.datasets.models import Dataset
+from webapp.datasets.models import Dataset, DatasetPurpose
 from webapp.projects.catalog import DEFAULT_MODEL, model_choices
 from webapp.projects.finetune_config import (
     DEFAULT_PRESET,
@@ -53,6 +53,14 @@ class DatasetCellForm(CellConfigForm):
     kind_key = "dataset"
     dataset = _ref_field("Dataset")
     version = forms.IntegerField(min_value=1, required=False, help_text="Blank: latest version.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Dataset cells feed fine-tunes: prompt sets belong to evaluation cells.
+        training = Dataset.objects.filter(
+            team_id=kwargs["project"].team_id, purpose=DatasetPurpose.TRAINING
+        )
+        self.fields["dataset"].choices = [("", "—")] + [(d.pk, d.name) for d in training]
 
 
 def _model_field(help_text: str, *, required: bool = True) -> forms.ChoiceField:
