@@ -359,7 +359,10 @@ def test_report_page_has_chart_rates_samples_and_download(transfer_run, viewer) 
 
 def test_cancelled_transfer_keeps_what_was_done(transfer_cell, owner, viewer) -> None:
     run = cell_run_create(cell=transfer_cell, created_by=owner)
-    partial = {"synthesis": {**REPORT["synthesis"], "accepted": 3, "attempts": 9}}
+    partial = {
+        "synthesis": {**REPORT["synthesis"], "accepted": 3, "attempts": 9},
+        "accuracy": {"target_base": REPORT["accuracy"]["target_base"]},
+    }
     CellRun.objects.filter(pk=run.pk).update(
         status=RunStatus.CANCELLED, outputs={"partial": partial, "phases": {}}
     )
@@ -369,6 +372,7 @@ def test_cancelled_transfer_keeps_what_was_done(transfer_cell, owner, viewer) ->
         and "3 accepted of 9 sampled before the run stopped" in page
     )
     assert "Download transferred" not in page
+    assert "Evaluated before the run stopped" in page and "Target base: 10.0%" in page
 
 
 def test_accuracy_bars_draw_intervals() -> None:
