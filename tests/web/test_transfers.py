@@ -154,7 +154,7 @@ def test_keep_transferable_is_on_by_default_and_can_be_turned_off(cells, owner) 
 
 
 def test_transfer_source_must_be_an_earlier_finetune_cell(cells, owner) -> None:
-    with pytest.raises(ValidationError, match="source_cell|Select a valid choice"):
+    with pytest.raises(ValidationError, match="must be a fine-tune cell of this team"):
         cell_create(
             project=cells["finetune"].project,
             kind="transfer",
@@ -421,7 +421,7 @@ def test_source_may_be_in_another_notebook_of_the_team_never_another_team(
     foreign = project_create(
         team=team_create(name="Elsewhere", owner=outsider), name="Theirs", created_by=outsider
     )
-    with pytest.raises(ValidationError, match="valid choice"):
+    with pytest.raises(ValidationError, match="must be a fine-tune cell of this team"):
         cell_create(
             project=foreign,
             kind="transfer",
@@ -452,3 +452,13 @@ def test_lineage_names_a_chosen_checkpoint(source_run) -> None:
     CellRun.objects.filter(pk=source_run.pk).update(outputs={**source_run.outputs, "final": "2"})
     steps = adapter_lineage(run=CellRun.objects.select_related("cell").get(pk=source_run.pk))
     assert steps[-1]["label"] == "checkpoint step 2"
+
+
+def test_running_after_the_source_was_deleted_says_so(transfer_cell, source_run, owner) -> None:
+    from webapp.projects.services import cell_delete
+
+    cell_delete(cell=source_run.cell)  # other notebooks' transfer cells cannot block this
+    with pytest.raises(ValidationError, match="the one chosen is gone"):
+        cell_run_create(cell=transfer_cell, created_by=owner)
+    page = client_for(owner).get(reverse("project_detail", args=[transfer_cell.project_id]))
+    assert "The source fine-tune cell is gone" in page.content.decode()

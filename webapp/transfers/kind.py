@@ -50,7 +50,8 @@ def source_candidates(project: Project, position: int) -> list[Cell]:
 
 class TransferForm(CellConfigForm):
     kind_key = "transfer"
-    source_cell = _ref_field("Source fine-tune cell")
+    # An id checked in clean_source_cell, so a source deleted since is named in words.
+    source_cell = forms.IntegerField(label="Source fine-tune cell", widget=forms.Select)
     source_checkpoint = forms.IntegerField(
         label="Source checkpoint step",
         min_value=1,
@@ -131,10 +132,21 @@ class TransferForm(CellConfigForm):
         super().__init__(*args, project=project, position=position, **kwargs)
         # Validated here rather than as a same-notebook cell reference: the source may sit
         # in another notebook of the team.
-        self.fields["source_cell"].choices = [("", "—")] + [
+        candidates = source_candidates(project, position)
+        self.source_ids = {c.pk for c in candidates}
+        self.fields["source_cell"].widget.choices = [("", "—")] + [
             (c.pk, str(c) if c.project_id == project.pk else f"{c.project.name} / {c}")
-            for c in source_candidates(project, position)
+            for c in candidates
         ]
+
+    def clean_source_cell(self) -> int:
+        value = self.cleaned_data["source_cell"]
+        if value not in self.source_ids:
+            raise forms.ValidationError(
+                "The source must be a fine-tune cell of this team (earlier in this notebook, "
+                "or in another of the team's notebooks); the one chosen is gone or not one."
+            )
+        return value
 
 
 KIND = register(
