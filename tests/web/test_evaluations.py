@@ -233,6 +233,33 @@ def test_votes_by_editors_update_agreement_viewers_cannot(ev, owner, editor, vie
     assert "Consistency under swap" in body and "67%" in body
 
 
+def test_comparison_guides_reviewers_keys_empty_filters_and_categories(ev, editor, viewer) -> None:
+    url = reverse("evaluation_detail", args=[ev.pk])
+    mine = client_for(editor).get(url).content.decode()
+    # The shortcuts are on the page, not only in the README; voting keys only for voters.
+    assert 'id="keys-help"' in mine and "<kbd>j</kbd>" in mine and "<kbd>a</kbd>" in mine
+    theirs = client_for(viewer).get(url).content.decode()
+    assert "<kbd>j</kbd>" in theirs and "<kbd>a</kbd>" not in theirs
+    # Categories with no judged pair are not shown as an empty table.
+    assert "By category" not in theirs
+    empty = client_for(viewer).get(url + "?q=zzzz").content.decode()
+    assert "No prompt matches these filters." in empty
+    assert 'href="?">Clear the filters</a> to see all 3' in empty
+
+
+def test_evaluation_form_says_what_to_do(project, owner) -> None:
+    form = REGISTRY["evaluation"].form(
+        {"source": "bigbench", "bigbench_task": "object_counting", "judge_mode": "auto"},
+        project=project,
+        position=1,
+    )
+    assert not form.is_valid()
+    assert "set the judge mode to single-answer grading" in " ".join(form.non_field_errors())
+    # No endpoints and no prompt datasets yet: the empty lists say where to add them.
+    assert "Judge backends and endpoints" in form.fields["endpoint"].help_text
+    assert "Evaluation prompts" in form.fields["prompt_dataset"].help_text
+
+
 def test_diff_marks_words_only_in_each_answer(ev, viewer) -> None:
     assert str(diff_html("one two", "one two three")) == "one two <ins>three</ins>"
     assert "<del>&lt;b&gt;</del>" in str(diff_html("<b> x", "x"))  # escaped

@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH, ROW, LABEL_W, PAD = 560, 26, 190, 12
+RIGHT = 40  # room for the value printed after a whisker that reaches the axis's end
 
 
 def ci_chart(rows: Sequence[dict[str, Any]]) -> SafeString:
@@ -18,7 +19,7 @@ def ci_chart(rows: Sequence[dict[str, Any]]) -> SafeString:
     top = max(1.0, *(float(r.get("ci_high") or r["value"]) for r in rows))
     if rows[0].get("scale") == "rating":
         top = 10.0
-    plot = WIDTH - LABEL_W - 2 * PAD
+    plot = WIDTH - LABEL_W - PAD - RIGHT
     height = ROW * len(rows) + 24
 
     def x(v: float | None) -> str:

@@ -6,18 +6,28 @@ from webapp.evaluations.models import PromptKind
 class JudgeBackendForm(forms.Form):
     name = forms.CharField(max_length=100)
     base_url = forms.URLField(
+        label="Base URL",
         assume_scheme="https",
         max_length=500,
         help_text="e.g. https://api.openai.com/v1 or http://vllm-host:8000/v1",
     )
     model = forms.CharField(max_length=200, help_text="e.g. gpt-4o")
     api_key = forms.CharField(
+        label="API key",
         widget=forms.PasswordInput(render_value=False),
         required=False,
         help_text="Stored encrypted; never shown again.",
     )
-    price_prompt_1k = forms.FloatField(min_value=0, required=False, initial=0.0)
-    price_completion_1k = forms.FloatField(min_value=0, required=False, initial=0.0)
+    price_prompt_1k = forms.FloatField(
+        label="Price per 1k prompt tokens", min_value=0, required=False, initial=0.0
+    )
+    price_completion_1k = forms.FloatField(
+        label="Price per 1k completion tokens",
+        min_value=0,
+        required=False,
+        initial=0.0,
+        help_text="Prices count against an evaluation's budget cap; 0: free or unknown.",
+    )
 
 
 class JudgePromptForm(forms.Form):

@@ -50,15 +50,25 @@ def _models(label: str, initial: str | None = None) -> forms.ChoiceField:
 class EvaluationForm(CellConfigForm):
     kind_key = "evaluation"
     source = forms.ChoiceField(choices=SOURCES, initial="bigbench")
-    dataset_cell = _ref("Dataset cell")
+    dataset_cell = forms.TypedChoiceField(
+        label="Dataset cell (for “a dataset cell's validation split”)",
+        coerce=int,
+        empty_value=None,
+        required=False,
+        help_text="The same 10% split a fine-tune validates on.",
+    )
     prompt_dataset = forms.TypedChoiceField(
-        label="Prompt dataset",
+        label="Prompt dataset (for “an uploaded prompt file”)",
         coerce=int,
         empty_value=None,
         required=False,
         help_text="Datasets uploaded with the purpose “Evaluation prompts”.",
     )
-    bigbench_task = forms.ChoiceField(choices=bigbench_choices, required=False)
+    bigbench_task = forms.ChoiceField(
+        label="BIG-bench task (for “a built-in BIG-bench task”)",
+        choices=bigbench_choices,
+        required=False,
+    )
     base_model = _models("Base model candidate", DEFAULT_MODEL)
     base_model_2 = _models("Second base model candidate")
     adapter_cell = _ref("Fine-tuned candidate (cell)")
@@ -66,7 +76,12 @@ class EvaluationForm(CellConfigForm):
         max_length=12, required=False, help_text="A checkpoint step; blank: the final adapter."
     )
     adapter_cell_2 = _ref("Second fine-tuned candidate (cell)")
-    checkpoint_2 = forms.CharField(max_length=12, required=False)
+    checkpoint_2 = forms.CharField(
+        label="Second checkpoint",
+        max_length=12,
+        required=False,
+        help_text="A checkpoint step of the second fine-tuned candidate; blank: its final adapter.",
+    )
     checkpoints_of = _ref("Every checkpoint of (fine-tune cell), each against the base")
     endpoint = _ref("External endpoint candidate")
     endpoint_2 = _ref("Second external endpoint candidate")
@@ -79,15 +94,28 @@ class EvaluationForm(CellConfigForm):
         help_text="Blank: a local model run by the workers (works offline).",
     )
     judge_model = _models("Local judge model", DEFAULT_MODEL)
-    max_prompts = forms.IntegerField(min_value=1, max_value=2000, initial=20)
-    max_new_tokens = forms.IntegerField(min_value=1, max_value=2048, initial=128)
-    judge_max_tokens = forms.IntegerField(min_value=8, max_value=2048, initial=256)
-    concurrency = forms.IntegerField(min_value=1, max_value=32, initial=4)
+    max_prompts = forms.IntegerField(
+        min_value=1, max_value=2000, initial=20, help_text="The first N prompts of the set."
+    )
+    max_new_tokens = forms.IntegerField(
+        label="Answer length (max new tokens)", min_value=1, max_value=2048, initial=128
+    )
+    judge_max_tokens = forms.IntegerField(
+        label="Judge's rationale length (max tokens)", min_value=8, max_value=2048, initial=256
+    )
+    concurrency = forms.IntegerField(
+        min_value=1,
+        max_value=32,
+        initial=4,
+        help_text="Requests at once to external endpoints (candidates and judge).",
+    )
     budget = forms.FloatField(
         min_value=0.0, required=False, help_text="Cost cap for external calls; blank: none."
     )
     quantization = forms.ChoiceField(
-        choices=[("nf4", "4-bit NF4"), ("none", "None (full precision)")], initial="nf4"
+        choices=[("nf4", "4-bit NF4"), ("none", "None (full precision)")],
+        initial="nf4",
+        help_text="How the workers load local candidates and the local judge.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -98,6 +126,11 @@ class EvaluationForm(CellConfigForm):
         self.fields["endpoint"].choices = options
         self.fields["endpoint_2"].choices = options
         self.fields["judge"].choices = [("", "Local model (workers)"), *options[1:]]
+        if len(options) == 1:  # say where endpoints come from instead of an empty list
+            self.fields["endpoint"].help_text = (
+                "None yet: add OpenAI-compatible endpoints on the team's "
+                "“Judge backends and endpoints” page (linked from an evaluation cell)."
+            )
         # Only datasets uploaded as evaluation prompts: a training file is not a prompt set.
         prompt_sets = datasets_for_purpose(
             team_id=project.team_id, purpose=DatasetPurpose.EVALUATION
@@ -131,7 +164,11 @@ class EvaluationForm(CellConfigForm):
         if data.get("checkpoints_of") and not data.get("base_model"):
             self.add_error("base_model", "Checkpoints are compared with the base model.")
         if n < 1 or (n < 2 and data.get("judge_mode") != "single"):
-            raise forms.ValidationError("Pairwise judging needs at least two candidates.")
+            raise forms.ValidationError(
+                "Pairwise judging needs at least two candidates: add a second base model, a "
+                "fine-tuned cell or an endpoint below, or set the judge mode to single-answer "
+                "grading."
+            )
         return data
 
 

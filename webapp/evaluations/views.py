@@ -41,7 +41,8 @@ def comparison_context(
         "board": board,
         "chart": ci_chart(board),
         "pairs": ev.summary.get("pairs", []),
-        "by_category": ev.summary.get("by_category", {}),
+        # Categories without a judged pair would show as empty headings.
+        "by_category": {k: v for k, v in ev.summary.get("by_category", {}).items() if v},
         "metrics": ev.summary.get("metrics", {}),
         "proposal": ev.summary.get("proposal"),
         "rows": selectors.prompt_rows(evaluation=ev, filters=filters, user=request.user),

@@ -43,7 +43,11 @@
     const keys = {
       j: function () { go(1); },
       k: function () { go(-1); },
-      n: function () { v = (v + 1) % Math.max(1, verdicts().length); mark(); },
+      n: function () {
+        if (p < 0) return go(1); // nothing focused yet: start at the first prompt
+        v = (v + 1) % Math.max(1, verdicts().length);
+        mark();
+      },
       a: function () { vote("a"); },
       b: function () { vote("b"); },
       t: function () { vote("tie"); },
