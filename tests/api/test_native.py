@@ -163,3 +163,35 @@ def test_unknown_urls_and_methods_are_openai_shaped(live_server, owner_key) -> N
         assert response.status_code == status, (method, path, response.status_code)
         assert set(response.json()["error"]) == ERROR_KEYS, (method, path)
         assert response.headers["x-should-retry"] == "false"
+
+
+def test_recipe_export_and_import_round_trip(
+    live_server, team, owner, outsider, other_team, project, cells
+) -> None:
+    base = f"{live_server.url}/api"
+    _, key = api_key_create(team=team, created_by=owner, name="ci")
+    _, read_only = api_key_create(team=team, created_by=owner, name="ro", read_only=True)
+    _, theirs = api_key_create(team=other_team, created_by=outsider, name="theirs")
+
+    recipe = _get(f"{base}/projects/{project.pk}/recipe", read_only).json()
+    assert recipe["tunebook_recipe"] == 1 and recipe["name"] == project.name
+    assert recipe["cells"][2]["config"]["dataset_cell"] == {"cell": 2}
+    assert _get(f"{base}/projects/{project.pk}/recipe", theirs).status_code == 404
+
+    made = _post(f"{base}/projects/import", key, {"recipe": recipe, "name": "Twin"})
+    assert made.status_code == 201, made.text
+    twin = Project.objects.get(pk=made.json()["id"])
+    assert twin.name == "Twin" and twin.team_id == team.pk
+    assert [c.kind for c in twin.cells.order_by("position")] == ["markdown", "dataset", "finetune"]
+    tune = twin.cells.get(kind="finetune")
+    assert tune.config["dataset_cell"] == twin.cells.get(kind="dataset").pk
+
+    assert _post(f"{base}/projects/import", read_only, {"recipe": recipe}).status_code == 403
+    # The other team has no dataset of that name: a 400 that says so, and nothing made.
+    refused = _post(f"{base}/projects/import", theirs, {"recipe": recipe})
+    assert refused.status_code == 400 and "no dataset named" in refused.json()["error"]["message"]
+    assert not Project.objects.filter(team=other_team).exists()
+    broken = _post(f"{base}/projects/import", key, {"recipe": {**recipe, "cells": "x"}})
+    assert (
+        broken.status_code == 400 and "cells: must be a list" in broken.json()["error"]["message"]
+    )

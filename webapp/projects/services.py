@@ -31,6 +31,57 @@ def project_create(
     )
 
 
+@transaction.atomic
+def project_create_from_recipe(
+    *, team: Team, recipe: dict[str, Any], created_by: AbstractBaseUser, name: str = ""
+) -> Project:
+    """Re-create a notebook from a checked recipe (recipes.recipe_check); all or nothing."""
+    project = project_create(
+        team=team,
+        name=name or recipe["name"],
+        description=recipe.get("description", ""),
+        created_by=created_by,
+    )
+    made: list[Cell] = []
+    for n, item in enumerate(recipe["cells"], start=1):
+        spec = get_kind(item["kind"])
+        config = dict(item.get("config") or {})
+        for key in spec.cell_refs:
+            if isinstance(config.get(key), dict):
+                config[key] = made[config[key]["cell"] - 1].pk
+        for key in spec.dataset_refs:
+            if isinstance(config.get(key), dict):
+                config[key] = _team_dataset_id(team, config[key]["dataset"], f"cells[{n}]")
+        try:
+            cell = cell_create(
+                project=project,
+                kind=item["kind"],
+                config=config,
+                title=item.get("title") or "",
+                created_by=created_by,
+            )
+        except ValidationError as exc:
+            raise ValidationError(f"cells[{n}] ({spec.label}): {_describe(exc)}") from None
+        made.append(cell)
+    return project
+
+
+def _describe(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+def _team_dataset_id(team: Team, name: str, where: str) -> int:
+    dataset = Dataset.objects.filter(team=team, name=name).first()
+    if dataset is None:
+        raise ValidationError(
+            f"{where}: this team has no dataset named {name!r}. Upload it under that name, "
+            "then import the recipe again."
+        )
+    return dataset.pk
+
+
 def _clean_config(*, project: Project, kind: str, position: int, config: dict[str, Any]) -> dict:
     """Validate config with the kind's form, then re-check every reference explicitly."""
     try:

@@ -1,10 +1,16 @@
 from django.urls import path
 
-from webapp.projects import run_views, views
+from webapp.projects import recipe_views, run_views, views
 
 urlpatterns = [
     path("teams/<int:team_id>/projects/new/", views.project_new, name="project_new"),
     path("projects/<int:project_id>/", views.project_detail, name="project_detail"),
+    path(
+        "projects/<int:project_id>/recipe.<str:fmt>",
+        recipe_views.recipe_export,
+        name="recipe_export",
+    ),
+    path("teams/<int:team_id>/projects/import/", recipe_views.recipe_import, name="recipe_import"),
     path("projects/<int:project_id>/cells/add/", views.cell_add, name="cell_add"),
     path("projects/<int:project_id>/cells/estimate/", views.cell_estimate, name="cell_estimate"),
     path("cells/<int:cell_id>/edit/", views.cell_edit, name="cell_edit"),

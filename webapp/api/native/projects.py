@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
@@ -12,8 +13,9 @@ from webapp.api.native.cells import CellIn, CellOut, cell_out
 from webapp.api.native.common import ERRORS, ListOut, Page, caller_of, id_path, paginate
 from webapp.api.selectors import team_for_write
 from webapp.projects.models import Project
+from webapp.projects.recipes import recipe_check, recipe_from_project
 from webapp.projects.selectors import notebook_cells, project_list_for_team
-from webapp.projects.services import cell_create, project_create
+from webapp.projects.services import cell_create, project_create, project_create_from_recipe
 from webapp.teams.access import get_for_user
 
 router = Router(tags=["projects"])
@@ -69,6 +71,38 @@ def project_create_view(request: HttpRequest, body: ProjectIn) -> Status:
         team=team, name=body.name, description=body.description, created_by=caller.user
     )
     return Status(201, _out(project))
+
+
+class RecipeIn(Schema):
+    recipe: dict[str, Any] = Field(
+        description="A recipe as GET /api/projects/{id}/recipe returns it (tunebook_recipe: 1)."
+    )
+    name: str = Field("", max_length=100, description="Blank: the name in the recipe.")
+
+
+@router.post(
+    "/import",
+    response={201: ProjectOut, **ERRORS},
+    summary="Create a notebook from a recipe (datasets matched by name in the key's team)",
+)
+def project_import(request: HttpRequest, body: RecipeIn) -> Status:
+    caller = caller_of(request)
+    project = project_create_from_recipe(
+        team=team_for_write(caller),
+        recipe=recipe_check(body.recipe),
+        name=body.name.strip(),
+        created_by=caller.user,
+    )
+    return Status(201, _out(project))
+
+
+@router.get(
+    "/{project_id}/recipe",
+    response={200: dict[str, Any], **ERRORS},
+    summary="A notebook as a portable recipe (cells, settings, references)",
+)
+def project_recipe(request: HttpRequest, project_id: int = id_path()) -> dict[str, Any]:
+    return recipe_from_project(project=project_for(request, project_id))
 
 
 @router.get("/{project_id}", response={200: ProjectOut, **ERRORS}, summary="Get a project")
