@@ -2,101 +2,32 @@
 finetune_core.evaluate.run_evaluation with live progress (phase + counts) into the Job,
 results stored in webapp.evaluations' models.
 
-Progress counts come from wrapping the judge backend (each finished judgment) and the
-library's per-candidate answer messages; the same hooks check for cancellation and
-raise Cancelled, which unwinds the library call cleanly.
+Progress counts come from wrapping the judge backend (each finished judgment), the local
+models' generate (each finished batch of answers) and the library's per-candidate answer
+messages (cached answers, endpoints); the same hooks check for cancellation and raise
+Cancelled, which unwinds the library call cleanly.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from webapp.datasets.models import DatasetVersion
 from webapp.evaluations.crypto import KeyUnreadable, decrypt
 from webapp.evaluations.models import JudgeBackend, JudgePrompt
 from webapp.evaluations.services import evaluation_store
-from webapp.jobs.models import Job, JobStatus
-from webapp.jobs.services import job_event_add, job_fail, job_progress, job_succeed
+from webapp.jobs.services import job_fail, job_succeed
 from webapp.projects.models import Cell, CellRun, RunStatus
 from workers import eval_sets, services_bridge
+from workers.eval_progress import Cancelled, Progress, counting_pool
 from workers.finetune_run import UserError, dataset_file
 
 log = logging.getLogger(__name__)
-
-WRITE_EVERY_S = 1.0
-
-
-class Cancelled(Exception):
-    """The job was cancelled (or taken over): stop the library call."""
-
-
-class Progress:
-    """Phase + counts into the Job, throttled; thread-safe (endpoints answer in threads)."""
-
-    def __init__(self, job_id: int, task_id: str, n_items: int, n_cands: int) -> None:
-        self.job_id, self.task_id = job_id, task_id
-        self.n_items, self.n_cands = n_items, n_cands
-        self.answers_total = n_items * n_cands
-        self.judgments_total = 0
-        self.answers_done = self.judgments_done = self.seen_cands = 0
-        self.phase = "answers"
-        self.lock = threading.Lock()
-        self.last = 0.0
-
-    def message(self, text: str) -> None:
-        """The library's progress line: "LABEL: X cached, Y to generate" or a phase name."""
-        with self.lock:
-            if "to generate" in text:
-                self.answers_done = self.seen_cands * self.n_items
-                self.seen_cands += 1
-                self.phase = "answers"
-            else:
-                self.answers_done = self.answers_total
-                self.phase = "judging" if "judg" in text or "grading" in text else "metrics"
-        job_event_add(job=Job(pk=self.job_id), message=text[:500], data={"kind": "eval_phase"})
-        self.report(force=True)
-
-    def judged(self, n: int) -> None:
-        with self.lock:
-            self.judgments_done = min(self.judgments_done + n, self.judgments_total)
-        self.report()
-
-    def report(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last < WRITE_EVERY_S:
-            return
-        self.last = now
-        status, owner = (
-            Job.objects.filter(pk=self.job_id).values_list("status", "celery_task_id").first()
-        ) or (JobStatus.CANCELLED, "")
-        if status != JobStatus.RUNNING or (owner and owner != self.task_id):
-            raise Cancelled()
-        count = f"{self.answers_done}/{self.answers_total} answers"
-        if self.judgments_total:
-            count += f", {self.judgments_done}/{self.judgments_total} judgments"
-        job_progress(
-            job_id=self.job_id,
-            current=self.answers_done + self.judgments_done,
-            total=self.answers_total + self.judgments_total,
-            message=f"{self.phase}: {count}",
-            metrics={
-                "phase": self.phase,
-                "answers_done": self.answers_done,
-                "answers_total": self.answers_total,
-                "judgments_done": self.judgments_done,
-                "judgments_total": self.judgments_total,
-            },
-        )
-        if threading.current_thread() is not threading.main_thread():
-            connection.close()  # an endpoint's pool thread: don't leave a connection behind
 
 
 def _latest_adapter_run(cell_id: int) -> CellRun:
@@ -285,7 +216,7 @@ def proposal(result: dict[str, Any], checkpoints: dict[str, Any]) -> dict[str, A
 
 def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
     """Evaluate; settles the CellRun and the Job whatever happens."""
-    from finetune_core.evaluate import AnswerCache, Decoding, ModelPool, run_evaluation
+    from finetune_core.evaluate import AnswerCache, Decoding, run_evaluation
 
     inputs = run.inputs
     cell = Cell.objects.select_related("project").get(pk=run.cell_id)
@@ -293,7 +224,7 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
         evalset = eval_set(inputs)
         cands, checkpoints = candidates(inputs, cell.project.team_id)
         progress = Progress(job_id, task_id, len(evalset), len(cands))
-        pool = ModelPool(quantization=inputs.get("quantization") or "nf4")
+        pool = counting_pool(inputs.get("quantization") or "nf4", progress)
         the_judge = judge(inputs, cell.project.team_id, cell.project_id, pool, progress)
         mode = "single" if inputs.get("judge_mode") == "single" else "pairwise"
         baseline = checkpoints.get("base") or None

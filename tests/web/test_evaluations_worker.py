@@ -398,3 +398,57 @@ def test_cancelled_job_stops_before_any_call_and_user_errors_fail_the_run(
     assert failed.status == RunStatus.FAILED
     assert "has no finished run yet" in failed.outputs["error"]
     assert "has no finished run yet" in job_of(failed).error
+
+
+def test_live_answer_counts_move_per_batch_and_cancel_between_batches(
+    transactional_db, team, owner, tmp_path
+) -> None:
+    """The live view counts local answers per generated batch (not per candidate), cached
+    ones at once, and a cancel lands between two batches."""
+    from finetune_core.data.types import Message
+    from finetune_core.evaluate import (
+        AnswerCache,
+        Candidate,
+        Decoding,
+        EvalSet,
+        generate_answers,
+        make_item,
+    )
+    from webapp.jobs.services import job_cancel, job_create
+    from workers.eval_progress import Cancelled, Progress, counting_pool
+
+    evalset = EvalSet("five", [make_item([Message("user", f"Say {n}.")]) for n in range(5)])
+    cands = [Candidate("base", "tiny-llama", label="tiny")]
+    cache = AnswerCache(tmp_path / "answers.sqlite")
+
+    def run(job_id: int) -> list[int]:
+        seen: list[int] = []
+
+        class Recording(Progress):
+            def report(self, force: bool = False) -> None:
+                seen.append(self.answers_done)
+                super().report(force=True)  # every update reaches the job (and its check)
+
+        progress = Recording(job_id, "task-1", len(evalset), len(cands))
+        pool = counting_pool("none", progress)
+        dec = Decoding(max_new_tokens=2)
+        kwargs = {"decoding": dec, "cache": cache, "pool": pool, "batch_size": 2}
+        generate_answers(cands, evalset, progress=progress.message, **kwargs)
+        return seen
+
+    job = job_create(team=team, kind="evaluation", created_by=owner)
+    job_start(job_id=job.pk, celery_task_id="task-1")
+    assert run(job.pk) == [0, 2, 4, 5]  # batches of 2, 2 and 1
+    assert job_of_id(job.pk).progress_current == 5
+    assert run(job.pk) == [5]  # all cached: done at once
+
+    cache = AnswerCache(tmp_path / "fresh.sqlite")
+    job_cancel(job=job_of_id(job.pk), by=owner)
+    with pytest.raises(Cancelled):  # the first finished batch finds the job cancelled
+        run(job.pk)
+
+
+def job_of_id(job_id: int) -> Any:
+    from webapp.jobs.models import Job
+
+    return Job.objects.get(pk=job_id)
