@@ -131,6 +131,13 @@ def test_pairwise_base_vs_adapter_in_the_browser(
     page.keyboard.press("j")
     page.keyboard.press("t")
     expect(prompts.nth(1).locator(".votes")).to_contain_text("rita=tie")
+    # k goes back; n moves the highlight along the prompt's pairs (one pair here: it stays).
+    expect(page.locator("#keys-help")).to_contain_text("next pair in the prompt")
+    page.keyboard.press("k")
+    expect(prompts.first).to_have_class(re.compile("focused"))
+    expect(prompts.nth(1)).not_to_have_class(re.compile("focused"))
+    page.keyboard.press("n")
+    expect(prompts.first.locator(".verdict").first).to_have_class(re.compile("current"))
     prompts.first.get_by_role("button", name="diff").click()
     expect(prompts.first.locator(".diff")).to_be_visible()
     shot(page, "05-votes-and-diff")
@@ -140,7 +147,7 @@ def test_pairwise_base_vs_adapter_in_the_browser(
     expect(trust).to_contain_text("Consistency under swap")
     page.locator("input[name=q]").fill("zzzz-no-such-text")
     page.get_by_role("button", name="Filter").click()
-    expect(page.locator("ol.eval-prompts")).to_contain_text("No prompt matches.")
+    expect(page.locator("ol.eval-prompts")).to_contain_text("No prompt matches these filters.")
     shot(page, "06-filtered")
 
     with page.expect_download() as download:
