@@ -42,9 +42,9 @@ class UserError(Exception):
     """A problem the user can fix; its message is shown as is."""
 
 
-def dataset_file(inputs: dict[str, Any]) -> tuple[DatasetVersion, str]:
+def dataset_file(inputs: dict[str, Any], key: str = "dataset_cell") -> tuple[DatasetVersion, str]:
     """The dataset cell's pinned version, or its dataset's latest valid one."""
-    cell = Cell.objects.filter(pk=inputs.get("dataset_cell"), kind="dataset").first()
+    cell = Cell.objects.filter(pk=inputs.get(key), kind="dataset").first()
     if cell is None:
         raise UserError("The dataset cell this fine-tune uses no longer exists.")
     versions = DatasetVersion.objects.filter(dataset_id=cell.config.get("dataset"))
@@ -132,7 +132,12 @@ def run_finetune(run: CellRun, job_id: int, task_id: str) -> None:
     progress = Progress(run, job_id)
     try:
         version, path = dataset_file(run.inputs)
-        config = train_config_dict(run.inputs, data_path=path, output_dir=output_dir)
+        val_path = None
+        if run.inputs.get("val_dataset_cell"):
+            val_path = dataset_file(run.inputs, "val_dataset_cell")[1]
+        config = train_config_dict(
+            run.inputs, data_path=path, output_dir=output_dir, val_path=val_path
+        )
         done_steps = services_bridge.checkpoint_steps(output_dir)
         if done_steps:
             job_event_add(

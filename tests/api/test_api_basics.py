@@ -16,6 +16,7 @@ from webapp.api.services import api_key_create
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_mark
 from webapp.jobs.models import Job, JobStatus
+from webapp.projects.models import Cell
 
 GOOD = (
     b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}\n'
@@ -190,26 +191,43 @@ def test_jobs_create_list_pause_resume_cancel(sdk, owner_key) -> None:
         client.models.delete("tiny-llama")
 
 
-def test_job_options_not_taken_yet_are_clear_400s(sdk, owner_key) -> None:
+def test_validation_file_and_target_modules(sdk, owner_key, other_team, outsider) -> None:
     client = sdk(owner_key)
     file_id = client.files.create(file=("t.jsonl", GOOD), purpose="fine-tune").id
+    val_id = client.files.create(file=("v.jsonl", GOOD), purpose="fine-tune").id
     mark_valid(file_id)
-    with pytest.raises(openai.BadRequestError) as separate:
-        client.fine_tuning.jobs.create(
-            model="tiny-llama", training_file=file_id, validation_file=file_id
-        )
-    assert separate.value.param == "validation_file" and separate.value.code == "unsupported"
-    assert separate.value.response.headers["x-should-retry"] == "false"
+    mark_valid(val_id)
+    job = client.fine_tuning.jobs.create(
+        model="tiny-llama",
+        training_file=file_id,
+        validation_file=val_id,
+        extra_body={"tunebook": {"target_modules": ["q_proj", "v_proj"], "max_steps": 1}},
+    )
+    assert job.validation_file == val_id
+    assert client.fine_tuning.jobs.retrieve(job.id).validation_file == val_id
+    tune = Cell.objects.get(kind="finetune")
+    assert tune.config["target_modules"] == "q_proj,v_proj"
+    val_cell = Cell.objects.get(pk=tune.config["val_dataset_cell"])
+    assert val_cell.config["dataset"] == DatasetVersion.objects.get(pk=int(val_id[5:])).dataset_id
+
     with pytest.raises(openai.BadRequestError) as modules:
         client.fine_tuning.jobs.create(
             model="tiny-llama",
             training_file=file_id,
             extra_body={"tunebook": {"target_modules": ["q_proj"]}},
         )
-    assert modules.value.param == "tunebook.target_modules"
+    assert modules.value.param == "tunebook.target_modules" and "'attention'" in str(modules.value)
+    other_key = api_key_create(team=other_team, created_by=outsider, name="theirs")[1]
+    theirs = sdk(other_key).files.create(file=("o.jsonl", GOOD), purpose="fine-tune").id
+    with pytest.raises(openai.BadRequestError) as foreign:
+        client.fine_tuning.jobs.create(
+            model="tiny-llama", training_file=file_id, validation_file=theirs
+        )
+    assert foreign.value.param == "validation_file" and foreign.value.code == "invalid_file"
+    assert foreign.value.response.headers["x-should-retry"] == "false"
     with pytest.raises(openai.BadRequestError) as unknown:
         client.fine_tuning.jobs.create(
             model="tiny-llama", training_file=file_id, extra_body={"tunebook": {"rnak": 8}}
         )
     assert unknown.value.param == "tunebook" and "rnak" in unknown.value.message
-    assert client.fine_tuning.jobs.list().data == []
+    assert [j.id for j in client.fine_tuning.jobs.list().data] == [job.id]

@@ -250,3 +250,57 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(start_worker, team, owner
     assert run.outputs["steps"] == 24
     assert [h["step"] for h in run.outputs["history"]] == list(range(1, 25))
     assert "recovery 1 of" in " ".join(e.message for e in job.events.all())
+
+
+def test_separate_validation_dataset_and_target_modules_reach_training(
+    start_worker, team, owner
+) -> None:
+    worker = start_worker()
+    cells = notebook(team, owner, worker, max_steps=2, eval_every=2, save_every=2)
+    held_out = b"".join(
+        json.dumps(
+            {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        ).encode()
+        + b"\n"
+        for q, a in [("What is 100 plus one?", "101"), ("What is 200 plus one?", "201")]
+    )
+    version = dataset_version_create(
+        team=team, name="held-out", upload=Upload.make("val.jsonl", held_out), created_by=owner
+    )
+    wait_for(
+        lambda: DatasetVersion.objects.get(pk=version.pk).status == VersionStatus.VALID,
+        timeout=60,
+        what="validation of the held-out set",
+        worker=worker,
+    )
+    val_cell = cell_create(
+        project=cells["project"],
+        kind="dataset",
+        config={"dataset": version.dataset_id},
+        created_by=owner,
+    )
+    tune = cell_create(
+        project=cells["project"],
+        kind="finetune",
+        config={
+            "dataset_cell": cells["dataset"].pk,
+            "val_dataset_cell": val_cell.pk,
+            **FAST,
+            "max_steps": 2,
+            "eval_every": 2,
+            "target_modules": "q_proj,v_proj",
+        },
+        created_by=owner,
+    )
+    run = run_cell(tune, owner)
+    wait_for(finished(run), timeout=120, what="training", worker=worker)
+    assert job_of(run).status == JobStatus.SUCCEEDED, (job_of(run).error, worker.tail())
+    run.refresh_from_db()
+    folder = Path(run.outputs["adapter_dir"])
+    manifest = json.loads((folder.parent / "manifest.json").read_text())
+    # Every training row trains; validation is exactly the other dataset's two rows.
+    assert manifest["data"]["n_val_examples"] == 2
+    assert manifest["data"]["n_train_examples"] == len(ROWS)
+    adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    assert sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"]
+    assert any("val_loss" in h for h in run.outputs["history"])

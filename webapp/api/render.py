@@ -95,7 +95,7 @@ def job_object(ft: FineTuningJob) -> dict[str, Any]:
         "result_files": [],
         "status": status,
         "training_file": ft.training_file_ref,
-        "validation_file": None,
+        "validation_file": (ft.requested or {}).get("validation_file"),
         "hyperparameters": hyper,
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
         "trained_tokens": trained_tokens(ft),

@@ -28,8 +28,13 @@ from webapp.datasets.services import dataset_version_create
 from webapp.jobs.dispatch import job_enqueue_on_commit
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_create, job_event_add
-from webapp.projects.finetune_config import DEFAULT_PRESET, PARAM_NAMES, PRESETS
-from webapp.projects.models import Project
+from webapp.projects.finetune_config import (
+    DEFAULT_PRESET,
+    PARAM_NAMES,
+    PRESETS,
+    TARGET_MODULES,
+)
+from webapp.projects.models import Cell, Project
 from webapp.projects.services import (
     cell_create,
     cell_run_cancel,
@@ -102,7 +107,7 @@ def api_file_delete(*, version: DatasetVersion) -> None:
 
 # OpenAI's hyperparameter names -> the fine-tune cell's config keys.
 HYPER = {"n_epochs": "epochs", "batch_size": "batch_size"}
-EXTRA_KEYS = frozenset(PARAM_NAMES) | {"preset", "target_modules"}
+EXTRA_KEYS = frozenset(PARAM_NAMES) | {"preset"}
 # Short names a client may use in `tunebook` for the library's LoRA settings.
 EXTRA_ALIASES = {"rank": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
 
@@ -129,12 +134,9 @@ def finetune_config(
     unknown = sorted(set(extras) - EXTRA_KEYS)
     if unknown:
         raise ValidationError({"tunebook": f"Unknown Tunebook option(s): {', '.join(unknown)}."})
-    target = extras.get("target_modules", "all-linear")
-    if target not in ("all-linear", ["all-linear"]):
-        raise ValidationError(
-            {"tunebook.target_modules": "Only 'all-linear' is supported by fine-tune cells yet."}
-        )
-    config: dict[str, Any] = {k: v for k, v in extras.items() if k != "target_modules"}
+    config: dict[str, Any] = dict(extras)
+    if "target_modules" in config:
+        config["target_modules"] = _target_modules(config["target_modules"])
     preset = config.setdefault("preset", DEFAULT_PRESET)
     if preset not in PRESETS:
         raise ValidationError({"tunebook.preset": f"Unknown preset {preset!r}."})
@@ -152,6 +154,24 @@ def finetune_config(
     return {"base_model": model, **config}
 
 
+def _target_modules(value: Any) -> str:
+    """A target_modules choice, given by its name or as the list of layers it stands for."""
+    for name, layers in TARGET_MODULES.items():
+        if value in (name, layers, [layers]):
+            return name
+    choices = ", ".join(repr(k) for k in TARGET_MODULES)
+    raise ValidationError({"target_modules": f"Use one of {choices}, or its list of layers."})
+
+
+def _ready_file(version: DatasetVersion, field: str) -> str:
+    ref = f"file-{version.pk}"
+    if version.status == VersionStatus.INVALID:
+        raise ValidationError({field: f"File {ref} did not pass validation."})
+    if version.status != VersionStatus.VALID:
+        raise ValidationError({field: f"File {ref} is not ready yet; try again soon."})
+    return ref
+
+
 @transaction.atomic
 def fine_tuning_job_create(
     *,
@@ -164,21 +184,16 @@ def fine_tuning_job_create(
     metadata: dict[str, str],
     hyperparameters: dict[str, Any],
     extras: dict[str, Any],
+    validation_file: DatasetVersion | None = None,
 ) -> FineTuningJob:
-    ref = f"file-{training_file.pk}"
-    if training_file.status == VersionStatus.INVALID:
-        raise ValidationError({"training_file": f"File {ref} did not pass validation."})
-    if training_file.status != VersionStatus.VALID:
-        raise ValidationError({"training_file": f"File {ref} is not ready yet; try again soon."})
+    ref = _ready_file(training_file, "training_file")
+    val_ref = _ready_file(validation_file, "validation_file") if validation_file else None
     config = finetune_config(model=model, hyperparameters=hyperparameters, extras=extras, seed=seed)
     project = _api_project(team, created_by)
-    dataset_cell = cell_create(
-        project=project,
-        kind="dataset",
-        config={"dataset": training_file.dataset_id, "version": training_file.version},
-        created_by=created_by,
-        title=ref,
-    )
+    dataset_cell = _file_cell(project, training_file, ref, created_by)
+    if validation_file is not None:
+        val_cell = _file_cell(project, validation_file, val_ref, created_by)
+        config["val_dataset_cell"] = val_cell.pk
     cell = cell_create(
         project=project,
         kind="finetune",
@@ -196,9 +211,25 @@ def fine_tuning_job_create(
         training_file_ref=ref,
         seed=int(config.get("seed") or 0),
         metadata=metadata,
-        requested={"hyperparameters": hyperparameters, "tunebook": extras},
+        requested={
+            "hyperparameters": hyperparameters,
+            "tunebook": extras,
+            "validation_file": val_ref,
+        },
         cell_run=run,
         job=run.job,
+    )
+
+
+def _file_cell(
+    project: Project, version: DatasetVersion, ref: str, created_by: AbstractBaseUser
+) -> Cell:
+    return cell_create(
+        project=project,
+        kind="dataset",
+        config={"dataset": version.dataset_id, "version": version.version},
+        created_by=created_by,
+        title=ref,
     )
 
 

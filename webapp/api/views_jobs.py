@@ -23,6 +23,7 @@ from webapp.api.services import (
     fine_tuning_job_pause,
     fine_tuning_job_resume,
 )
+from webapp.datasets.models import DatasetVersion
 from webapp.jobs.models import JobEvent
 
 SUFFIX = re.compile(r"^[A-Za-z0-9_-]{0,64}$")
@@ -57,19 +58,22 @@ def _hyperparameters(data: dict[str, Any]) -> dict[str, Any]:
     return hyper
 
 
+def _file(caller: Caller, ref: str, param: str) -> DatasetVersion:
+    """A file of the caller's team; another team's or a missing one is an invalid file."""
+    try:
+        return file_get(caller, parse_ref("file-", ref, what="file", param=param))
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        raise ApiError(400, f"Invalid file: {ref}", param=param, code="invalid_file") from None
+
+
 def _create(request: HttpRequest, caller: Caller) -> HttpResponse:
     team = team_for_write(caller)
     data = json_body(request)
     model = field(data, "model", str, required=True)
     training_ref = field(data, "training_file", str, required=True)
-    if data.get("validation_file"):
-        raise ApiError(
-            400,
-            "A separate validation_file is not supported yet; Tunebook holds out "
-            "tunebook.val_fraction of the training file instead.",
-            param="validation_file",
-            code="unsupported",
-        )
+    validation_ref = field(data, "validation_file", str)
     suffix = field(data, "suffix", str, default="")
     if not SUFFIX.match(suffix):
         raise ApiError(400, "suffix: up to 64 letters, digits, '-' or '_'.", param="suffix")
@@ -79,16 +83,8 @@ def _create(request: HttpRequest, caller: Caller) -> HttpResponse:
         raise ApiError(400, "metadata: at most 16 string values.", param="metadata")
     extras = field(data, "tunebook", dict, default={})
     hyper = _hyperparameters(data)
-    try:
-        training_file = file_get(
-            caller, parse_ref("file-", training_ref, what="file", param="training_file")
-        )
-    except ApiError as exc:
-        if exc.status != 404:
-            raise
-        raise ApiError(
-            400, f"Invalid file: {training_ref}", param="training_file", code="invalid_file"
-        ) from None
+    training_file = _file(caller, training_ref, "training_file")
+    validation_file = _file(caller, validation_ref, "validation_file") if validation_ref else None
     try:
         ft = fine_tuning_job_create(
             team=team,
@@ -100,6 +96,7 @@ def _create(request: HttpRequest, caller: Caller) -> HttpResponse:
             metadata=metadata,
             hyperparameters=hyper,
             extras=extras,
+            validation_file=validation_file,
         )
     except ValidationError as exc:
         extra_params = {EXTRA_ALIASES.get(k, k): f"tunebook.{k}" for k in extras}

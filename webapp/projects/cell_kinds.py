@@ -76,6 +76,8 @@ def _model_field(help_text: str, *, required: bool = True) -> forms.ChoiceField:
 class FinetuneForm(CellConfigForm):
     kind_key = "finetune"
     dataset_cell = _ref_field("Dataset cell")
+    val_dataset_cell = _ref_field("Validation dataset cell", required=False)
+    val_dataset_cell.help_text = "Measure validation loss on this dataset. Blank: hold out val_fraction of the training data."
     base_model = _model_field("The model the LoRA adapter is trained on.")
     preset = forms.ChoiceField(
         choices=PRESET_CHOICES,
@@ -170,7 +172,7 @@ register(
         "finetune",
         "Fine-tune",
         FinetuneForm,
-        cell_refs={"dataset_cell": ("dataset",)},
+        cell_refs={"dataset_cell": ("dataset",), "val_dataset_cell": ("dataset",)},
         runnable=True,
         queue="gpu",
         cell_template="projects/kinds/finetune_cell.html",

@@ -36,6 +36,15 @@ PRESET_CHOICES = [
 DEFAULT_PRESET = "balanced"
 
 
+# The target_modules choices and the layer names they stand for (Llama and Gemma alike).
+TARGET_MODULES: dict[str, str | list[str]] = {
+    "all-linear": "all-linear",
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "q_proj,v_proj": ["q_proj", "v_proj"],
+    "mlp": ["gate_proj", "up_proj", "down_proj"],
+}
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -96,6 +105,14 @@ PARAMS: tuple[Param, ...] = (
         "lora",
         "LoRA, or DoRA (weight-decomposed LoRA: a little better, a little slower).",
         choices=("lora", "dora"),
+    ),
+    Param(
+        "target_modules",
+        forms.ChoiceField,
+        "all-linear",
+        "Which layers get an adapter: every linear layer (QLoRA's choice), attention "
+        "only, q and v only (the original LoRA), or the MLP only.",
+        choices=tuple(TARGET_MODULES),
     ),
     Param(
         "quantization",
@@ -235,13 +252,20 @@ def effective_hparams(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_config_dict(
-    config: dict[str, Any], *, data_path: str, output_dir: Path | str
+    config: dict[str, Any],
+    *,
+    data_path: str,
+    output_dir: Path | str,
+    val_path: str | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for finetune_core's TrainConfig."""
     values = effective_hparams(config)
+    values["target_modules"] = TARGET_MODULES.get(values["target_modules"], "all-linear")
     return {
         "model": config["base_model"],
         "data": data_path,
         "output_dir": str(output_dir),
         **values,
+        # A separate validation file replaces the held-out share of the training data.
+        **({"val_data": val_path} if val_path else {}),
     }
