@@ -441,3 +441,12 @@ def test_prompt_dataset_runs_on_what_its_validation_read(team, owner) -> None:
     bad = upload("bad", b'{"prompt": "ok"}\n{"prompt": 1}\nnot json\n')
     with pytest.raises(DataError, match=r"line 2: .*; line 3: not valid JSON"):
         eval_set({"source": "prompt_dataset", "prompt_dataset": bad})
+
+
+def test_failed_run_says_how_to_recover(eval_cell, owner, viewer) -> None:
+    run = cell_run_create(cell=eval_cell, created_by=owner)
+    error = "The prompt file has problems (line 2: not valid JSON); see its dataset page."
+    CellRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, outputs={"error": error})
+    page = client_for(viewer).get(reverse("run_detail", args=[run.pk])).content.decode()
+    assert "line 2: not valid JSON" in page and "run the cell again" in page
+    assert f"#cell-{eval_cell.pk}" in page
