@@ -38,6 +38,8 @@ FAST = {
     "save_every": 1,
     "eval_every": 1,
     "warmup_ratio": 0.0,
+    # Off: its discriminator job would hold the one test worker before the chat requests.
+    "keep_transferable": False,
 }
 
 SHORT = {k: v for k, v in FAST.items() if k != "lora_r"}

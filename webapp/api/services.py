@@ -107,7 +107,7 @@ def api_file_delete(*, version: DatasetVersion) -> None:
 
 # OpenAI's hyperparameter names -> the fine-tune cell's config keys.
 HYPER = {"n_epochs": "epochs", "batch_size": "batch_size"}
-EXTRA_KEYS = frozenset(PARAM_NAMES) | {"preset"}
+EXTRA_KEYS = frozenset(PARAM_NAMES) | {"preset", "keep_transferable"}
 # Short names a client may use in `tunebook` for the library's LoRA settings.
 EXTRA_ALIASES = {"rank": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
 
