@@ -100,6 +100,12 @@ def print_report(result: dict[str, Any]) -> None:
             f" skipped {p['skipped']}, win rate {_fmt(p['win_rate'])} [{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}],"
             f" consistent under swap {_fmt(p['consistency'])}"
         )
+    for p in result.get("pairs_calibrated", []):
+        print(
+            f"  {p['a']} vs {p['b']} position-calibrated (both orders' probabilities averaged):"
+            f" W/T/L {p['wins']}/{p['ties']}/{p['losses']}, win rate {_fmt(p['win_rate'])}"
+            f" [{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}]"
+        )
     for r in result.get("ranking", []):
         print(
             f"  #{r['rank']} {r['candidate']:32} BT {r['strength']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"

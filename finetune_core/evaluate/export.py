@@ -56,6 +56,11 @@ def write_csv(result: dict[str, Any], prefix: str | Path) -> list[Path]:
                 "status_ab": j["ab"]["status"],
                 "verdict_ba": j["ba"]["value"],
                 "status_ba": j["ba"]["status"],
+                # Constrained local judges: how sure each order was, and the
+                # position-calibrated outcome (empty for free-text judges).
+                "confidence_ab": j["ab"].get("confidence"),
+                "confidence_ba": j["ba"].get("confidence"),
+                "calibrated": j.get("calibrated"),
             }
             for j in result.get("judgments", [])
         ],

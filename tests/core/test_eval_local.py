@@ -170,6 +170,13 @@ def test_run_export_and_cli(pool: ModelPool, tmp_path) -> None:
     assert json.loads((tmp_path / "r.json").read_text())["eval_set"]["n_items"] == 2
     names = sorted(p.name for p in write_csv(result, tmp_path / "r"))
     assert names == [f"r.{n}.csv" for n in ("answers", "grades", "judgments", "metrics", "pairs")]
+    import csv
+
+    with (tmp_path / "r.judgments.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(r["calibrated"] in ("a", "b", "tie") for r in rows)
+    assert all(0 < float(r["confidence_ab"]) <= 1 for r in rows)
+    assert result["pairs_calibrated"][0]["n"] == 2
     out = tmp_path / "cli.json"
     code = main(
         ["evaluate", "--task", "object_counting", "--limit", "2", "--candidate", "base:tiny-llama",
