@@ -19,13 +19,14 @@ position won, the mean confidence, and agreement with the references: on pairs
 where exactly one answer is correct (exact match, or it names one choice and
 that one is accepted), how often the judge picked that one (per order and after
 the swap), strictly and position-calibrated (both orders' probabilities
-averaged). A control row judges each item's accepted choice against a wrong one
-(verdict-first), where the right answer is known. Prints a table
+averaged). A control row per --control-judge judges each item's accepted choice
+against a wrong one (verdict-first), where the right answer is known. Prints a table
 and one JSON line.
 
     python -m benchmarks.bench_eval [--limit 20] [--task sports_understanding]
         [--candidate base:smollm2-135m-instruct --candidate base:gemma-3-270m]
         [--judge smollm2-135m-instruct] [--styles verdict-first,rationale]
+        [--control-judge smollm2-135m-instruct --control-judge gemma-3-270m] [--threads 1]
 """
 
 from __future__ import annotations
@@ -102,7 +103,15 @@ def reference_agreement(judged: list, correct: dict) -> dict[str, Any]:
     }
 
 
-def judge_style(style: str, es: Any, answers: dict, correct: dict, pool: Any, args: Any) -> dict:
+def judge_style(
+    style: str,
+    es: Any,
+    answers: dict,
+    correct: dict,
+    pool: Any,
+    args: Any,
+    judge_model: str | None = None,
+) -> dict:
     from dataclasses import replace
 
     from finetune_core.evaluate import (
@@ -114,7 +123,9 @@ def judge_style(style: str, es: Any, answers: dict, correct: dict, pool: Any, ar
     )
 
     backend = LocalBackend(
-        pool.get(args.judge), batch_size=args.judge_batch_size, constrained=style != "free-text"
+        pool.get(judge_model or args.judge),
+        batch_size=args.judge_batch_size,
+        constrained=style != "free-text",
     )
     judge = Judge(backend, max_tokens=args.judge_max_tokens, verdict_first=style == "verdict-first")
     say(f"judging {len(es)} items, both orders: {style}")
@@ -148,7 +159,7 @@ def judge_style(style: str, es: Any, answers: dict, correct: dict, pool: Any, ar
     }
 
 
-def control(es: Any, pool: Any, args: Any) -> dict[str, Any]:
+def control(es: Any, pool: Any, args: Any, judge_model: str) -> dict[str, Any]:
     """The judge on answers whose correctness is known: an accepted choice against a
     wrong one, per item. A judge that reads the reference should win this outright."""
     from finetune_core.evaluate import Answer
@@ -162,7 +173,8 @@ def control(es: Any, pool: Any, args: Any) -> dict[str, Any]:
         "wrong": {it.id: Answer(wrong[it.id]) for it in items},
     }
     correct = {"gold": dict.fromkeys(wrong, True), "wrong": dict.fromkeys(wrong, False)}
-    return {**judge_style("verdict-first", sub, answers, correct, pool, args), "style": "control"}
+    row = judge_style("verdict-first", sub, answers, correct, pool, args, judge_model)
+    return {**row, "style": f"control:{judge_model.split('-')[0]}", "judge": judge_model}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -179,7 +191,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     es = from_bigbench(args.task).head(args.limit)
     cands = [parse_candidate(s) for s in args.candidate or CANDIDATES]
     start = time.perf_counter()
-    pool.get(args.judge)  # load time is not answering or judging time
+    for name in {args.judge, *(args.control_judge or [])}:
+        pool.get(name)  # load time is not answering or judging time
     for c in cands:
         pool.get(c.model, c.adapter)
     load_s = time.perf_counter() - start
@@ -202,9 +215,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for style in args.styles.split(","):
         sub = es.head(args.rationale_items) if style != "verdict-first" else es
         styles.append(judge_style(style, sub, answers, correct, pool, args))
-    if args.control:
-        say("control: an accepted choice against a wrong one, verdict-first")
-        styles.append(control(es, pool, args))
+    for judge_model in (args.control_judge or [args.judge]) if args.control else []:
+        say(f"control with {judge_model}: an accepted choice against a wrong one")
+        styles.append(control(es, pool, args, judge_model))
     return {
         "task": args.task,
         "items": len(es),
@@ -283,6 +296,9 @@ def main() -> None:
         dest="control",
         action="store_false",
         help="skip judging an accepted choice against a wrong one",
+    )
+    p.add_argument(
+        "--control-judge", action="append", help="judge(s) for the control row (default: --judge)"
     )
     p.add_argument("--unbatched-items", type=int, default=4, help="0: skip the batching gain")
     p.add_argument("--quantization", choices=["nf4", "none"], help="default: nf4 on CUDA")
