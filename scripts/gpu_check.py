@@ -38,6 +38,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# The same build cache as the pytest run below (tests/core/conftest.py), so nothing builds twice.
+os.environ.setdefault("FINETUNE_CORE_CACHE", str(REPO / ".cache"))
 
 import torch  # noqa: E402
 
