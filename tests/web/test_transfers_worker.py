@@ -6,22 +6,27 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from django.db import OperationalError
 from django.urls import reverse
 
 from tests.web.conftest import Upload, client_for
-from tests.web.test_finetune_worker import chat_jsonl, finished, job_of, notebook, run_cell
+from tests.web.test_finetune_worker import FAST, chat_jsonl, finished, job_of
+from tests.web.test_finetune_worker import run_cell as post_run
 from tests.web.test_finetune_worker import start_worker as start_worker  # noqa: F401 - fixture
 from tests.web.worker_harness import Worker, wait_for
 from webapp.datasets.models import Dataset, DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_create
 from webapp.jobs.models import Job, JobStatus
 from webapp.projects.models import Cell, CellRun, RunStatus
-from webapp.projects.services import cell_create
+from webapp.projects.services import cell_create as create_cell
+from webapp.projects.services import project_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -40,14 +45,69 @@ TINY_TRANSFER = {
 }
 
 
+T = TypeVar("T")
+
+
+def unlocked(fn: Callable[[], T]) -> T:
+    """SQLite: a write that races the worker's last write of a task can fail at once with
+    "database is locked" (a deferred transaction cannot upgrade its lock); it rolled back
+    whole, so it is tried again."""
+    for attempt in range(10):
+        try:
+            return fn()
+        except OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 9:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def cell_create(**kwargs: Any) -> Cell:
+    return unlocked(lambda: create_cell(**kwargs))
+
+
+def run_cell(cell: Cell, user: Any) -> CellRun:
+    return unlocked(lambda: post_run(cell, user))
+
+
+def notebook(team: Any, owner: Any, worker: Worker, **hparams: Any) -> dict[str, Any]:
+    """test_finetune_worker's notebook, each write retried as above."""
+    version = unlocked(
+        lambda: dataset_version_create(
+            team=team, name="plus-one", upload=Upload.make("plus.jsonl", chat_jsonl()),
+            created_by=owner,
+        )
+    )  # fmt: skip
+    wait_for(
+        lambda: DatasetVersion.objects.get(pk=version.pk).status == VersionStatus.VALID,
+        timeout=60,
+        what="dataset validation",
+        worker=worker,
+    )
+    project = unlocked(lambda: project_create(team=team, name="E2E", created_by=owner))
+    ds = cell_create(
+        project=project, kind="dataset", config={"dataset": version.dataset_id}, created_by=owner
+    )
+    ft = cell_create(
+        project=project,
+        kind="finetune",
+        config={"dataset_cell": ds.pk, **FAST, **hparams},
+        created_by=owner,
+    )
+    return {"project": project, "dataset": ds, "finetune": ft}
+
+
 def transferable_status(run: CellRun) -> str | None:
     return (CellRun.objects.get(pk=run.pk).outputs.get("transferable") or {}).get("status")
 
 
 def eval_cell(team: Any, owner: Any, project: Any, worker: Worker) -> Cell:
-    version = dataset_version_create(
-        team=team, name="held-out", upload=Upload.make("held.jsonl", chat_jsonl()), created_by=owner
-    )
+    version = unlocked(
+        lambda: dataset_version_create(
+            team=team, name="held-out", upload=Upload.make("held.jsonl", chat_jsonl()),
+            created_by=owner,
+        )
+    )  # fmt: skip
     wait_for(
         lambda: DatasetVersion.objects.get(pk=version.pk).status == VersionStatus.VALID,
         timeout=60,
@@ -91,7 +151,7 @@ def test_keep_transferable_then_move_chat_and_download(
     held_out = eval_cell(team, owner, cells["project"], worker)
     version = DatasetVersion.objects.get(dataset__name="plus-one")
     version.file.delete(save=False)
-    Dataset.objects.filter(pk=version.dataset_id).delete()
+    unlocked(lambda: Dataset.objects.filter(pk=version.dataset_id).delete())
     transfer = cell_create(
         project=cells["project"],
         kind="transfer",
@@ -210,7 +270,9 @@ def test_filtered_transfer_stops_at_the_budget_or_cancel_keeps_what_was_done(
         what="sampling progress",
         worker=worker,
     )
-    response = client_for(editor).post(reverse("run_cancel", args=[run.pk]), follow=True)
+    response = unlocked(
+        lambda: client_for(editor).post(reverse("run_cancel", args=[run.pk]), follow=True)
+    )
     assert response.status_code == 200
     wait_for(
         lambda: "partial" in CellRun.objects.get(pk=run.pk).outputs,
