@@ -231,7 +231,25 @@ AVX512_TARGET void range_avx512(const NF4Weight& w, int64_t start, int64_t count
   alignas(64) float sc[16];
   int64_t sc_base = -16;  // sc holds the scales of blocks [sc_base, sc_base + 16)
   int64_t e = start;
-  for (int64_t b = start / w.blocksize; e < end; ++b) {
+  if (w.blocksize == 64 && start % 64 == 0) {
+    // bitsandbytes' default layout from a block boundary: whole blocks, 16 at a time, no
+    // per-element branches (one table, two lookups per block).
+    const int64_t whole = count / 64;
+    const uint8_t* p = w.packed + (start >> 1);
+    int64_t b = start / 64;
+    for (int64_t i = 0; i < whole; i += 16, b += 16) {
+      scales16(w, b, nblocks, sc);
+      const int64_t n = std::min<int64_t>(16, whole - i);
+      for (int64_t j = 0; j < n; ++j) {
+        const __m512i table = block_table<T>(lut, sc[j]);
+        T* o = out + (i + j) * 64;
+        lookup32(p + (i + j) * 32, table, o, stream);
+        lookup32(p + (i + j) * 32 + 16, table, o + 32, stream);
+      }
+    }
+    e = start + whole * 64;
+  }
+  for (int64_t b = e / w.blocksize; e < end; ++b) {
     if (b - sc_base >= 16) {
       scales16(w, b, nblocks, sc);
       sc_base = b;
