@@ -462,3 +462,26 @@ def test_running_after_the_source_was_deleted_says_so(transfer_cell, source_run,
         cell_run_create(cell=transfer_cell, created_by=owner)
     page = client_for(owner).get(reverse("project_detail", args=[transfer_cell.project_id]))
     assert "The source fine-tune cell is gone" in page.content.decode()
+
+
+def test_add_a_transfer_cell_through_the_notebook_form(source_run: CellRun, editor) -> None:
+    project_id = source_run.cell.project_id
+    client = client_for(editor)
+    form = client.get(reverse("project_detail", args=[project_id]) + "?add=transfer")
+    html = form.content.decode()
+    assert 'name="source_cell"' in html and f'value="{source_run.cell_id}"' in html
+    assert 'name="ablation_seeds_only"' in html and 'value="logits"' in html
+    posted = {
+        "kind": "transfer",
+        "title": "To Gemma",
+        "source_cell": source_run.cell_id,
+        "base_model": "gemma-3-270m",
+        "ablation_seeds_only": "on",  # ticked; the other boxes are left unticked
+        "n_synthetic": "40",
+    }
+    response = client.post(reverse("cell_add", args=[project_id]), posted)
+    assert response.status_code == 302
+    cell = Cell.objects.get(kind="transfer", title="To Gemma")
+    assert cell.config["ablation_seeds_only"] is True and cell.config["unfiltered"] is False
+    assert cell.config["n_synthetic"] == 40 and cell.config["distillation"] == "sequence"
+    assert cell.config["target_modules"] == "q_proj,v_proj" and cell.config["learning_rate"] == 2e-4

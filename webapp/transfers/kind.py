@@ -101,6 +101,7 @@ class TransferForm(CellConfigForm):
             ("logits", "Logits: also match the teacher's token distributions (one tokenizer)"),
         ],
         initial="sequence",
+        required=False,
         help_text="Logit distillation (KL) needs source and target to share a tokenizer.",
     )
     eval_cell = _ref_field("Evaluation dataset cell", required=False)
@@ -112,17 +113,24 @@ class TransferForm(CellConfigForm):
         label="Student max steps", min_value=1, required=False, help_text="Blank: no limit."
     )
     learning_rate = forms.FloatField(
-        initial=2e-4, min_value=1e-7, max_value=0.5, help_text="Paper: 2e-5 to 2e-4."
+        initial=2e-4,
+        min_value=1e-7,
+        max_value=0.5,
+        required=False,
+        help_text="Paper: 2e-5 to 2e-4. Blank: 2e-4.",
     )
     lora_r = _int("LoRA rank", 8, "The student adapter's rank.", min_value=1, max_value=256)
-    target_modules = forms.ChoiceField(choices=TARGET_MODULES, initial="q_proj,v_proj")
+    target_modules = forms.ChoiceField(
+        choices=TARGET_MODULES, initial="q_proj,v_proj", required=False
+    )
     batch_size = _int("Batch size", 8, "Student micro-batch.", min_value=1, max_value=256)
     quantization = forms.ChoiceField(
         choices=[("nf4", "nf4"), ("none", "none")],
         initial="nf4",
+        required=False,
         help_text="Source, discriminator, target and student load this way.",
     )
-    temperature = forms.FloatField(initial=1.0, min_value=0.05, max_value=2.0)
+    temperature = forms.FloatField(initial=1.0, min_value=0.05, max_value=2.0, required=False)
     sample_max_new_tokens = _int("Tokens per synthetic input", 96, "", min_value=4, max_value=512)
     teacher_max_new_tokens = _int("Tokens per teacher answer", 64, "", min_value=1, max_value=1024)
     eval_max_new_tokens = _int("Tokens per evaluated answer", 32, "", min_value=1, max_value=512)
