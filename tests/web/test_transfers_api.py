@@ -4,6 +4,8 @@ OpenAI-shaped errors."""
 
 from __future__ import annotations
 
+import io
+import zipfile
 from typing import Any
 
 import pytest
@@ -52,14 +54,20 @@ def test_reads_follow_the_team(
     assert lineage.status_code == READ[persona]
     listed = call("get", f"/transfers?project={transfer_run.cell.project_id}", key)
     assert listed.status_code == READ[persona]
+    download = call("get", f"/transfers/{transfer_run.pk}/adapter.zip", key)
+    assert download.status_code == READ[persona]
     if persona == "outsider":
         assert set(got.json()["error"]) == {"message", "type", "param", "code"}
         return
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
+    assert {"adapter/adapter_config.json", "manifest.json", "report.json"} <= set(
+        archive.namelist()
+    )
     body = got.json()
     assert body["object"] == "transfer" and body["status"] == "succeeded"
     assert body["target_model"] == "gemma-3-270m" and body["acceptance_rate"] == 0.4
     assert body["accuracy"]["transferred"]["accuracy"] == 0.55
-    assert body["adapter_download"] == f"/runs/{transfer_run.pk}/transferred.zip"
+    assert body["adapter_download"] == f"/api/transfers/{transfer_run.pk}/adapter.zip"
     assert [s["kind"] for s in body["lineage"]] == ["dataset", "finetune", "checkpoint", "transfer"]
     assert [s["kind"] for s in lineage.json()] == ["dataset", "finetune", "checkpoint"]
     assert [t["id"] for t in listed.json()["data"]] == [transfer_run.pk]
@@ -148,3 +156,9 @@ def test_schema_lists_the_transfer_endpoints(keys) -> None:
     assert {"/api/transfers", "/api/transfers/{run_id}", "/api/transfers/rebase"} <= set(
         schema["paths"]
     )
+
+
+def test_no_adapter_to_download_before_success(keys, transfer_run: CellRun) -> None:
+    CellRun.objects.filter(pk=transfer_run.pk).update(status=RunStatus.RUNNING)
+    response = call("get", f"/transfers/{transfer_run.pk}/adapter.zip", keys["owner"])
+    assert response.status_code == 404 and "no adapter" in response.json()["error"]["message"]

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, StreamingHttpResponse
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
@@ -17,7 +17,12 @@ from webapp.jobs.models import Job
 from webapp.projects.models import CellRun, Project
 from webapp.projects.services import cell_create, cell_run_cancel, cell_run_create
 from webapp.teams.access import get_for_user
-from webapp.transfers.selectors import adapter_lineage, project_transfers, transferable_state
+from webapp.transfers.selectors import (
+    adapter_lineage,
+    project_transfers,
+    transfer_files,
+    transferable_state,
+)
 from webapp.transfers.services import transferable_job_create, transfers_rebase_project
 
 router = Router(tags=["transfers"])
@@ -95,7 +100,7 @@ def _out(run: CellRun) -> TransferOut:
         accuracy=report.get("accuracy") or {},
         acceptance_rate=synthesis.get("acceptance_rate"),
         distillation_pairs=report.get("distillation_pairs"),
-        adapter_download=f"/runs/{run.pk}/transferred.zip" if done else None,
+        adapter_download=f"/api/transfers/{run.pk}/adapter.zip" if done else None,
         lineage=adapter_lineage(run=run),
         error=outputs.get("error") or None,
         created_at=run.created_at,
@@ -210,3 +215,20 @@ def transfer_cancel(request: HttpRequest, run_id: int = id_path()) -> TransferOu
     if run.job_id is None or Job.objects.get(pk=run.job_id).is_finished:
         raise ValidationError("This transfer has already finished.")
     return _out(cell_run_cancel(run=run, by=caller_of(request).user))
+
+
+@router.get(
+    "/{run_id}/adapter.zip",
+    response={200: None, **ERRORS},
+    summary="The transferred adapter (PEFT folder), its manifest and report.json, zipped",
+)
+def transfer_adapter_zip(request: HttpRequest, run_id: int = id_path()) -> StreamingHttpResponse:
+    from webapp.projects.artifacts import stream_zip
+
+    run = _run(request, run_id, kinds=("transfer",))
+    files = transfer_files(run=run)
+    if not files:
+        raise Http404("This transfer has no adapter to download yet.")
+    response = StreamingHttpResponse(stream_zip(files), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="transferred-run-{run.pk}.zip"'
+    return response

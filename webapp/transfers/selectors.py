@@ -141,6 +141,20 @@ def adapter_moves(*, run: CellRun) -> list[CellRun]:
     )
 
 
+def transfer_files(*, run: CellRun) -> list[tuple[Path, str]]:
+    """(file, name in the zip) of a succeeded transfer: adapter, manifest, report.json."""
+    from webapp.projects.artifacts import artifact_files
+
+    out = (run.outputs or {}).get("output_dir")
+    if run.cell.kind != "transfer" or run.status != RunStatus.SUCCEEDED or not out:
+        return []
+    files = artifact_files(Path(out) / "transferred")
+    report = Path(out) / "report.json"
+    if files and report.is_file():
+        files.append((report, "report.json"))
+    return files
+
+
 def rebase_sources(*, project: Project, base_model: str) -> list[Cell]:
     """The fine-tune cells of the project trained on base_model, in notebook order."""
     cells = project.cells.filter(kind="finetune").order_by("position")

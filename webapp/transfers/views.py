@@ -3,8 +3,6 @@ through get_for_user (outsiders 404, viewers read-only)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -13,12 +11,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.core.forms import error_text
-from webapp.projects.artifacts import artifact_files, stream_zip
+from webapp.projects.artifacts import stream_zip
 from webapp.projects.models import CellRun, Project
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.models import ROLE_CAN
 from webapp.transfers.forms import RebaseForm
-from webapp.transfers.selectors import project_transfers, transferable_state
+from webapp.transfers.selectors import project_transfers, transfer_files, transferable_state
 from webapp.transfers.services import transferable_job_create, transfers_rebase_project
 
 RUNS = CellRun.objects.select_related("cell__project__team", "job")
@@ -61,15 +59,9 @@ def transferable_train(request: HttpRequest, run_id: int) -> HttpResponse:
 def transfer_download(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
     """The transferred adapter, its manifest and the transfer report as a zip."""
     run = get_for_user(RUNS, request.user, run_id)
-    out = (run.outputs or {}).get("output_dir")
-    if run.cell.kind != "transfer" or run.status != "succeeded" or not out:
-        raise Http404("This run has no transferred adapter to download.")
-    files = artifact_files(Path(out) / "transferred")
-    report = Path(out) / "report.json"
+    files = transfer_files(run=run)
     if not files:
         raise Http404("This run has no transferred adapter to download.")
-    if report.is_file():
-        files.append((report, "report.json"))
     response = StreamingHttpResponse(stream_zip(files), content_type="application/zip")
     name = f"transferred-run-{run.pk}-v{run.version}.zip"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
