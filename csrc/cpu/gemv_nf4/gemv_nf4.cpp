@@ -38,6 +38,24 @@ AVX512_TARGET __attribute__((always_inline)) inline void chunk_fma(const uint8_t
   }
 }
 
+// Scales of blocks [b0, b0 + n) into sc, 16 per gather where 16 nested scales share one
+// absmax2 entry (the same two fp32 roundings as block_absmax), so the FMA loop only loads them.
+AVX512_TARGET void row_scales(const NF4Weight& w, int64_t b0, int64_t n, float* sc) {
+  int64_t j = 0;
+  if (w.absmax_f == nullptr && w.shift2 >= 0) {
+    for (; j + 16 <= n; j += 16) {
+      const int64_t b = b0 + j;
+      if ((b >> w.shift2) != ((b + 15) >> w.shift2)) break;
+      const __m512i q =
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.qabsmax + b)));
+      const __m512 v = _mm512_mul_ps(_mm512_i32gather_ps(q, w.code2, 4),
+                                     _mm512_set1_ps(w.absmax2[b >> w.shift2]));
+      _mm512_storeu_ps(sc + j, _mm512_add_ps(v, _mm512_set1_ps(w.offset)));
+    }
+  }
+  for (; j < n; ++j) sc[j] = block_absmax(w, b0 + j);
+}
+
 // xp holds x in fp32 with every 32-element chunk reordered as (even elements, odd elements),
 // matching the high / low nibbles of 16 packed bytes, so weights need no interleaving.
 // Accumulators are indexed only by compile-time constants so they stay in registers.
@@ -50,15 +68,18 @@ AVX512_TARGET void rows_avx512(const NF4Weight& w, const float* xp, int64_t K, i
   const int64_t bpr = K / w.blocksize;
   const int64_t cpb = w.blocksize / 32;
   const uint8_t* packed = w.packed;
+  std::vector<float> sc_buf(bpr + 16);
+  float* sc = sc_buf.data();
   for (int64_t n = n0; n < n1; ++n) {
     __m512 a0[M], a1[M], a2[M], a3[M];
     for (int m = 0; m < M; ++m) {
       a0[m] = a1[m] = a2[m] = a3[m] = _mm512_setzero_ps();
     }
     const uint8_t* row = packed + n * (K / 2);
+    row_scales(w, n * bpr, bpr, sc);
     int64_t chunk = 0;
     for (int64_t b = 0; b < bpr; ++b) {
-      const __m512 vs = _mm512_set1_ps(block_absmax(w, n * bpr + b));
+      const __m512 vs = _mm512_set1_ps(sc[b]);
       int64_t c = 0;
       for (; c + 2 <= cpb; c += 2, chunk += 2) {
         chunk_fma<M>(row, chunk, lut, vs, xp, K, a0, a1);
