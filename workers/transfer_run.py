@@ -92,7 +92,7 @@ class PhaseProgress:
             self._set("evaluate", current, total, f"{info.get('model')}: {current} of {total}")
         if not changed and now - self.last_write < WRITE_EVERY_S and current != total:
             return
-        self.flush(message=f"{self.phases[phase]['label']}: {current} / {total}")
+        self.flush()
         job_progress(
             job_id=self.job_id,
             current=current,
@@ -100,13 +100,15 @@ class PhaseProgress:
             message=f"{self.phases[phase]['label']}: {self.phases[phase].get('detail', '')}",
         )
 
-    def flush(self, *, message: str = "", finished: bool = False) -> None:
+    def flush(self) -> None:
         self.last_write = time.monotonic()
-        if finished:
-            for phase in self.phases.values():
-                if phase["status"] == "running":
-                    phase["status"] = "done"
         CellRun.objects.filter(pk=self.run_id).update(outputs=self.outputs)
+
+    def close(self, status: str) -> None:
+        """The run ended: phases still running are marked done, cancelled or failed."""
+        for phase in self.phases.values():
+            if phase["status"] == "running":
+                phase["status"] = status
 
 
 def _source(inputs: dict[str, Any]) -> tuple[CellRun, str]:
@@ -207,19 +209,22 @@ def run_transfer(run: CellRun, job_id: int, task_id: str) -> None:
         )
     except TransferStopped as stopped:
         outputs["partial"] = stopped.partial
-        progress.flush(finished=True)
+        progress.close("cancelled")
+        progress.flush()
         status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
         if status == JobStatus.CANCELLED:
             _settle(run, RunStatus.CANCELLED, outputs)
         return
     except (UserError, FinetuneError) as exc:
+        progress.close("failed")
         _settle_failed(run, job_id, outputs, str(exc))
         return
     except Exception as exc:  # noqa: BLE001 - every failure must land on the job
         log.exception("transfer run %s failed", run.pk)
+        progress.close("failed")
         _settle_failed(run, job_id, outputs, f"{type(exc).__name__}: {exc}")
         return
-    progress.flush(finished=True)
+    progress.close("done")
     outputs.update(report=report, adapter_dir=report["adapter"])
     _settle(run, RunStatus.SUCCEEDED, outputs)
     accuracy = {k: v.get("accuracy") for k, v in report["accuracy"].items()}

@@ -284,6 +284,8 @@ def test_filtered_transfer_stops_at_the_budget_or_cancel_keeps_what_was_done(
     assert run.status == RunStatus.CANCELLED and job_of(run).status == JobStatus.CANCELLED
     kept = run.outputs["partial"]["synthesis"]
     assert 8 <= kept["attempts"] < 3000 and kept["stopped"]
+    assert run.outputs["phases"]["generate"]["status"] == "cancelled"
+    assert run.outputs["phases"]["teacher"]["status"] == "pending"
     assert Path(run.outputs["output_dir"], "synthesis.json").is_file()
     page = client_for(editor).get(reverse("run_detail", args=[run.pk])).content.decode()
     assert "Synthetic inputs so far" in page and "before the run stopped" in page
