@@ -21,7 +21,7 @@ from webapp.projects.artifacts import run_output_dir
 from webapp.projects.cell_kinds import REGISTRY
 from webapp.projects.models import Cell, CellRun, RunStatus
 from webapp.projects.services import cell_create, cell_run_create
-from webapp.transfers.charts import accuracy_bars
+from webapp.transfers.charts import accuracy_bars, paper_bar
 from webapp.transfers.selectors import adapter_lineage, transferable_state
 from webapp.transfers.services import (
     transferable_after_finetune,
@@ -355,6 +355,7 @@ def test_report_page_has_chart_rates_samples_and_download(transfer_run, viewer) 
         "synthesize 1.5 s" in page and reverse("transfer_download", args=[transfer_run.pk]) in page
     )
     assert "Generate synthetic inputs" in page and "logits-level" in page
+    assert "✓ at least as good as the target base" in page and "✓ within the source" in page
 
 
 def test_cancelled_transfer_keeps_what_was_done(transfer_cell, owner, viewer) -> None:
@@ -485,3 +486,11 @@ def test_add_a_transfer_cell_through_the_notebook_form(source_run: CellRun, edit
     assert cell.config["ablation_seeds_only"] is True and cell.config["unfiltered"] is False
     assert cell.config["n_synthetic"] == 40 and cell.config["distillation"] == "sequence"
     assert cell.config["target_modules"] == "q_proj,v_proj" and cell.config["learning_rate"] == 2e-4
+
+
+def test_paper_bar() -> None:
+    acc = REPORT["accuracy"]
+    assert paper_bar(acc) == {"beats_target_base": True, "matches_source": True}
+    worse = {**acc, "transferred": {"accuracy": 0.05, "low": 0.0, "high": 0.1, "n": 20}}
+    assert paper_bar(worse) == {"beats_target_base": False, "matches_source": False}
+    assert paper_bar({"target_base": acc["target_base"]}) is None

@@ -88,3 +88,18 @@ def accuracy_bars(accuracy: dict[str, dict[str, Any]]) -> SafeString:
         axis,
         format_html_join("", "{}", ((p,) for p in parts)),
     )
+
+
+def paper_bar(accuracy: dict[str, dict[str, Any]]) -> dict[str, bool] | None:
+    """The paper's bar: transferred >= target base, and transferred within the source
+    adapter's 95% interval or above it. None until all three are measured."""
+    try:
+        moved = accuracy["transferred"]["accuracy"]
+        base = accuracy["target_base"]["accuracy"]
+        source = accuracy["source_adapter"]
+    except (KeyError, TypeError):
+        return None
+    if moved is None or base is None or source.get("accuracy") is None:
+        return None
+    low = source.get("low") if source.get("low") is not None else source["accuracy"]
+    return {"beats_target_base": moved >= base, "matches_source": moved >= low}

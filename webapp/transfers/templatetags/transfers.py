@@ -8,7 +8,7 @@ from django import template
 from django.utils.safestring import SafeString
 
 from webapp.projects.models import Cell, CellRun
-from webapp.transfers.charts import LABELS, accuracy_bars
+from webapp.transfers.charts import LABELS, accuracy_bars, paper_bar
 from webapp.transfers.selectors import (
     adapter_lineage,
     adapter_moves,
@@ -42,6 +42,11 @@ def moves_of(run: CellRun) -> list[CellRun]:
 @register.simple_tag
 def accuracy_chart(accuracy: dict[str, Any]) -> SafeString:
     return accuracy_bars(accuracy or {})
+
+
+@register.simple_tag
+def paper_bar_of(accuracy: dict[str, Any]) -> dict[str, bool] | None:
+    return paper_bar(accuracy or {})
 
 
 @register.filter
