@@ -40,6 +40,7 @@ from typing import Any
 
 JUDGE = "smollm2-135m-instruct"
 CANDIDATES = ["base:smollm2-135m-instruct", "base:gemma-3-270m"]
+CONTROL_JUDGES = ["smollm2-135m-instruct", "gemma-3-270m"]  # beside --judge
 STYLES = ("verdict-first", "rationale", "free-text")
 
 
@@ -191,7 +192,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     es = from_bigbench(args.task).head(args.limit)
     cands = [parse_candidate(s) for s in args.candidate or CANDIDATES]
     start = time.perf_counter()
-    for name in {args.judge, *(args.control_judge or [])}:
+    controls = args.control_judge or list(dict.fromkeys([args.judge, *CONTROL_JUDGES]))
+    for name in {args.judge, *(controls if args.control else [])}:
         pool.get(name)  # load time is not answering or judging time
     for c in cands:
         pool.get(c.model, c.adapter)
@@ -215,7 +217,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for style in args.styles.split(","):
         sub = es.head(args.rationale_items) if style != "verdict-first" else es
         styles.append(judge_style(style, sub, answers, correct, pool, args))
-    for judge_model in (args.control_judge or [args.judge]) if args.control else []:
+    for judge_model in controls if args.control else []:
         say(f"control with {judge_model}: an accepted choice against a wrong one")
         styles.append(control(es, pool, args, judge_model))
     return {
@@ -298,7 +300,9 @@ def main() -> None:
         help="skip judging an accepted choice against a wrong one",
     )
     p.add_argument(
-        "--control-judge", action="append", help="judge(s) for the control row (default: --judge)"
+        "--control-judge",
+        action="append",
+        help="judge(s) for the control rows (default: --judge, SmolLM2 and Gemma)",
     )
     p.add_argument("--unbatched-items", type=int, default=4, help="0: skip the batching gain")
     p.add_argument("--quantization", choices=["nf4", "none"], help="default: nf4 on CUDA")
