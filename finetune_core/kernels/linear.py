@@ -61,7 +61,12 @@ def _nf4_weight(weight: Any) -> ops.NF4Weight:
 
 def nf4_linear(x: torch.Tensor, weight: Any, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear for a bitsandbytes Params4bit (nf4) weight, differentiable in x and bias."""
-    return NF4Linear.apply(x, bias, _nf4_weight(weight))
+    w = _nf4_weight(weight)
+    if torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
+        return NF4Linear.apply(x, bias, w)
+    # Generation: no autograd node (its set-up costs about as much as a small layer's GEMV).
+    y = ops.matmul(x, w)
+    return y if bias is None else y + bias.to(y.dtype)
 
 
 def _ours(module: Any, x: torch.Tensor) -> bool:

@@ -230,3 +230,16 @@ def test_large_outputs_use_recycled_buffers_correctly():
     second = dequantize(w)
     assert second.data_ptr() == ptr  # recycled
     assert torch.equal(bits(second), expected)
+
+
+@needs_ext
+def test_patched_linear4bit_inference_skips_autograd(stock_linear4bit):
+    lin = _linear(bias=True)
+    x = torch.randn(3, 192)
+    with patch_linear4bit():
+        with torch.no_grad():
+            fast = lin(x)
+        assert fast.grad_fn is None
+        graph = lin(x.requires_grad_(True))
+    assert graph.grad_fn is not None
+    torch.testing.assert_close(fast, graph.detach(), rtol=0, atol=0)
