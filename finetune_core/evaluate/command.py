@@ -18,7 +18,7 @@ candidates (repeat --candidate; prefix LABEL= to name one):
   base:MODEL                    a built-in or local base model
   adapter:MODEL:PATH            MODEL + a PEFT adapter, checkpoint or run folder
   openai:MODEL@BASE_URL         any OpenAI-compatible endpoint (key: --api-key-env)
-judge: local:MODEL (default local:smollm2-135m-instruct), openai:MODEL@BASE_URL, none
+judge: local:MODEL (default local:gemma-3-270m, the best offline judge measured), openai:MODEL@BASE_URL, none
   A local judge writes its rationale, then its verdict is the most likely allowed
   label ([[A]]/[[B]]/[[C]], 1-10) under the model: always parseable, with its
   probabilities recorded. --verdict-first skips the rationale (fast, for small
@@ -51,7 +51,7 @@ def add_parser(sub: Any) -> None:
     e.add_argument(
         "--baseline", help="label to compare every other candidate with (default: all pairs)"
     )
-    e.add_argument("--judge", default="local:smollm2-135m-instruct", help="see above")
+    e.add_argument("--judge", default="local:gemma-3-270m", help="see above")
     e.add_argument("--mode", choices=["pairwise", "single", "both"], default="pairwise")
     e.add_argument("--no-reference", action="store_true", help="judge without reference answers")
     e.add_argument("--metrics", default="exact_match,choice,loss", help="comma list, or none")
