@@ -3,7 +3,9 @@
     make bench-kernels        # or: python -m benchmarks.bench_kernels [--repeat 5] [--json out.json]
 
 Weights are bf16 quantized by bitsandbytes (nf4, blocksize 64, double-quantized absmax).
-dequantize GB/s counts packed nibbles read + bf16 written; GEMV GB/s counts packed weight read;
+dequantize GB/s counts packed nibbles read + bf16 written; GEMV GB/s counts packed weight read
+(bnb = matmul_4bit on the stored layout, as in training; "vs_bnb_packed" = bitsandbytes' CPU
+inference layout, which Linear4bit switches to when not training on AVX512-BF16 CPUs);
 matmul reports TFLOP/s (2*M*N*K). Ours and bitsandbytes are timed in alternation, sample by
 sample (each sample a loop of calls lasting about 2 ms), so load drift on a shared machine hits
 both; the table shows the ratio of medians and of bests, JSON has all. --threads 1 compares the
@@ -59,6 +61,21 @@ def timeit_pair(
     )
 
 
+def _bnb_inference_weight(packed: torch.Tensor, qs: object) -> tuple | None:
+    """bitsandbytes' AVX512-BF16 CPU inference layout of the weight, where this CPU has it."""
+    import copy
+
+    import bitsandbytes.functional as bnbf
+
+    convert = getattr(bnbf, "_convert_weight_packed_for_cpu", None)
+    if convert is None or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return None
+    try:
+        return convert(packed.clone(), copy.deepcopy(qs))
+    except Exception:  # noqa: BLE001 - a private API: no baseline rather than no benchmark
+        return None
+
+
 def bench_shape(n: int, k: int, repeat: int, matmul: bool) -> dict:
     import bitsandbytes as bnb
     import bitsandbytes.functional as bnbf
@@ -87,6 +104,15 @@ def bench_shape(n: int, k: int, repeat: int, matmul: bool) -> dict:
             lambda: bnb.matmul_4bit(x1, packed, quant_state=qs),
         ),
     }
+    packed_cpu = _bnb_inference_weight(packed, qs)
+    if packed_cpu is not None:
+        # bitsandbytes' own inference layout (Linear4bit repacks to it on AVX512-BF16 CPUs when
+        # not training): the fastest stock GEMV, so the honest baseline for generation.
+        cases["gemv1_vs_bnb_packed_GBps"] = (
+            numel / 2,
+            lambda: torch.ops.tunebook.gemv_nf4(x1, *args),
+            lambda: bnb.matmul_4bit(x1, packed_cpu[0], quant_state=packed_cpu[1]),
+        )
     if matmul:
         cases["matmul4096_TFLOPs"] = (
             2 * TOKENS * n * k / 1e3,  # so that /1e9 below gives TFLOP/s
@@ -134,7 +160,7 @@ def main() -> None:
         f"load average {results['loadavg_1min']:.1f}"
     )
     header = (
-        f"{'shape':28} {'metric':18} {'ours med':>9} {'bnb med':>9} {'ratio med':>9} {'best':>7}"
+        f"{'shape':28} {'metric':26} {'ours med':>9} {'bnb med':>9} {'ratio med':>9} {'best':>7}"
     )
     print(header + "\n" + "-" * len(header))
     wanted = [w.strip() for w in (opts.shapes or "").split(",") if w.strip()]
@@ -147,7 +173,7 @@ def main() -> None:
             v["ratio"] = v["ours"] / v["bnb"]
             v["ratio_median"] = v["ours_median"] / v["bnb_median"]
             print(
-                f"{name:28} {metric:18} {v['ours_median']:9.3f} {v['bnb_median']:9.3f} "
+                f"{name:28} {metric:26} {v['ours_median']:9.3f} {v['bnb_median']:9.3f} "
                 f"{v['ratio_median']:8.2f}x {v['ratio']:6.2f}x"
             )
     print(json.dumps(results, indent=1))
