@@ -15,19 +15,35 @@ from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from webapp.api.errors import ApiError, error_response, from_api_error, from_validation_error
 from webapp.api.models import ApiKey
+from webapp.api.prepared import PreparedQuery
 from webapp.teams.models import Membership, Team
 
 KEY_START = "tb-"
 PREFIX_LEN = 11  # "tb-" and 8 random characters
 TOUCH_EVERY = timedelta(seconds=60)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _key_by_prefix(prefix: str) -> QuerySet[ApiKey]:
+    # One query: the key, its team, its user and that user's role in the team now.
+    role = Membership.objects.filter(team=OuterRef("team"), user=OuterRef("created_by"))
+    return (
+        ApiKey.objects.select_related("team", "created_by")
+        .annotate(owner_role=Subquery(role.values("role")[:1]))
+        .filter(prefix=prefix)
+        .order_by()[:1]
+    )
+
+
+# Every API request looks its key up: compiled once, run (never cached) each time.
+KEY_BY_PREFIX = PreparedQuery(_key_by_prefix, prefix=str)
 
 
 def hash_key(full_key: str) -> str:
@@ -55,14 +71,8 @@ def authenticate(request: HttpRequest) -> Caller:
         )
     key = None
     if token.startswith(KEY_START) and len(token) > PREFIX_LEN:
-        # One query: the key, its team, its user and that user's role in the team now.
-        role = Membership.objects.filter(team=OuterRef("team"), user=OuterRef("created_by"))
-        key = (
-            ApiKey.objects.select_related("team", "created_by")
-            .annotate(owner_role=Subquery(role.values("role")[:1]))
-            .filter(prefix=token[:PREFIX_LEN])
-            .first()
-        )
+        found = KEY_BY_PREFIX.run(prefix=token[:PREFIX_LEN])
+        key = found[0] if found else None
     # Compare digests in constant time; unknown prefixes cost the same hash.
     expected = key.hashed_secret if key is not None else "0" * 64
     if not hmac.compare_digest(hash_key(token), expected) or key is None:

@@ -13,6 +13,7 @@ from django.utils.text import slugify
 from webapp.api.auth import Caller
 from webapp.api.errors import ApiError
 from webapp.api.models import ApiProject, ChatCompletion, FineTuningJob
+from webapp.api.prepared import PreparedQuery
 from webapp.datasets.models import DatasetVersion
 from webapp.jobs.models import JobStatus
 from webapp.projects.catalog import models as catalog_models
@@ -44,11 +45,41 @@ def file_get(caller: Caller, pk: int, *, need: str = "view") -> DatasetVersion:
         raise ApiError(404, f"No such File object: file-{pk}", code="not_found") from None
 
 
+def _team_jobs(team_id: int) -> QuerySet[FineTuningJob]:
+    qs = FineTuningJob.objects.filter(team_id=team_id).select_related("team", "job", "cell_run")
+    # JSON no job object shows: not decoded on every list call. (`requested` is shown:
+    # deferring it cost one query per listed job.)
+    return qs.defer("job__params", "job__result")
+
+
 def fine_tuning_jobs(caller: Caller) -> QuerySet[FineTuningJob]:
-    qs = FineTuningJob.objects.filter(team=caller.team).select_related("team", "job", "cell_run")
-    # JSON no job object shows: not decoded on every list call.
-    qs = qs.defer("requested", "job__params", "job__result")
-    return visible_to(qs, caller.user)
+    return visible_to(_team_jobs(caller.team.pk), caller.user)
+
+
+def _visible_jobs(team_id: int, user_id: int) -> QuerySet[FineTuningJob]:
+    # visible_to's filter, spelled with an id: a prepared query only sees placeholders.
+    return _team_jobs(team_id).filter(team__memberships__user_id=user_id)
+
+
+def _job_page(limit: int, after: bool) -> PreparedQuery[FineTuningJob]:
+    def build(team_id: int, user_id: int, before: int = 0) -> QuerySet[FineTuningJob]:
+        qs = _visible_jobs(team_id, user_id).order_by("-pk")
+        return (qs.filter(pk__lt=before) if after else qs)[: limit + 1]
+
+    params = {"team_id": int, "user_id": int} | ({"before": int} if after else {})
+    return PreparedQuery(build, **params)
+
+
+# One compiled query per page size and cursor use (at most 2 x MAX_LIMIT shapes).
+_JOB_PAGES: dict[tuple[int, bool], PreparedQuery[FineTuningJob]] = {}
+
+
+def fine_tuning_job_page(caller: Caller, *, limit: int, before: int | None) -> list[FineTuningJob]:
+    """Newest first, up to limit + 1 jobs (the extra one says whether there are more)."""
+    shape = (limit, before is not None)
+    query = _JOB_PAGES.get(shape) or _JOB_PAGES.setdefault(shape, _job_page(*shape))
+    values = {"team_id": caller.team.pk, "user_id": caller.user.pk}
+    return query.run(**values, **({"before": before} if before is not None else {}))
 
 
 def fine_tuning_job_get(caller: Caller, pk: int, *, need: str = "view") -> FineTuningJob:
@@ -99,15 +130,25 @@ def trained_tokens(ft: FineTuningJob) -> int | None:
         return None  # no manifest (yet): OpenAI's "unknown"
 
 
-def notebook_models(caller: Caller) -> list[CellRun]:
-    """Succeeded fine-tune runs of the team's notebooks (the API's own notebook excluded)."""
+def _notebook_models(team_id: int, user_id: int) -> QuerySet[CellRun]:
     qs = CellRun.objects.filter(
-        cell__project__team=caller.team,
+        cell__project__team_id=team_id,
         cell__kind="finetune",
         status=RunStatus.SUCCEEDED,
         outputs__has_key="adapter_dir",
     ).exclude(cell__project__in=ApiProject.objects.values("project"))
-    return list(visible_to(qs.select_related("cell").order_by("-pk"), caller.user))
+    # visible_to's filter (CellRun.TEAM_PATH), spelled with an id for the prepared query.
+    path = CellRun.TEAM_PATH
+    qs = qs.filter(**{f"{path}__memberships__user_id": user_id})
+    return qs.select_related("cell").order_by("-pk")
+
+
+_NOTEBOOK_MODELS = PreparedQuery(_notebook_models, team_id=int, user_id=int)
+
+
+def notebook_models(caller: Caller) -> list[CellRun]:
+    """Succeeded fine-tune runs of the team's notebooks (the API's own notebook excluded)."""
+    return _NOTEBOOK_MODELS.run(team_id=caller.team.pk, user_id=caller.user.pk)
 
 
 def notebook_model_id(run: CellRun, team: Team) -> str:
@@ -125,11 +166,18 @@ def _notebook_model(caller: Caller, model: str, number: str) -> CellRun:
     return run
 
 
-def fine_tuned_models(caller: Caller) -> list[FineTuningJob]:
-    qs = fine_tuning_jobs(caller).filter(
+def _fine_tuned_models(team_id: int, user_id: int) -> QuerySet[FineTuningJob]:
+    qs = _visible_jobs(team_id, user_id).filter(
         model_deleted_at__isnull=True, job__status=JobStatus.SUCCEEDED
     )
-    return list(qs.order_by("-pk"))
+    return qs.order_by("-pk")
+
+
+_FINE_TUNED_MODELS = PreparedQuery(_fine_tuned_models, team_id=int, user_id=int)
+
+
+def fine_tuned_models(caller: Caller) -> list[FineTuningJob]:
+    return _FINE_TUNED_MODELS.run(team_id=caller.team.pk, user_id=caller.user.pk)
 
 
 def _not_found(model: str) -> ApiError:

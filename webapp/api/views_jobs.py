@@ -13,9 +13,15 @@ from webapp.api.auth import Caller, api_view
 from webapp.api.body import field, json_body
 from webapp.api.errors import ApiError, from_validation_error
 from webapp.api.models import FineTuningJob
-from webapp.api.paging import page, page_list, parse_ref
+from webapp.api.paging import listing, page, page_list, parse_limit, parse_ref
 from webapp.api.render import checkpoint_objects, event_object, job_object
-from webapp.api.selectors import file_get, fine_tuning_job_get, fine_tuning_jobs, team_for_write
+from webapp.api.selectors import (
+    file_get,
+    fine_tuning_job_get,
+    fine_tuning_job_page,
+    fine_tuning_jobs,
+    team_for_write,
+)
 from webapp.api.services import (
     EXTRA_ALIASES,
     fine_tuning_job_cancel,
@@ -105,13 +111,22 @@ def _create(request: HttpRequest, caller: Caller) -> HttpResponse:
 
 
 def _list(request: HttpRequest, caller: Caller) -> HttpResponse:
-    qs = fine_tuning_jobs(caller)
-    for key, value in request.GET.items():
-        if key.startswith("metadata[") and key.endswith("]"):
-            qs = qs.filter(**{f"metadata__{key[9:-1]}": value})
-    return JsonResponse(
-        page(qs, request, prefix="ftjob-", what="fine-tuning job", render=job_object)
-    )
+    filters = {
+        f"metadata__{key[9:-1]}": value
+        for key, value in request.GET.items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
+    if filters:  # rare: any shape of filter, through the ORM
+        qs = fine_tuning_jobs(caller).filter(**filters)
+        return JsonResponse(
+            page(qs, request, prefix="ftjob-", what="fine-tuning job", render=job_object)
+        )
+    # The usual list: the same page as page() returns, from a query compiled once.
+    after = request.GET.get("after")
+    before = parse_ref("ftjob-", after, what="fine-tuning job", param="after") if after else None
+    limit = parse_limit(request)
+    rows = fine_tuning_job_page(caller, limit=limit, before=before)
+    return JsonResponse(listing([job_object(r) for r in rows[:limit]], has_more=len(rows) > limit))
 
 
 def _job(caller: Caller, job_id: str, *, need: str = "view") -> FineTuningJob:

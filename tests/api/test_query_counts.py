@@ -1,0 +1,100 @@
+"""The hot list endpoints run a fixed number of queries, however many jobs the team has.
+
+`make bench-api` measures them at 200 requests/s: one query per listed job (the N+1 a
+deferred field caused) made the job list miss its target by a factor of ten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from webapp.api.services import api_key_create, api_key_revoke, fine_tuning_job_create
+from webapp.datasets.models import DatasetVersion, VersionStatus
+from webapp.datasets.services import dataset_version_mark
+from webapp.jobs.services import job_start, job_succeed
+from webapp.teams.models import Membership, Team
+from webapp.teams.services import team_create
+
+# Key lookup, then the view's reads: /v1/models lists fine-tuned jobs and notebook runs.
+MODELS_QUERIES = 3
+JOBS_QUERIES = 2
+
+
+def _add_jobs(team: Team, user: Any, version: DatasetVersion, count: int, start: int) -> None:
+    for i in range(start, start + count):
+        ft = fine_tuning_job_create(
+            team=team, created_by=user, model="tiny-llama", training_file=version,
+            suffix=f"run{i}", seed=i, metadata={"i": str(i)}, hyperparameters={}, extras={},
+        )  # fmt: skip
+        if i % 2 == 0:  # half succeed: fine-tuned models in /v1/models
+            job_start(job_id=ft.job_id, celery_task_id=f"t-{i}")
+            job_succeed(job_id=ft.job_id, result={"steps": 10})
+
+
+def _get(client: Client, key: str, path: str) -> tuple[int, dict[str, Any], int]:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(path, HTTP_AUTHORIZATION=f"Bearer {key}")
+    return response.status_code, response.json(), len(queries)
+
+
+@pytest.fixture
+def valid_version(dataset_version: DatasetVersion) -> DatasetVersion:
+    dataset_version_mark(version_id=dataset_version.pk, status=VersionStatus.VALID)
+    dataset_version.refresh_from_db()
+    return dataset_version
+
+
+@pytest.mark.parametrize(
+    ("path", "most"), [("/v1/models", MODELS_QUERIES), ("/v1/fine_tuning/jobs", JOBS_QUERIES)]
+)
+def test_list_queries_do_not_grow_with_jobs(team, owner, valid_version, path, most) -> None:
+    _, key = api_key_create(team=team, created_by=owner, name="k")
+    client = Client()
+    client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {key}")  # last_used_at is touched once
+    counts = []
+    for start, count in ((0, 2), (2, 12)):
+        _add_jobs(team, owner, valid_version, count, start)
+        status, body, queries = _get(client, key, path)
+        assert status == 200, body
+        counts.append(queries)
+    assert counts == [most, most], counts
+    if path == "/v1/fine_tuning/jobs":  # pages still page, from the compiled query
+        assert len(body["data"]) == 14 and not body["has_more"]
+        status, page, queries = _get(client, key, f"{path}?limit=5&after={body['data'][2]['id']}")
+        assert queries == most
+        assert [j["id"] for j in page["data"]] == [j["id"] for j in body["data"][3:8]]
+        assert page["has_more"]
+    else:
+        fine_tuned = [m["id"] for m in body["data"] if m["id"].startswith("ft:")]
+        assert len(fine_tuned) == 7 and fine_tuned[0].endswith(":run12:ftjob-13")
+
+
+def test_compiled_key_lookup_still_sees_revocation_and_leaving(team, owner, editor) -> None:
+    """The key query's SQL is compiled once; its answer is read fresh on every request."""
+    key_row, key = api_key_create(team=team, created_by=editor, name="k")
+    client = Client()
+    assert _get(client, key, "/v1/fine_tuning/jobs")[0] == 200
+    api_key_revoke(key=key_row)
+    status, body, _ = _get(client, key, "/v1/fine_tuning/jobs")
+    assert status == 401 and "revoked" in body["error"]["message"]
+
+    _, key = api_key_create(team=team, created_by=editor, name="k2")
+    assert _get(client, key, "/v1/models")[0] == 200
+    Membership.objects.filter(team=team, user=editor).delete()
+    status, body, _ = _get(client, key, "/v1/models")
+    assert status == 401 and "left the team" in body["error"]["message"]
+
+
+def test_compiled_lists_stay_within_the_team(team, owner, outsider, valid_version) -> None:
+    _add_jobs(team, owner, valid_version, 2, 0)
+    theirs = team_create(name="Rivals", owner=outsider)
+    _, key = api_key_create(team=theirs, created_by=outsider, name="t")
+    client = Client()
+    assert _get(client, key, "/v1/fine_tuning/jobs")[1]["data"] == []
+    models = _get(client, key, "/v1/models")[1]["data"]
+    assert not [m for m in models if m["id"].startswith("ft:")]
