@@ -105,7 +105,7 @@ def test_gemv_against_float64(dtype, shape, isa):
     w = NF4Weight.from_bnb(packed, qs)
     w64 = reference.dequantize_nf4(*w.args(), torch.float64)
     g = torch.Generator().manual_seed(7)
-    for rows in [1, 2, 3, 4, 5, 6, 7, 8, 33]:  # fused kernel per batch size, then tiled
+    for rows in [1, 2, 3, 4, 5, 6, 7, 8, 12, 33]:  # fused kernels per batch size, then tiled
         x = torch.randn(rows, shape[1], generator=g).to(dtype)
         y = torch.ops.tunebook.gemv_nf4(x, *w.args())
         ref = x.double() @ w64.t()
