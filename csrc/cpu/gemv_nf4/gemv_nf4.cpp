@@ -1,7 +1,7 @@
 // tunebook::gemv_nf4: y = x @ W.T with W [N, K] in bitsandbytes' NF4 layout.
 // Batches of 1-8 rows run fused (codebook in a register, no full-size temporaries, threads
-// over output rows; bf16 x on AVX512-BF16 CPUs: 1-12 rows through vdpbf16ps); larger batches dequantize W a tile at a time into a cache-sized buffer
-// and hand each tile to at::mm.
+// over output rows; bf16 x on AVX512-BF16 CPUs: 1-12 rows through vdpbf16ps); larger batches
+// dequantize W a tile at a time into a cache-sized buffer and hand each tile to at::mm.
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
 #include <torch/library.h>
