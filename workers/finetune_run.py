@@ -16,7 +16,7 @@ from django.utils import timezone
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.jobs.models import EventLevel, Job, JobStatus
 from webapp.jobs.services import job_event_add, job_fail, job_progress, job_succeed
-from webapp.projects.artifacts import run_output_dir
+from webapp.projects.artifacts import manifest_trained_tokens, run_output_dir
 from webapp.projects.finetune_config import keeps_transferable, train_config_dict
 from webapp.projects.models import Cell, CellRun, RunStatus
 from webapp.transfers.services import transferable_after_finetune
@@ -178,6 +178,8 @@ def run_finetune(run: CellRun, job_id: int, task_id: str) -> None:
             CellRun.objects.filter(pk=run.pk).update(outputs=outputs)
         return
     outputs.update(adapter_dir=str(output_dir / "adapter"), final=config["final"])
+    # Stored once here so job lists never open the manifest for it (the /v1/ API shows it).
+    outputs["trained_tokens"] = manifest_trained_tokens(output_dir)
     _settle(run, RunStatus.SUCCEEDED, outputs)
     summary = {k: result[k] for k in ("steps", "train_loss", "best_val_loss", "best_step")}
     job_succeed(job_id=job_id, result={**summary, "adapter_dir": outputs["adapter_dir"]})

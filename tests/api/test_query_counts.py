@@ -6,17 +6,23 @@ deferred field caused) made the job list miss its target by a factor of ten.
 
 from __future__ import annotations
 
+import importlib
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from webapp.api.models import FineTuningJob
 from webapp.api.services import api_key_create, api_key_revoke, fine_tuning_job_create
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_mark
 from webapp.jobs.services import job_start, job_succeed
+from webapp.projects.models import CellRun
 from webapp.teams.models import Membership, Team
 from webapp.teams.services import team_create
 
@@ -98,3 +104,60 @@ def test_compiled_lists_stay_within_the_team(team, owner, outsider, valid_versio
     assert _get(client, key, "/v1/fine_tuning/jobs")[1]["data"] == []
     models = _get(client, key, "/v1/models")[1]["data"]
     assert not [m for m in models if m["id"].startswith("ft:")]
+
+
+def _succeeded_run(team: Team, owner: Any, version: DatasetVersion, outputs: dict) -> Any:
+    _add_jobs(team, owner, version, 1, 0)  # i = 0: succeeded
+    ft = FineTuningJob.objects.get()
+    CellRun.objects.filter(pk=ft.cell_run_id).update(outputs=outputs)
+    return ft
+
+
+def _manifest(folder: Path) -> Path:
+    folder.mkdir()
+    manifest = {
+        "data": {"train_tokens": 300, "n_train_rows": 10},
+        "hyperparameters": {"batch_size": 2, "grad_accum": 2},
+        "metrics": {"steps": 5},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder  # 30 tokens a row x 20 rows seen = 600
+
+
+def test_lists_read_stored_facts_not_the_manifest(team, owner, valid_version, tmp_path) -> None:
+    """trained_tokens and checkpoints come from the run's row, in the list's one query."""
+    history = [{"step": i, "train_loss": 1.0} for i in range(500)]  # never decoded by lists
+    points = [{"step": 2, "train_loss": 1.5}, {"step": 4, "train_loss": 1.2, "val_loss": 1.3}]
+    ft = _succeeded_run(
+        team, owner, valid_version,
+        {"output_dir": str(tmp_path / "gone"), "trained_tokens": 640, "checkpoints": points,
+         "history": history},
+    )  # fmt: skip
+    _, key = api_key_create(team=team, created_by=owner, name="k")
+    client = Client()
+    client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {key}")
+    status, body, queries = _get(client, key, "/v1/fine_tuning/jobs")
+    assert (status, queries) == (200, JOBS_QUERIES)
+    assert body["data"][0]["trained_tokens"] == 640
+    status, models, queries = _get(client, key, "/v1/models")
+    assert (status, queries) == (200, MODELS_QUERIES)
+    ours = [
+        m["id"] for m in models["data"] if m["id"].endswith(f"ftjob-{ft.pk}") or "ckpt" in m["id"]
+    ]
+    assert [i.rsplit(":", 1)[-1] for i in ours] == [f"ftjob-{ft.pk}", "ckpt-step-4", "ckpt-step-2"]
+    single = client.get(f"/v1/fine_tuning/jobs/ftjob-{ft.pk}", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert single.json()["trained_tokens"] == 640
+
+
+def test_runs_before_stored_tokens_fall_back_then_backfill(
+    team, owner, valid_version, tmp_path
+) -> None:
+    folder = _manifest(tmp_path / "run")
+    ft = _succeeded_run(team, owner, valid_version, {"output_dir": str(folder)})
+    _, key = api_key_create(team=team, created_by=owner, name="k")
+    assert _get(Client(), key, "/v1/fine_tuning/jobs")[1]["data"][0]["trained_tokens"] == 600
+    backfill = importlib.import_module("webapp.api.migrations.0003_backfill_trained_tokens")
+    backfill.backfill(django_apps, None)
+    assert CellRun.objects.get(pk=ft.cell_run_id).outputs["trained_tokens"] == 600
+    (folder / "manifest.json").unlink()  # now read from the row alone
+    assert _get(Client(), key, "/v1/fine_tuning/jobs")[1]["data"][0]["trained_tokens"] == 600

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
 from django.db.models import QuerySet
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.http import Http404
 from django.utils.text import slugify
 
@@ -17,6 +17,7 @@ from webapp.api.models import ApiProject, ChatCompletion, FineTuningJob
 from webapp.api.prepared import PreparedQuery
 from webapp.datasets.models import DatasetVersion
 from webapp.jobs.models import JobStatus
+from webapp.projects.artifacts import manifest_trained_tokens
 from webapp.projects.catalog import models as catalog_models
 from webapp.projects.finetune_config import effective_hparams
 from webapp.projects.models import CellRun, RunStatus
@@ -65,14 +66,21 @@ LISTED_FIELDS = (
     *("requested", "cell_run_id", "job_id", "paused_at", "model_deleted_at", "created_at"),
     *("job__id", "job__status", "job__finished_at", "job__error", "job__metrics"),
     *("job__progress_current", "job__progress_total"),
-    *("cell_run__id", "cell_run__inputs", "cell_run__outputs"),
+    *("cell_run__id", "cell_run__inputs"),
 )
+# Of the run's outputs (up to 500 history points, the config, ...), the three keys a
+# listed job shows, extracted by the database instead of decoding all of it per job.
+RUN_OUTPUT_KEYS = {
+    "run_checkpoints": KeyTransform("checkpoints", "cell_run__outputs"),
+    "run_output_dir": KeyTextTransform("output_dir", "cell_run__outputs"),
+    "run_trained_tokens": KeyTransform("trained_tokens", "cell_run__outputs"),
+}
 
 
 def _visible_jobs(team_id: int, user_id: int) -> QuerySet[FineTuningJob]:
     # visible_to's filter, spelled with an id: a prepared query only sees placeholders.
     qs = FineTuningJob.objects.filter(team_id=team_id, team__memberships__user_id=user_id)
-    return qs.select_related("job", "cell_run").only(*LISTED_FIELDS)
+    return qs.select_related("job", "cell_run").only(*LISTED_FIELDS).annotate(**RUN_OUTPUT_KEYS)
 
 
 def _with_team(rows: list[FineTuningJob], team: Team) -> list[FineTuningJob]:
@@ -122,9 +130,16 @@ def fine_tuned_model_id(ft: FineTuningJob) -> str:
     return f"ft:{ft.base_model}:{team_slug(ft.team)}:{_slug(ft.suffix)}:ftjob-{ft.pk}"
 
 
-def checkpoints(ft: FineTuningJob) -> list[dict[str, Any]]:
+def _run_output(ft: FineTuningJob, key: str) -> Any:
+    """One key of the run's outputs: annotated by the list queries, else from the run."""
+    if hasattr(ft, f"run_{key}"):
+        return getattr(ft, f"run_{key}")
     run = ft.cell_run
-    return list((run.outputs or {}).get("checkpoints", [])) if run is not None else []
+    return (run.outputs or {}).get(key) if run is not None else None
+
+
+def checkpoints(ft: FineTuningJob) -> list[dict[str, Any]]:
+    return list(_run_output(ft, "checkpoints") or [])
 
 
 def checkpoint_dir(ft: FineTuningJob, step: int) -> Path | None:
@@ -141,18 +156,14 @@ def model_succeeded(ft: FineTuningJob) -> bool:
 
 
 def trained_tokens(ft: FineTuningJob) -> int | None:
-    """Tokens the finished run trained on: the manifest's tokens per row x rows seen."""
-    if not model_succeeded(ft) or ft.cell_run is None:
+    """Tokens the finished run trained on, as the worker stored it when the run succeeded."""
+    if not model_succeeded(ft) or ft.cell_run_id is None:
         return None
-    output_dir = (ft.cell_run.outputs or {}).get("output_dir")
-    try:
-        manifest = json.loads((Path(output_dir) / "manifest.json").read_text())
-        data, hyper = manifest["data"], manifest["hyperparameters"]
-        rows_seen = manifest["metrics"]["steps"] * hyper["batch_size"] * hyper["grad_accum"]
-        per_row = data["train_tokens"] / max(1, data["n_train_rows"])
-        return round(per_row * rows_seen)
-    except (OSError, TypeError, ValueError, KeyError):
-        return None  # no manifest (yet): OpenAI's "unknown"
+    stored = _run_output(ft, "trained_tokens")
+    if stored is not None:
+        return int(stored)
+    # Runs that finished before the worker stored it (and were not backfilled).
+    return manifest_trained_tokens(_run_output(ft, "output_dir"))
 
 
 def _notebook_models(team_id: int, user_id: int) -> QuerySet[CellRun]:

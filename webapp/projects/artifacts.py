@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,3 +65,21 @@ def stream_zip(files: list[tuple[Path, str]]) -> Iterator[bytes]:
                 yield data
     if data := sink.take():
         yield data
+
+
+def manifest_trained_tokens(output_dir: str | Path | None) -> int | None:
+    """Tokens a finished run trained on, from its manifest: tokens per row x rows seen.
+
+    The worker stores it in the run's outputs when the run succeeds, so readers (the API's
+    job lists) never open the manifest; None when there is no manifest (OpenAI's unknown).
+    """
+    if not output_dir:
+        return None
+    try:
+        manifest = json.loads((Path(output_dir) / "manifest.json").read_text())
+        data, hyper = manifest["data"], manifest["hyperparameters"]
+        rows_seen = manifest["metrics"]["steps"] * hyper["batch_size"] * hyper["grad_accum"]
+        per_row = data["train_tokens"] / max(1, data["n_train_rows"])
+        return round(per_row * rows_seen)
+    except (OSError, TypeError, ValueError, KeyError):
+        return None
