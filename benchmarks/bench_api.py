@@ -9,8 +9,9 @@ on a fixed schedule, whatever the answers' pace, and measures each latency from 
 request's scheduled time (so a server that falls behind is charged for the queue).
 wrk is closed-loop and wrk2 is not packaged, hence this small generator.
 
-Prints a table (p50/p90/p99/max, achieved rate, errors) per endpoint, the load
-average before and after (the machine is shared), and one JSON line.
+Prints a table (p50/p90/p99/max, achieved rate, errors, server CPU and SQL queries per
+request) per endpoint, the load average before and after (the machine is shared), and
+one JSON line.
 
     python -m benchmarks.bench_api [--rate 200] [--duration 20] [--jobs 30]
         [--workers 3 --threads 4] [--pg postgres://postgres@127.0.0.1:5432/test]
@@ -99,6 +100,22 @@ def seed(jobs: int) -> str:
             job_start(job_id=ft.job_id, celery_task_id=f"bench-{i}")
             job_succeed(job_id=ft.job_id, result={"steps": 10})
     return api_key_create(team=team, created_by=user, name="bench")[1]
+
+
+def count_queries(key: str) -> dict[str, int]:
+    """SQL queries per request of each endpoint (after the key's last-use touch)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(SERVER_NAME="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {key}")
+    counts = {}
+    for path in ENDPOINTS:
+        client.get(path)
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(path).status_code == 200
+        counts[path] = len(queries)
+    return counts
 
 
 def free_port() -> int:
@@ -251,7 +268,9 @@ def main() -> None:
     ap.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.seed_only:
-        print(seed(args.jobs))
+        key = seed(args.jobs)
+        print(json.dumps(count_queries(key)))
+        print(key)
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
@@ -277,10 +296,11 @@ def main() -> None:
         subprocess.run(
             [py, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
         )
-        key = subprocess.run(
+        seeded = subprocess.run(
             [py, "-m", "benchmarks.bench_api", "--seed-only", "--jobs", str(args.jobs)],
             cwd=ROOT, env=env, check=True, capture_output=True, text=True,
-        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        ).stdout.strip().splitlines()  # fmt: skip
+        queries, key = json.loads(seeded[-2]), seeded[-1]
         port = free_port()
         log = tmp / "gunicorn.log"
         cmd = [
@@ -306,6 +326,7 @@ def main() -> None:
             row["server_cpu_ms_per_req"] = round(
                 1000 * (server_cpu_s(server.pid) - cpu) / max(1, row["requests"]), 2
             )
+            row["queries_per_req"] = queries[path]
             rows.append(row)
         load_after = os.getloadavg()
     finally:
@@ -316,7 +337,7 @@ def main() -> None:
 
     head = (
         f"{'endpoint':<22} {'target':>7} {'achieved':>9} {'p50 ms':>8} {'p90 ms':>8} "
-        f"{'p99 ms':>8} {'max ms':>8} {'errors':>7} {'cpu ms/req':>11}"
+        f"{'p99 ms':>8} {'max ms':>8} {'errors':>7} {'cpu ms/req':>11} {'queries':>8}"
     )
     print(head)
     print("-" * len(head))
@@ -324,7 +345,7 @@ def main() -> None:
         print(
             f"{r['endpoint']:<22} {r['target_rps']:>7.0f} {r['achieved_rps']:>9.1f} {r['p50_ms']:>8.2f} "
             f"{r['p90_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.2f} {r['errors']:>7} "
-            f"{r['server_cpu_ms_per_req']:>11.2f}"
+            f"{r['server_cpu_ms_per_req']:>11.2f} {r['queries_per_req']:>8}"
         )
     ok = all(r["p99_ms"] < TARGET_P99_MS and r["errors"] == 0 for r in rows)
     print(
