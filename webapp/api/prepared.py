@@ -55,6 +55,11 @@ class _Compiled:
         self.init_list = [f[0].target.attname for f in select[self.start : self.end]]
         self.populators = get_related_populators(klass_info, select, self.db)
         self.annotations = dict(self.compiler.annotation_col_map or {})
+        # What results_iter() would look up on every call (JSON decoding, timezones, ...).
+        columns = [col[0] for col in select[: self.compiler.col_count]]
+        self.converters = self.compiler.get_converters(columns)
+        if self.compiler.has_composite_fields(columns):
+            raise TypeError("PreparedQuery does not handle composite primary keys")
 
     def run(self, values: dict[str, Any]) -> list[Any]:
         params = list(self.params)
@@ -66,8 +71,10 @@ class _Compiled:
             rows = cursor.fetchall()
         if self.compiler.has_extra_select:
             rows = [r[: self.compiler.col_count] for r in rows]
+        if self.converters:
+            rows = self.compiler.apply_converters(rows, self.converters)
         objects = []
-        for row in self.compiler.results_iter([rows]):
+        for row in rows:
             obj = self.model.from_db(self.db, self.init_list, row[self.start : self.end])
             for populator in self.populators:
                 populator.populate(row, obj)
