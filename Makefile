@@ -53,7 +53,7 @@ test-web-pg: setup
 	else echo "PostgreSQL not reachable at $(PG_URL): skipping the PostgreSQL run"; fi
 
 test: lint
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --durations=15
 	$(MAKE) --no-print-directory test-web-pg
 
 demo: setup

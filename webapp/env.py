@@ -85,7 +85,10 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, obj
         if not path:
             raise ImproperlyConfigured(f"{name} needs a file path, got {url!r}")
         # Web and worker processes share the file: wait for a lock rather than fail at once.
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path, "OPTIONS": {"timeout": 20}}
+        # IMMEDIATE: a transaction takes the write lock when it starts, so it waits for it
+        # (timeout) instead of failing mid-way when another process wrote first.
+        options = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path, "OPTIONS": options}
     if parts.scheme in {"postgres", "postgresql"}:
         db_name = unquote(parts.path.lstrip("/"))
         if not db_name:

@@ -193,3 +193,19 @@ def test_idempotent_retry_while_the_first_is_running(live_server, owner_key, set
     thread.join()
     # The first timed out (504): nothing is kept, so the key is free for a new try.
     assert first["r"].status_code == 504 and not IdempotentRequest.objects.exists()
+
+
+def test_nul_characters_are_refused_before_they_reach_the_database(
+    live_server, owner_key, team
+) -> None:
+    base = f"{live_server.url}/api"
+    nul = _post(f"{base}/projects", owner_key, {"name": "a\u0000b"})
+    assert nul.status_code == 400 and "NUL" in nul.json()["error"]["message"]
+    nested = _post(f"{base}/projects", owner_key, {"name": "ok", "description": "x\u0000"})
+    assert nested.status_code == 400
+    assert not Project.objects.filter(team=team).exists()
+    # A literal backslash-u in the text is not a NUL and goes through.
+    literal = _post(f"{base}/projects", owner_key, {"name": "path\\u0000"})
+    assert literal.status_code == 201 and literal.json()["name"] == "path\\u0000"
+    bad_key = _post(f"{base}/projects", owner_key, {"name": "k"}, **{"Idempotency-Key": "a\tb"})
+    assert bad_key.status_code == 400 and bad_key.json()["error"]["param"] == "Idempotency-Key"

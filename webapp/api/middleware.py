@@ -6,6 +6,7 @@ and one place gives both APIs the same limits and the same replay rules.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from django.conf import settings
@@ -49,6 +50,41 @@ def _too_large(request: HttpRequest) -> HttpResponse | None:
             f"The request body is larger than {settings.API_MAX_BODY_BYTES} bytes.",
             code="request_too_large",
         )
+    return None
+
+
+def _holds_nul(body: bytes) -> bool:
+    """Whether the JSON body really decodes to a NUL (not, say, an escaped backslash-u)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return b"\x00" in body  # not JSON: the view answers; only a raw NUL is refused here
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _nul_text(request: HttpRequest) -> HttpResponse | None:
+    """PostgreSQL text cannot hold NUL, so a JSON body carrying one is refused up front
+    (uploads are exempt: binary files get the validator's own message)."""
+    if request.method not in ("POST", "PUT", "PATCH") or request.META.get(
+        "CONTENT_TYPE", ""
+    ).startswith("multipart/"):
+        return None
+    body = request.body
+    if (b"\x00" in body or b"\\u0000" in body) and _holds_nul(body):
+        return error_response(
+            400, "Text in the request cannot contain NUL (\\u0000) characters.",
+            code="invalid_request",
+        )  # fmt: skip
     return None
 
 
@@ -104,6 +140,8 @@ class ApiGuardMiddleware:
         if not path.startswith(API_PREFIXES) or path.startswith(UNLIMITED):
             return self.get_response(request)
         rejected = _too_large(request)
+        if rejected is None:
+            rejected = _nul_text(request)
         if rejected is not None:
             return rejected
         verdict = rate_limit_check(request)
@@ -116,10 +154,10 @@ class ApiGuardMiddleware:
         key = request.headers.get("Idempotency-Key")
         if request.method != "POST" or key is None:
             return self.get_response(request)
-        if not 0 < len(key) <= MAX_KEY_LENGTH:
+        if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable():
             return error_response(
                 400,
-                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+                f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.",
                 param="Idempotency-Key",
                 code="invalid_idempotency_key",
             )
