@@ -19,27 +19,12 @@
 #include <cstring>
 #include <vector>
 
+#include "../nf4_codebook.h"
+
 namespace tunebook {
 
 // bitsandbytes' NF4 codebook (functional.get_4bit_type("nf4")), fp32.
-alignas(64) static constexpr float kNF4[16] = {
-    -1.0f,
-    -0.6961928009986877f,
-    -0.5250730514526367f,
-    -0.39491748809814453f,
-    -0.28444138169288635f,
-    -0.18477343022823334f,
-    -0.09105003625154495f,
-    0.0f,
-    0.07958029955625534f,
-    0.16093020141124725f,
-    0.24611230194568634f,
-    0.33791524171829224f,
-    0.44070982933044434f,
-    0.5626170039176941f,
-    0.7229568362236023f,
-    1.0f,
-};
+alignas(64) static constexpr float kNF4[16] = {TUNEBOOK_NF4_CODEBOOK};
 
 // Raw pointers to one quantized weight; plain (non-nested) absmax sets absmax_f instead.
 struct NF4Weight {

@@ -7,28 +7,14 @@
 
 #include <cstdint>
 
+#include "../nf4_codebook.h"
 #include "nf4_cuda.h"
 
 namespace tunebook_cuda {
 
 // bitsandbytes' NF4 codebook (functional.get_4bit_type("nf4")), fp32. Kernels copy it into
 // shared memory once, where 32 lanes look up different entries without serializing.
-static __constant__ float kNF4[16] = {-1.0f,
-                                      -0.6961928009986877f,
-                                      -0.5250730514526367f,
-                                      -0.39491748809814453f,
-                                      -0.28444138169288635f,
-                                      -0.18477343022823334f,
-                                      -0.09105003625154495f,
-                                      0.0f,
-                                      0.07958029955625534f,
-                                      0.16093020141124725f,
-                                      0.24611230194568634f,
-                                      0.33791524171829224f,
-                                      0.44070982933044434f,
-                                      0.5626170039176941f,
-                                      0.7229568362236023f,
-                                      1.0f};
+static __constant__ float kNF4[16] = {TUNEBOOK_NF4_CODEBOOK};
 
 __device__ __forceinline__ float nf4_code(int i) { return kNF4[i & 15]; }
 

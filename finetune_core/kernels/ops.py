@@ -60,12 +60,19 @@ def build_dir(kind: str = "cpu") -> Path:
 
 
 def _sources(kind: str = "cpu") -> list[Path]:
+    shared = sorted(CSRC.glob("*.h"))  # headers both builds include (the NF4 codebook)
     if kind == "cpu":
         cpu = CSRC / "cpu"
-        return sorted(cpu.glob("*.cpp")) + sorted(cpu.glob("*/*.cpp")) + sorted(cpu.glob("*.h"))
+        return (
+            sorted(cpu.glob("*.cpp"))
+            + sorted(cpu.glob("*/*.cpp"))
+            + sorted(cpu.glob("*.h"))
+            + shared
+        )
     cuda = CSRC / "cuda"
     return (
-        sorted(cuda.glob("*.cpp"))
+        shared
+        + sorted(cuda.glob("*.cpp"))
         + sorted(cuda.glob("*/*.cu"))
         + sorted(cuda.glob("*.h"))
         + sorted(cuda.glob("*.cuh"))
