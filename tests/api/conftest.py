@@ -9,7 +9,7 @@ import pytest
 from openai import OpenAI
 
 from tests.web import conftest as web
-from tests.web.worker_harness import Worker, broker
+from tests.web.worker_harness import Worker, broker, worker_broker_url
 from webapp.api.services import api_key_create
 from webapp.teams.models import Team
 from webapp.teams.services import team_create
@@ -28,8 +28,9 @@ dataset_version, project, cells, cell_run = (
 
 @pytest.fixture(autouse=True)
 def _private_broker(tmp_path: Path) -> Iterator[str]:
-    """Tasks go to a broker in tmp_path, never the developer's var/ queue."""
-    url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    """Tasks go to the test broker (tmp_path's SQLite, or Redis database 15 in the Redis
+    run), never the developer's var/ queue."""
+    url = worker_broker_url(tmp_path)
     with broker(url):
         yield url
 

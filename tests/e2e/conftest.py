@@ -25,7 +25,7 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 from tests.e2e.helpers import TIMEOUT_MS  # noqa: E402
 from tests.web.conftest import django_db_modify_db_settings  # noqa: E402, F401 - file SQLite
-from tests.web.worker_harness import ROOT, Worker, broker  # noqa: E402
+from tests.web.worker_harness import ROOT, Worker, broker, worker_broker_url  # noqa: E402
 
 CHROMIUM = os.environ.get("TUNEBOOK_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -116,7 +116,7 @@ def shot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path]:
 @pytest.fixture(autouse=True)
 def broker_url(tmp_path: Path) -> Iterator[str]:
     """Every test sends its tasks to a tmp SQLite broker, never the shared one under var/."""
-    url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    url = worker_broker_url(tmp_path)
     with broker(url):
         yield url
 

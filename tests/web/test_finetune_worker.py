@@ -17,7 +17,7 @@ import pytest
 from django.urls import reverse
 
 from tests.web.conftest import Upload, client_for
-from tests.web.worker_harness import Worker, broker, wait_for
+from tests.web.worker_harness import Worker, broker, wait_for, worker_broker_url
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_create
 from webapp.jobs.models import Job, JobStatus
@@ -56,7 +56,7 @@ def chat_jsonl() -> bytes:
 
 @pytest.fixture
 def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[[], Worker]]:
-    broker_url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    broker_url = worker_broker_url(tmp_path)
     started: list[Worker] = []
 
     def start() -> Worker:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from django.db import connection
 
@@ -39,12 +39,36 @@ def database_url() -> str:
 
 
 def _reset_producer_pool() -> None:
+    import kombu.pools
+
     if app._pool is not None:
         app._pool.force_close_all()
     app._pool = None
+    # kombu keeps its own pools per broker URL; a closed one would be handed out again
+    # to the next test on the same URL (Redis database 15).
+    kombu.pools.reset()
     amqp = app.__dict__.get("amqp")
     if amqp is not None:
         amqp._producer_pool = None
+
+
+# The Redis database the worker tests own; flushed before each test that uses it.
+TEST_REDIS_DB = 15
+
+
+def worker_broker_url(tmp_path: Path) -> str:
+    """The broker a test's real worker uses: Redis when the suite runs on Redis
+    (make test-web-pg sets CELERY_BROKER_URL), so the server broker is exercised too,
+    else a SQLite file in tmp_path (the embedded default, no server)."""
+    configured = os.environ.get("CELERY_BROKER_URL", "")
+    if not configured.startswith(("redis://", "rediss://")):
+        return f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    import redis
+
+    parts = urlsplit(configured)
+    url = urlunsplit(parts._replace(path=f"/{TEST_REDIS_DB}"))
+    redis.Redis.from_url(url).flushdb()  # no task of an earlier test may reach this one
+    return url
 
 
 @contextmanager
