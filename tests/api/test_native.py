@@ -34,6 +34,8 @@ def test_schema_and_docs_work_offline(live_server) -> None:
     # Every script and stylesheet is served by us: no CDN.
     assert "cdn." not in html and "unpkg" not in html and "/static/ninja/swagger-ui" in html
     assert _get(f"{live_server.url}/static/ninja/swagger-ui-bundle.js").status_code == 200
+    # Built once per process: the second answer is the same document.
+    assert _get(f"{live_server.url}/api/schema/").json() == schema
 
 
 def test_teams_and_projects_follow_the_access_rules(
