@@ -16,7 +16,7 @@ from webapp.datasets.models import DatasetPurpose
 from webapp.datasets.selectors import datasets_for_purpose
 from webapp.evaluations.models import JudgeBackend
 from webapp.projects.catalog import DEFAULT_MODEL, model_choices
-from webapp.projects.cell_kinds import REGISTRY, CellConfigForm, CellKind, register
+from webapp.projects.cell_kinds import REGISTRY, CellConfigForm, CellKind, ref_field, register
 
 ADAPTER_KINDS = ("finetune", "transfer")
 SOURCES = [
@@ -37,10 +37,6 @@ def bigbench_choices() -> list[tuple[str, str]]:
     return [(p.stem, p.stem) for p in sorted(folder.glob("*.json"))]
 
 
-def _ref(label: str) -> forms.TypedChoiceField:
-    return forms.TypedChoiceField(label=label, coerce=int, empty_value=None, required=False)
-
-
 # The offline judge with the best measured agreement with references (bench-eval).
 LOCAL_JUDGE = "gemma-3-270m"
 
@@ -54,17 +50,13 @@ def _models(label: str, initial: str | None = None) -> forms.ChoiceField:
 class EvaluationForm(CellConfigForm):
     kind_key = "evaluation"
     source = forms.ChoiceField(choices=SOURCES, initial="bigbench")
-    dataset_cell = forms.TypedChoiceField(
-        label="Dataset cell (for “a dataset cell's validation split”)",
-        coerce=int,
-        empty_value=None,
+    dataset_cell = ref_field(
+        "Dataset cell (for “a dataset cell's validation split”)",
         required=False,
         help_text="The same 10% split a fine-tune validates on.",
     )
-    prompt_dataset = forms.TypedChoiceField(
-        label="Prompt dataset (for “an uploaded prompt file”)",
-        coerce=int,
-        empty_value=None,
+    prompt_dataset = ref_field(
+        "Prompt dataset (for “an uploaded prompt file”)",
         required=False,
         help_text="Datasets uploaded with the purpose “Evaluation prompts”.",
     )
@@ -75,25 +67,25 @@ class EvaluationForm(CellConfigForm):
     )
     base_model = _models("Base model candidate", DEFAULT_MODEL)
     base_model_2 = _models("Second base model candidate")
-    adapter_cell = _ref("Fine-tuned candidate (cell)")
+    adapter_cell = ref_field("Fine-tuned candidate (cell)", required=False)
     checkpoint = forms.CharField(
         max_length=12, required=False, help_text="A checkpoint step; blank: the final adapter."
     )
-    adapter_cell_2 = _ref("Second fine-tuned candidate (cell)")
+    adapter_cell_2 = ref_field("Second fine-tuned candidate (cell)", required=False)
     checkpoint_2 = forms.CharField(
         label="Second checkpoint",
         max_length=12,
         required=False,
         help_text="A checkpoint step of the second fine-tuned candidate; blank: its final adapter.",
     )
-    checkpoints_of = _ref("Every checkpoint of (fine-tune cell), each against the base")
-    endpoint = _ref("External endpoint candidate")
-    endpoint_2 = _ref("Second external endpoint candidate")
+    checkpoints_of = ref_field(
+        "Every checkpoint of (fine-tune cell), each against the base", required=False
+    )
+    endpoint = ref_field("External endpoint candidate", required=False)
+    endpoint_2 = ref_field("Second external endpoint candidate", required=False)
     judge_mode = forms.ChoiceField(choices=MODES, initial="auto")
-    judge = forms.TypedChoiceField(
-        label="Judge backend",
-        coerce=int,
-        empty_value=None,
+    judge = ref_field(
+        "Judge backend",
         required=False,
         help_text="Blank: a local model run by the workers (works offline).",
     )

@@ -40,8 +40,11 @@ class CellConfigForm(forms.Form):
             self.fields[key].choices = [("", "—")] + [(d.pk, d.name) for d in datasets]
 
 
-def _ref_field(label: str, *, required: bool = True) -> forms.TypedChoiceField:
-    return forms.TypedChoiceField(label=label, coerce=int, empty_value=None, required=required)
+def ref_field(label: str, *, required: bool = True, help_text: str = "") -> forms.TypedChoiceField:
+    """An object id (cell, dataset, backend); its choices are set per form instance."""
+    return forms.TypedChoiceField(
+        label=label, coerce=int, empty_value=None, required=required, help_text=help_text
+    )
 
 
 class MarkdownForm(CellConfigForm):
@@ -51,7 +54,7 @@ class MarkdownForm(CellConfigForm):
 
 class DatasetCellForm(CellConfigForm):
     kind_key = "dataset"
-    dataset = _ref_field("Dataset")
+    dataset = ref_field("Dataset")
     version = forms.IntegerField(min_value=1, required=False, help_text="Blank: latest version.")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -75,8 +78,8 @@ def _model_field(help_text: str, *, required: bool = True) -> forms.ChoiceField:
 
 class FinetuneForm(CellConfigForm):
     kind_key = "finetune"
-    dataset_cell = _ref_field("Dataset cell")
-    val_dataset_cell = _ref_field("Validation dataset cell", required=False)
+    dataset_cell = ref_field("Dataset cell")
+    val_dataset_cell = ref_field("Validation dataset cell", required=False)
     val_dataset_cell.help_text = "Measure validation loss on this dataset. Blank: hold out val_fraction of the training data."
     base_model = _model_field("The model the LoRA adapter is trained on.")
     preset = forms.ChoiceField(
@@ -93,7 +96,7 @@ FinetuneForm.base_fields["keep_transferable"] = keep_transferable_field()
 
 class PlaygroundForm(CellConfigForm):
     kind_key = "playground"
-    model_cell = _ref_field("Fine-tuned model cell (blank: base model only)", required=False)
+    model_cell = ref_field("Fine-tuned model cell (blank: base model only)", required=False)
     base_model = _model_field("Used when no fine-tuned model cell is chosen.", required=False)
     system = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}), max_length=4_000, required=False

@@ -12,7 +12,7 @@ from typing import Any
 from django import forms
 
 from webapp.projects.catalog import model_choices
-from webapp.projects.cell_kinds import CellConfigForm, CellKind, register
+from webapp.projects.cell_kinds import CellConfigForm, CellKind, ref_field, register
 from webapp.projects.models import Cell, Project
 
 # The wider tiny model is no fine-tune base (NF4 on CPU needs widths that are multiples
@@ -26,11 +26,6 @@ TARGET_MODULES = [
 
 def target_choices() -> list[tuple[str, str]]:
     return model_choices() + EXTRA_TARGETS
-
-
-def _ref_field(label: str, *, required: bool = True) -> forms.TypedChoiceField:
-    """A cell id; its choices are set per notebook when the form is built."""
-    return forms.TypedChoiceField(label=label, coerce=int, empty_value=None, required=required)
 
 
 def _int(label: str, initial: int | None, help_text: str, **kw: Any) -> forms.IntegerField:
@@ -104,7 +99,7 @@ class TransferForm(CellConfigForm):
         required=False,
         help_text="Logit distillation (KL) needs source and target to share a tokenizer.",
     )
-    eval_cell = _ref_field("Evaluation dataset cell", required=False)
+    eval_cell = ref_field("Evaluation dataset cell", required=False)
     eval_limit = _int(
         "Evaluation examples", 200, "Held-out examples scored per model.", min_value=1
     )
