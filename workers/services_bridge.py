@@ -55,15 +55,13 @@ def _template_segments(tokenizer: Any, messages: list[Any]) -> list[dict[str, An
     return segments
 
 
-def _model_view(path: str, fmt: str, model: str, preview: list[dict[str, Any]]) -> dict[str, Any]:
+def _model_view(examples: list[Any], model: str, preview: list[dict[str, Any]]) -> dict[str, Any]:
     """Exact token statistics and the templated preview under the chosen base model."""
-    from finetune_core.data import read_examples
     from finetune_core.data.stats import dataset_stats
     from finetune_core.models.loading import load_tokenizer
     from finetune_core.train.config import TrainConfig
 
     tokenizer = load_tokenizer(model)
-    examples = list(read_examples(path, fmt=fmt))
     stats = dataset_stats(examples, tokenizer, TrainConfig.max_length)
     for row, example in zip(preview, examples, strict=False):
         row["segments"] = _template_segments(tokenizer, list(example.messages))
@@ -82,7 +80,8 @@ def validate_dataset_file(path: str, *, fmt: str | None = None, model: str = "")
     result.setdefault("format", report.format)
     if report.ok:
         preview, lengths = [], []
-        for example in read_examples(path, fmt=report.format):
+        examples = list(read_examples(path, fmt=report.format))  # read once, used twice
+        for example in examples:
             lengths.append(sum(len(m.content) for m in example.messages))
             if len(preview) < PREVIEW_ROWS:
                 messages = [
@@ -94,7 +93,7 @@ def validate_dataset_file(path: str, *, fmt: str | None = None, model: str = "")
         result["stats"] = _char_stats(lengths)
         if model:
             try:
-                result["stats"] = _model_view(path, report.format, model, preview)
+                result["stats"] = _model_view(examples, model, preview)
             except Exception as exc:  # noqa: BLE001 - the estimate still serves; say why
                 result["stats"]["note"] = f"Exact counts under {model} failed: {exc}"
     return result
