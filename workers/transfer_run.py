@@ -204,8 +204,11 @@ def run_transfer(run: CellRun, job_id: int, task_id: str) -> None:
         }
         progress.flush()
         cfg = transfer_config(run.inputs, source, adapter, out)
+        # A resumed job (cancel then Resume, or a worker restart) reuses its folder's phases.
         report = transfer(
-            cfg, hooks=Hooks(progress=progress, should_stop=StopCheck(job_id, task_id))
+            cfg,
+            hooks=Hooks(progress=progress, should_stop=StopCheck(job_id, task_id)),
+            resume=True,
         )
     except TransferStopped as stopped:
         outputs["partial"] = stopped.partial

@@ -54,6 +54,11 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true", help="print the report as JSON")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse what a stopped attempt in --output-dir finished (same settings only)",
+    )
 
 
 def cmd_discriminator(args: argparse.Namespace) -> int:
@@ -75,7 +80,30 @@ def cmd_discriminator(args: argparse.Namespace) -> int:
     return 0
 
 
+class PhaseBars:
+    """Hooks.progress as one tqdm bar per phase and model (stderr)."""
+
+    def __init__(self) -> None:
+        self.key: tuple[str, str] | None = None
+        self.bar: Any = None
+
+    def __call__(self, phase: str, current: int, total: int | None, info: dict[str, Any]) -> None:
+        from tqdm.auto import tqdm
+
+        key = (phase, str(info.get("model") or info.get("student") or info.get("key") or ""))
+        if key != self.key:
+            if self.bar is not None:
+                self.bar.close()
+            self.key, self.bar = key, tqdm(total=total, desc=" ".join(filter(None, key)))
+        self.bar.total = total
+        self.bar.n = current
+        post = {k: info[k] for k in ("accepted", "train_loss") if info.get(k) is not None}
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh()
+
+
 def cmd_transfer(args: argparse.Namespace) -> int:
+    from finetune_core.transfer.hooks import Hooks
     from finetune_core.transfer.pipeline import TransferConfig, transfer
     from finetune_core.transfer.report import format_table
 
@@ -106,7 +134,11 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             seed=args.seed,
         ),
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        hooks=Hooks(progress=PhaseBars()),
+        resume=args.resume,
     )
+    if report["reused"]:
+        print(f"reused from earlier attempts: {', '.join(report['reused'])}", file=sys.stderr)
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_table(report))
     print(f"transferred adapter: {report['adapter']}")
     return 0

@@ -25,14 +25,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finetune_core.data import Example, Message, read_examples, to_chat_jsonl
+from finetune_core.data import Example, read_examples
 from finetune_core.errors import FinetuneError
 from finetune_core.transfer.discriminator import load_discriminator, read_info
 from finetune_core.transfer.hooks import Hooks, TransferStopped
 from finetune_core.transfer.report import evaluate_chat, format_table
+from finetune_core.transfer.resume import Saved
 from finetune_core.transfer.sampling import SamplingResult, no_accepted_message, synthesize
 from finetune_core.transfer.seeds import load_seeds, task_input
 from finetune_core.transfer.source import QV, run_adapter, run_config, run_splits
+from finetune_core.transfer.student import distillation_examples, teacher_answers, train_student
 
 ABLATIONS = ("unfiltered", "seeds_only")
 ORDER = (
@@ -96,18 +98,71 @@ class TransferConfig:
 
 @contextmanager
 def _phase(
-    times: dict[str, float], name: str, log: Callable[[str], None] | None = None
+    times: dict[str, float],
+    name: str,
+    log: Callable[[str], None] | None = None,
+    on_end: Callable[[dict[str, float]], None] | None = None,
 ) -> Iterator[None]:
+    """Times a phase; a resumed phase adds to the time its earlier attempt spent."""
     started = time.monotonic()
     if log:
         log(f"{name} ...")
     try:
         yield
     finally:
-        times[name] = round(time.monotonic() - started, 2)
+        times[name] = round(times.get(name, 0.0) + time.monotonic() - started, 2)
         gc.collect()  # each phase drops its models before the next loads
+        if on_end:
+            on_end(times)
         if log:
             log(f"{name}: {times[name]:.1f}s")
+
+
+class Models:
+    """The models a transfer uses, each loaded once and only when a phase needs it (a
+    resumed attempt may need none), and dropped when its phases are over."""
+
+    def __init__(self, cfg: TransferConfig, source: str, source_adapter: str) -> None:
+        self.cfg, self.source, self.source_adapter = cfg, source, source_adapter
+        self._target: Any = None
+        self._teacher: Any = None
+
+    def target(self) -> Any:
+        from finetune_core.infer import load_chat_model
+
+        if self._target is None:
+            try:
+                self._target = load_chat_model(self.cfg.target, quantization=self.cfg.quantization)
+            except FinetuneError:
+                raise
+            except Exception as exc:  # not a causal LM: it cannot write inputs
+                raise FinetuneError(
+                    f"the target model {self.cfg.target} cannot generate: it does not load as "
+                    f"a text generation model ({type(exc).__name__}: {str(exc)[:300]})"
+                ) from exc
+        return self._target
+
+    def drop_target(self) -> None:
+        self._target = None
+        gc.collect()
+
+    def teacher(self) -> Any:
+        from finetune_core.infer import load_chat_model
+
+        if self._teacher is None:
+            self._teacher = load_chat_model(
+                self.source, adapter=self.source_adapter, quantization=self.cfg.quantization
+            )
+        return self._teacher
+
+    def drop_teacher(self) -> None:
+        self._teacher = None
+        gc.collect()
+
+    def student(self, adapter: str) -> Any:
+        from finetune_core.infer import load_chat_model
+
+        return load_chat_model(self.cfg.target, adapter=adapter, quantization=self.cfg.quantization)
 
 
 def eval_examples(cfg: TransferConfig) -> list[Example]:
@@ -120,109 +175,15 @@ def eval_examples(cfg: TransferConfig) -> list[Example]:
     return examples[: cfg.eval_limit] if cfg.eval_limit else examples
 
 
-def distillation_examples(
-    inputs: list[str], answers: list[str], seeds: list[Example] | None = None
-) -> list[Example]:
-    """(synthetic input -> teacher answer) chat pairs; empty answers teach nothing."""
-    pairs = [
-        Example(messages=(Message("user", x), Message("assistant", a)), line=i + 1)
-        for i, (x, a) in enumerate(zip(inputs, answers, strict=True))
-        if a.strip()
-    ]
-    return pairs + list(seeds or [])
-
-
-def teacher_answers(
-    chat: Any,
-    inputs: list[str],
-    max_new_tokens: int,
-    batch_size: int = 8,
-    hooks: Hooks | None = None,
-) -> list[str]:
-    """Greedy answers of the teacher; stopping between batches raises TransferStopped."""
-    from finetune_core.infer import generate
-
-    hooks = hooks or Hooks()
-    out: list[str] = []
-    hooks.progress("teacher", 0, len(inputs), {})
-    for start in range(0, len(inputs), batch_size):
-        if hooks.should_stop():
-            raise TransferStopped("teacher", {"teacher_answered": len(out)})
-        batch = [[{"role": "user", "content": x}] for x in inputs[start : start + batch_size]]
-        out += [g.text.strip() for g in generate(chat, batch, max_new_tokens=max_new_tokens)]
-        hooks.progress("teacher", len(out), len(inputs), {})
-    return out
-
-
-def _train_student(
-    cfg: TransferConfig,
-    examples: list[Example],
-    folder: Path,
-    hooks: Hooks,
-    name: str,
-    teacher: tuple[str, str],
-) -> Path:
-    from finetune_core.train import TrainConfig, train
-
-    if cfg.distillation == "logits":
-        from finetune_core.transfer.distill import train_logit_student
-
-        model, adapter = teacher
-        train_logit_student(
-            cfg,
-            examples,
-            teacher_model=model,
-            teacher_adapter=adapter,
-            folder=folder,
-            hooks=hooks,
-            name=name,
-            alpha=cfg.logit_alpha,
-            temperature=cfg.logit_temperature,
-        )
-        return folder / "adapter"
-    folder.mkdir(parents=True, exist_ok=True)
-    data = folder / "distill.jsonl"
-    to_chat_jsonl(examples, data)
-
-    def on_event(event: Any) -> None:
-        info = {"student": name, "train_loss": event.train_loss}
-        hooks.progress("train", event.step, event.total_steps, info)
-
-    result = train(
-        TrainConfig(
-            model=cfg.target,
-            data=str(data),
-            data_format="chat",
-            output_dir=str(folder),
-            quantization=cfg.quantization,  # type: ignore[arg-type]
-            target_modules=cfg.target_modules,
-            lora_r=cfg.lora_r,
-            lora_alpha=2 * cfg.lora_r,
-            learning_rate=cfg.learning_rate,
-            epochs=cfg.epochs,
-            max_steps=cfg.max_steps,
-            batch_size=cfg.batch_size,
-            max_length=cfg.max_length,
-            val_fraction=0.0,  # no real data to validate on; the report evaluates
-            seed=cfg.seed,
-        ),
-        callback=on_event,
-        should_stop=hooks.should_stop,
-    )
-    if result.status == "cancelled":
-        raise TransferStopped(f"train_{name}", {})
-    return folder / "adapter"
-
-
 def transfer(
     cfg: TransferConfig,
     log: Callable[[str], None] | None = None,
     hooks: Hooks | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run every phase; write `<output_dir>/report.json` and return the report.
-    `log` hears each phase's start and duration; `hooks` see progress and may stop it."""
-    from finetune_core.infer import load_chat_model
-
+    `log` hears each phase's start and duration; `hooks` see progress and may stop it.
+    `resume` reuses what an earlier attempt in `output_dir` finished (resume.py)."""
     cfg.validate()
     hooks = hooks or Hooks()
     out = Path(cfg.output_dir)
@@ -243,33 +204,59 @@ def transfer(
     seed_inputs = [task_input(s) for s in seeds]
     held_out = eval_examples(cfg)
     need_unfiltered = not cfg.filtered or "unfiltered" in cfg.ablations
-    times: dict[str, float] = {}
-    accuracy: dict[str, Any] = {}
+    settings = {k: v for k, v in asdict(cfg).items() if k != "output_dir"}
+    saved = Saved(out, settings, resume)
+    times: dict[str, float] = saved.times()
+    accuracy: dict[str, Any] = saved.accuracy()
     partial: dict[str, Any] = {"phase_seconds": times, "accuracy": accuracy}
     quant = cfg.quantization
+    models = Models(cfg, source, source_adapter)
+
+    def phase(name: str) -> Any:
+        return _phase(times, name, log, on_end=saved.save_times)
 
     def stop_if_asked(phase: str) -> None:
         if hooks.should_stop():
             _write_json(out / "partial.json", partial)
             raise TransferStopped(phase, partial)
 
-    def scorer(name: str) -> Callable[[int, int], None]:
-        return lambda done, total: hooks.progress("evaluate", done, total, {"model": name})
+    def evaluate(name: str, chat: Callable[[], Any]) -> None:
+        if name in accuracy:  # an earlier attempt scored it
+            saved.reused.append(f"eval_{name}")
+            n = len(held_out)
+            hooks.progress("evaluate", n, n, {"model": name})
+            return
+        with phase(f"eval_{name}"):
+            accuracy[name] = evaluate_chat(
+                chat(),
+                held_out,
+                max_new_tokens=cfg.eval_max_new_tokens,
+                on_batch=lambda done, total: hooks.progress(
+                    "evaluate", done, total, {"model": name}
+                ),
+            )
+        saved.save_accuracy(accuracy)
 
-    def sample(chat: Any, discriminator: Any, seed: int, key: str) -> SamplingResult:
+    def sample(discriminator: Any, seed: int, key: str) -> SamplingResult:
         def on_batch(result: SamplingResult) -> None:
             partial[key] = result.to_dict()
             info = {"accepted": len(result.accepted), "wanted": cfg.n_synthetic, "key": key}
             hooks.progress("generate", result.attempts, result.budget, info)
 
+        earlier = saved.sampling(key)
+        if earlier is not None and not earlier.stopped:
+            saved.reused.append(key)
+            on_batch(earlier)
+            return earlier
         budget = cfg.max_attempts if cfg.max_attempts is not None else 4 * cfg.n_synthetic
-        info = {"accepted": 0, "wanted": cfg.n_synthetic, "key": key}
-        hooks.progress("generate", 0, budget, info)  # shown as started before the first batch
+        done = earlier.attempts if earlier else 0  # a stopped attempt's samples count
+        info = {"accepted": len(earlier.accepted) if earlier else 0, "wanted": cfg.n_synthetic}
+        hooks.progress("generate", done, budget, info | {"key": key})  # started, before a batch
         result = synthesize(
-            chat,
+            models.target(),
             seed_inputs,
             cfg.n_synthetic,
-            discriminator=discriminator,
+            discriminator=discriminator() if discriminator else None,
             shots=len(seed_inputs),
             max_attempts=cfg.max_attempts,
             batch_size=cfg.sample_batch,
@@ -279,72 +266,63 @@ def transfer(
             seed=seed,
             on_batch=on_batch,
             should_stop=hooks.should_stop,
+            start=earlier,
         )
         partial[key] = result.to_dict()
-        _write_json(out / f"{key}.json", {"accepted": result.accepted, **result.to_dict()})
+        saved.save_sampling(key, result)
         if result.stopped:
             stop_if_asked(key)
         return result
 
     # 1. The target writes candidates; the discriminator (on the source base) filters.
-    try:
-        target_chat = load_chat_model(cfg.target, quantization=quant)
-    except FinetuneError:
-        raise
-    except Exception as exc:  # a model that does not load as a causal LM cannot write inputs
-        raise FinetuneError(
-            f"the target model {cfg.target} cannot generate: it does not load as a text "
-            f"generation model ({type(exc).__name__}: {str(exc)[:300]})"
-        ) from exc
     filtered = unfiltered = None
     if cfg.filtered:
-        with _phase(times, "synthesize", log):
-            disc = load_discriminator(run / "discriminator", quantization=quant)
-            filtered = sample(target_chat, disc, cfg.seed, "synthesis")
-            del disc
+        with phase("synthesize"):
+            filtered = sample(
+                lambda: load_discriminator(run / "discriminator", quantization=quant),
+                cfg.seed,
+                "synthesis",
+            )
     if need_unfiltered:
-        with _phase(times, "synthesize_unfiltered", log):
+        with phase("synthesize_unfiltered"):
             key = "synthesis_unfiltered" if cfg.filtered else "synthesis"
-            unfiltered = sample(target_chat, None, cfg.seed + 1, key)
+            unfiltered = sample(None, cfg.seed + 1, key)
     main = filtered if cfg.filtered else unfiltered
     assert main is not None
     if not main.accepted:
         raise FinetuneError(no_accepted_message(main, cfg.target))
     stop_if_asked("evaluate")
-    with _phase(times, "eval_target_base", log):
-        accuracy["target_base"] = evaluate_chat(
-            target_chat,
-            held_out,
-            max_new_tokens=cfg.eval_max_new_tokens,
-            on_batch=scorer("target_base"),
-        )
-        del target_chat
+    evaluate("target_base", models.target)
+    models.drop_target()
 
     # 2. The teacher (source base + adapter) answers; it is evaluated while loaded.
     stop_if_asked("teacher")
-    with _phase(times, "teacher", log):
-        teacher = load_chat_model(source, adapter=source_adapter, quantization=quant)
-        try:
-            answers = teacher_answers(
-                teacher, main.accepted, cfg.teacher_max_new_tokens, hooks=hooks
-            )
-            extra = []
-            if cfg.filtered and unfiltered is not None:
-                extra = teacher_answers(
-                    teacher, unfiltered.accepted, cfg.teacher_max_new_tokens, hooks=hooks
+    answered = saved.teacher()
+    if answered is not None:
+        saved.reused.append("teacher")
+        answers, extra = answered
+        hooks.progress("teacher", len(answers), len(answers), {})
+    else:
+        with phase("teacher"):
+            try:
+                answers = teacher_answers(
+                    models.teacher(), main.accepted, cfg.teacher_max_new_tokens, hooks=hooks
                 )
-        except TransferStopped as stopped:
-            partial.update(stopped.partial)
-            stop_if_asked("teacher")
-            raise
-    with _phase(times, "eval_source", log):
-        accuracy["source_adapter"] = evaluate_chat(
-            teacher,
-            held_out,
-            max_new_tokens=cfg.eval_max_new_tokens,
-            on_batch=scorer("source_adapter"),
-        )
-        del teacher
+                extra = []
+                if cfg.filtered and unfiltered is not None:
+                    extra = teacher_answers(
+                        models.teacher(),
+                        unfiltered.accepted,
+                        cfg.teacher_max_new_tokens,
+                        hooks=hooks,
+                    )
+            except TransferStopped as stopped:
+                partial.update(stopped.partial)
+                stop_if_asked("teacher")
+                raise
+        saved.save_teacher(answers, extra)
+    evaluate("source_adapter", models.teacher)
+    models.drop_teacher()
 
     # 3. Students on the target, then their evaluation.
     kept = seeds if cfg.include_seeds else []
@@ -362,20 +340,29 @@ def transfer(
     partial["adapters"] = adapters
     for name, examples in students.items():
         stop_if_asked(f"train_{name}")
-        with _phase(times, f"train_{name}", log):
-            try:
-                adapters[name] = str(
-                    _train_student(cfg, examples, out / name, hooks, name, teacher_of)
-                )
-            except TransferStopped:
-                stop_if_asked(f"train_{name}")
-                raise
-        with _phase(times, f"eval_{name}", log):
-            chat = load_chat_model(cfg.target, adapter=adapters[name], quantization=quant)
-            accuracy[name] = evaluate_chat(
-                chat, held_out, max_new_tokens=cfg.eval_max_new_tokens, on_batch=scorer(name)
-            )
-            del chat
+        done = saved.student(name)
+        if done is not None:
+            saved.reused.append(f"train_{name}")
+            adapters[name] = str(done)
+            hooks.progress("train", 1, 1, {"student": name})
+        else:
+            with phase(f"train_{name}"):
+                try:
+                    adapters[name] = str(
+                        train_student(
+                            cfg,
+                            examples,
+                            out / name,
+                            hooks,
+                            name,
+                            teacher_of,
+                            resume=saved.student_started(name),
+                        )
+                    )
+                except TransferStopped:
+                    stop_if_asked(f"train_{name}")
+                    raise
+        evaluate(name, lambda a=adapters[name]: models.student(a))
 
     report = {
         "source_model": source,
@@ -392,6 +379,8 @@ def transfer(
         "seeds": seed_inputs,
         "eval_examples": len(held_out),
         "phase_seconds": times,
+        "attempts": saved.attempts,
+        "reused": saved.reused,
         "config": asdict(cfg),
     }
     _write_json(out / "report.json", report)

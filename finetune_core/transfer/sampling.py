@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -126,19 +126,24 @@ def synthesize(
     seed: int = 0,
     on_batch: Callable[[SamplingResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    start: SamplingResult | None = None,
 ) -> SamplingResult:
     """Up to n new task inputs written by `chat`, few-shot prompted from `pool`.
 
     With more than `shots` inputs in the pool each prompt draws its own; the order is
     shuffled per prompt for variety. Stops at n accepted or `max_attempts` (default 4n).
     `on_batch` hears the running result after each batch; `should_stop` ends the loop
-    between batches, keeping what was accepted.
+    between batches, keeping what was accepted. `start` (a stopped earlier result)
+    continues: its attempts count against the budget and its inputs stay known.
     """
     budget = max_attempts if max_attempts is not None else 4 * n
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
-    known = {_key(x) for x in pool}
     result = SamplingResult(filtered=discriminator is not None, budget=budget)
+    if start is not None:
+        result = replace(start, budget=budget, stopped=False)
+    # Offset by the attempts so far: a continued run draws new prompts, not the same ones.
+    rng = random.Random(seed + result.attempts)
+    torch.manual_seed(seed + result.attempts)
+    known = {_key(x) for x in [*pool, *result.accepted, *result.rejected_samples]}
     while len(result.accepted) < n and result.attempts < budget:
         if should_stop is not None and should_stop():
             result.stopped = True

@@ -18,6 +18,7 @@ from finetune_core.transfer import (
     DiscriminatorConfig,
     Hooks,
     TransferConfig,
+    TransferStopped,
     cut_at_item,
     format_table,
     list_prompt,
@@ -187,13 +188,17 @@ def test_rejection_sampling_bookkeeping(source_run: Path, discriminator_run: dic
             assert [m > 0 for m in margins] == [True] * len(got.accepted) + [False] * got.rejected
 
 
-def test_end_to_end_tiny_transfer(source_run: Path, tmp_path: Path) -> None:
-    # A discriminator that learned to say "yes" (real rows only) keeps the tiny target's
-    # gibberish, so every phase runs; the real objective is tested above.
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def yes_run(
+    source_run: Path, discriminator_run: dict, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The source run with a discriminator that learned to say "yes" (real rows only): it
+    keeps the tiny target's gibberish, so every phase runs; the real objective is tested
+    above."""
+    run = tmp_path_factory.mktemp("yes") / "run"
     shutil.copytree(source_run, run, ignore=shutil.ignore_patterns("checkpoint*", "discriminator"))
     seeds = [s.messages[0].content for s in load_seeds(run / "transfer")]
-    data = tmp_path / "yes.jsonl"
+    data = run.parent / "yes.jsonl"
     write_discriminator_data(seeds * 4, [], TASK, data)
     train(
         TrainConfig(
@@ -203,6 +208,11 @@ def test_end_to_end_tiny_transfer(source_run: Path, tmp_path: Path) -> None:
         )
     )  # fmt: skip
     write_info(run / "discriminator", task=TASK, source_model="tiny-llama")
+    return run
+
+
+def test_end_to_end_tiny_transfer(yes_run: Path, tmp_path: Path) -> None:
+    run = yes_run
     report = transfer(
         TransferConfig(
             run=str(run), target="tiny-llama-wide", output_dir=str(tmp_path / "out"),
@@ -260,3 +270,73 @@ def test_tiny_transfer_with_logit_distillation(
     assert [e[1] for e in events if e[0] == "train"] == [1, 2]
     scored = {e[3]["model"] for e in events if e[0] == "evaluate" and e[1] == e[2]}
     assert scored == {"source_adapter", "target_base", "transferred"}
+
+
+def test_stopped_sampling_continues_where_it_stopped(
+    source_run: Path, discriminator_run: dict
+) -> None:
+    target = load_chat_model("tiny-llama-wide", quantization="none")
+    seeds = [s.messages[0].content for s in load_seeds(source_run / "transfer")]
+    calls = iter([False, True])  # one batch, then stop
+    kw = {"max_attempts": 12, "batch_size": 4, "max_new_tokens": 8, "seed": 1}
+    first = synthesize(target, seeds, 12, should_stop=lambda: next(calls), **kw)
+    assert first.stopped and first.attempts == 4
+    accepted = list(first.accepted)
+    more = synthesize(target, seeds, 12, start=first, **kw)
+    assert not more.stopped and more.attempts == 12  # the budget counts both attempts
+    assert more.accepted[: len(accepted)] == accepted
+    assert len(set(more.accepted)) == len(more.accepted)  # nothing sampled twice is kept
+    assert more.attempts == len(more.accepted) + more.empty + more.duplicates + more.rejected
+
+
+def _tiny_transfer(run: Path, out: Path, seed: int = 0) -> TransferConfig:
+    return TransferConfig(
+        run=str(run), target="tiny-llama-wide", output_dir=str(out), n_synthetic=4,
+        max_attempts=8, sample_max_new_tokens=8, teacher_max_new_tokens=6,
+        eval_max_new_tokens=6, eval_limit=4, max_steps=2, max_length=128,
+        learning_rate=5e-3, quantization="none", seed=seed,
+    )  # fmt: skip
+
+
+def test_a_stopped_transfer_resumes_from_the_phases_it_finished(
+    yes_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    trained: list[int] = []
+
+    def progress(phase: str, current: int, total: int | None, info: dict) -> None:
+        if phase == "train":
+            trained.append(current)
+
+    # Attempt 1 stops after the student's first step (a cancel).
+    stop = Hooks(progress=progress, should_stop=lambda: 1 in trained)
+    with pytest.raises(TransferStopped):
+        transfer(_tiny_transfer(yes_run, out), hooks=stop)
+    synthesis = json.loads((out / "synthesis.json").read_text())
+    teacher = json.loads((out / "teacher.json").read_text())
+    assert set(json.loads((out / "accuracy.json").read_text())) == {
+        "target_base", "source_adapter",
+    }  # fmt: skip
+    assert synthesis["inputs"] and len(teacher["main"]) == len(synthesis["inputs"])
+
+    # Attempt 2 samples, answers and scores nothing again; the student goes on from step 1.
+    events: list[tuple[str, int]] = []
+    hooks = Hooks(progress=lambda phase, cur, tot, info: events.append((phase, cur)))
+    report = transfer(_tiny_transfer(yes_run, out), hooks=hooks, resume=True)
+    assert report["attempts"] == 2
+    assert report["reused"] == ["synthesis", "eval_target_base", "teacher", "eval_source_adapter"]
+    assert [c for p, c in events if p == "generate"] == [synthesis["attempts"]]
+    assert [c for p, c in events if p == "train"][0] == 1  # from the checkpoint, not step 0
+    assert len(report["sample_pairs"]) >= 1
+    answered = dict(zip(synthesis["inputs"], teacher["main"], strict=True))
+    assert all(
+        answered.get(p["input"], p["teacher"]) == p["teacher"] for p in report["sample_pairs"]
+    )
+    kept = sum(bool(a.strip()) for a in teacher["main"])
+    assert report["distillation_pairs"] == kept + 5  # the earlier answers, and the 5 seeds
+    assert set(report["accuracy"]) == {"source_adapter", "target_base", "transferred"}
+    assert report["phase_seconds"]["train_transferred"] > 0
+
+    # Other settings make the folder's phases stale: nothing is reused, nothing is mixed.
+    again = transfer(_tiny_transfer(yes_run, out, seed=1), resume=True)
+    assert again["reused"] == [] and again["attempts"] == 1

@@ -90,7 +90,10 @@ def test_viewer_sees_no_controls_editor_does(personas, finished_run) -> None:
     assert "<svg" in viewer and "Download adapter" in viewer
     assert "Make this checkpoint final" not in viewer and "Resume" not in viewer
     editor = client_for(personas["editor"]).get(url).content.decode()
-    assert "Make this checkpoint final" in editor and "Resume from last checkpoint" in editor
+    assert "Make this checkpoint final" in editor and "Resume" not in editor  # nothing to resume
+    CellRun.objects.filter(pk=finished_run.pk).update(status=RunStatus.CANCELLED)
+    editor = client_for(personas["editor"]).get(url).content.decode()
+    assert "Resume from last checkpoint" in editor
 
 
 def test_artifacts_zip_is_streamed_with_adapter_and_manifest(personas, finished_run) -> None:

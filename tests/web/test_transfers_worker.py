@@ -289,3 +289,31 @@ def test_filtered_transfer_stops_at_the_budget_or_cancel_keeps_what_was_done(
     assert Path(run.outputs["output_dir"], "synthesis.json").is_file()
     page = client_for(editor).get(reverse("run_detail", args=[run.pk])).content.decode()
     assert "Synthetic inputs so far" in page and "before the run stopped" in page
+    assert "Resume (keeps finished phases)" in page
+
+    # Resume goes on sampling from the kept inputs (same job, same folder); cancel again.
+    first = json.loads(Path(run.outputs["output_dir"], "synthesis.json").read_text())
+    unlocked(lambda: client_for(editor).post(reverse("run_resume", args=[run.pk])))
+    wait_for(
+        lambda: (
+            CellRun.objects.get(pk=run.pk).status == RunStatus.RUNNING
+            and (CellRun.objects.get(pk=run.pk).outputs.get("phases") or {})
+            .get("generate", {})
+            .get("current", 0)
+            >= first["attempts"] + 8
+        ),
+        timeout=120,
+        what="sampling to go on after resume",
+        worker=worker,
+    )
+    unlocked(lambda: client_for(editor).post(reverse("run_cancel", args=[run.pk])))
+    wait_for(
+        lambda: "partial" in CellRun.objects.get(pk=run.pk).outputs,
+        timeout=60,
+        what="the worker to stop again",
+        worker=worker,
+    )
+    second = json.loads(Path(run.outputs["output_dir"], "synthesis.json").read_text())
+    assert second["attempts"] >= first["attempts"] + 8
+    assert second["inputs"][: len(first["inputs"])] == first["inputs"]
+    assert CellRun.objects.get(pk=run.pk).status == RunStatus.CANCELLED

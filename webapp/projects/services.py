@@ -18,6 +18,7 @@ from webapp.projects.models import Cell, CellRun, Project, RunStatus
 from webapp.teams.models import Team
 
 RUN_TASK = "workers.tasks.run_cell"
+RESUMABLE_KINDS = ("finetune", "transfer")  # their workers continue from what is on disk
 
 
 def project_create(
@@ -227,9 +228,10 @@ def cell_run_cancel(*, run: CellRun, by: AbstractBaseUser) -> CellRun:
 
 @transaction.atomic
 def cell_run_resume(*, run: CellRun, by: AbstractBaseUser) -> CellRun:
-    """Queue a cancelled or failed fine-tune again; it continues from its last checkpoint."""
-    if run.cell.kind != "finetune":
-        raise ValidationError("Only fine-tune runs can be resumed.")
+    """Queue a cancelled or failed fine-tune or transfer again; it continues from its last
+    checkpoint (a transfer: from the phases it finished)."""
+    if run.cell.kind not in RESUMABLE_KINDS:
+        raise ValidationError("Only fine-tune and transfer runs can be resumed.")
     job = job_requeue(job=_run_job(run), reason=f"Resume requested by {by.get_username()}")
     CellRun.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED, finished_at=None)
     task = job.params.get("_task") or {"path": RUN_TASK, "args": [run.pk], "queue": "gpu"}

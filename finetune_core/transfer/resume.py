@@ -1,0 +1,126 @@
+"""Resume: an attempt that stopped (a cancel, a crash, a worker restart) leaves its
+finished phases in the output folder; the next attempt there with the same settings
+reuses them instead of sampling, answering, training and evaluating again.
+
+    attempt.json                 the settings of the attempts that wrote this folder
+    synthesis.json               accepted (and rejected) inputs; a stopped one continues
+    synthesis_unfiltered.json    the same for the unfiltered ablation
+    teacher.json                 the teacher's answers
+    accuracy.json                every model evaluated so far
+    <student>/manifest.json      a finished student; checkpoints/ of an unfinished one
+
+Settings that differ make the earlier files stale: they are removed, never mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from finetune_core.transfer.sampling import SamplingResult
+
+ATTEMPT = "attempt.json"
+PHASE_FILES = (
+    "synthesis.json",
+    "synthesis_unfiltered.json",
+    "teacher.json",
+    "accuracy.json",
+    "phases.json",
+    "partial.json",
+    "report.json",
+)
+STUDENTS = ("transferred", "ablation_unfiltered", "ablation_seeds_only")
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, or cut short by a crash: not reusable
+        return None
+
+
+def _write(path: Path, data: Any) -> None:
+    """Whole or not at all: a crash mid-write must not leave a file that reads as done."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    tmp.replace(path)
+
+
+class Saved:
+    """The phases an earlier attempt in `out` finished; empty unless `resume` and the
+    settings match. `reused` names what was taken over, for the report."""
+
+    def __init__(self, out: Path, settings: dict[str, Any], resume: bool) -> None:
+        self.out = out
+        settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
+        earlier = _read(out / ATTEMPT) if resume else None
+        self.active = isinstance(earlier, dict) and earlier.get("settings") == settings
+        if not self.active:
+            for name in PHASE_FILES:
+                (out / name).unlink(missing_ok=True)
+            for name in STUDENTS:
+                shutil.rmtree(out / name, ignore_errors=True)
+        attempts = earlier.get("attempts", 1) + 1 if self.active else 1
+        _write(out / ATTEMPT, {"settings": settings, "attempts": attempts})
+        self.attempts = attempts
+        self.reused: list[str] = []
+
+    def _load(self, name: str) -> Any:
+        return _read(self.out / name) if self.active else None
+
+    def sampling(self, key: str) -> SamplingResult | None:
+        data = self._load(f"{key}.json")
+        if not isinstance(data, dict) or not isinstance(data.get("inputs"), list):
+            return None
+        return SamplingResult(
+            accepted=list(data["inputs"]),
+            attempts=int(data["attempts"]),
+            empty=int(data["empty"]),
+            duplicates=int(data["duplicates"]),
+            rejected=int(data["rejected_by_discriminator"]),
+            rejected_samples=list(data.get("rejected_inputs", [])),
+            filtered=bool(data["filtered"]),
+            budget=int(data["budget"]),
+            stopped=bool(data["stopped"]),
+        )
+
+    def save_sampling(self, key: str, result: SamplingResult) -> None:
+        data = {"inputs": result.accepted, "rejected_inputs": result.rejected_samples}
+        _write(self.out / f"{key}.json", data | result.to_dict())
+
+    def teacher(self) -> tuple[list[str], list[str]] | None:
+        data = self._load("teacher.json")
+        if not isinstance(data, dict):
+            return None
+        return list(data["main"]), list(data["extra"])
+
+    def save_teacher(self, main: list[str], extra: list[str]) -> None:
+        _write(self.out / "teacher.json", {"main": main, "extra": extra})
+
+    def accuracy(self) -> dict[str, Any]:
+        data = self._load("accuracy.json")
+        return data if isinstance(data, dict) else {}
+
+    def save_accuracy(self, accuracy: dict[str, Any]) -> None:
+        _write(self.out / "accuracy.json", accuracy)
+
+    def times(self) -> dict[str, float]:
+        data = self._load("phases.json")
+        return data if isinstance(data, dict) else {}
+
+    def save_times(self, times: dict[str, float]) -> None:
+        _write(self.out / "phases.json", times)
+
+    def student(self, name: str) -> Path | None:
+        """A student that finished training: its adapter folder."""
+        folder = self.out / name
+        done = self.active and (folder / "manifest.json").is_file()
+        return folder / "adapter" if done and (folder / "adapter").is_dir() else None
+
+    def student_started(self, name: str) -> bool:
+        """An unfinished student with checkpoints: training continues from the latest."""
+        from finetune_core.train.checkpoint import list_checkpoints
+
+        return self.active and bool(list_checkpoints(self.out / name))
