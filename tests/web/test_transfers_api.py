@@ -131,6 +131,12 @@ def test_keep_transferable_and_cancel(keys, source_run: CellRun) -> None:
     assert Job.objects.get(pk=CellRun.objects.get(pk=run_id).job_id).status == JobStatus.CANCELLED
     twice = call("post", f"/transfers/{run_id}/cancel", keys["editor"])
     assert twice.status_code == 400 and "already finished" in twice.json()["error"]["message"]
+    assert call("post", f"/transfers/{run_id}/resume", keys["viewer"]).status_code == 403
+    resumed = call("post", f"/transfers/{run_id}/resume", keys["editor"])
+    assert resumed.status_code == 200 and resumed.json()["status"] == RunStatus.QUEUED
+    assert Job.objects.get(pk=CellRun.objects.get(pk=run_id).job_id).status == JobStatus.QUEUED
+    again = call("post", f"/transfers/{run_id}/resume", keys["editor"])
+    assert again.status_code == 400 and "still queued" in again.json()["error"]["message"]
 
 
 def test_rebase_through_the_api(keys, source_run: CellRun) -> None:

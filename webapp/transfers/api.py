@@ -15,7 +15,12 @@ from pydantic import Field
 from webapp.api.native.common import ERRORS, MAX_ID, ListOut, caller_of, id_path
 from webapp.jobs.models import Job
 from webapp.projects.models import CellRun, Project
-from webapp.projects.services import cell_create, cell_run_cancel, cell_run_create
+from webapp.projects.services import (
+    cell_create,
+    cell_run_cancel,
+    cell_run_create,
+    cell_run_resume,
+)
 from webapp.teams.access import get_for_user
 from webapp.transfers.selectors import (
     adapter_lineage,
@@ -215,6 +220,16 @@ def transfer_cancel(request: HttpRequest, run_id: int = id_path()) -> TransferOu
     if run.job_id is None or Job.objects.get(pk=run.job_id).is_finished:
         raise ValidationError("This transfer has already finished.")
     return _out(cell_run_cancel(run=run, by=caller_of(request).user))
+
+
+@router.post(
+    "/{run_id}/resume",
+    response={200: TransferOut, **ERRORS},
+    summary="Resume a cancelled or failed transfer; the phases it finished are reused",
+)
+def transfer_resume(request: HttpRequest, run_id: int = id_path()) -> TransferOut:
+    run = _run(request, run_id, kinds=("transfer",), need="edit")
+    return _out(cell_run_resume(run=run, by=caller_of(request).user))
 
 
 @router.get(
