@@ -455,10 +455,35 @@ def test_lineage_names_a_chosen_checkpoint(source_run) -> None:
     assert steps[-1]["label"] == "checkpoint step 2"
 
 
-def test_running_after_the_source_was_deleted_says_so(transfer_cell, source_run, owner) -> None:
-    from webapp.projects.services import cell_delete
+def test_a_source_in_use_cannot_be_deleted_from_any_notebook(
+    transfer_cell, source_run, owner
+) -> None:
+    from webapp.projects.services import cell_delete, project_create
 
-    cell_delete(cell=source_run.cell)  # other notebooks' transfer cells cannot block this
+    elsewhere = cell_create(
+        project=project_create(team=owner.teams.first(), name="Second notebook", created_by=owner),
+        kind="transfer",
+        config={"source_cell": source_run.cell_id, "base_model": "gemma-3-270m"},
+        created_by=owner,
+    )
+    with pytest.raises(ValidationError) as refused:
+        cell_delete(cell=source_run.cell)
+    message = refused.value.messages[0]
+    assert str(transfer_cell) in message and f"{elsewhere} (notebook “Second notebook”)" in message
+    response = client_for(owner).post(
+        reverse("cell_delete", args=[source_run.cell_id]), follow=True
+    )
+    assert "Other cells use this one" in response.content.decode()
+    assert Cell.objects.filter(pk=source_run.cell_id).exists()
+    cell_delete(cell=elsewhere)
+    cell_delete(cell=transfer_cell)
+    cell_delete(cell=source_run.cell)  # unused now
+    assert not Cell.objects.filter(pk=source_run.cell_id).exists()
+
+
+def test_running_after_the_source_vanished_says_so(transfer_cell, source_run, owner) -> None:
+    # Deleted behind the app's back (the admin, a team's cascade): runs are refused in words.
+    Cell.objects.filter(pk=source_run.cell_id).delete()
     with pytest.raises(ValidationError, match="the one chosen is gone"):
         cell_run_create(cell=transfer_cell, created_by=owner)
     page = client_for(owner).get(reverse("project_detail", args=[transfer_cell.project_id]))

@@ -121,6 +121,9 @@ class CellKind:
     cell_refs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # config keys holding ids of datasets that must belong to the project's team
     dataset_refs: tuple[str, ...] = ()
+    # config keys holding ids of cells anywhere in the team (a transfer's source adapter):
+    # such a cell cannot be deleted while one refers to it, in any notebook
+    team_refs: tuple[str, ...] = ()
     runnable: bool = False
     queue: str = "default"
     # Templates for the kind's own part of the notebook cell and of the run page.
@@ -158,6 +161,17 @@ def referenced_cell_ids(cell: Cell) -> set[int]:
     if kind is None:
         return set()
     return {int(v) for k in kind.cell_refs if (v := cell.config.get(k)) is not None}
+
+
+def team_referenced_ids(cell: Cell) -> set[int]:
+    """Ids of cells this one uses from anywhere in the team (not bound to its notebook)."""
+    kind = REGISTRY.get(cell.kind)
+    refs = kind.team_refs if kind else ()
+    return {int(v) for k in refs if str(v := cell.config.get(k, "")).isdigit()}
+
+
+def team_ref_kinds() -> list[str]:
+    return [k.key for k in REGISTRY.values() if k.team_refs]
 
 
 register(CellKind("markdown", "Markdown", MarkdownForm))

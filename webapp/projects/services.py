@@ -13,7 +13,12 @@ from webapp.datasets.models import Dataset
 from webapp.jobs.dispatch import job_enqueue_on_commit
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_cancel, job_create, job_requeue
-from webapp.projects.cell_kinds import get_kind, referenced_cell_ids
+from webapp.projects.cell_kinds import (
+    get_kind,
+    referenced_cell_ids,
+    team_ref_kinds,
+    team_referenced_ids,
+)
 from webapp.projects.models import Cell, CellRun, Project, RunStatus
 from webapp.teams.models import Team
 
@@ -149,14 +154,25 @@ def cell_update(*, cell: Cell, config: dict[str, Any], title: str | None = None)
 
 def _dependents(cell: Cell) -> list[Cell]:
     later = cell.project.cells.filter(position__gt=cell.position)
-    return [c for c in later if cell.pk in referenced_cell_ids(c)]
+    # Cells that may refer to this one from anywhere in the team (a transfer's source).
+    anywhere = Cell.objects.filter(
+        project__team_id=cell.project.team_id, kind__in=team_ref_kinds()
+    ).select_related("project")
+    seen: dict[int, Cell] = {}
+    for c in [*later, *anywhere]:
+        if c.pk != cell.pk and cell.pk in referenced_cell_ids(c) | team_referenced_ids(c):
+            seen[c.pk] = c
+    return list(seen.values())
 
 
 @transaction.atomic
 def cell_delete(*, cell: Cell) -> None:
     dependents = _dependents(cell)
     if dependents:
-        names = ", ".join(str(c) for c in dependents)
+        names = ", ".join(
+            str(c) if c.project_id == cell.project_id else f"{c} (notebook “{c.project}”)"
+            for c in dependents
+        )
         raise ValidationError(f"Other cells use this one: {names}. Change them first.")
     cell.delete()
 

@@ -158,6 +158,7 @@ KIND = register(
         "Transfer (Trans-LoRA)",
         TransferForm,
         cell_refs={"eval_cell": ("dataset",)},
+        team_refs=("source_cell",),
         runnable=True,
         queue="gpu",
         cell_template="projects/kinds/transfer_cell.html",
