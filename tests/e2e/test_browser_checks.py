@@ -19,7 +19,7 @@ from webapp.projects.services import cell_create, project_create
 from webapp.teams.models import Membership, Role, Team
 from webapp.teams.services import team_create
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 CHAT = b'{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}\n'
 # A PNG signature and some non-text bytes: what a user drags in by mistake.
@@ -120,7 +120,7 @@ def test_binary_file_gets_a_clear_validation_message(
     page.get_by_role("button", name="Upload").click()
     expect(page).to_have_url(re.compile(r"/dataset-versions/\d+/$"))
     status = page.locator("#version-status")
-    expect(status.locator("h2 .status")).to_have_text("Invalid", timeout=60_000)
+    expect(status.locator("h2 .status")).to_have_text("Invalid", timeout=180_000)
     problems = status.locator("table.issues tbody tr")
     expect(problems).to_have_count(1)
     expect(problems.first).to_contain_text("binary_file")

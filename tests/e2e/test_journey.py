@@ -102,7 +102,7 @@ def test_sign_up_to_playground_in_the_browser(
     # Upload 40 BIG-bench examples; the worker validates them while the page polls.
     upload(page, team_url, "sports", sports_slice(tmp_path))
     status = page.locator("#version-status")
-    expect(status.locator("h2 .status")).to_have_text("Valid", timeout=60_000)
+    expect(status.locator("h2 .status")).to_have_text("Valid", timeout=180_000)
     expect(status).to_contain_text("40 examples.")
     expect(status.get_by_role("heading", name="Token statistics")).to_be_visible()
     expect(status.locator(".preview .example").first).to_contain_text("plausible")
