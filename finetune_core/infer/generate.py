@@ -61,13 +61,51 @@ def as_messages(conversation: Sequence[Message | dict]) -> list[Message]:
     ]
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """The text before the first stop string, and whether one was found."""
+    found = [i for s in stop if (i := text.find(s)) >= 0]
+    return (text[: min(found)], True) if found else (text, False)
+
+
+def _pending_stop(text: str, stop: Sequence[str]) -> int:
+    """Length of the longest tail of `text` that may begin a stop string: held back."""
+    longest = 0
+    for s in stop:
+        for n in range(min(len(s) - 1, len(text)), longest, -1):
+            if s.startswith(text[-n:]):
+                longest = n
+                break
+    return longest
+
+
+class _StopStrings:
+    """Per-row stop (a transformers StoppingCriteria): the new text holds a stop string."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, width: int, stop: Sequence[str]) -> None:
+        self.tokenizer, self.width, self.stop = tokenizer, width, stop
+
+    def __call__(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object
+    ) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        found = [cut_at_stop(t, self.stop)[1] for t in texts]
+        return torch.tensor(found, device=input_ids.device)
+
+
 class _Streamer:
-    """transformers streamer that turns each step's token ids into per-row text deltas."""
+    """transformers streamer that turns each step's token ids into per-row text deltas.
+    Text that may begin a stop string is held back until it is known not to."""
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, rows: int, stop_ids: list[int], on_text: OnText
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        rows: int,
+        stop_ids: list[int],
+        on_text: OnText,
+        stop: Sequence[str] = (),
     ) -> None:
         self.tokenizer, self.stop_ids, self.on_text = tokenizer, set(stop_ids), on_text
+        self.stop = stop
         self.ids: list[list[int]] = [[] for _ in range(rows)]
         self.sent = [""] * rows
         self.done = [False] * rows
@@ -88,6 +126,11 @@ class _Streamer:
             # Hold back a trailing partial UTF-8 character until it completes.
             if text.endswith("\ufffd"):
                 continue
+            text, stopped = cut_at_stop(text, self.stop)
+            if stopped:
+                self.done[row] = True
+            else:
+                text = text[: len(text) - _pending_stop(text, self.stop)]
             if len(text) > len(self.sent[row]):
                 self.on_text(row, text[len(self.sent[row]) :])
                 self.sent[row] = text
@@ -96,6 +139,7 @@ class _Streamer:
         # Flush what was held back (an incomplete character stays a replacement mark).
         for row, ids in enumerate(self.ids):
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            text = cut_at_stop(text, self.stop)[0]
             if len(text) > len(self.sent[row]):
                 self.on_text(row, text[len(self.sent[row]) :])
                 self.sent[row] = text
@@ -119,8 +163,12 @@ def generate(
     top_p: float = 1.0,
     seed: int | None = None,
     on_text: OnText | None = None,
+    stop: Sequence[str] = (),
 ) -> list[Generation]:
-    """Answer each conversation. temperature 0 is greedy decoding."""
+    """Answer each conversation. temperature 0 is greedy decoding. Each answer ends at the
+    end-of-turn token or before the first of the `stop` strings (left out, as OpenAI does)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
     tok = chat.tokenizer
     prompts = [render_prompt(tok, as_messages(c)) for c in conversations]
     pad = tok.pad_token_id
@@ -141,19 +189,39 @@ def generate(
         top_k=None,
         eos_token_id=stop_ids,
         pad_token_id=pad,
-        streamer=_Streamer(tok, len(prompts), stop_ids, on_text) if on_text else None,
+        streamer=_Streamer(tok, len(prompts), stop_ids, on_text, stop) if on_text else None,
+        stopping_criteria=StoppingCriteriaList(
+            [type("StopStrings", (_StopStrings, StoppingCriteria), {})(tok, width, stop)]
+            if stop
+            else []
+        ),
     )
     results = []
     for row, prompt in enumerate(prompts):
         new = out[row, width:].tolist()
         stop_at = next((i for i, t in enumerate(new) if t in stop_ids), None)
         answer = new if stop_at is None else new[:stop_at]
+        text, stopped = cut_at_stop(tok.decode(answer, skip_special_tokens=True), stop)
+        used = _tokens_to_stop(tok, answer, stop) if stopped else len(answer)
         results.append(
             Generation(
-                text=tok.decode(answer, skip_special_tokens=True),
+                text=text,
                 prompt_tokens=len(prompt),
-                completion_tokens=len(answer) + (stop_at is not None),
-                finish_reason="length" if stop_at is None else "stop",
+                completion_tokens=used + (stop_at is not None and not stopped),
+                finish_reason="stop" if stopped or stop_at is not None else "length",
             )
         )
     return results
+
+
+def _tokens_to_stop(tok: PreTrainedTokenizerBase, ids: list[int], stop: Sequence[str]) -> int:
+    """The fewest leading tokens whose text holds a stop string (what generation paid for;
+    rows stopped early are padded after it)."""
+    low, high = 1, len(ids)
+    while low < high:
+        mid = (low + high) // 2
+        if cut_at_stop(tok.decode(ids[:mid], skip_special_tokens=True), stop)[1]:
+            high = mid
+        else:
+            low = mid + 1
+    return high

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from finetune_core.infer import generate, load_chat_model
+from finetune_core.infer.generate import _pending_stop, cut_at_stop
 
 PROMPTS = [
     [{"role": "user", "content": "Hello there, how are you?"}],
@@ -47,3 +48,43 @@ def test_length_limit_is_reported(chat) -> None:
     result = generate(chat, PROMPTS[:1], max_new_tokens=3)[0]
     # The random model does not stop by itself within 3 tokens.
     assert result.finish_reason == "length" and result.completion_tokens == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "stop", "cut", "held"),
+    [
+        ("abc[[A]]", ["[["], "abc", 0),
+        ("abc[", ["[["], "abc[", 1),  # "[" may begin "[[": held back while streaming
+        ("abc", ["[["], "abc", 0),
+        ("x END y STOP", ["STOP", "END"], "x ", 0),  # the earliest of several
+        ("ab", ["abc"], "ab", 2),
+        ("", ["x"], "", 0),
+    ],
+)
+def test_stop_strings_cut_and_hold_back(text: str, stop: list[str], cut: str, held: int) -> None:
+    assert cut_at_stop(text, stop)[0] == cut
+    assert _pending_stop(text, stop) == held
+
+
+def test_generation_ends_before_a_stop_string(chat) -> None:
+    full = generate(chat, PROMPTS, max_new_tokens=24)
+    # A stop string from the middle of each greedy answer: the answer ends just before it.
+    stops = [f.text[len(f.text) // 2 : len(f.text) // 2 + 3] for f in full]
+    assert all(len(s) == 3 and s.strip() for s in stops)
+    for row, prompt in enumerate(PROMPTS):
+        pieces: list[str] = []
+        (got,) = generate(
+            chat,
+            [prompt],
+            max_new_tokens=24,
+            stop=[stops[row], "never-produced"],
+            on_text=lambda _r, t, into=pieces: into.append(t),
+        )
+        expected = full[row].text[: full[row].text.find(stops[row])]
+        assert got.text == expected and got.finish_reason == "stop"
+        assert "".join(pieces) == expected  # the stop string was never streamed
+        assert got.completion_tokens < full[row].completion_tokens
+    # Batched rows stop each at their own string; the greedy text is unchanged.
+    batched = generate(chat, PROMPTS, max_new_tokens=24, stop=stops)
+    for row, g in enumerate(batched):
+        assert cut_at_stop(full[row].text, stops)[0] == g.text
