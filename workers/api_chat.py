@@ -58,6 +58,9 @@ def chat_completion(self: Task, completion_id: int) -> None:
             messages=row.messages,
             max_new_tokens=row.max_tokens,
             temperature=row.temperature,
+            top_p=row.top_p,
+            seed=row.seed,
+            stop=row.stop,
             on_text=_Grow(row.pk),
         )
     except Exception as exc:  # noqa: BLE001 - every failure must land on the row

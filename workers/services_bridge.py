@@ -160,6 +160,9 @@ def generate_one(
     max_new_tokens: int,
     temperature: float,
     on_text: Callable[[str], None],
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stop: list[str] | None = None,
 ) -> dict[str, Any]:
     """One answer from the base model, or base + adapter, using the worker's model cache."""
     from finetune_core.infer import generate
@@ -171,6 +174,9 @@ def generate_one(
             [messages],
             max_new_tokens=max_new_tokens,
             temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            stop=stop or (),
             on_text=lambda _row, delta: on_text(delta),
         )
     return {

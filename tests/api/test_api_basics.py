@@ -11,7 +11,7 @@ import requests
 from django.urls import reverse
 
 from tests.web.conftest import client_for
-from webapp.api.models import ApiKey
+from webapp.api.models import ApiKey, ChatCompletion
 from webapp.api.services import api_key_create
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_mark
@@ -231,3 +231,25 @@ def test_validation_file_and_target_modules(sdk, owner_key, other_team, outsider
         )
     assert unknown.value.param == "tunebook" and "rnak" in unknown.value.message
     assert [j.id for j in client.fine_tuning.jobs.list().data] == [job.id]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"stop": ""}, "stop"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": ["ok", 3]}, "stop"),
+        ({"stop": "x" * 201}, "stop"),
+        ({"top_p": 0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"seed": 2**63}, "seed"),
+        ({"seed": "7"}, "seed"),
+    ],
+)
+def test_chat_sampling_options_are_checked(sdk, owner_key, extra: dict, param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        sdk(owner_key).chat.completions.create(
+            model="tiny-llama", messages=[{"role": "user", "content": "hi"}], **extra
+        )
+    assert bad.value.param == param
+    assert not ChatCompletion.objects.exists()  # nothing was queued

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.web.worker_harness import Worker
+from webapp.api.models import ChatCompletion
 from webapp.datasets.models import DatasetVersion
 from webapp.projects.models import CellRun, RunStatus
 from webapp.projects.services import cell_create, cell_run_create, project_create
@@ -140,6 +141,31 @@ def test_files_jobs_models_and_chat_on_a_real_worker(
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens > 0
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(streamed) > 0 or chunks[-1].usage.completion_tokens >= 0
+
+    # OpenAI's stop, top_p and seed reach the worker's generation.
+    say = {"model": "tiny-llama", "messages": ask, "max_tokens": 16}
+    full = client.chat.completions.create(**say, temperature=0).choices[0].message.content
+    cut = full[len(full) // 2 :][:2]
+    assert len(full) >= 4 and cut.strip(), full
+    stopped = client.chat.completions.create(**say, temperature=0, stop=[cut, "never seen"])
+    assert stopped.choices[0].message.content == full[: full.find(cut)]
+    assert stopped.choices[0].finish_reason == "stop"
+    row = ChatCompletion.objects.latest("pk")
+    assert row.stop == [cut, "never seen"] and row.top_p == 1.0 and row.seed is None
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(**say, temperature=0, stop=cut, stream=True)
+        if c.choices
+    )
+    assert streamed == full[: full.find(cut)]  # the stop string never went out
+    sampled = [
+        client.chat.completions.create(**say, temperature=1.0, top_p=0.9, seed=s)
+        .choices[0]
+        .message.content
+        for s in (7, 7, 8)
+    ]
+    assert sampled[0] == sampled[1] != sampled[2]
+    assert ChatCompletion.objects.latest("pk").top_p == 0.9
 
     second = client.fine_tuning.jobs.create(
         model="tiny-llama",

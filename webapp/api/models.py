@@ -99,6 +99,9 @@ class ChatCompletion(models.Model):
     messages = models.JSONField(default=list)
     max_tokens = models.PositiveIntegerField(default=256)
     temperature = models.FloatField(default=1.0)
+    top_p = models.FloatField(default=1.0)
+    seed = models.BigIntegerField(null=True, blank=True)
+    stop = models.JSONField(default=list, blank=True)  # up to 4 strings, left out of the text
     status = models.CharField(
         max_length=10, choices=CompletionStatus.choices, default=CompletionStatus.QUEUED
     )

@@ -290,6 +290,9 @@ def chat_completion_create(
     messages: list[dict[str, str]],
     max_tokens: int,
     temperature: float,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    stop: list[str] | None = None,
 ) -> ChatCompletion:
     """Queue a generation on a worker; the view follows the row as its text grows."""
     job = job_create(team=team, kind="api.chat", created_by=created_by)
@@ -303,6 +306,9 @@ def chat_completion_create(
         messages=messages,
         max_tokens=max_tokens,
         temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        stop=stop or [],
         job=job,
     )
     job.params = {"chat_completion_id": completion.pk}

@@ -31,6 +31,7 @@ from webapp.projects.catalog import models as catalog_models
 
 POLL_S = 0.05
 MAX_TOKENS = 4096
+MAX_STOP, MAX_STOP_CHARS = 4, 200  # OpenAI allows up to 4 stop sequences
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -175,6 +176,26 @@ def _stream(row: ChatCompletion, deadline: float, include_usage: bool) -> Iterat
     yield _sse("[DONE]")
 
 
+def _stop(data: dict[str, Any]) -> list[str]:
+    """OpenAI's `stop`: a string or up to 4 strings; generation ends before the first."""
+    stop = data.get("stop")
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if (
+        not isinstance(stops, list)
+        or not 1 <= len(stops) <= MAX_STOP
+        or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in stops)
+    ):
+        raise ApiError(
+            400,
+            f"stop must be a string or a list of 1 to {MAX_STOP} non-empty strings of at most "
+            f"{MAX_STOP_CHARS} characters.",
+            param="stop",
+        )
+    return stops
+
+
 def _chat(request: HttpRequest, caller: Caller) -> HttpResponse:
     data = json_body(request)
     model = field(data, "model", str, required=True)
@@ -189,12 +210,19 @@ def _chat(request: HttpRequest, caller: Caller) -> HttpResponse:
     temperature = float(field(data, "temperature", (int, float), default=1.0))
     if not 0.0 <= temperature <= 2.0:
         raise ApiError(400, "temperature must be between 0 and 2.", param="temperature")
+    top_p = float(field(data, "top_p", (int, float), default=1.0))
+    if not 0.0 < top_p <= 1.0:
+        raise ApiError(400, "top_p must be greater than 0 and at most 1.", param="top_p")
+    seed = field(data, "seed", int)
+    if seed is not None and not -(2**63) <= seed < 2**63:
+        raise ApiError(400, "seed must fit in 64 bits.", param="seed")
     stream = field(data, "stream", bool, default=False)
     options = field(data, "stream_options", dict, default={})
     target = resolve_model(caller, model)
     row = chat_completion_create(
         team=caller.team, created_by=caller.user, model=model, target=target,
-        messages=messages, max_tokens=max_tokens, temperature=temperature,
+        messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        seed=seed, stop=_stop(data),
     )  # fmt: skip
     deadline = time.monotonic() + settings.API_CHAT_TIMEOUT_S
     if stream:
