@@ -15,6 +15,10 @@ from typing import Any
 from finetune_core.evaluate.constrained import VerdictOptions, constrained_verdicts, cut_rationale
 from finetune_core.evaluate.endpoint import Budget, Reply
 
+# The rationale ends where the judge starts writing a verdict itself ("[[A]]"); the verdict
+# is then scored over the allowed labels, so the rest would be wasted tokens.
+RATIONALE_STOP = ("[[",)
+
 
 def _error(exc: Exception) -> Reply:
     return Reply(status="error", error=f"{type(exc).__name__}: {exc}"[:500])
@@ -69,7 +73,12 @@ class LocalBackend:
         return [list(conversations[i : i + step]) for i in range(0, len(conversations), step)]
 
     def _generate(
-        self, conversations: list, max_tokens: int, temperature: float, seed: int | None
+        self,
+        conversations: list,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+        stop: tuple[str, ...] = (),
     ) -> list[Reply]:
         from finetune_core.infer import generate
 
@@ -78,7 +87,12 @@ class LocalBackend:
             self.calls += len(chunk)
             try:
                 gens = generate(
-                    self.chat, chunk, max_new_tokens=max_tokens, temperature=temperature, seed=seed
+                    self.chat,
+                    chunk,
+                    max_new_tokens=max_tokens,
+                    temperature=temperature,
+                    seed=seed,
+                    stop=stop,
                 )
                 out += [
                     Reply(
@@ -103,7 +117,8 @@ class LocalBackend:
             # The rationale goes through _generate, which callers may wrap (e.g. to count
             # progress); a failed rationale stays that conversation's error.
             if rationale_tokens > 0:
-                texts = self._generate(chunk, rationale_tokens, temperature, seed)
+                # Positional: wrappers pass *args on. The judge's own "[[" verdict ends it.
+                texts = self._generate(chunk, rationale_tokens, temperature, seed, RATIONALE_STOP)
             else:
                 self.calls += len(chunk)
                 texts = [Reply() for _ in chunk]

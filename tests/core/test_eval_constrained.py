@@ -179,15 +179,18 @@ def test_call_limit_skips_constrained_judgments(chat) -> None:
 def test_rationale_goes_through_generate_so_wrappers_see_it(chat) -> None:
     # The web worker wraps _generate to count progress: constrained judging must use it.
     seen: list[int] = []
+    stops: list[object] = []
 
     class Counting(LocalBackend):
         def _generate(self, conversations: list, *args: object) -> list:
             seen.append(len(conversations))
+            stops.append(args[-1])
             return super()._generate(conversations, *args)
 
     es, answers = _pair_set(3)
     results = Judge(Counting(chat, batch_size=4), max_tokens=4).compare(es, answers)
     assert sum(seen) == 6 and all(r.ab.status == r.ba.status == "ok" for r in results)
+    assert set(stops) == {("[[",)}  # a rationale ends where the judge begins a verdict
 
 
 def test_balanced_position_cancels_a_constant_first_slot_bias() -> None:
