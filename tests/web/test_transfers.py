@@ -356,6 +356,13 @@ def test_report_page_has_chart_rates_samples_and_download(transfer_run, viewer) 
     )
     assert "Generate synthetic inputs" in page and "logits-level" in page
     assert "✓ at least as good as the target base" in page and "✓ within the source" in page
+    assert "Resumed" not in page  # a first attempt
+    report = {**REPORT, "attempts": 2, "reused": ["synthesis", "teacher"]}
+    CellRun.objects.filter(pk=transfer_run.pk).update(
+        outputs={**transfer_run.outputs, "report": report}
+    )
+    page = client_for(viewer).get(reverse("run_detail", args=[transfer_run.pk])).content.decode()
+    assert "attempt 2; reused from earlier attempts: synthesis, teacher" in page
 
 
 def test_cancelled_transfer_keeps_what_was_done(transfer_cell, owner, viewer) -> None:
