@@ -85,6 +85,9 @@ CACHES = {
 # Stale-job recovery (manage.py jobs_recover, or the periodic task under celery beat).
 JOB_STALE_AFTER_S = env_int("JOB_STALE_AFTER_S", 600, minimum=1)
 JOB_MAX_RECOVERIES = env_int("JOB_MAX_RECOVERIES", 3, minimum=0)
+# A background job (keeping an adapter transferable) steps aside for a playground answer
+# or chat completion that has waited this long without a free worker.
+INTERACTIVE_WAIT_S = env_int("INTERACTIVE_WAIT_S", 5, minimum=0)
 # Redis redelivers an unacknowledged task after this long; it must outlast the longest run.
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7 * 60 * 60}

@@ -9,21 +9,33 @@ import time
 from typing import Any
 
 from celery import Task
+from django.conf import settings
 
 from webapp.datasets.models import DatasetVersion
 from webapp.jobs.models import Job, JobStatus
-from webapp.jobs.services import job_fail, job_progress, job_start, job_succeed
+from webapp.jobs.selectors import interactive_job_waiting
+from webapp.jobs.services import (
+    job_fail,
+    job_progress,
+    job_start,
+    job_step_aside,
+    job_succeed,
+)
 from webapp.projects.finetune_config import effective_hparams
 from webapp.projects.models import CellRun
 from webapp.transfers.services import run_outputs_merge
 from workers.celery import app
-from workers.finetune_run import StopCheck
+from workers.finetune_run import STOP_CHECK_EVERY_S, StopCheck
 
 log = logging.getLogger(__name__)
 
 # Sized for the product: 100 real inputs and as many synthetic ones, 2 epochs.
 N_SEEDS, N_REAL, EPOCHS = 5, 100, 2
 WRITE_EVERY_S = 1.0
+ASIDE = (
+    "Paused for a playground answer or chat completion waiting for this worker; "
+    "it goes on from its last checkpoint after that."
+)
 
 
 class KeepProgress:
@@ -53,6 +65,22 @@ def _task_name(run: CellRun) -> str | None:
     return found.dataset.name if found else None
 
 
+class MakeWay:
+    """should_stop for background work: a playground answer or chat completion has waited
+    longer than INTERACTIVE_WAIT_S for a worker, so this job steps aside (checked every
+    STOP_CHECK_EVERY_S; with free workers elsewhere, the wait never gets that long)."""
+
+    def __init__(self) -> None:
+        self.last, self.fired = 0.0, False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.fired and now - self.last >= STOP_CHECK_EVERY_S:
+            self.last = now
+            self.fired = interactive_job_waiting(longer_than_s=settings.INTERACTIVE_WAIT_S)
+        return self.fired
+
+
 def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
     """Train the discriminator; the run's outputs["transferable"] says how it went."""
     from finetune_core.errors import FinetuneError
@@ -62,6 +90,7 @@ def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
     state: dict[str, Any] = {"job": job_id, "status": "running"}
     run_outputs_merge(run_id=run.pk, values={"transferable": state})
     started = time.monotonic()
+    cancelled, make_way = StopCheck(job_id, task_id), MakeWay()
     try:
         summary = train(
             DiscriminatorConfig(
@@ -73,9 +102,15 @@ def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
                 quantization=effective_hparams(run.inputs)["quantization"],
                 seed=int(effective_hparams(run.inputs)["seed"]),
             ),
-            hooks=Hooks(progress=KeepProgress(job_id), should_stop=StopCheck(job_id, task_id)),
+            hooks=Hooks(
+                progress=KeepProgress(job_id), should_stop=lambda: cancelled() or make_way()
+            ),
+            resume=True,  # a job that stepped aside (or crashed) goes on from its checkpoint
         )
     except TransferStopped:
+        if make_way.fired and not cancelled() and job_step_aside(job_id=job_id, reason=ASIDE):
+            run_outputs_merge(run_id=run.pk, values={"transferable": {**state, "status": "queued"}})
+            return
         state.update(status="cancelled", error="Stopped before the discriminator was trained.")
     except FinetuneError as exc:  # data too small, model cannot sample, ...
         state.update(status="failed", error=str(exc))

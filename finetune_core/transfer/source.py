@@ -11,8 +11,9 @@ from __future__ import annotations
 import gc
 import json
 import random
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,17 @@ def is_transferable(run: str | Path) -> bool:
     ).is_file()
 
 
-def train_discriminator(cfg: DiscriminatorConfig, hooks: Hooks | None = None) -> dict[str, Any]:
+def train_discriminator(
+    cfg: DiscriminatorConfig, hooks: Hooks | None = None, resume: bool = False
+) -> dict[str, Any]:
     """Keep the seeds, sample synthetic inputs from the source model, train the discriminator.
 
     `hooks` hear "generate" (source samples) and "train" (discriminator steps) progress;
-    stopping raises TransferStopped, leaving the seeds (written first) in place."""
+    stopping raises TransferStopped, leaving the seeds (written first) in place, and the
+    training rows and a checkpoint once training began. `resume` reuses those when the
+    settings match: an attempt that stopped goes on from its checkpoint."""
     from finetune_core.infer import load_chat_model
-    from finetune_core.train import TrainConfig, train
+    from finetune_core.train.checkpoint import checkpoint_dir
 
     hooks = hooks or Hooks()
     run = Path(cfg.run)
@@ -109,6 +114,18 @@ def train_discriminator(cfg: DiscriminatorConfig, hooks: Hooks | None = None) ->
     inputs = sorted({task_input(e).strip() for e in train_examples} - {""})
     random.Random(cfg.seed).shuffle(inputs)
     real = inputs[: cfg.n_real]
+
+    folder = run / "discriminator"
+    data = run / "transfer" / "discriminator_data.jsonl"
+    meta = run / "transfer" / "discriminator_data.meta.json"
+    settings = {k: v for k, v in asdict(cfg).items() if k != "run"} | {"task": task}
+    earlier = _read_json(meta) if resume and data.is_file() else None
+    if earlier and earlier.get("settings") == json.loads(json.dumps(settings)):
+        return _train(cfg, source, task, folder, data, hooks, seeds, seeds_path, earlier, times)
+    # Another attempt's checkpoints are stale; a discriminator already there stays until
+    # this one replaces it.
+    shutil.rmtree(checkpoint_dir(folder, 0).parent, ignore_errors=True)
+    meta.unlink(missing_ok=True)
 
     started = time.monotonic()
     chat = load_chat_model(source, adapter=str(run_adapter(run)), quantization=cfg.quantization)
@@ -133,11 +150,33 @@ def train_discriminator(cfg: DiscriminatorConfig, hooks: Hooks | None = None) ->
     if not sampled.accepted:
         raise FinetuneError("the source model wrote no usable synthetic inputs")
 
-    started = time.monotonic()
-    folder = run / "discriminator"
-    folder.mkdir(parents=True, exist_ok=True)
-    data = run / "transfer" / "discriminator_data.jsonl"
     rows = write_discriminator_data(real, sampled.accepted, task, data, seed=cfg.seed)
+    written = {"settings": settings, "rows": rows, "real": len(real)}
+    _write_json(meta, written | {"synthetic": len(sampled.accepted)})
+    return _train(
+        cfg, source, task, folder, data, hooks, seeds, seeds_path, _read_json(meta), times
+    )
+
+
+def _train(
+    cfg: DiscriminatorConfig,
+    source: str,
+    task: str,
+    folder: Path,
+    data: Path,
+    hooks: Hooks,
+    seeds: list[Any],
+    seeds_path: Path,
+    meta: dict[str, Any],
+    times: dict[str, float],
+) -> dict[str, Any]:
+    """Train on the written rows (from the latest checkpoint if there is one); write the info."""
+    from finetune_core.train import TrainConfig, train
+    from finetune_core.train.checkpoint import list_checkpoints
+
+    started = time.monotonic()
+    folder.mkdir(parents=True, exist_ok=True)
+    run = Path(cfg.run)
     train_cfg = TrainConfig(
         model=source,
         data=str(data),
@@ -160,6 +199,7 @@ def train_discriminator(cfg: DiscriminatorConfig, hooks: Hooks | None = None) ->
         train_cfg,
         callback=lambda e: hooks.progress("train", e.step, e.total_steps, {}),
         should_stop=hooks.should_stop,
+        resume=bool(list_checkpoints(folder)),
     )
     if result.status == "cancelled":
         raise TransferStopped("train", {"seeds": len(seeds)})
@@ -170,9 +210,9 @@ def train_discriminator(cfg: DiscriminatorConfig, hooks: Hooks | None = None) ->
         "source_adapter": str(run_adapter(run)),
         "seeds": len(seeds),
         "seeds_file": str(seeds_path),
-        "real": len(real),
-        "synthetic": len(sampled.accepted),
-        "rows": rows,
+        "real": meta["real"],
+        "synthetic": meta["synthetic"],
+        "rows": meta["rows"],
         "steps": result.steps,
         "train_loss": result.train_loss,
         "val_loss": result.best_val_loss,
@@ -180,3 +220,16 @@ def train_discriminator(cfg: DiscriminatorConfig, hooks: Hooks | None = None) ->
     }
     write_info(folder, **summary)
     return summary
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)  # whole or not at all: a crash must not leave half a marker

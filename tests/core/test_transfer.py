@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,33 @@ def test_a_stopped_transfer_resumes_from_the_phases_it_finished(
     # Other settings make the folder's phases stale: nothing is reused, nothing is mixed.
     again = transfer(_tiny_transfer(yes_run, out, seed=1), resume=True)
     assert again["reused"] == [] and again["attempts"] == 1
+
+
+def test_a_stopped_discriminator_goes_on_from_its_checkpoint(
+    source_run: Path, discriminator_run: dict, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(source_run, run, ignore=shutil.ignore_patterns("discriminator"))
+    cfg = DiscriminatorConfig(
+        run=str(run), n_real=6, max_new_tokens=12, max_length=160, learning_rate=5e-3,
+        quantization="none", train_overrides={"max_steps": 3, **FAST},
+    )  # fmt: skip
+    steps: list[int] = []
+
+    def progress(phase: str, current: int, total: int | None, info: dict) -> None:
+        if phase == "train":
+            steps.append(current)
+
+    with pytest.raises(TransferStopped):  # a cancel, or stepping aside, after step 1
+        train_discriminator(cfg, Hooks(progress=progress, should_stop=lambda: 1 in steps))
+    events: list[tuple[str, int]] = []
+    hooks = Hooks(progress=lambda phase, cur, tot, info: events.append((phase, cur)))
+    summary = train_discriminator(cfg, hooks, resume=True)
+    assert [p for p, _ in events if p == "generate"] == []  # its rows were kept
+    assert [c for p, c in events if p == "train"][0] == 1  # from the checkpoint
+    assert summary["steps"] == 3 and summary["rows"] == summary["real"] + summary["synthetic"]
+    assert json.loads((run / "discriminator" / "discriminator.json").read_text())["steps"] == 3
+    # Other settings: sampled again, from step 0.
+    events.clear()
+    train_discriminator(replace(cfg, n_real=5), hooks, resume=True)
+    assert events[0][0] == "generate" and [c for p, c in events if p == "train"][0] == 0

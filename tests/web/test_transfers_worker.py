@@ -317,3 +317,41 @@ def test_filtered_transfer_stops_at_the_budget_or_cancel_keeps_what_was_done(
     assert second["attempts"] >= first["attempts"] + 8
     assert second["inputs"][: len(first["inputs"])] == first["inputs"]
     assert CellRun.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+
+
+def test_keeping_transferable_makes_way_for_a_playground_answer(
+    start_worker, team, owner, monkeypatch
+) -> None:
+    from webapp.transfers.services import transferable_job_create
+
+    monkeypatch.setenv("INTERACTIVE_WAIT_S", "0")  # read by the worker processes
+    worker = start_worker()
+    cells = notebook(team, owner, worker, max_steps=2, keep_transferable=False)
+    source = run_cell(cells["finetune"], owner)
+    wait_for(finished(source), timeout=120, what="training", worker=worker)
+    worker.stop()
+    # With no worker, the discriminator job is queued first, then a playground answer.
+    source = CellRun.objects.get(pk=source.pk)
+    assert source.status == RunStatus.SUCCEEDED, source.outputs
+    keep = unlocked(lambda: transferable_job_create(run=source, created_by=owner))
+    playground = cell_create(
+        project=cells["project"],
+        kind="playground",
+        config={"base_model": "tiny-llama", "prompt": "What is 3 plus one?", "max_new_tokens": 4},
+        created_by=owner,
+    )
+    chat = run_cell(playground, owner)
+    worker = start_worker()  # takes the discriminator first (FIFO), which steps aside
+    wait_for(finished(chat), timeout=120, what="the playground answer", worker=worker)
+    wait_for(
+        lambda: transferable_status(source) == "succeeded",
+        timeout=180,
+        what="the discriminator, after the answer",
+        worker=worker,
+    )
+    keep.refresh_from_db()
+    chat = CellRun.objects.get(pk=chat.pk)
+    assert chat.status == RunStatus.SUCCEEDED and chat.finished_at < keep.finished_at
+    messages = list(keep.events.values_list("message", flat=True))
+    assert any(m.startswith("Paused for a playground answer") for m in messages), messages
+    assert keep.status == JobStatus.SUCCEEDED

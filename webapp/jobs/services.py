@@ -140,3 +140,20 @@ def job_requeue(*, job: Job, reason: str) -> Job:
         raise ValidationError("This job changed state meanwhile; reload the page.")
     job_event_add(job=updated, message=reason)
     return updated
+
+
+@transaction.atomic
+def job_step_aside(*, job_id: int, reason: str) -> Job | None:
+    """A running background job goes back to the end of the queue, behind the work that is
+    waiting; its worker resumes from what it saved. None if it was no longer running."""
+    from webapp.jobs.dispatch import job_enqueue_on_commit  # dispatch imports this module
+
+    job = _transition(job_id, {JobStatus.RUNNING}, status=JobStatus.QUEUED, heartbeat_at=None)
+    if job is None:
+        return None
+    job_event_add(job=job, message=reason)
+    task = job.params["_task"]
+    job_enqueue_on_commit(
+        job=job, task_path=task["path"], args=task["args"], queue=task.get("queue")
+    )
+    return job
