@@ -39,3 +39,11 @@ def cell_by_title(page: Page, title: str) -> Locator:
     return page.locator("li.cell").filter(
         has=page.locator("strong", has_text=re.compile(f"^{re.escape(title)}$"))
     )
+
+
+def run_and_watch(page: Page, title: str) -> Locator:
+    """Run the cell titled `title` from the notebook and open its live view."""
+    cell_by_title(page, title).get_by_role("button", name="Run").click()
+    expect(page.locator(".messages")).to_contain_text(f"{title}: run v1 queued.")
+    cell_by_title(page, title).get_by_role("link", name=re.compile("^(live view|details)$")).click()
+    return page.locator("#run-live")

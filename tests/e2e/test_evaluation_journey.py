@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.helpers import cell_by_title, choose_option, log_in
+from tests.e2e.helpers import cell_by_title, choose_option, log_in, run_and_watch
 from tests.e2e.test_journey import add_cell, sports_slice
 from tests.web.conftest import Upload, make_user
 from tests.web.worker_harness import Worker, wait_for
@@ -102,12 +102,7 @@ def test_pairwise_base_vs_adapter_in_the_browser(
     expect(cell).to_contain_text("No evaluation results yet")
     shot(page, "01-evaluation-cell")
 
-    cell.get_by_role("button", name="Run").click()
-    expect(page.locator(".messages")).to_contain_text("Judge it: run v1 queued.")
-    cell_by_title(page, "Judge it").get_by_role(
-        "link", name=re.compile("^(live view|details)$")
-    ).click()
-    live = page.locator("#run-live")
+    live = run_and_watch(page, "Judge it")
     expect(live.locator("h2 .status")).to_have_text(re.compile("Running|Succeeded"), timeout=60_000)
     shot(page, "02-evaluation-running")
     expect(live.locator("h2 .status")).to_have_text("Succeeded", timeout=240_000)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.e2e.helpers import cell_by_title, choose_option, sign_up
+from tests.e2e.helpers import cell_by_title, choose_option, run_and_watch, sign_up
 from tests.web.worker_harness import ROOT, Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
@@ -191,13 +191,7 @@ def test_sign_up_to_playground_in_the_browser(
         form.locator("input[name=max_new_tokens]").fill("8")
 
     add_cell(page, "Playground", "Compare", playground_form)
-    play = cell_by_title(page, "Compare")
-    play.get_by_role("button", name="Run").click()
-    expect(page.locator(".messages")).to_contain_text("Compare: run v1 queued.")
-    cell_by_title(page, "Compare").get_by_role(
-        "link", name=re.compile("^(live view|details)$")
-    ).click()
-    live = page.locator("#run-live")
+    live = run_and_watch(page, "Compare")
     expect(live.locator("h2 .status")).to_have_text("Succeeded", timeout=120_000)
     answers = live.locator("article.answer")
     expect(answers).to_have_count(2)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.helpers import cell_by_title, choose_option, log_in
+from tests.e2e.helpers import cell_by_title, choose_option, log_in, run_and_watch
 from tests.e2e.test_journey import add_cell
 from tests.web.conftest import make_user
 from tests.web.test_finetune_worker import finished
@@ -63,15 +63,10 @@ def test_transfer_cell_in_the_browser(
                 form.locator(f"input[name={name}]").fill(str(value))
 
     add_cell(page, "Transfer (Trans-LoRA)", "To the wide model", transfer_form)
-    cell = cell_by_title(page, "To the wide model")
+    expect(cell_by_title(page, "To the wide model")).to_contain_text("tiny-llama-wide")
     shot(page, "01-transfer-cell")
-    cell.get_by_role("button", name="Run").click()
-    expect(page.locator(".messages")).to_contain_text("To the wide model: run v1 queued.")
-    cell_by_title(page, "To the wide model").get_by_role(
-        "link", name=re.compile("^(live view|details)$")
-    ).click()
+    live = run_and_watch(page, "To the wide model")
 
-    live = page.locator("#run-live")
     phases = live.locator("table.phases")
     expect(phases).to_contain_text("Generate synthetic inputs", timeout=60_000)
     expect(phases.locator("tr", has_text="Filter")).to_contain_text("skipped")
