@@ -21,7 +21,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -238,15 +238,20 @@ def transfer(
         saved.save_accuracy(accuracy)
 
     def sample(discriminator: Any, seed: int, key: str) -> SamplingResult:
-        def on_batch(result: SamplingResult) -> None:
+        def report(result: SamplingResult) -> None:
             partial[key] = result.to_dict()
             info = {"accepted": len(result.accepted), "wanted": cfg.n_synthetic, "key": key}
             hooks.progress("generate", result.attempts, result.budget, info)
 
+        def on_batch(result: SamplingResult) -> None:
+            # Saved as stopped after each batch: after a crash, a resume continues from here.
+            saved.save_sampling(key, replace(result, stopped=True))
+            report(result)
+
         earlier = saved.sampling(key)
         if earlier is not None and not earlier.stopped:
             saved.reused.append(key)
-            on_batch(earlier)
+            report(earlier)
             return earlier
         budget = cfg.max_attempts if cfg.max_attempts is not None else 4 * cfg.n_synthetic
         done = earlier.attempts if earlier else 0  # a stopped attempt's samples count

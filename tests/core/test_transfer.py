@@ -371,3 +371,24 @@ def test_a_stopped_discriminator_goes_on_from_its_checkpoint(
     events.clear()
     train_discriminator(replace(cfg, n_real=5), hooks, resume=True)
     assert events[0][0] == "generate" and [c for p, c in events if p == "train"][0] == 0
+
+
+def test_a_crash_mid_sampling_resumes_from_the_last_batch(yes_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cfg = replace(_tiny_transfer(yes_run, out), sample_batch=2)
+
+    def crash(phase: str, current: int, total: int | None, info: dict) -> None:
+        if phase == "generate" and current >= 2:
+            raise RuntimeError("the worker died")
+
+    with pytest.raises(RuntimeError):
+        transfer(cfg, hooks=Hooks(progress=crash))
+    kept = json.loads((out / "synthesis.json").read_text())
+    assert kept["stopped"] and kept["attempts"] == 2  # written after the batch, before the crash
+    events: list[tuple[str, int]] = []
+    hooks = Hooks(progress=lambda phase, cur, tot, info: events.append((phase, cur)))
+    report = transfer(cfg, hooks=hooks, resume=True)
+    assert events[0] == ("generate", 2)  # counting on from the kept batch
+    done = json.loads((out / "synthesis.json").read_text())
+    assert not done["stopped"] and done["inputs"][: len(kept["inputs"])] == kept["inputs"]
+    assert report["synthesis"]["attempts"] >= 2 and "synthesis" not in report["reused"]
