@@ -1,4 +1,4 @@
-"""NF4 kernels (csrc/) vs bitsandbytes on CPU: dequantize, GEMV (batch 1), matmul (4096 tokens).
+"""NF4 kernels (csrc/) vs bitsandbytes on CPU: dequantize, GEMV (batches), matmul (4096 tokens).
 
     make bench-kernels        # or: python -m benchmarks.bench_kernels [--repeat 5] [--json out.json]
 
@@ -15,6 +15,7 @@ kernels without parallel-region stalls (on an oversubscribed box those dominate 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -76,7 +77,7 @@ def _bnb_inference_weight(packed: torch.Tensor, qs: object) -> tuple | None:
         return None
 
 
-def bench_shape(n: int, k: int, repeat: int, matmul: bool) -> dict:
+def bench_shape(n: int, k: int, repeat: int, matmul: bool, batches: tuple[int, ...] = (1,)) -> dict:
     import bitsandbytes as bnb
     import bitsandbytes.functional as bnbf
 
@@ -90,29 +91,32 @@ def bench_shape(n: int, k: int, repeat: int, matmul: bool) -> dict:
     w = NF4Weight.from_bnb(packed, qs)
     args = w.args()
     numel = n * k
-    x1 = torch.randn(1, k, generator=g).to(torch.bfloat16)
+    xs = {m: torch.randn(m, k, generator=g).to(torch.bfloat16) for m in batches}
     xm = torch.randn(TOKENS, k, generator=g).to(torch.bfloat16)
-    cases = {
+    cases: dict[str, tuple[float, Callable[[], object], Callable[[], object]]] = {
         "dequant_GBps": (
             numel / 2 + numel * 2,
             lambda: torch.ops.tunebook.dequantize_nf4(*args, torch.bfloat16),
             lambda: bnbf.dequantize_4bit(packed, qs, quant_type="nf4"),
         ),
-        "gemv1_GBps": (
-            numel / 2,
-            lambda: torch.ops.tunebook.gemv_nf4(x1, *args),
-            lambda: bnb.matmul_4bit(x1, packed, quant_state=qs),
-        ),
     }
     packed_cpu = _bnb_inference_weight(packed, qs)
-    if packed_cpu is not None:
-        # bitsandbytes' own inference layout (Linear4bit repacks to it on AVX512-BF16 CPUs when
-        # not training): the fastest stock GEMV, so the honest baseline for generation.
-        cases["gemv1_vs_bnb_packed_GBps"] = (
+    for m, x in xs.items():
+        ours = functools.partial(torch.ops.tunebook.gemv_nf4, x, *args)
+        # "gemv{m}": matmul_4bit on the stored layout (what training runs).
+        cases[f"gemv{m}_GBps"] = (
             numel / 2,
-            lambda: torch.ops.tunebook.gemv_nf4(x1, *args),
-            lambda: bnb.matmul_4bit(x1, packed_cpu[0], quant_state=packed_cpu[1]),
+            ours,
+            functools.partial(bnb.matmul_4bit, x, packed, quant_state=qs),
         )
+        if packed_cpu is not None:
+            # bitsandbytes' own inference layout (Linear4bit repacks to it on AVX512-BF16 CPUs
+            # when not training): the fastest stock GEMV, the honest baseline for generation.
+            cases[f"gemv{m}_vs_bnb_packed_GBps"] = (
+                numel / 2,
+                ours,
+                functools.partial(bnb.matmul_4bit, x, packed_cpu[0], quant_state=packed_cpu[1]),
+            )
     if matmul:
         cases["matmul4096_TFLOPs"] = (
             2 * TOKENS * n * k / 1e3,  # so that /1e9 below gives TFLOP/s
@@ -139,6 +143,7 @@ def main() -> None:
     parser.add_argument("--no-matmul", action="store_true", help="skip the 4096-token matmuls")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--batches", default="1,4,8,16", help="comma-separated GEMV batch sizes")
     parser.add_argument("--shapes", help="comma-separated subset of shape names (substring match)")
     opts = parser.parse_args()
 
@@ -167,7 +172,8 @@ def main() -> None:
     for name, (n, k) in SHAPES.items():
         if wanted and not any(w in name for w in wanted):
             continue
-        row = bench_shape(n, k, opts.repeat, matmul=not opts.no_matmul)
+        batches = tuple(int(b) for b in opts.batches.split(",") if b.strip())
+        row = bench_shape(n, k, opts.repeat, matmul=not opts.no_matmul, batches=batches)
         results["shapes"][name] = row
         for metric, v in row.items():
             v["ratio"] = v["ours"] / v["bnb"]

@@ -73,6 +73,45 @@ inline bool use_avx512() {
   return hw;
 }
 
+#define TUNEBOOK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+// code2[q] for 16 indices: eight two-register permutes and a blend tree on index bits 5-7.
+// A gather measured slower: its latency sits right before the GEMV row loop that needs it.
+TUNEBOOK_AVX512 inline __m512 code2_lookup(const float* code2, __m512i q) {
+  __m512 r[8];
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_permutex2var_ps(_mm512_loadu_ps(code2 + 32 * i), q,
+                                  _mm512_loadu_ps(code2 + 32 * i + 16));
+  }
+  const __mmask16 b5 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(32));
+  const __mmask16 b6 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(64));
+  const __mmask16 b7 = _mm512_test_epi32_mask(q, _mm512_set1_epi32(128));
+  for (int i = 0; i < 4; ++i) r[i] = _mm512_mask_blend_ps(b5, r[2 * i], r[2 * i + 1]);
+  for (int i = 0; i < 2; ++i) r[i] = _mm512_mask_blend_ps(b6, r[2 * i], r[2 * i + 1]);
+  return _mm512_mask_blend_ps(b7, r[0], r[1]);
+}
+
+// Scales of blocks [b0, b0 + n) into sc, 16 at a time for nested absmax with a power-of-two
+// blocksize2 >= 16 (the same two fp32 roundings as block_absmax): kernels then only load them.
+TUNEBOOK_AVX512 inline void row_scales(const NF4Weight& w, int64_t b0, int64_t n, float* sc) {
+  int64_t j = 0;
+  if (w.absmax_f == nullptr && w.shift2 >= 0) {
+    for (; j + 16 <= n && w.shift2 >= 4; j += 16) {
+      const int64_t b = b0 + j, e0 = b >> w.shift2, e1 = (b + 15) >> w.shift2;
+      // 16 blocks straddle at most one absmax2 entry: lanes from the boundary on take the next.
+      const __mmask16 next =
+          e0 == e1 ? 0 : static_cast<__mmask16>(0xFFFFu << ((e1 << w.shift2) - b));
+      const __m512 a2 = _mm512_mask_blend_ps(next, _mm512_set1_ps(w.absmax2[e0]),
+                                             _mm512_set1_ps(w.absmax2[e1]));
+      const __m512i q =
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.qabsmax + b)));
+      const __m512 v = _mm512_mul_ps(code2_lookup(w.code2, q), a2);
+      _mm512_storeu_ps(sc + j, _mm512_add_ps(v, _mm512_set1_ps(w.offset)));
+    }
+  }
+  for (; j < n; ++j) sc[j] = block_absmax(w, b0 + j);
+}
+
 // Outputs of at least 32 MiB come from alloc.cpp: transparent-huge-page backed and recycled
 // (bounded; TUNEBOOK_NF4_CACHE_MB, default 1024, 0 = off), because first-touch page faults,
 // not the kernels, bound a large dequantize on a fresh allocation.
@@ -86,5 +125,11 @@ NF4Weight make_weight(const at::Tensor& packed, const at::Tensor& qabsmax, const
 // Dequantizes flat elements [start, start + count) into out (dtype bf16, fp16 or fp32).
 void dequantize_range(const NF4Weight& w, int64_t start, int64_t count, void* out,
                       at::ScalarType dtype, bool stream);
+
+// bf16 x on AVX512-BF16 CPUs (gemv_nf4/gemv_bf16.cpp): the fused vdpbf16ps GEMV for
+// 1..kMaxGemvBf16 rows, where the CPU, blocksize (a multiple of 64) and K (whole blocks) allow.
+constexpr int64_t kMaxGemvBf16 = 16;
+bool gemv_bf16_supported(const NF4Weight& w, int64_t M, int64_t K);
+at::Tensor gemv_bf16(const NF4Weight& w, const at::Tensor& x2, int64_t N);
 
 }  // namespace tunebook

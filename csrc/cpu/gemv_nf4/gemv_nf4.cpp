@@ -1,6 +1,6 @@
 // tunebook::gemv_nf4: y = x @ W.T with W [N, K] in bitsandbytes' NF4 layout.
 // Batches of 1-8 rows run fused (codebook in a register, no full-size temporaries, threads
-// over output rows; bf16 x on AVX512-BF16 CPUs: 1-12 rows through vdpbf16ps); larger batches
+// over output rows; bf16 x on AVX512-BF16 CPUs: 1-16 rows in gemv_bf16.cpp); larger batches
 // dequantize W a tile at a time into a cache-sized buffer and hand each tile to at::mm.
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
@@ -12,7 +12,6 @@ namespace tunebook {
 namespace {
 
 constexpr int64_t kMaxFused = 8;
-constexpr int64_t kMaxFusedBf16 = 12;  // measured: beyond ~12 rows dequantize + at::mm wins
 // Weight elements per thread at least (512 KiB packed): small layers (all of SmolLM2's) run on
 // one thread. On a shared, oversubscribed machine a parallel region waits for a descheduled
 // thread: measured 1.9 ms per SmolLM2 decode-step GEMV with two threads under load.
@@ -37,24 +36,6 @@ AVX512_TARGET __attribute__((always_inline)) inline void chunk_fma(const uint8_t
     hi[m] = _mm512_fmadd_ps(whi, _mm512_loadu_ps(xm), hi[m]);
     lo[m] = _mm512_fmadd_ps(wlo, _mm512_loadu_ps(xm + 16), lo[m]);
   }
-}
-
-// Scales of blocks [b0, b0 + n) into sc, 16 per gather where 16 nested scales share one
-// absmax2 entry (the same two fp32 roundings as block_absmax), so the FMA loop only loads them.
-AVX512_TARGET void row_scales(const NF4Weight& w, int64_t b0, int64_t n, float* sc) {
-  int64_t j = 0;
-  if (w.absmax_f == nullptr && w.shift2 >= 0) {
-    for (; j + 16 <= n; j += 16) {
-      const int64_t b = b0 + j;
-      if ((b >> w.shift2) != ((b + 15) >> w.shift2)) break;
-      const __m512i q =
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.qabsmax + b)));
-      const __m512 v = _mm512_mul_ps(_mm512_i32gather_ps(q, w.code2, 4),
-                                     _mm512_set1_ps(w.absmax2[b >> w.shift2]));
-      _mm512_storeu_ps(sc + j, _mm512_add_ps(v, _mm512_set1_ps(w.offset)));
-    }
-  }
-  for (; j < n; ++j) sc[j] = block_absmax(w, b0 + j);
 }
 
 // xp holds x in fp32 with every 32-element chunk reordered as (even elements, odd elements),
@@ -146,114 +127,6 @@ void x_to_f32(const T* x, int64_t M, int64_t K, bool permute, float* dst) {
   }
 }
 
-// bf16 x on AVX512-BF16 CPUs, 1-12 rows: each block's 16 possible weights are rounded to bf16
-// once (a 32-word vpermw table, as in dequantize), so a chunk of 32 weights is one lookup and
-// each row of x takes it with one vdpbf16ps (32 bf16 products summed in pairs into fp32) on x as
-// stored: no x conversion, half the FMAs. Weights are bf16-rounded, as bitsandbytes' own CPU
-// GEMV has them; accumulation stays fp32.
-#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
-
-BF16_TARGET inline __m512i bf16_table(__m512 lut, float s) {
-  const __m512i a = _mm512_castps_si512(_mm512_mul_ps(lut, _mm512_set1_ps(s)));
-  const __m512i round = _mm512_add_epi32(
-      _mm512_set1_epi32(0x7FFF), _mm512_and_si512(_mm512_srli_epi32(a, 16), _mm512_set1_epi32(1)));
-  const __m512i pick = _mm512_set_epi16(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1,
-                                        31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-  return _mm512_permutexvar_epi16(pick, _mm512_add_epi32(a, round));
-}
-
-// One chunk of 32 weights (already looked up) into every row of x; acc indexed by constants.
-template <int M, int A>
-BF16_TARGET __attribute__((always_inline)) inline void dot_chunk(__m512bh wv, const uint16_t* xc,
-                                                                 int64_t K, __m512 (*acc)[2]) {
-  for (int m = 0; m < M; ++m) {
-    const __m512bh xv = (__m512bh)_mm512_loadu_si512(xc + m * K);
-    acc[m][A] = _mm512_dpbf16_ps(acc[m][A], wv, xv);
-  }
-}
-
-BF16_TARGET __attribute__((always_inline)) inline __m512bh lookup_bf16(const uint8_t* p,
-                                                                       __m512i table) {
-  const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  const __m512i idx = _mm512_or_si512(_mm512_slli_epi32(d, 16), _mm512_srli_epi32(d, 4));
-  return (__m512bh)_mm512_permutexvar_epi16(idx, table);
-}
-
-template <int M>
-BF16_TARGET void rows_bf16(const NF4Weight& w, const uint16_t* x, int64_t K, int64_t N,
-                           int64_t n0, int64_t n1, float* out) {
-  // Small batches alternate two accumulators per row so the dot chain is not latency-bound.
-  constexpr int kB = M <= 2 ? 1 : 0;
-  const __m512 lut = _mm512_load_ps(kNF4);
-  const int64_t bpr = K / w.blocksize;
-  const int64_t cpb = w.blocksize / 32;
-  std::vector<float> sc_buf(bpr + 16);
-  float* sc = sc_buf.data();
-  for (int64_t n = n0; n < n1; ++n) {
-    __m512 acc[M][2];
-    for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
-    const uint8_t* row = w.packed + n * (K / 2);
-    row_scales(w, n * bpr, bpr, sc);
-    int64_t chunk = 0;
-    for (int64_t b = 0; b < bpr; ++b) {
-      const __m512i table = bf16_table(lut, sc[b]);
-      int64_t c = 0;
-      for (; c + 2 <= cpb; c += 2, chunk += 2) {
-        dot_chunk<M, 0>(lookup_bf16(row + chunk * 16, table), x + chunk * 32, K, acc);
-        dot_chunk<M, kB>(lookup_bf16(row + chunk * 16 + 16, table), x + chunk * 32 + 32, K, acc);
-      }
-      if (c < cpb) {
-        dot_chunk<M, 0>(lookup_bf16(row + chunk * 16, table), x + chunk * 32, K, acc);
-        ++chunk;
-      }
-    }
-    for (int m = 0; m < M; ++m) {
-      out[m * N + n] = _mm512_reduce_add_ps(kB ? _mm512_add_ps(acc[m][0], acc[m][1]) : acc[m][0]);
-    }
-  }
-}
-
-template <int M>
-void run_bf16(const NF4Weight& w, const uint16_t* x, int64_t K, int64_t N, float* out) {
-  at::parallel_for(0, N, std::max<int64_t>(1, kGrainElems / K), [&](int64_t n0, int64_t n1) {
-    rows_bf16<M>(w, x, K, N, n0, n1, out);
-  });
-}
-
-bool use_bf16_dot() {
-  static const bool hw = __builtin_cpu_supports("avx512bf16");
-  return hw && use_avx512();
-}
-
-at::Tensor fused_bf16(const NF4Weight& w, const at::Tensor& x2, int64_t N) {
-  const int64_t M = x2.size(0), K = x2.size(1);
-  const auto* x = static_cast<const uint16_t*>(x2.data_ptr());
-  at::Tensor out = at::empty({M, N}, x2.options());
-  std::vector<float> buf(M * N);
-  float* o = buf.data();
-  switch (M) {
-    case 1: run_bf16<1>(w, x, K, N, o); break;
-    case 2: run_bf16<2>(w, x, K, N, o); break;
-    case 3: run_bf16<3>(w, x, K, N, o); break;
-    case 4: run_bf16<4>(w, x, K, N, o); break;
-    case 5: run_bf16<5>(w, x, K, N, o); break;
-    case 6: run_bf16<6>(w, x, K, N, o); break;
-    case 7: run_bf16<7>(w, x, K, N, o); break;
-    case 8: run_bf16<8>(w, x, K, N, o); break;
-    case 9: run_bf16<9>(w, x, K, N, o); break;
-    case 10: run_bf16<10>(w, x, K, N, o); break;
-    case 11: run_bf16<11>(w, x, K, N, o); break;
-    case 12: run_bf16<12>(w, x, K, N, o); break;
-    case 13: run_bf16<13>(w, x, K, N, o); break;
-    case 14: run_bf16<14>(w, x, K, N, o); break;
-    case 15: run_bf16<15>(w, x, K, N, o); break;
-    default: run_bf16<16>(w, x, K, N, o); break;
-  }
-  auto* y = static_cast<uint16_t*>(out.data_ptr());
-  for (int64_t i = 0; i < M * N; ++i) y[i] = f32_to_bf16(buf[i]);
-  return out;
-}
-
 at::Tensor fused(const NF4Weight& w, const at::Tensor& x2, int64_t N) {
   const int64_t M = x2.size(0), K = x2.size(1);
   const at::ScalarType dt = x2.scalar_type();
@@ -336,12 +209,10 @@ at::Tensor gemv_nf4_cpu(const at::Tensor& x, const at::Tensor& packed, const at:
   const at::Tensor x2 = x.reshape({-1, K}).contiguous();
   const int64_t M = x2.size(0);
   if (M == 0 || N == 0) return at::zeros(out_shape, x.options());
-  // bf16 on AVX512-BF16: the vdpbf16ps kernel up to 12 rows (1.2-1.8x the fp32 kernel at 4-8
-  // rows; TUNEBOOK_NF4_NO_BF16DOT=1 turns it off for comparison).
-  const bool bf16_dot = x2.scalar_type() == at::kBFloat16 && M <= kMaxFusedBf16 &&
-                        use_bf16_dot() && w.blocksize % 32 == 0 && K % w.blocksize == 0 &&
-                        std::getenv("TUNEBOOK_NF4_NO_BF16DOT") == nullptr;
-  const at::Tensor y = bf16_dot          ? fused_bf16(w, x2, N)
+  // bf16 on AVX512-BF16: the vdpbf16ps kernel (gemv_bf16.cpp) up to kMaxGemvBf16 rows
+  // (TUNEBOOK_NF4_NO_BF16DOT=1 turns it off for comparison).
+  const bool bf16_dot = dt == at::kBFloat16 && gemv_bf16_supported(w, M, K);
+  const at::Tensor y = bf16_dot          ? gemv_bf16(w, x2, N)
                        : M <= kMaxFused ? fused(w, x2, N)
                                         : tiled(w, x2, N);
   return y.view(out_shape);
