@@ -10,8 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from finetune_core.data import Example, Message, bigbench_task_path, read_examples
+from finetune_core.data.render import render_prompt
 from finetune_core.infer import load_chat_model
 from finetune_core.train import TrainConfig, train
 from finetune_core.transfer import (
@@ -392,3 +394,19 @@ def test_a_crash_mid_sampling_resumes_from_the_last_batch(yes_run: Path, tmp_pat
     done = json.loads((out / "synthesis.json").read_text())
     assert not done["stopped"] and done["inputs"][: len(kept["inputs"])] == kept["inputs"]
     assert report["synthesis"]["attempts"] >= 2 and "synthesis" not in report["reused"]
+
+
+def test_margins_read_each_rows_last_position(discriminator_run: dict) -> None:
+    # Rows of different lengths in one batch: each margin equals that row scored alone
+    # with the full logits (the batch asks the LM head for the last positions only).
+    chat = load_chat_model("tiny-llama", quantization="none", compute_dtype=torch.float32)
+    disc = Discriminator.from_chat(chat, TASK)
+    texts = ["What is 1 plus 2?", "a much longer question about adding two numbers", "x"]
+    batched = disc.margins(texts)
+    tok, model = disc.chat.tokenizer, disc.chat.model
+    for text, margin in zip(texts, batched, strict=True):
+        ids = render_prompt(tok, [Message("user", question_prompt(text, TASK))])
+        with torch.no_grad():
+            last = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+        alone = torch.logsumexp(last[disc.yes_ids], -1) - torch.logsumexp(last[disc.no_ids], -1)
+        assert margin == pytest.approx(float(alone), abs=1e-5)
