@@ -227,3 +227,28 @@ def test_forged_post_without_csrf_token_is_refused(
     expect(page.locator("body")).to_contain_text("CSRF verification failed")
     shot(page, "01-csrf-403")
     assert not Project.objects.filter(name="forged").exists()
+
+
+def test_evaluation_form_shows_only_the_chosen_sources_setting(
+    lab: dict[str, Any], page: Page, shot: Callable
+) -> None:
+    log_in(page, "olga")
+    page.goto(f"/projects/{lab['project'].pk}/")
+    page.locator("#add-cell").get_by_role("link", name="Evaluation", exact=True).click()
+    form = page.locator("#add-cell-form form")
+    source = form.locator("select[name=source]")
+    settings = {
+        "bigbench": "select[name=bigbench_task]",
+        "dataset_cell": "select[name=dataset_cell]",
+        "prompt_dataset": "select[name=prompt_dataset]",
+    }
+    expect(source).to_have_value("bigbench")  # the default
+    for chosen in ("bigbench", "dataset_cell", "prompt_dataset", "bigbench"):
+        source.select_option(chosen)
+        for key, selector in settings.items():
+            field = form.locator(selector)
+            if key == chosen:
+                expect(field).to_be_visible()
+            else:
+                expect(field).to_be_hidden()
+    shot(page, "01-evaluation-form-bigbench")

@@ -49,6 +49,11 @@ def _models(label: str, initial: str | None = None) -> forms.ChoiceField:
 
 class EvaluationForm(CellConfigForm):
     kind_key = "evaluation"
+    show_when = {
+        "dataset_cell": ("source", ("dataset_cell",)),
+        "prompt_dataset": ("source", ("prompt_dataset",)),
+        "bigbench_task": ("source", ("bigbench",)),
+    }
     source = forms.ChoiceField(choices=SOURCES, initial="bigbench")
     dataset_cell = ref_field(
         "Dataset cell (for “a dataset cell's validation split”)",

@@ -27,9 +27,14 @@ class CellConfigForm(forms.Form):
     """Base form: reference fields get their choices from the project at hand."""
 
     kind_key: str = ""
+    # field -> (other field, values): shown in the browser only while the other field has
+    # one of those values (static/forms.js); the form itself still gets every field.
+    show_when: Mapping[str, tuple[str, tuple[str, ...]]] = {}
 
     def __init__(self, *args: Any, project: Project, position: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for name, (other, values) in self.show_when.items():
+            self.fields[name].widget.attrs["data-show-when"] = f"{other}={'|'.join(values)}"
         kind = REGISTRY[self.kind_key]
         earlier = project.cells.filter(position__lt=position)
         for key, allowed in kind.cell_refs.items():
