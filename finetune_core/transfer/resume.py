@@ -10,6 +10,7 @@ reuses them instead of sampling, answering, training and evaluating again.
     <student>/manifest.json      a finished student; checkpoints/ of an unfinished one
 
 Settings that differ make the earlier files stale: they are removed, never mixed in.
+When only the students' settings differ, only the students (and their scores) go.
 """
 
 from __future__ import annotations
@@ -32,6 +33,21 @@ PHASE_FILES = (
     "report.json",
 )
 STUDENTS = ("transferred", "ablation_unfiltered", "ablation_seeds_only")
+STUDENT_PHASES = tuple(f"{p}_{n}" for n in STUDENTS for p in ("train", "eval"))
+# TransferConfig fields that only the students' training depends on.
+STUDENT_SETTINGS = (
+    "include_seeds",
+    "distillation",
+    "logit_alpha",
+    "logit_temperature",
+    "epochs",
+    "max_steps",
+    "learning_rate",
+    "lora_r",
+    "target_modules",
+    "batch_size",
+    "max_length",
+)
 
 
 def _read(path: Path) -> Any:
@@ -50,22 +66,38 @@ def _write(path: Path, data: Any) -> None:
 
 class Saved:
     """The phases an earlier attempt in `out` finished; empty unless `resume` and the
-    settings match. `reused` names what was taken over, for the report."""
+    settings match. Settings of the students alone (epochs, learning rate, ...) keep the
+    synthetic inputs, the teacher's answers and the base scores, and retrain the students.
+    `reused` names what was taken over, for the report."""
 
     def __init__(self, out: Path, settings: dict[str, Any], resume: bool) -> None:
         self.out = out
         settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
+        shared = {k: v for k, v in settings.items() if k not in STUDENT_SETTINGS}
+        student = {k: v for k, v in settings.items() if k in STUDENT_SETTINGS}
         earlier = _read(out / ATTEMPT) if resume else None
-        self.active = isinstance(earlier, dict) and earlier.get("settings") == settings
+        self.active = isinstance(earlier, dict) and earlier.get("shared") == shared
+        self.students_active = self.active and earlier.get("student") == student
         if not self.active:
             for name in PHASE_FILES:
                 (out / name).unlink(missing_ok=True)
-            for name in STUDENTS:
-                shutil.rmtree(out / name, ignore_errors=True)
+        if not self.students_active:
+            self._forget_students()
         attempts = earlier.get("attempts", 1) + 1 if self.active else 1
-        _write(out / ATTEMPT, {"settings": settings, "attempts": attempts})
+        _write(out / ATTEMPT, {"shared": shared, "student": student, "attempts": attempts})
         self.attempts = attempts
         self.reused: list[str] = []
+
+    def _forget_students(self) -> None:
+        """Students trained with other settings: their folders, scores and times go."""
+        for name in STUDENTS:
+            shutil.rmtree(self.out / name, ignore_errors=True)
+        for file, drop in (("accuracy.json", STUDENTS), ("phases.json", STUDENT_PHASES)):
+            data = _read(self.out / file)
+            if isinstance(data, dict):
+                _write(self.out / file, {k: v for k, v in data.items() if k not in drop})
+        for name in ("partial.json", "report.json"):
+            (self.out / name).unlink(missing_ok=True)
 
     def _load(self, name: str) -> Any:
         return _read(self.out / name) if self.active else None
@@ -116,11 +148,11 @@ class Saved:
     def student(self, name: str) -> Path | None:
         """A student that finished training: its adapter folder."""
         folder = self.out / name
-        done = self.active and (folder / "manifest.json").is_file()
+        done = self.students_active and (folder / "manifest.json").is_file()
         return folder / "adapter" if done and (folder / "adapter").is_dir() else None
 
     def student_started(self, name: str) -> bool:
         """An unfinished student with checkpoints: training continues from the latest."""
         from finetune_core.train.checkpoint import list_checkpoints
 
-        return self.active and bool(list_checkpoints(self.out / name))
+        return self.students_active and bool(list_checkpoints(self.out / name))

@@ -340,6 +340,13 @@ def test_a_stopped_transfer_resumes_from_the_phases_it_finished(
     assert set(report["accuracy"]) == {"source_adapter", "target_base", "transferred"}
     assert report["phase_seconds"]["train_transferred"] > 0
 
+    # Another learning rate retrains the students only; the data and base scores stay.
+    retrained = transfer(replace(_tiny_transfer(yes_run, out), learning_rate=1e-3), resume=True)
+    assert retrained["reused"] == report["reused"] and retrained["attempts"] == 3
+    assert retrained["config"]["learning_rate"] == 1e-3
+    manifest = json.loads((out / "transferred" / "manifest.json").read_text())
+    assert manifest["hyperparameters"]["learning_rate"] == 1e-3
+
     # Other settings make the folder's phases stale: nothing is reused, nothing is mixed.
     again = transfer(_tiny_transfer(yes_run, out, seed=1), resume=True)
     assert again["reused"] == [] and again["attempts"] == 1
