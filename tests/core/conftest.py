@@ -18,3 +18,11 @@ def tiny_tokenizer():  # -> PreTrainedTokenizerBase
     from finetune_core.models import load_tokenizer
 
     return load_tokenizer("tiny-llama")
+
+
+@pytest.fixture(params=["avx512", "avx2"])
+def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each CPU kernel test runs on both compiled paths (AVX2 forced by environment)."""
+    if request.param == "avx2":
+        monkeypatch.setenv("TUNEBOOK_NF4_ISA", "avx2")
+    return request.param

@@ -37,13 +37,6 @@ def rel_err(nf4: NF4Weight, w64: torch.Tensor, x: torch.Tensor) -> float:
     return float((y.double() - ref).abs().max() / ref.abs().max())
 
 
-@pytest.fixture(params=["avx512", "avx2"])
-def isa(request, monkeypatch):
-    if request.param == "avx2":
-        monkeypatch.setenv("TUNEBOOK_NF4_ISA", "avx2")
-    return request.param
-
-
 @needs_ext
 # N: short groups of 16 output rows and row blocks of 2 and 4 (37, 1001); K: an odd number of
 # 64-element chunks (576), rows whose scales straddle an absmax2 entry (1536), a large K (4096).
