@@ -109,7 +109,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "synthesis_unfiltered": report["synthesis_unfiltered"],
         "discriminator": {k: disc[k] for k in ("real", "synthetic", "train_loss", "val_loss")},
         "sample_pairs": report["sample_pairs"],
-        "phase_seconds": phases | disc["phase_seconds"] | report["phase_seconds"],
+        "phase_seconds": phases
+        | {f"discriminator_{k}": v for k, v in disc["phase_seconds"].items()}
+        | report["phase_seconds"],
         "reused_from_an_earlier_attempt": report["reused"],
     }
 
