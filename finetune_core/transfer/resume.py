@@ -50,14 +50,14 @@ STUDENT_SETTINGS = (
 )
 
 
-def _read(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):  # missing, or cut short by a crash: not reusable
         return None
 
 
-def _write(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     """Whole or not at all: a crash mid-write must not leave a file that reads as done."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
@@ -75,7 +75,7 @@ class Saved:
         settings = json.loads(json.dumps(settings))  # tuples as lists, as read back
         shared = {k: v for k, v in settings.items() if k not in STUDENT_SETTINGS}
         student = {k: v for k, v in settings.items() if k in STUDENT_SETTINGS}
-        earlier = _read(out / ATTEMPT) if resume else None
+        earlier = read_json(out / ATTEMPT) if resume else None
         self.active = isinstance(earlier, dict) and earlier.get("shared") == shared
         self.students_active = self.active and earlier.get("student") == student
         if not self.active:
@@ -84,7 +84,7 @@ class Saved:
         if not self.students_active:
             self._forget_students()
         attempts = earlier.get("attempts", 1) + 1 if self.active else 1
-        _write(out / ATTEMPT, {"shared": shared, "student": student, "attempts": attempts})
+        write_json(out / ATTEMPT, {"shared": shared, "student": student, "attempts": attempts})
         self.attempts = attempts
         self.reused: list[str] = []
 
@@ -93,14 +93,14 @@ class Saved:
         for name in STUDENTS:
             shutil.rmtree(self.out / name, ignore_errors=True)
         for file, drop in (("accuracy.json", STUDENTS), ("phases.json", STUDENT_PHASES)):
-            data = _read(self.out / file)
+            data = read_json(self.out / file)
             if isinstance(data, dict):
-                _write(self.out / file, {k: v for k, v in data.items() if k not in drop})
+                write_json(self.out / file, {k: v for k, v in data.items() if k not in drop})
         for name in ("partial.json", "report.json"):
             (self.out / name).unlink(missing_ok=True)
 
     def _load(self, name: str) -> Any:
-        return _read(self.out / name) if self.active else None
+        return read_json(self.out / name) if self.active else None
 
     def sampling(self, key: str) -> SamplingResult | None:
         data = self._load(f"{key}.json")
@@ -120,7 +120,7 @@ class Saved:
 
     def save_sampling(self, key: str, result: SamplingResult) -> None:
         data = {"inputs": result.accepted, "rejected_inputs": result.rejected_samples}
-        _write(self.out / f"{key}.json", data | result.to_dict())
+        write_json(self.out / f"{key}.json", data | result.to_dict())
 
     def teacher(self) -> tuple[list[str], list[str]] | None:
         data = self._load("teacher.json")
@@ -129,21 +129,21 @@ class Saved:
         return list(data["main"]), list(data["extra"])
 
     def save_teacher(self, main: list[str], extra: list[str]) -> None:
-        _write(self.out / "teacher.json", {"main": main, "extra": extra})
+        write_json(self.out / "teacher.json", {"main": main, "extra": extra})
 
     def accuracy(self) -> dict[str, Any]:
         data = self._load("accuracy.json")
         return data if isinstance(data, dict) else {}
 
     def save_accuracy(self, accuracy: dict[str, Any]) -> None:
-        _write(self.out / "accuracy.json", accuracy)
+        write_json(self.out / "accuracy.json", accuracy)
 
     def times(self) -> dict[str, float]:
         data = self._load("phases.json")
         return data if isinstance(data, dict) else {}
 
     def save_times(self, times: dict[str, float]) -> None:
-        _write(self.out / "phases.json", times)
+        write_json(self.out / "phases.json", times)
 
     def student(self, name: str) -> Path | None:
         """A student that finished training: its adapter folder."""

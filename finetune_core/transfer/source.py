@@ -21,6 +21,7 @@ from finetune_core.data import Example, read_examples, train_val_split
 from finetune_core.errors import FinetuneError
 from finetune_core.transfer.discriminator import write_discriminator_data, write_info
 from finetune_core.transfer.hooks import Hooks, TransferStopped
+from finetune_core.transfer.resume import read_json, write_json
 from finetune_core.transfer.sampling import synthesize
 from finetune_core.transfer.seeds import save_seeds, select_seeds, task_input
 
@@ -119,7 +120,7 @@ def train_discriminator(
     data = run / "transfer" / "discriminator_data.jsonl"
     meta = run / "transfer" / "discriminator_data.meta.json"
     settings = {k: v for k, v in asdict(cfg).items() if k != "run"} | {"task": task}
-    earlier = _read_json(meta) if resume and data.is_file() else None
+    earlier = read_json(meta) if resume and data.is_file() else None
     if earlier and earlier.get("settings") == json.loads(json.dumps(settings)):
         return _train(cfg, source, task, folder, data, hooks, seeds, seeds_path, earlier, times)
     # Another attempt's checkpoints are stale; a discriminator already there stays until
@@ -152,10 +153,9 @@ def train_discriminator(
 
     rows = write_discriminator_data(real, sampled.accepted, task, data, seed=cfg.seed)
     written = {"settings": settings, "rows": rows, "real": len(real)}
-    _write_json(meta, written | {"synthetic": len(sampled.accepted)})
-    return _train(
-        cfg, source, task, folder, data, hooks, seeds, seeds_path, _read_json(meta), times
-    )
+    written["synthetic"] = len(sampled.accepted)
+    write_json(meta, written)
+    return _train(cfg, source, task, folder, data, hooks, seeds, seeds_path, written, times)
 
 
 def _train(
@@ -220,16 +220,3 @@ def _train(
     }
     write_info(folder, **summary)
     return summary
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)  # whole or not at all: a crash must not leave half a marker
