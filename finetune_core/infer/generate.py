@@ -78,18 +78,30 @@ def _pending_stop(text: str, stop: Sequence[str]) -> int:
     return longest
 
 
-class _StopStrings:
-    """Per-row stop (a transformers StoppingCriteria): the new text holds a stop string."""
+class _NewTextStop:
+    """Per-row stop for transformers' generate: the text made so far meets `done`."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, width: int, stop: Sequence[str]) -> None:
-        self.tokenizer, self.width, self.stop = tokenizer, width, stop
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, width: int, done: Callable[[str], bool]
+    ) -> None:
+        self.tokenizer, self.width, self.done = tokenizer, width, done
 
     def __call__(
         self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object
     ) -> torch.Tensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
-        found = [cut_at_stop(t, self.stop)[1] for t in texts]
-        return torch.tensor(found, device=input_ids.device)
+        return torch.tensor([self.done(t) for t in texts], device=input_ids.device)
+
+
+def stop_when_text(
+    tokenizer: PreTrainedTokenizerBase, width: int, done: Callable[[str], bool]
+) -> list:
+    """stopping_criteria ending each row once the text after its `width` prompt tokens
+    meets `done` (transformers is imported only here, when generating)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    criterion = type("NewTextStop", (_NewTextStop, StoppingCriteria), {})
+    return StoppingCriteriaList([criterion(tokenizer, width, done)])
 
 
 class _Streamer:
@@ -167,7 +179,6 @@ def generate(
 ) -> list[Generation]:
     """Answer each conversation. temperature 0 is greedy decoding. Each answer ends at the
     end-of-turn token or before the first of the `stop` strings (left out, as OpenAI does)."""
-    from transformers import StoppingCriteria, StoppingCriteriaList
 
     tok = chat.tokenizer
     prompts = [render_prompt(tok, as_messages(c)) for c in conversations]
@@ -190,10 +201,8 @@ def generate(
         eos_token_id=stop_ids,
         pad_token_id=pad,
         streamer=_Streamer(tok, len(prompts), stop_ids, on_text, stop) if on_text else None,
-        stopping_criteria=StoppingCriteriaList(
-            [type("StopStrings", (_StopStrings, StoppingCriteria), {})(tok, width, stop)]
-            if stop
-            else []
+        stopping_criteria=(
+            stop_when_text(tok, width, lambda text: cut_at_stop(text, stop)[1]) if stop else None
         ),
     )
     results = []

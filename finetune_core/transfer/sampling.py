@@ -18,26 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from finetune_core.infer.generate import left_pad
+from finetune_core.infer.generate import left_pad, stop_when_text
 from finetune_core.models.loading import end_of_turn_ids
 from finetune_core.transfer.seeds import _NEXT_ITEM, cut_at_item, list_prompt
 
 if TYPE_CHECKING:
     from finetune_core.infer import ChatModel
     from finetune_core.transfer.discriminator import Discriminator
-
-
-class _ItemEnded:
-    """Per-row stop: the new text has reached the next list item (saves most of the tokens)."""
-
-    def __init__(self, tokenizer: Any, width: int) -> None:
-        self.tokenizer, self.width = tokenizer, width
-
-    def __call__(
-        self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
-    ) -> torch.Tensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
-        return torch.tensor([bool(_NEXT_ITEM.search(t)) for t in texts], device=input_ids.device)
 
 
 @torch.no_grad()
@@ -50,15 +37,12 @@ def complete_raw(
     top_p: float = 0.95,
 ) -> list[str]:
     """Sampled raw-text continuations of each prompt (no chat template)."""
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
     tok = chat.tokenizer
     encoded = [tok(p)["input_ids"] for p in prompts]  # the tokenizer's own BOS, if any
     pad = tok.pad_token_id
     ids, mask = left_pad(encoded, pad)
     width = ids.shape[1]
     device = next(chat.model.parameters()).device
-    criterion = type("ItemEnded", (_ItemEnded, StoppingCriteria), {})(tok, width)
     sampling = temperature > 0
     out = chat.model.generate(
         input_ids=ids.to(device),
@@ -70,7 +54,8 @@ def complete_raw(
         top_k=None,
         eos_token_id=end_of_turn_ids(tok),
         pad_token_id=pad,
-        stopping_criteria=StoppingCriteriaList([criterion]),
+        # Each row stops at the next list item: that saves most of the tokens.
+        stopping_criteria=stop_when_text(tok, width, lambda text: bool(_NEXT_ITEM.search(text))),
     )
     return tok.batch_decode(out[:, width:], skip_special_tokens=True)
 
