@@ -134,8 +134,6 @@ class ModelPool:
         self.loads = 0
 
     def get(self, model: str, adapter: str | None = None) -> ChatModel:
-        import torch
-
         from finetune_core.infer import load_chat_model
 
         if (model, adapter) not in self.models:
@@ -144,7 +142,7 @@ class ModelPool:
                 model,
                 adapter=adapter,
                 quantization=self.quantization,  # type: ignore[arg-type]
-                compute_dtype=self.dtype or torch.bfloat16,
+                compute_dtype=self.dtype,
             )
         return self.models[(model, adapter)]
 

@@ -41,7 +41,7 @@ def load_chat_model(
     *,
     adapter: str | None = None,
     quantization: Quantization = "nf4",
-    compute_dtype: torch.dtype = torch.bfloat16,
+    compute_dtype: torch.dtype | None = None,
 ) -> ChatModel:
     """A base model, optionally with a PEFT adapter folder applied on top."""
     tokenizer = load_tokenizer(name)

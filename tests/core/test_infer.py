@@ -88,3 +88,25 @@ def test_generation_ends_before_a_stop_string(chat) -> None:
     batched = generate(chat, PROMPTS, max_new_tokens=24, stop=stops)
     for row, g in enumerate(batched):
         assert cut_at_stop(full[row].text, stops)[0] == g.text
+
+
+def test_default_compute_dtype_is_one_the_cpu_multiplies_natively() -> None:
+    from finetune_core.models.loading import default_compute_dtype
+
+    cpu = torch.device("cpu")
+    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    # Without AVX-512 a bf16 GEMM takes PyTorch's scalar fallback (about 60x slower).
+    assert default_compute_dtype(cpu) == (torch.bfloat16 if native_bf16 else torch.float32)
+    chat = load_chat_model("tiny-llama", quantization="nf4")
+    weights = {p.dtype for p in chat.model.parameters() if p.dtype.is_floating_point}
+    assert weights == {default_compute_dtype(cpu)}
+    # Asked for explicitly, a dtype is honoured on any CPU.
+    assert (
+        next(
+            load_chat_model(
+                "tiny-llama", quantization="none", compute_dtype=torch.bfloat16
+            ).model.parameters()
+        ).dtype
+        == torch.bfloat16
+    )
+    assert generate(chat, PROMPTS[:1], max_new_tokens=4)[0].completion_tokens > 0
