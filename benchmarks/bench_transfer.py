@@ -95,6 +95,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         resume=True,
     )  # fmt: skip
     print(format_table(report))
+    oracle = target_on_real_data(args, work, phases) if args.oracle else None
+    if oracle is not None:
+        print(f"target trained on the real data (ceiling): {oracle['accuracy']:.1%} "
+              f"[{oracle['low']:.1%}, {oracle['high']:.1%}]")  # fmt: skip
     return {
         "task": args.task,
         "source": SOURCE,
@@ -113,7 +117,40 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         | {f"discriminator_{k}": v for k, v in disc["phase_seconds"].items()}
         | report["phase_seconds"],
         "reused_from_an_earlier_attempt": report["reused"],
+        "target_on_real_data": oracle,
     }
+
+
+def target_on_real_data(args: argparse.Namespace, work: Path, phases: dict) -> dict[str, Any]:
+    """The ceiling the transfer aims under: the target trained on the real training
+    data with the students' settings (what a re-train would give if the data were kept)."""
+    from finetune_core.data import read_examples
+    from finetune_core.infer import load_chat_model
+    from finetune_core.train import TrainConfig, train
+    from finetune_core.train.callbacks import TqdmCallback
+    from finetune_core.transfer.report import evaluate_chat
+    from finetune_core.transfer.source import QV
+
+    done = work / "oracle.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    folder = work / "target_on_real_data"
+    started = time.monotonic()
+    if not (folder / "manifest.json").is_file():
+        train(
+            TrainConfig(
+                model=TARGET, data=str(work / "train.jsonl"), data_format="chat",
+                output_dir=str(folder), quantization=args.quantization, target_modules=QV,
+                lora_r=8, lora_alpha=16, learning_rate=args.learning_rate, epochs=args.epochs,
+                batch_size=args.batch, max_length=256, val_fraction=0.0, seed=args.seed,
+            ),
+            callback=TqdmCallback(),
+        )  # fmt: skip
+    phases["target_on_real_data_train"] = round(time.monotonic() - started, 2)
+    chat = load_chat_model(TARGET, adapter=str(folder / "adapter"), quantization=args.quantization)
+    result = evaluate_chat(chat, list(read_examples(work / "eval.jsonl")))
+    done.write_text(json.dumps(result))
+    return result
 
 
 def main() -> None:
@@ -141,6 +178,10 @@ def main() -> None:
     p.add_argument("--source-batch", type=int, default=2)
     p.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--oracle", action="store_true",
+        help="also train the target on the real data: the ceiling for the transfer",
+    )  # fmt: skip
     p.add_argument("--work-dir", help="keep the runs here (default: a temporary folder)")
     args = p.parse_args()
     if args.work_dir:

@@ -32,6 +32,11 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--max-attempts", type=int, help="candidates sampled at most (default 4N)")
     t.add_argument("--unfiltered", action="store_true", help="no discriminator filter")
     t.add_argument(
+        "--real-recall", type=float,
+        help="stricter filter: accept only above the margin this share of held-out real "
+        "inputs reached (e.g. 0.9); default: the paper's p(yes) > p(no)",
+    )  # fmt: skip
+    t.add_argument(
         "--ablation", action="append", default=[], choices=["unfiltered", "seeds_only"],
         help="also train and report an ablation student; repeatable",
     )  # fmt: skip
@@ -116,6 +121,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             n_synthetic=args.synthetic,
             max_attempts=args.max_attempts,
             filtered=not args.unfiltered,
+            real_recall=args.real_recall,
             ablations=tuple(args.ablation),
             temperature=args.temperature,
             top_p=args.top_p,

@@ -75,6 +75,7 @@ class Discriminator:
     yes_ids: list[int]
     no_ids: list[int]
     batch_size: int = 8
+    threshold: float = 0.0  # accept when log p(yes) - log p(no) > threshold
 
     @classmethod
     def from_chat(cls, chat: ChatModel, task: str) -> Discriminator:
@@ -117,7 +118,19 @@ class Discriminator:
         return out
 
     def accepts(self, texts: Sequence[str]) -> list[bool]:
-        return [m > 0 for m in self.margins(texts)]
+        return [m > self.threshold for m in self.margins(texts)]
+
+
+def recall_threshold(margins: Sequence[float], recall: float) -> float:
+    """The margin that `recall` of the held-out real inputs exceed, never below 0: a
+    stricter filter than the paper's p(yes) > p(no), never a looser one."""
+    if not 0 < recall <= 1:
+        raise FinetuneError(f"real_recall must be in (0, 1], got {recall}")
+    ranked = sorted(margins)
+    # Just under the (1 - recall) quantile, so that exactly `recall` of them pass `>`.
+    below = int((1 - recall) * len(ranked) + 1e-9)  # 0.2 * 10 is 1.999... in floats
+    cut = ranked[below] - 1e-6 if below < len(ranked) else ranked[-1]
+    return max(0.0, cut)
 
 
 def write_info(folder: str | Path, **facts: Any) -> Path:
@@ -136,11 +149,42 @@ def read_info(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_discriminator(folder: str | Path, quantization: str = "nf4") -> Discriminator:
+def load_discriminator(
+    folder: str | Path, quantization: str = "nf4", real_recall: float | None = None
+) -> Discriminator:
+    """The trained discriminator; with `real_recall` (say 0.9) it accepts only candidates
+    scoring above what that share of held-out real inputs scored at training time."""
     from finetune_core.infer import load_chat_model
 
     info = read_info(folder)
+    margins = info.get("calibration", {}).get("margins")
+    if real_recall is not None and not margins:
+        raise FinetuneError(
+            f"the discriminator in {folder} kept no margins of held-out real inputs (trained "
+            "by an older version, or no real input was left over): train it again, or "
+            "filter with the paper's p(yes) > p(no)"
+        )
     chat = load_chat_model(
         info["source_model"], adapter=str(Path(folder) / "adapter"), quantization=quantization
     )
-    return Discriminator.from_chat(chat, info["task"])
+    disc = Discriminator.from_chat(chat, info["task"])
+    if real_recall is not None:
+        disc.threshold = recall_threshold(margins, real_recall)
+    return disc
+
+
+def calibrate(folder: str | Path, held_out: Sequence[str], quantization: str = "nf4") -> dict:
+    """Score real inputs the discriminator never saw and keep their margins in its info
+    file: what a stricter filter (`real_recall`) is measured against once the data is gone."""
+    disc = load_discriminator(folder, quantization=quantization)
+    margins = sorted(round(m, 4) for m in disc.margins(list(held_out)))
+    calibration = {
+        "n": len(margins),
+        "margins": margins,
+        "accepted_at_0": sum(m > 0 for m in margins) / len(margins) if margins else None,
+    }
+    info = read_info(folder)
+    write_info(
+        folder, **{k: v for k, v in info.items() if k != "question"}, calibration=calibration
+    )
+    return calibration

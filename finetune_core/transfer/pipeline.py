@@ -17,7 +17,6 @@ source and target share one (distill.py). `hooks` report each phase's progress a
 from __future__ import annotations
 
 import gc
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,10 +26,14 @@ from typing import Any
 
 from finetune_core.data import Example, read_examples
 from finetune_core.errors import FinetuneError
-from finetune_core.transfer.discriminator import load_discriminator, read_info
+from finetune_core.transfer.discriminator import (
+    load_discriminator,
+    read_info,
+    recall_threshold,
+)
 from finetune_core.transfer.hooks import Hooks, TransferStopped
 from finetune_core.transfer.report import evaluate_chat, format_table
-from finetune_core.transfer.resume import Saved
+from finetune_core.transfer.resume import Saved, write_json
 from finetune_core.transfer.sampling import SamplingResult, no_accepted_message, synthesize
 from finetune_core.transfer.seeds import load_seeds, task_input
 from finetune_core.transfer.source import QV, run_adapter, run_config, run_splits
@@ -55,6 +58,9 @@ class TransferConfig:
     n_synthetic: int = 250
     max_attempts: int | None = None  # candidates sampled at most; default 4 * n_synthetic
     filtered: bool = True  # False: no discriminator (the "unfiltered" ablation as main run)
+    # A stricter filter than p(yes) > p(no): accept only candidates scoring above what this
+    # share of held-out real inputs scored when the discriminator was trained (e.g. 0.9).
+    real_recall: float | None = None
     ablations: tuple[str, ...] = ()  # extra students: "unfiltered", "seeds_only"
     temperature: float = 1.0
     top_p: float = 0.95
@@ -88,6 +94,8 @@ class TransferConfig:
             raise FinetuneError(f"unknown ablation(s) {unknown}; known: {', '.join(ABLATIONS)}")
         if self.n_synthetic < 1:
             raise FinetuneError(f"n_synthetic must be at least 1, got {self.n_synthetic}")
+        if self.real_recall is not None and not 0 < self.real_recall <= 1:
+            raise FinetuneError(f"real_recall must be in (0, 1], got {self.real_recall}")
         if not self.temperature > 0:
             raise FinetuneError("sampling needs temperature > 0")
         if self.distillation not in ("sequence", "logits"):
@@ -217,7 +225,7 @@ def transfer(
 
     def stop_if_asked(phase: str) -> None:
         if hooks.should_stop():
-            _write_json(out / "partial.json", partial)
+            write_json(out / "partial.json", partial)
             raise TransferStopped(phase, partial)
 
     def evaluate(name: str, chat: Callable[[], Any]) -> None:
@@ -284,7 +292,9 @@ def transfer(
     if cfg.filtered:
         with phase("synthesize"):
             filtered = sample(
-                lambda: load_discriminator(run / "discriminator", quantization=quant),
+                lambda: load_discriminator(
+                    run / "discriminator", quantization=quant, real_recall=cfg.real_recall
+                ),
                 cfg.seed,
                 "synthesis",
             )
@@ -377,7 +387,7 @@ def transfer(
         "adapter": adapters["transferred"],
         "adapters": adapters,
         "accuracy": {k: accuracy[k] for k in ORDER if k in accuracy},
-        "synthesis": main.to_dict(),
+        "synthesis": main.to_dict() | {"filter": filter_rule(run, cfg)},
         "synthesis_unfiltered": unfiltered.to_dict() if unfiltered and cfg.filtered else None,
         "distillation_pairs": len(pairs),
         "sample_pairs": partial["sample_pairs"],
@@ -388,12 +398,19 @@ def transfer(
         "reused": saved.reused,
         "config": asdict(cfg),
     }
-    _write_json(out / "report.json", report)
+    write_json(out / "report.json", report)
     return report
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+def filter_rule(run: Path, cfg: TransferConfig) -> dict[str, Any] | None:
+    """What the discriminator accepted: the margin it had to beat, and the share of
+    held-out real inputs that beat it."""
+    if not cfg.filtered:
+        return None
+    margins = read_info(run / "discriminator").get("calibration", {}).get("margins") or []
+    threshold = 0.0 if cfg.real_recall is None else recall_threshold(margins, cfg.real_recall)
+    passed = sum(m > threshold for m in margins) / len(margins) if margins else None
+    return {"threshold": threshold, "real_recall": cfg.real_recall, "real_passing": passed}
 
 
 __all__ = [

@@ -69,6 +69,9 @@ class DiscriminatorConfig:
     task: str | None = None  # the dataset name asked about; default: the data file's stem
     n_seeds: int = 5
     n_real: int = 100  # real inputs (and as many synthetic ones) to train on
+    # Real inputs it never trains on, scored afterwards so a transfer can ask for a
+    # stricter filter (TransferConfig.real_recall) once the data is gone.
+    n_calibration: int = 100
     epochs: int = 2
     learning_rate: float = 2e-4
     lora_r: int = 8
@@ -93,6 +96,31 @@ def is_transferable(run: str | Path) -> bool:
 def train_discriminator(
     cfg: DiscriminatorConfig, hooks: Hooks | None = None, resume: bool = False
 ) -> dict[str, Any]:
+    """Keep the seeds, sample synthetic inputs from the source model, train the
+    discriminator, then score held-out real inputs with it (`calibration`)."""
+    from finetune_core.transfer.discriminator import calibrate
+
+    summary = _sample_and_train(cfg, hooks, resume)
+    train_examples, val_examples = run_splits(cfg.run)
+    trained = set(_real_inputs(train_examples, cfg)[: cfg.n_real])
+    held_out = [x for x in _real_inputs([*val_examples, *train_examples], cfg) if x not in trained]
+    if held_out[: cfg.n_calibration]:
+        started = time.monotonic()
+        folder = Path(cfg.run) / "discriminator"
+        summary["calibration"] = calibrate(folder, held_out[: cfg.n_calibration], cfg.quantization)
+        summary["phase_seconds"]["calibrate"] = time.monotonic() - started
+    return summary
+
+
+def _real_inputs(examples: list[Any], cfg: DiscriminatorConfig) -> list[str]:
+    inputs = sorted({task_input(e).strip() for e in examples} - {""})
+    random.Random(cfg.seed).shuffle(inputs)
+    return inputs
+
+
+def _sample_and_train(
+    cfg: DiscriminatorConfig, hooks: Hooks | None, resume: bool
+) -> dict[str, Any]:
     """Keep the seeds, sample synthetic inputs from the source model, train the discriminator.
 
     `hooks` hear "generate" (source samples) and "train" (discriminator steps) progress;
@@ -112,8 +140,7 @@ def train_discriminator(
     seeds = select_seeds(train_examples, cfg.n_seeds, seed=cfg.seed)
     seeds_path = save_seeds(seeds, run / "transfer")
 
-    inputs = sorted({task_input(e).strip() for e in train_examples} - {""})
-    random.Random(cfg.seed).shuffle(inputs)
+    inputs = _real_inputs(train_examples, cfg)
     real = inputs[: cfg.n_real]
 
     folder = run / "discriminator"

@@ -14,6 +14,7 @@ import torch
 
 from finetune_core.data import Example, Message, bigbench_task_path, read_examples
 from finetune_core.data.render import render_prompt
+from finetune_core.errors import FinetuneError
 from finetune_core.infer import load_chat_model
 from finetune_core.train import TrainConfig, train
 from finetune_core.transfer import (
@@ -35,6 +36,7 @@ from finetune_core.transfer import (
 from finetune_core.transfer.discriminator import (
     discriminator_examples,
     question_prompt,
+    recall_threshold,
     write_discriminator_data,
     write_info,
 )
@@ -162,6 +164,54 @@ def test_discriminator_is_stored_beside_the_source_adapter(
     assert sum(r.messages[1].content == "yes" for r in rows) == 6
 
 
+@pytest.mark.parametrize(
+    ("margins", "recall", "passing"),
+    [
+        ([float(m) for m in range(1, 11)], 0.8, 8),
+        ([float(m) for m in range(1, 11)], 1.0, 10),
+        ([float(m) for m in range(10, 0, -1)], 0.35, 4),  # at least that share; any order
+        ([-3.0, -2.0, -1.0, 2.0], 0.9, 1),  # never looser than p(yes) > p(no)
+    ],
+)
+def test_recall_threshold_keeps_that_share_of_real_inputs(
+    margins: list[float], recall: float, passing: int
+) -> None:
+    threshold = recall_threshold(margins, recall)
+    assert threshold >= 0
+    assert sum(m > threshold for m in margins) == passing
+
+
+@pytest.mark.parametrize("recall", [0.0, -0.5, 1.5])
+def test_recall_threshold_rejects_a_share_outside_0_1(recall: float) -> None:
+    with pytest.raises(FinetuneError, match="real_recall must be in"):
+        recall_threshold([1.0, 2.0], recall)
+
+
+def test_discriminator_scores_held_out_real_inputs_and_filters_stricter(
+    source_run: Path, discriminator_run: dict
+) -> None:
+    # 30 examples: 24 train (6 of them trained on) + 6 validation -> 24 never seen. Only
+    # their margins are kept: the inputs themselves are customer data.
+    calibration = discriminator_run["calibration"]
+    info = json.loads((source_run / "discriminator" / "discriminator.json").read_text())
+    assert info["calibration"] == calibration and calibration["n"] == 24
+    assert set(calibration) == {"n", "margins", "accepted_at_0"}
+    margins = calibration["margins"]
+    assert margins == sorted(margins)
+    strict = load_discriminator(source_run / "discriminator", quantization="none", real_recall=0.5)
+    assert strict.threshold == recall_threshold(margins, 0.5) >= 0
+    rows = [s.messages[0].content for s in load_seeds(source_run / "transfer")] + ["1 + 1 ="]
+    scored = strict.margins(rows)
+    assert strict.accepts(rows) == [m > strict.threshold for m in scored]
+
+
+def test_a_stricter_filter_needs_the_calibration_margins(yes_run: Path) -> None:
+    with pytest.raises(FinetuneError, match="kept no margins of held-out real inputs"):
+        load_discriminator(yes_run / "discriminator", quantization="none", real_recall=0.9)
+    with pytest.raises(FinetuneError, match="real_recall must be in"):
+        TransferConfig(run=str(yes_run), target="t", output_dir="o", real_recall=2.0).validate()
+
+
 def test_yes_and_no_are_told_apart_by_distinct_first_tokens(discriminator_run: dict) -> None:
     disc = Discriminator.from_chat(load_chat_model("tiny-llama", quantization="none"), TASK)
     assert disc.yes_ids and disc.no_ids and not set(disc.yes_ids) & set(disc.no_ids)
@@ -234,6 +284,7 @@ def test_end_to_end_tiny_transfer(yes_run: Path, tmp_path: Path) -> None:
         assert r["n"] == 4 and 0 <= r["accuracy"] <= 1
     s = report["synthesis"]
     assert s["filtered"] and s["accepted"] >= 1 and s["acceptance_rate"] > 0
+    assert s["filter"] == {"threshold": 0.0, "real_recall": None, "real_passing": None}
     assert report["distillation_pairs"] >= 5  # the seeds join the teacher's pairs
     for phase in ("synthesize", "teacher", "train_transferred", "eval_transferred"):
         assert report["phase_seconds"][phase] >= 0
