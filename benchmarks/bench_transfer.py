@@ -87,6 +87,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         TransferConfig(
             run=str(run_dir), target=TARGET, output_dir=str(work / "transfer"),
             n_synthetic=args.synthetic, ablations=("unfiltered", "seeds_only"),
+            real_recall=args.real_recall,
             epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch,
             eval_data=str(work / "eval.jsonl"), quantization=args.quantization, seed=args.seed,
         ),
@@ -166,6 +167,10 @@ def main() -> None:
     p.add_argument("--synthetic", type=int, default=250)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--real", type=int, default=100, help="real inputs for the discriminator")
+    p.add_argument(
+        "--real-recall", type=float,
+        help="stricter filter: accept above the margin this share of held-out real inputs beat",
+    )  # fmt: skip
     p.add_argument("--epochs", type=int, default=6, help="student epochs (paper: up to 20)")
     p.add_argument("--source-epochs", type=int, default=4)
     p.add_argument("--source-steps", type=int, help="cap the source run's steps")

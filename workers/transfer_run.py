@@ -162,6 +162,7 @@ def transfer_config(inputs: dict[str, Any], source: CellRun, adapter: str, out: 
         n_synthetic=int(setting(inputs, "n_synthetic")),
         max_attempts=inputs.get("max_attempts") or None,
         filtered=not inputs.get("unfiltered"),
+        real_recall=inputs.get("real_recall") or None,
         ablations=tuple(
             a for a in ablations if not (a == "unfiltered" and inputs.get("unfiltered"))
         ),

@@ -363,6 +363,38 @@ def test_report_page_has_chart_rates_samples_and_download(transfer_run, viewer) 
     )
     page = client_for(viewer).get(reverse("run_detail", args=[transfer_run.pk])).content.decode()
     assert "attempt 2; reused from earlier attempts: synthesis, teacher" in page
+    assert "Filter" not in page  # a report from before the filter was named
+
+
+def test_report_names_the_filter_rule(transfer_run, viewer) -> None:
+    rules = [
+        ({"threshold": 0.0, "real_recall": None, "real_passing": 0.83}, "the paper's p(yes) &gt; p(no), which 83.0% of held-out real inputs pass"),
+        ({"threshold": 1.234, "real_recall": 0.9, "real_passing": 0.9}, "stricter: margin above 1.23, which 90.0% of held-out real inputs beat"),
+    ]  # fmt: skip
+    for rule, text in rules:
+        report = {**REPORT, "synthesis": {**REPORT["synthesis"], "filter": rule}}
+        outputs = {**transfer_run.outputs, "report": report}
+        CellRun.objects.filter(pk=transfer_run.pk).update(outputs=outputs)
+        page = client_for(viewer).get(reverse("run_detail", args=[transfer_run.pk]))
+        assert text in page.content.decode()
+
+
+def test_the_stricter_filter_setting_reaches_the_transfer(source_run: CellRun, editor) -> None:
+    from workers.transfer_run import transfer_config
+
+    project_id = source_run.cell.project_id
+    posted = {"kind": "transfer", "title": "Strict", "source_cell": source_run.cell_id,
+              "base_model": "gemma-3-270m", "real_recall": "0.9"}  # fmt: skip
+    client = client_for(editor)
+    assert client.post(reverse("cell_add", args=[project_id]), posted).status_code == 302
+    cell = Cell.objects.get(kind="transfer", title="Strict")
+    assert cell.config["real_recall"] == 0.9
+    cfg = transfer_config(cell.config, source_run, "adapter", Path("out"))
+    assert cfg.real_recall == 0.9 and cfg.filtered
+    paper = transfer_config({**cell.config, "real_recall": None}, source_run, "a", Path("o"))
+    assert paper.real_recall is None
+    bad = client.post(reverse("cell_add", args=[project_id]), {**posted, "real_recall": "1.5"})
+    assert "less than or equal to 1" in bad.content.decode()
 
 
 def test_cancelled_transfer_keeps_what_was_done(transfer_cell, owner, viewer) -> None:

@@ -78,6 +78,15 @@ class TransferForm(CellConfigForm):
         initial=False,
         help_text="Keep every candidate the target writes: the paper's ablation, as the main run.",
     )
+    real_recall = forms.FloatField(
+        label="Stricter filter (share of real inputs kept)",
+        min_value=0.01,
+        max_value=1.0,
+        required=False,
+        help_text="E.g. 0.9: accept only candidates the discriminator scores above what 90% "
+        "of held-out real inputs scored when it was trained. Blank: the paper's "
+        "p(yes) > p(no).",
+    )
     ablation_unfiltered = forms.BooleanField(
         label="Also train an unfiltered student",
         required=False,
