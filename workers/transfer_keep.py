@@ -29,8 +29,9 @@ from workers.finetune_run import STOP_CHECK_EVERY_S, StopCheck
 
 log = logging.getLogger(__name__)
 
-# Sized for the product: 100 real inputs and as many synthetic ones, 2 epochs.
-N_SEEDS, N_REAL, EPOCHS = 5, 100, 2
+# Sized for the product: 100 real inputs and as many synthetic ones, 6 epochs (fewer left
+# the discriminator unable to tell 3-digit sums from real 2-digit ones; transfer README).
+N_SEEDS, N_REAL, EPOCHS = 5, 100, 6
 WRITE_EVERY_S = 1.0
 ASIDE = (
     "Paused for a playground answer or chat completion waiting for this worker; "

@@ -17,8 +17,8 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--task", help="dataset name in the question (default: data file stem)")
     d.add_argument("--seeds", type=int, default=5, help="real examples kept for transfer")
     d.add_argument("--real", type=int, default=100, help="real inputs (and as many synthetic)")
-    d.add_argument("--epochs", type=int, default=2)
-    d.add_argument("--learning-rate", type=float, default=2e-4)
+    d.add_argument("--epochs", type=int, default=6)
+    d.add_argument("--learning-rate", type=float, default=1e-3)
     d.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
     d.add_argument("--seed", type=int, default=0)
 

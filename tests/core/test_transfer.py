@@ -427,7 +427,14 @@ def test_a_stopped_discriminator_goes_on_from_its_checkpoint(
     assert [c for p, c in events if p == "train"][0] == 1  # from the checkpoint
     assert summary["steps"] == 3 and summary["rows"] == summary["real"] + summary["synthetic"]
     assert json.loads((run / "discriminator" / "discriminator.json").read_text())["steps"] == 3
-    # Other settings: sampled again, from step 0.
+    # Training settings alone: the same rows, trained again from step 0.
+    rows = (run / "transfer" / "discriminator_data.jsonl").read_text()
+    events.clear()
+    retrained = train_discriminator(replace(cfg, learning_rate=1e-3), hooks, resume=True)
+    assert [p for p, _ in events if p == "generate"] == []
+    assert [c for p, c in events if p == "train"][0] == 0 and retrained["steps"] == 3
+    assert (run / "transfer" / "discriminator_data.jsonl").read_text() == rows
+    # Settings that decide the rows: sampled again, from step 0.
     events.clear()
     train_discriminator(replace(cfg, n_real=5), hooks, resume=True)
     assert events[0][0] == "generate" and [c for p, c in events if p == "train"][0] == 0

@@ -41,7 +41,10 @@ def test_smollm2_adapter_moves_to_gemma(tmp_path: Path) -> None:
 
     done = cli("discriminator", str(run), "--seeds", "5", "--real", "8", "--epochs", "1")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout)["task"] == TASK
+    summary = json.loads(done.stdout)
+    assert summary["task"] == TASK
+    # Held out from the discriminator: 32 unused training inputs + 20 validation ones.
+    assert summary["calibration"]["n"] == 52
 
     out = tmp_path / "gemma"
     done = cli(
