@@ -39,7 +39,7 @@ def transferable_notebook(worker: Worker) -> dict[str, Any]:
     wait_for(finished(source), timeout=120, what="training", worker=worker)
     wait_for(
         lambda: transferable_status(source) == "succeeded",
-        timeout=180,
+        timeout=420,
         what="the discriminator",
         worker=worker,
     )

@@ -131,7 +131,7 @@ def test_keep_transferable_then_move_chat_and_download(
     wait_for(finished(source), timeout=120, what="training", worker=worker)
     wait_for(
         lambda: transferable_status(source) in ("succeeded", "failed", "cancelled"),
-        timeout=180,
+        timeout=420,
         what="the discriminator",
         worker=worker,
     )
@@ -220,7 +220,7 @@ def test_filtered_transfer_stops_at_the_budget_or_cancel_keeps_what_was_done(
     source = run_cell(cells["finetune"], editor)
     wait_for(
         lambda: transferable_status(source) in ("succeeded", "failed"),
-        timeout=240,
+        timeout=480,
         what="fine-tune and discriminator",
         worker=worker,
     )
