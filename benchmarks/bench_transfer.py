@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         TransferConfig(
             run=str(run_dir), target=TARGET, output_dir=str(work / "transfer"),
             n_synthetic=args.synthetic, ablations=("unfiltered", "seeds_only"),
-            real_recall=args.real_recall,
+            real_recall=args.real_recall, sample_batch=args.sample_batch,
             epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch,
             eval_data=str(work / "eval.jsonl"), quantization=args.quantization, seed=args.seed,
         ),
@@ -169,6 +169,7 @@ def main() -> None:
     p.add_argument("--synthetic", type=int, default=250)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--real", type=int, default=100, help="real inputs for the discriminator")
+    p.add_argument("--sample-batch", type=int, default=16, help="candidates sampled per batch")
     p.add_argument(
         "--real-recall", type=float,
         help="stricter filter: accept above the margin this share of held-out real inputs beat",
