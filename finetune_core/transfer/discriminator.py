@@ -121,16 +121,39 @@ class Discriminator:
         return [m > self.threshold for m in self.margins(texts)]
 
 
-def recall_threshold(margins: Sequence[float], recall: float) -> float:
-    """The margin that `recall` of the held-out real inputs exceed, never below 0: a
-    stricter filter than the paper's p(yes) > p(no), never a looser one."""
-    if not 0 < recall <= 1:
+def check_real_recall(recall: float | None) -> None:
+    if recall is not None and not 0 < recall <= 1:
         raise FinetuneError(f"real_recall must be in (0, 1], got {recall}")
+
+
+def recall_threshold(margins: Sequence[float], recall: float) -> float:
+    """The margin that `recall` of the held-out real inputs (at least one) exceed, never
+    below 0: a stricter filter than the paper's p(yes) > p(no), never a looser one."""
+    check_real_recall(recall)
     ranked = sorted(margins)
-    # Just under the (1 - recall) quantile, so that exactly `recall` of them pass `>`.
+    # Just under the (1 - recall) quantile, so that exactly `recall` of them pass `>`;
+    # recall > 0 keeps the index inside the list.
     below = int((1 - recall) * len(ranked) + 1e-9)  # 0.2 * 10 is 1.999... in floats
-    cut = ranked[below] - 1e-6 if below < len(ranked) else ranked[-1]
-    return max(0.0, cut)
+    return max(0.0, ranked[below] - 1e-6)
+
+
+def calibration_margins(info: dict[str, Any]) -> list[float]:
+    """The held-out real inputs' margins kept at training time ([] before calibration)."""
+    return (info.get("calibration") or {}).get("margins") or []
+
+
+def filter_threshold(folder: str | Path, info: dict[str, Any], real_recall: float | None) -> float:
+    """The margin a candidate must beat: 0 (the paper), or the `real_recall` threshold."""
+    if real_recall is None:
+        return 0.0
+    margins = calibration_margins(info)
+    if not margins:
+        raise FinetuneError(
+            f"the discriminator in {folder} kept no margins of held-out real inputs (trained "
+            "by an older version, or no real input was left over): train it again, or "
+            "filter with the paper's p(yes) > p(no)"
+        )
+    return recall_threshold(margins, real_recall)
 
 
 def write_info(folder: str | Path, **facts: Any) -> Path:
@@ -157,19 +180,12 @@ def load_discriminator(
     from finetune_core.infer import load_chat_model
 
     info = read_info(folder)
-    margins = info.get("calibration", {}).get("margins")
-    if real_recall is not None and not margins:
-        raise FinetuneError(
-            f"the discriminator in {folder} kept no margins of held-out real inputs (trained "
-            "by an older version, or no real input was left over): train it again, or "
-            "filter with the paper's p(yes) > p(no)"
-        )
+    threshold = filter_threshold(folder, info, real_recall)  # before minutes of loading
     chat = load_chat_model(
         info["source_model"], adapter=str(Path(folder) / "adapter"), quantization=quantization
     )
     disc = Discriminator.from_chat(chat, info["task"])
-    if real_recall is not None:
-        disc.threshold = recall_threshold(margins, real_recall)
+    disc.threshold = threshold
     return disc
 
 

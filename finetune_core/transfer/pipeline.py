@@ -27,9 +27,11 @@ from typing import Any
 from finetune_core.data import Example, read_examples
 from finetune_core.errors import FinetuneError
 from finetune_core.transfer.discriminator import (
+    calibration_margins,
+    check_real_recall,
+    filter_threshold,
     load_discriminator,
     read_info,
-    recall_threshold,
 )
 from finetune_core.transfer.hooks import Hooks, TransferStopped
 from finetune_core.transfer.report import evaluate_chat, format_table
@@ -94,8 +96,7 @@ class TransferConfig:
             raise FinetuneError(f"unknown ablation(s) {unknown}; known: {', '.join(ABLATIONS)}")
         if self.n_synthetic < 1:
             raise FinetuneError(f"n_synthetic must be at least 1, got {self.n_synthetic}")
-        if self.real_recall is not None and not 0 < self.real_recall <= 1:
-            raise FinetuneError(f"real_recall must be in (0, 1], got {self.real_recall}")
+        check_real_recall(self.real_recall)
         if not self.temperature > 0:
             raise FinetuneError("sampling needs temperature > 0")
         if self.distillation not in ("sequence", "logits"):
@@ -407,8 +408,9 @@ def filter_rule(run: Path, cfg: TransferConfig) -> dict[str, Any] | None:
     held-out real inputs that beat it."""
     if not cfg.filtered:
         return None
-    margins = read_info(run / "discriminator").get("calibration", {}).get("margins") or []
-    threshold = 0.0 if cfg.real_recall is None else recall_threshold(margins, cfg.real_recall)
+    info = read_info(run / "discriminator")
+    margins = calibration_margins(info)
+    threshold = filter_threshold(run / "discriminator", info, cfg.real_recall)
     passed = sum(m > threshold for m in margins) / len(margins) if margins else None
     return {"threshold": threshold, "real_recall": cfg.real_recall, "real_passing": passed}
 

@@ -102,8 +102,8 @@ def train_discriminator(
     discriminator, then score held-out real inputs with it (`calibration`)."""
     from finetune_core.transfer.discriminator import calibrate
 
-    summary = _sample_and_train(cfg, hooks, resume)
     train_examples, val_examples = run_splits(cfg.run)
+    summary = _sample_and_train(cfg, train_examples, hooks, resume)
     trained = set(_real_inputs(train_examples, cfg)[: cfg.n_real])
     held_out = [x for x in _real_inputs([*val_examples, *train_examples], cfg) if x not in trained]
     if held_out[: cfg.n_calibration]:
@@ -129,7 +129,7 @@ def _real_inputs(examples: list[Any], cfg: DiscriminatorConfig) -> list[str]:
 
 
 def _sample_and_train(
-    cfg: DiscriminatorConfig, hooks: Hooks | None, resume: bool
+    cfg: DiscriminatorConfig, train_examples: list[Example], hooks: Hooks | None, resume: bool
 ) -> dict[str, Any]:
     """Keep the seeds, sample synthetic inputs from the source model, train the discriminator.
 
@@ -144,7 +144,6 @@ def _sample_and_train(
     run = Path(cfg.run)
     source = run_config(run)["model"]
     task = cfg.task or default_task(run)
-    train_examples, _ = run_splits(run)
     times: dict[str, float] = {}
 
     seeds = select_seeds(train_examples, cfg.n_seeds, seed=cfg.seed)
