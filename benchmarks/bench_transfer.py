@@ -91,6 +91,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             n_synthetic=args.synthetic, ablations=("unfiltered", "seeds_only"),
             real_recall=args.real_recall, sample_batch=args.sample_batch,
             epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch,
+            lora_r=args.lora_r, target_modules=student_modules(args),
             eval_data=str(work / "eval.jsonl"), quantization=args.quantization, seed=args.seed,
         ),
         log=lambda line: print(line, file=sys.stderr, flush=True),
@@ -132,19 +133,21 @@ def target_on_real_data(args: argparse.Namespace, work: Path, phases: dict) -> d
     from finetune_core.train import TrainConfig, train
     from finetune_core.train.callbacks import TqdmCallback
     from finetune_core.transfer.report import evaluate_chat
-    from finetune_core.transfer.source import QV
 
-    done = work / "oracle.json"
+    # One folder per student setting, so a run with other settings never reuses it.
+    name = f"{args.target_modules.replace(',', '+')}_r{args.lora_r}_lr{args.learning_rate}_e{args.epochs}"
+    folder = work / f"target_on_real_data_{name}"
+    done = folder / "oracle.json"
     if done.is_file():
         return json.loads(done.read_text())
-    folder = work / "target_on_real_data"
     started = time.monotonic()
     if not (folder / "manifest.json").is_file():
         train(
             TrainConfig(
                 model=TARGET, data=str(work / "train.jsonl"), data_format="chat",
-                output_dir=str(folder), quantization=args.quantization, target_modules=QV,
-                lora_r=8, lora_alpha=16, learning_rate=args.learning_rate, epochs=args.epochs,
+                output_dir=str(folder), quantization=args.quantization,
+                target_modules=student_modules(args), lora_r=args.lora_r,
+                lora_alpha=2 * args.lora_r, learning_rate=args.learning_rate, epochs=args.epochs,
                 batch_size=args.batch, max_length=256, val_fraction=0.0, seed=args.seed,
             ),
             callback=TqdmCallback(),
@@ -154,6 +157,11 @@ def target_on_real_data(args: argparse.Namespace, work: Path, phases: dict) -> d
     result = evaluate_chat(chat, list(read_examples(work / "eval.jsonl")))
     done.write_text(json.dumps(result))
     return result
+
+
+def student_modules(args: argparse.Namespace) -> str | list[str]:
+    mods = args.target_modules
+    return mods if mods == "all-linear" else mods.split(",")
 
 
 def main() -> None:
@@ -177,6 +185,11 @@ def main() -> None:
     # 12 epochs at 1e-3: the paper's 2e-4 over 6 epochs (78 packed steps) left the student
     # at loss 2.2, answering 1% right (measured; finetune_core/transfer/README.md).
     p.add_argument("--epochs", type=int, default=12, help="student epochs (paper: up to 20)")
+    p.add_argument("--lora-r", type=int, default=8, help="student rank (alpha is twice it)")
+    p.add_argument(
+        "--target-modules", default="q_proj,v_proj",
+        help="student LoRA targets: comma list or all-linear (the source's own shape)",
+    )  # fmt: skip
     p.add_argument("--source-epochs", type=int, default=4)
     p.add_argument("--source-steps", type=int, help="cap the source run's steps")
     p.add_argument("--disc-epochs", type=int, default=6)

@@ -153,7 +153,7 @@ def transfer_config(inputs: dict[str, Any], source: CellRun, adapter: str, out: 
     from finetune_core.transfer import TransferConfig
 
     ablations = tuple(a for a in ("unfiltered", "seeds_only") if inputs.get(f"ablation_{a}"))
-    modules = setting(inputs, "target_modules")
+    modules = setting(inputs, "target_modules") or None  # None: the source adapter's
     return TransferConfig(
         run=source.outputs["output_dir"],
         adapter=adapter,
@@ -173,8 +173,8 @@ def transfer_config(inputs: dict[str, Any], source: CellRun, adapter: str, out: 
         epochs=int(setting(inputs, "epochs")),
         max_steps=inputs.get("max_steps") or None,
         learning_rate=float(setting(inputs, "learning_rate")),
-        lora_r=int(setting(inputs, "lora_r")),
-        target_modules=modules if modules == "all-linear" else modules.split(","),
+        lora_r=int(inputs["lora_r"]) if inputs.get("lora_r") else None,  # None: the source's
+        target_modules=modules if modules in (None, "all-linear") else modules.split(","),
         batch_size=int(setting(inputs, "batch_size")),
         quantization=setting(inputs, "quantization"),
         eval_data=_eval_data(inputs, source),

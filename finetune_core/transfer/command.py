@@ -43,12 +43,15 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("--temperature", type=float, default=1.0)
     t.add_argument("--top-p", type=float, default=0.95)
     t.add_argument("--teacher-max-new-tokens", type=int, default=64)
-    t.add_argument("--epochs", type=int, default=3, help="student epochs (paper: up to 20)")
+    t.add_argument("--epochs", type=int, default=12, help="student epochs (paper: up to 20)")
     t.add_argument("--max-steps", type=int)
-    t.add_argument("--learning-rate", type=float, default=2e-4)
-    t.add_argument("--lora-r", type=int, default=8)
-    t.add_argument("--target-modules", default="q_proj,v_proj", help="comma list or all-linear")
-    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--learning-rate", type=float, default=5e-4, help="student (paper: 2e-5..2e-4)")
+    t.add_argument("--lora-r", type=int, help="student rank (default: the source adapter's)")
+    t.add_argument(
+        "--target-modules",
+        help="comma list or all-linear (default: the source adapter's; the paper: q_proj,v_proj)",
+    )
+    t.add_argument("--batch-size", type=int, default=2)
     t.add_argument("--eval-data", help="held-out examples (default: the source run's val split)")
     t.add_argument("--eval-limit", type=int)
     t.add_argument("--no-seeds-in-student", action="store_true")
@@ -132,7 +135,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             learning_rate=args.learning_rate,
             lora_r=args.lora_r,
-            target_modules=mods if mods == "all-linear" else mods.split(","),
+            target_modules=mods if mods in (None, "all-linear") else mods.split(","),
             batch_size=args.batch_size,
             quantization=args.quantization,
             eval_data=args.eval_data,

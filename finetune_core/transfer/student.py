@@ -4,6 +4,7 @@ recipe as ordinary fine-tuning (or with logit distillation, distill.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,20 @@ from finetune_core.transfer.hooks import Hooks, TransferStopped
 
 if TYPE_CHECKING:
     from finetune_core.transfer.pipeline import TransferConfig
+
+
+def with_source_shape(cfg: TransferConfig, source_config: dict[str, Any]) -> TransferConfig:
+    """The config with a rank or LoRA targets left unset taken from the source run's, so
+    the student can hold what the source adapter held."""
+    from finetune_core.train import TrainConfig
+
+    return replace(
+        cfg,
+        lora_r=cfg.lora_r or source_config.get("lora_r") or TrainConfig.lora_r,
+        target_modules=cfg.target_modules
+        or source_config.get("target_modules")
+        or TrainConfig.target_modules,
+    )
 
 
 def distillation_examples(

@@ -42,6 +42,8 @@ from finetune_core.transfer.discriminator import (
 )
 from finetune_core.transfer.pipeline import distillation_examples
 from finetune_core.transfer.seeds import exact_match, normalize
+from finetune_core.transfer.source import QV, run_adapter
+from finetune_core.transfer.student import with_source_shape
 
 TASK = "arithmetic-2_digit_addition"
 FAST = {"eval_every": 1000, "save_every": 1000, "warmup_ratio": 0.0}
@@ -275,8 +277,12 @@ def test_end_to_end_tiny_transfer(yes_run: Path, tmp_path: Path) -> None:
         )
     )  # fmt: skip
     adapter = Path(report["adapter"])
-    assert (adapter / "adapter_config.json").exists()
-    assert json.loads((adapter / "adapter_config.json").read_text())["target_modules"]
+    # Rank and targets left unset: the student takes the source adapter's shape.
+    student = json.loads((adapter / "adapter_config.json").read_text())
+    source = json.loads((run_adapter(run) / "adapter_config.json").read_text())
+    assert student["r"] == source["r"] and student["target_modules"]
+    assert sorted(student["target_modules"]) == sorted(source["target_modules"])
+    assert report["config"]["lora_r"] == source["r"]
     assert set(report["accuracy"]) == {
         "source_adapter", "target_base", "transferred", "ablation_seeds_only",
     }  # fmt: skip
@@ -290,6 +296,16 @@ def test_end_to_end_tiny_transfer(yes_run: Path, tmp_path: Path) -> None:
         assert report["phase_seconds"][phase] >= 0
     assert json.loads((tmp_path / "out" / "report.json").read_text())["adapter"] == str(adapter)
     assert "transferred" in format_table(report)
+
+
+def test_student_shape_defaults_to_the_source_adapters() -> None:
+    source = {"lora_r": 16, "target_modules": "all-linear"}
+    unset = with_source_shape(TransferConfig(run="r", target="t", output_dir="o"), source)
+    assert (unset.lora_r, unset.target_modules) == (16, "all-linear")
+    paper = TransferConfig(run="r", target="t", output_dir="o", lora_r=8, target_modules=QV)
+    assert with_source_shape(paper, source) == paper  # an explicit choice is kept
+    older = with_source_shape(paper, {})  # a run config without them: kept as well
+    assert (older.lora_r, older.target_modules) == (8, QV)
 
 
 def test_tiny_transfer_with_logit_distillation(

@@ -75,7 +75,7 @@ def test_logit_student_moves_toward_the_teacher(tmp_path: Path) -> None:
     cfg = TransferConfig(
         run="-", target="tiny-llama-wide", output_dir=str(tmp_path), quantization="none",
         max_steps=8, batch_size=6, learning_rate=3e-2, lora_r=8, max_length=128,
-        distillation="logits",
+        target_modules=["q_proj", "v_proj"], distillation="logits",
     )  # fmt: skip
     seen: list[tuple[str, int]] = []
     summary = train_logit_student(
@@ -99,7 +99,8 @@ def test_logit_student_moves_toward_the_teacher(tmp_path: Path) -> None:
 def test_logit_student_stops_when_asked(tmp_path: Path) -> None:
     cfg = TransferConfig(
         run="-", target="tiny-llama-wide", output_dir=str(tmp_path), quantization="none",
-        max_steps=5, batch_size=2, max_length=128, distillation="logits",
+        max_steps=5, batch_size=2, max_length=128, lora_r=4, target_modules="all-linear",
+        distillation="logits",
     )  # fmt: skip
     with pytest.raises(TransferStopped, match="train_transferred"):
         train_logit_student(

@@ -15,6 +15,7 @@ import torch
 
 from finetune_core.data import bigbench_task_path
 from finetune_core.train import TrainConfig, train
+from finetune_core.transfer.discriminator import recall_threshold
 
 pytestmark = pytest.mark.integration
 TASK = "arithmetic-2_digit_addition"
@@ -50,7 +51,7 @@ def test_smollm2_adapter_moves_to_gemma(tmp_path: Path) -> None:
     done = cli(
         "transfer", str(run), "--target", "gemma-3-270m", "--output-dir", str(out),
         "--synthetic", "8", "--max-attempts", "24", "--epochs", "1",
-        "--teacher-max-new-tokens", "8", "--eval-limit", "8",
+        "--teacher-max-new-tokens", "8", "--eval-limit", "8", "--real-recall", "0.99",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "transferred" in done.stdout
@@ -59,6 +60,12 @@ def test_smollm2_adapter_moves_to_gemma(tmp_path: Path) -> None:
     assert all(r["n"] == 8 for r in report["accuracy"].values())
     assert 1 <= report["synthesis"]["accepted"] <= 8
     assert report["synthesis"]["attempts"] <= 24
+    # --real-recall reaches the filter: the margin 99% of the held-out real inputs beat.
+    margins = summary["calibration"]["margins"]
+    rule = report["synthesis"]["filter"]
+    assert rule["real_recall"] == 0.99
+    assert rule["threshold"] == recall_threshold(margins, 0.99) >= 0.0
+    assert rule["real_passing"] == sum(m > rule["threshold"] for m in margins) / 52
     assert {"synthesize", "teacher", "train_transferred", "eval_transferred"} <= set(
         report["phase_seconds"]
     )

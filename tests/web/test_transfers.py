@@ -133,8 +133,10 @@ def test_transfer_kind_is_registered_and_playgrounds_can_use_it() -> None:
     assert "transfer" in REGISTRY["playground"].cell_refs["model_cell"]
     fields = kind.form.base_fields
     assert (
-        fields["learning_rate"].initial == 2e-4
-        and fields["target_modules"].initial == "q_proj,v_proj"
+        fields["learning_rate"].initial == 5e-4
+        and fields["target_modules"].initial == ""  # the source adapter's shape
+        and fields["lora_r"].initial is None
+        and not fields["lora_r"].required
     )
     assert fields["n_synthetic"].initial == 250
     assert [c for c, _ in fields["distillation"].choices] == ["sequence", "logits"]
@@ -391,8 +393,13 @@ def test_the_stricter_filter_setting_reaches_the_transfer(source_run: CellRun, e
     assert cell.config["real_recall"] == 0.9
     cfg = transfer_config(cell.config, source_run, "adapter", Path("out"))
     assert cfg.real_recall == 0.9 and cfg.filtered
-    paper = transfer_config({**cell.config, "real_recall": None}, source_run, "a", Path("o"))
+    assert cfg.lora_r is None and cfg.target_modules is None  # left blank: the source's
+    paper = transfer_config(
+        {**cell.config, "real_recall": None, "lora_r": 8, "target_modules": "q_proj,v_proj"},
+        source_run, "a", Path("o"),
+    )  # fmt: skip
     assert paper.real_recall is None
+    assert paper.lora_r == 8 and paper.target_modules == ["q_proj", "v_proj"]
     bad = client.post(reverse("cell_add", args=[project_id]), {**posted, "real_recall": "1.5"})
     assert "less than or equal to 1" in bad.content.decode()
 
@@ -549,7 +556,7 @@ def test_add_a_transfer_cell_through_the_notebook_form(source_run: CellRun, edit
     cell = Cell.objects.get(kind="transfer", title="To Gemma")
     assert cell.config["ablation_seeds_only"] is True and cell.config["unfiltered"] is False
     assert cell.config["n_synthetic"] == 40 and cell.config["distillation"] == "sequence"
-    assert cell.config["target_modules"] == "q_proj,v_proj" and cell.config["learning_rate"] == 2e-4
+    assert cell.config["target_modules"] == "" and cell.config["learning_rate"] == 5e-4
 
 
 def test_paper_bar() -> None:

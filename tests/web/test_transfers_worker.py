@@ -190,7 +190,10 @@ def test_keep_transferable_then_move_chat_and_download(
     download = client_for(viewer).get(reverse("transfer_download", args=[moved.pk]))
     archive = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
     config = json.loads(archive.read("adapter/adapter_config.json"))
-    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    # Rank and targets left blank in the cell: the student has the source adapter's shape.
+    source_config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == sorted(source_config["target_modules"])
+    assert config["r"] == source_config["r"] == 8
     assert json.loads(archive.read("report.json"))["target_model"] == "tiny-llama-wide"
     assert (
         client_for(outsider).get(reverse("transfer_download", args=[moved.pk])).status_code == 404

@@ -19,6 +19,7 @@ from webapp.projects.models import Cell, Project
 # of 64), but it is a second architecture to move tiny adapters to.
 EXTRA_TARGETS = [("tiny-llama-wide", "Tiny random Llama, wider (tests; quantization none)")]
 TARGET_MODULES = [
+    ("", "the source adapter's"),
     ("q_proj,v_proj", "q, v (the paper's choice)"),
     ("all-linear", "all linear layers"),
 ]
@@ -112,22 +113,33 @@ class TransferForm(CellConfigForm):
     eval_limit = _int(
         "Evaluation examples", 200, "Held-out examples scored per model.", min_value=1
     )
-    epochs = _int("Student epochs", 3, "The paper trains up to 20.", min_value=1, max_value=50)
+    epochs = _int("Student epochs", 12, "The paper trains up to 20.", min_value=1, max_value=50)
     max_steps = forms.IntegerField(
         label="Student max steps", min_value=1, required=False, help_text="Blank: no limit."
     )
     learning_rate = forms.FloatField(
-        initial=2e-4,
+        initial=5e-4,
         min_value=1e-7,
         max_value=0.5,
         required=False,
-        help_text="Paper: 2e-5 to 2e-4. Blank: 2e-4.",
+        help_text="Paper: 2e-5 to 2e-4. Blank: 5e-4.",
     )
-    lora_r = _int("LoRA rank", 8, "The student adapter's rank.", min_value=1, max_value=256)
+    lora_r = forms.IntegerField(
+        label="LoRA rank",
+        required=False,
+        min_value=1,
+        max_value=256,
+        help_text="The student adapter's rank. Blank: the source adapter's.",
+    )
     target_modules = forms.ChoiceField(
-        choices=TARGET_MODULES, initial="q_proj,v_proj", required=False
+        choices=TARGET_MODULES,
+        initial="",
+        required=False,
+        help_text="The paper's q, v measured far under the source adapter's own shape.",
     )
-    batch_size = _int("Batch size", 8, "Student micro-batch.", min_value=1, max_value=256)
+    batch_size = _int(
+        "Batch size", 2, "Student micro-batch of packed rows.", min_value=1, max_value=256
+    )
     quantization = forms.ChoiceField(
         choices=[("nf4", "nf4"), ("none", "none")],
         initial="nf4",
