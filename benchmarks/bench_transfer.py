@@ -42,6 +42,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         transfer,
     )
     from finetune_core.transfer.command import PhaseBars
+    from finetune_core.transfer.student import parse_target_modules
 
     examples = list(read_examples(bigbench_task_path(args.task)))
     train_ex = examples[: args.train_examples]
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             n_synthetic=args.synthetic, ablations=("unfiltered", "seeds_only"),
             real_recall=args.real_recall, sample_batch=args.sample_batch,
             epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch,
-            lora_r=args.lora_r, target_modules=student_modules(args),
+            lora_r=args.lora_r, target_modules=parse_target_modules(args.target_modules),
             eval_data=str(work / "eval.jsonl"), quantization=args.quantization, seed=args.seed,
         ),
         log=lambda line: print(line, file=sys.stderr, flush=True),
@@ -134,11 +135,12 @@ def target_on_real_data(args: argparse.Namespace, work: Path, phases: dict) -> d
     from finetune_core.train.callbacks import TqdmCallback
     from finetune_core.transfer.report import evaluate_chat
     from finetune_core.transfer.source import run_config
+    from finetune_core.transfer.student import parse_target_modules
 
     # The students' shape (the source adapter's unless given), one folder per setting.
     source = run_config(work / "source")
     r = args.lora_r or source["lora_r"]
-    mods = student_modules(args) or source["target_modules"]
+    mods = parse_target_modules(args.target_modules) or source["target_modules"]
     name = f"{'+'.join(mods) if isinstance(mods, list) else mods}_r{r}_lr{args.learning_rate}"
     folder = work / f"target_on_real_data_{name}_e{args.epochs}"
     done = folder / "oracle.json"
@@ -161,11 +163,6 @@ def target_on_real_data(args: argparse.Namespace, work: Path, phases: dict) -> d
     result = evaluate_chat(chat, list(read_examples(work / "eval.jsonl")))
     done.write_text(json.dumps(result))
     return result
-
-
-def student_modules(args: argparse.Namespace) -> str | list[str] | None:
-    mods = args.target_modules
-    return mods if mods in (None, "all-linear") else mods.split(",")
 
 
 def main() -> None:

@@ -151,9 +151,9 @@ def _eval_data(inputs: dict[str, Any], source: CellRun) -> str | None:
 
 def transfer_config(inputs: dict[str, Any], source: CellRun, adapter: str, out: Path) -> Any:
     from finetune_core.transfer import TransferConfig
+    from finetune_core.transfer.student import parse_target_modules
 
     ablations = tuple(a for a in ("unfiltered", "seeds_only") if inputs.get(f"ablation_{a}"))
-    modules = setting(inputs, "target_modules") or None  # None: the source adapter's
     return TransferConfig(
         run=source.outputs["output_dir"],
         adapter=adapter,
@@ -174,7 +174,7 @@ def transfer_config(inputs: dict[str, Any], source: CellRun, adapter: str, out: 
         max_steps=inputs.get("max_steps") or None,
         learning_rate=float(setting(inputs, "learning_rate")),
         lora_r=int(inputs["lora_r"]) if inputs.get("lora_r") else None,  # None: the source's
-        target_modules=modules if modules in (None, "all-linear") else modules.split(","),
+        target_modules=parse_target_modules(setting(inputs, "target_modules")),
         batch_size=int(setting(inputs, "batch_size")),
         quantization=setting(inputs, "quantization"),
         eval_data=_eval_data(inputs, source),

@@ -114,8 +114,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from finetune_core.transfer.hooks import Hooks
     from finetune_core.transfer.pipeline import TransferConfig, transfer
     from finetune_core.transfer.report import format_table
+    from finetune_core.transfer.student import parse_target_modules
 
-    mods = args.target_modules
     report = transfer(
         TransferConfig(
             run=args.run,
@@ -135,7 +135,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             learning_rate=args.learning_rate,
             lora_r=args.lora_r,
-            target_modules=mods if mods in (None, "all-linear") else mods.split(","),
+            target_modules=parse_target_modules(args.target_modules),
             batch_size=args.batch_size,
             quantization=args.quantization,
             eval_data=args.eval_data,

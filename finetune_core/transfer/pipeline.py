@@ -205,8 +205,9 @@ def transfer(
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = Path(cfg.run)
-    cfg = with_source_shape(cfg, run_config(run))
-    source = run_config(run)["model"]
+    source_config = run_config(run)
+    cfg = with_source_shape(cfg, source_config)
+    source = source_config["model"]
     source_adapter = cfg.adapter or str(run_adapter(run))
     teacher_of = (source, source_adapter)
     if cfg.distillation == "logits":

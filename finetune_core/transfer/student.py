@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from finetune_core.transfer.pipeline import TransferConfig
 
 
+def parse_target_modules(text: str | None) -> str | list[str] | None:
+    """A comma list of layer names, "all-linear", or None / "" for the source adapter's."""
+    return text if text in (None, "all-linear") else (text.split(",") if text else None)
+
+
 def with_source_shape(cfg: TransferConfig, source_config: dict[str, Any]) -> TransferConfig:
     """The config with a rank or LoRA targets left unset taken from the source run's, so
     the student can hold what the source adapter held."""

@@ -43,7 +43,7 @@ from finetune_core.transfer.discriminator import (
 from finetune_core.transfer.pipeline import distillation_examples
 from finetune_core.transfer.seeds import exact_match, normalize
 from finetune_core.transfer.source import QV, run_adapter
-from finetune_core.transfer.student import with_source_shape
+from finetune_core.transfer.student import parse_target_modules, with_source_shape
 
 TASK = "arithmetic-2_digit_addition"
 FAST = {"eval_every": 1000, "save_every": 1000, "warmup_ratio": 0.0}
@@ -306,6 +306,8 @@ def test_student_shape_defaults_to_the_source_adapters() -> None:
     assert with_source_shape(paper, source) == paper  # an explicit choice is kept
     older = with_source_shape(paper, {})  # a run config without them: kept as well
     assert (older.lora_r, older.target_modules) == (8, QV)
+    parsed = [parse_target_modules(t) for t in (None, "", "all-linear", "q_proj,v_proj")]
+    assert parsed == [None, None, "all-linear", QV]  # CLI, cell and bench read it alike
 
 
 def test_tiny_transfer_with_logit_distillation(
