@@ -44,6 +44,12 @@ def setting(inputs: dict[str, Any], key: str) -> Any:
     return DEFAULTS.get(key) if value is None or value == "" else value
 
 
+def optional_int(inputs: dict[str, Any], key: str) -> int | None:
+    """The cell's whole number, or None when left blank (the library then decides)."""
+    value = inputs.get(key)
+    return None if value is None or value == "" else int(value)
+
+
 class PhaseProgress:
     """Hooks.progress: per-phase counters and seconds in outputs["phases"], DB writes throttled."""
 
@@ -167,13 +173,14 @@ def transfer_config(inputs: dict[str, Any], source: CellRun, adapter: str, out: 
             a for a in ablations if not (a == "unfiltered" and inputs.get("unfiltered"))
         ),
         temperature=float(setting(inputs, "temperature")),
-        sample_max_new_tokens=int(setting(inputs, "sample_max_new_tokens")),
+        # None: twice the longest seed's, in the target's tokens.
+        sample_max_new_tokens=optional_int(inputs, "sample_max_new_tokens"),
         teacher_max_new_tokens=int(setting(inputs, "teacher_max_new_tokens")),
         distillation=setting(inputs, "distillation"),
         epochs=int(setting(inputs, "epochs")),
         max_steps=inputs.get("max_steps") or None,
         learning_rate=float(setting(inputs, "learning_rate")),
-        lora_r=int(inputs["lora_r"]) if inputs.get("lora_r") else None,  # None: the source's
+        lora_r=optional_int(inputs, "lora_r"),  # None: the source's
         target_modules=parse_target_modules(setting(inputs, "target_modules")),
         batch_size=int(setting(inputs, "batch_size")),
         quantization=setting(inputs, "quantization"),

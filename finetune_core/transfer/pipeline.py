@@ -36,7 +36,12 @@ from finetune_core.transfer.discriminator import (
 from finetune_core.transfer.hooks import Hooks, TransferStopped
 from finetune_core.transfer.report import evaluate_chat, format_table
 from finetune_core.transfer.resume import Saved, write_json
-from finetune_core.transfer.sampling import SamplingResult, no_accepted_message, synthesize
+from finetune_core.transfer.sampling import (
+    SamplingResult,
+    item_token_budget,
+    no_accepted_message,
+    synthesize,
+)
 from finetune_core.transfer.seeds import load_seeds, task_input
 from finetune_core.transfer.source import run_adapter, run_config, run_splits
 from finetune_core.transfer.student import (
@@ -72,7 +77,8 @@ class TransferConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     sample_batch: int = 8
-    sample_max_new_tokens: int = 96
+    # Tokens per synthetic input; None: twice the longest seed's (item_token_budget).
+    sample_max_new_tokens: int | None = None
     teacher_max_new_tokens: int = 64
     include_seeds: bool = True  # the seeds (real answers) join the distillation set
     # "sequence": train on the teacher's text (any tokenizers); "logits": also match the
@@ -275,15 +281,17 @@ def transfer(
         done = earlier.attempts if earlier else 0  # a stopped attempt's samples count
         info = {"accepted": len(earlier.accepted) if earlier else 0, "wanted": cfg.n_synthetic}
         hooks.progress("generate", done, budget, info | {"key": key})  # started, before a batch
+        target = models.target()
         result = synthesize(
-            models.target(),
+            target,
             seed_inputs,
             cfg.n_synthetic,
             discriminator=discriminator() if discriminator else None,
             shots=len(seed_inputs),
             max_attempts=cfg.max_attempts,
             batch_size=cfg.sample_batch,
-            max_new_tokens=cfg.sample_max_new_tokens,
+            max_new_tokens=cfg.sample_max_new_tokens
+            or item_token_budget(target.tokenizer, seed_inputs),
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             seed=seed,

@@ -116,6 +116,7 @@ class Saved:
             filtered=bool(data["filtered"]),
             budget=int(data["budget"]),
             stopped=bool(data["stopped"]),
+            max_new_tokens=int(data.get("max_new_tokens", 0)),
         )
 
     def save_sampling(self, key: str, result: SamplingResult) -> None:

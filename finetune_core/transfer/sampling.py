@@ -71,6 +71,7 @@ class SamplingResult:
     filtered: bool = True
     budget: int = 0
     stopped: bool = False  # should_stop ended the loop: what was accepted so far is kept
+    max_new_tokens: int = 0  # sampled per candidate at most
 
     @property
     def acceptance_rate(self) -> float:
@@ -87,9 +88,20 @@ class SamplingResult:
             "filtered": self.filtered,
             "budget": self.budget,
             "stopped": self.stopped,
+            "max_new_tokens": self.max_new_tokens,
             "sample_accepted": self.accepted[:sample],
             "sample_rejected": self.rejected_samples[:sample],
         }
+
+
+def item_token_budget(
+    tokenizer: Any, inputs: Sequence[str], *, factor: float = 2.0, floor: int = 16, cap: int = 256
+) -> int:
+    """Tokens to sample per list item: `factor` times the longest example input. A runaway
+    item then ends early (a batch waits for its longest row), and a task with long inputs
+    is not cut short."""
+    longest = max(len(tokenizer(x, add_special_tokens=False)["input_ids"]) for x in inputs)
+    return min(cap, max(floor, int(factor * longest)))
 
 
 def _key(text: str) -> str:
@@ -122,9 +134,11 @@ def synthesize(
     continues: its attempts count against the budget and its inputs stay known.
     """
     budget = max_attempts if max_attempts is not None else 4 * n
-    result = SamplingResult(filtered=discriminator is not None, budget=budget)
+    result = SamplingResult(
+        filtered=discriminator is not None, budget=budget, max_new_tokens=max_new_tokens
+    )
     if start is not None:
-        result = replace(start, budget=budget, stopped=False)
+        result = replace(start, budget=budget, stopped=False, max_new_tokens=max_new_tokens)
     # Offset by the attempts so far: a continued run draws new prompts, not the same ones.
     rng = random.Random(seed + result.attempts)
     torch.manual_seed(seed + result.attempts)

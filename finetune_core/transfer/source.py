@@ -22,7 +22,7 @@ from finetune_core.errors import FinetuneError
 from finetune_core.transfer.discriminator import write_discriminator_data, write_info
 from finetune_core.transfer.hooks import Hooks, TransferStopped
 from finetune_core.transfer.resume import read_json, write_json
-from finetune_core.transfer.sampling import synthesize
+from finetune_core.transfer.sampling import item_token_budget, synthesize
 from finetune_core.transfer.seeds import save_seeds, select_seeds, task_input
 
 QV = ["q_proj", "v_proj"]  # the paper's LoRA targets
@@ -172,13 +172,13 @@ def _sample_and_train(
 
     started = time.monotonic()
     chat = load_chat_model(source, adapter=str(run_adapter(run)), quantization=cfg.quantization)
-    longest = max(len(chat.tokenizer(x, add_special_tokens=False)["input_ids"]) for x in real)
     sampled = synthesize(
         chat,
         inputs,
         len(real),
         discriminator=None,
-        max_new_tokens=cfg.max_new_tokens or min(96, max(16, int(1.5 * longest))),
+        max_new_tokens=cfg.max_new_tokens
+        or item_token_budget(chat.tokenizer, real, factor=1.5, cap=96),
         seed=cfg.seed,
         on_batch=lambda r: hooks.progress(
             "generate", len(r.accepted), len(real), {"attempts": r.attempts}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -91,11 +93,14 @@ def test_generation_ends_before_a_stop_string(chat) -> None:
 
 
 def test_default_compute_dtype_is_one_the_cpu_multiplies_natively() -> None:
-    from finetune_core.models.loading import default_compute_dtype
+    from finetune_core.models.loading import cpu_has_native_bf16, default_compute_dtype
 
     cpu = torch.device("cpu")
-    native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    # Without AVX-512 a bf16 GEMM takes PyTorch's scalar fallback (about 60x slower).
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    native_bf16 = bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    assert cpu_has_native_bf16() == native_bf16
+    # Without bf16 instructions a bf16 GEMM is emulated (AVX-512: 3x slower than fp32)
+    # or takes PyTorch's scalar fallback (AVX2: 60x slower).
     assert default_compute_dtype(cpu) == (torch.bfloat16 if native_bf16 else torch.float32)
     chat = load_chat_model("tiny-llama", quantization="nf4")
     weights = {p.dtype for p in chat.model.parameters() if p.dtype.is_floating_point}

@@ -41,7 +41,8 @@ from finetune_core.transfer.discriminator import (
     write_info,
 )
 from finetune_core.transfer.pipeline import distillation_examples
-from finetune_core.transfer.seeds import exact_match, normalize
+from finetune_core.transfer.sampling import item_token_budget
+from finetune_core.transfer.seeds import exact_match, normalize, task_input
 from finetune_core.transfer.source import QV, run_adapter
 from finetune_core.transfer.student import parse_target_modules, with_source_shape
 
@@ -104,6 +105,16 @@ def test_distillation_pairs_are_chat_examples_of_input_and_teacher_answer() -> N
         [("user", "x3"), ("assistant", "a3")],  # an empty teacher answer teaches nothing
         [("user", "What is 1 plus 1?"), ("assistant", "2")],
     ]
+
+
+def test_item_budget_is_twice_the_longest_input_within_bounds() -> None:
+    tok = load_chat_model("tiny-llama", quantization="none").tokenizer
+    question = "What is 12 plus 34? " * 4
+    n = len(tok(question, add_special_tokens=False)["input_ids"])
+    assert n > 8
+    assert item_token_budget(tok, ["a", question]) == max(16, 2 * n)
+    assert item_token_budget(tok, [question], factor=1.5, cap=20) == 20
+    assert item_token_budget(tok, ["a"]) == 16  # a one-word task still gets room
 
 
 def test_seeds_are_distinct_and_reproducible() -> None:
@@ -271,7 +282,7 @@ def test_end_to_end_tiny_transfer(yes_run: Path, tmp_path: Path) -> None:
     report = transfer(
         TransferConfig(
             run=str(run), target="tiny-llama-wide", output_dir=str(tmp_path / "out"),
-            n_synthetic=4, max_attempts=8, sample_max_new_tokens=8, teacher_max_new_tokens=6,
+            n_synthetic=4, max_attempts=8, teacher_max_new_tokens=6,
             eval_max_new_tokens=6, eval_limit=4, max_steps=2, max_length=128,
             learning_rate=5e-3, quantization="none", ablations=("seeds_only",),
         )
@@ -291,6 +302,10 @@ def test_end_to_end_tiny_transfer(yes_run: Path, tmp_path: Path) -> None:
     s = report["synthesis"]
     assert s["filtered"] and s["accepted"] >= 1 and s["acceptance_rate"] > 0
     assert s["filter"] == {"threshold": 0.0, "real_recall": None, "real_passing": None}
+    # Tokens per candidate left unset: twice the longest seed's, in the target's tokens.
+    target = load_chat_model("tiny-llama-wide", quantization="none").tokenizer
+    seeds = [task_input(x) for x in load_seeds(run / "transfer")]
+    assert s["max_new_tokens"] == item_token_budget(target, seeds) >= 16
     assert report["distillation_pairs"] >= 5  # the seeds join the teacher's pairs
     for phase in ("synthesize", "teacher", "train_transferred", "eval_transferred"):
         assert report["phase_seconds"][phase] >= 0

@@ -137,6 +137,8 @@ def test_transfer_kind_is_registered_and_playgrounds_can_use_it() -> None:
         and fields["target_modules"].initial == ""  # the source adapter's shape
         and fields["lora_r"].initial is None
         and not fields["lora_r"].required
+        and fields["sample_max_new_tokens"].initial is None  # twice the longest seed's
+        and not fields["sample_max_new_tokens"].required
     )
     assert fields["n_synthetic"].initial == 250
     assert [c for c, _ in fields["distillation"].choices] == ["sequence", "logits"]
@@ -394,12 +396,15 @@ def test_the_stricter_filter_setting_reaches_the_transfer(source_run: CellRun, e
     cfg = transfer_config(cell.config, source_run, "adapter", Path("out"))
     assert cfg.real_recall == 0.9 and cfg.filtered
     assert cfg.lora_r is None and cfg.target_modules is None  # left blank: the source's
+    assert cfg.sample_max_new_tokens is None  # left blank: from the seeds
     paper = transfer_config(
-        {**cell.config, "real_recall": None, "lora_r": 8, "target_modules": "q_proj,v_proj"},
+        {**cell.config, "real_recall": None, "lora_r": 8, "target_modules": "q_proj,v_proj",
+         "sample_max_new_tokens": 40},
         source_run, "a", Path("o"),
     )  # fmt: skip
     assert paper.real_recall is None
     assert paper.lora_r == 8 and paper.target_modules == ["q_proj", "v_proj"]
+    assert paper.sample_max_new_tokens == 40
     bad = client.post(reverse("cell_add", args=[project_id]), {**posted, "real_recall": "1.5"})
     assert "less than or equal to 1" in bad.content.decode()
 

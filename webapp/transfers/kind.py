@@ -147,7 +147,13 @@ class TransferForm(CellConfigForm):
         help_text="Source, discriminator, target and student load this way.",
     )
     temperature = forms.FloatField(initial=1.0, min_value=0.05, max_value=2.0, required=False)
-    sample_max_new_tokens = _int("Tokens per synthetic input", 96, "", min_value=4, max_value=512)
+    sample_max_new_tokens = forms.IntegerField(
+        label="Tokens per synthetic input",
+        required=False,
+        min_value=4,
+        max_value=512,
+        help_text="Blank: twice the longest seed's.",
+    )
     teacher_max_new_tokens = _int("Tokens per teacher answer", 64, "", min_value=1, max_value=1024)
     eval_max_new_tokens = _int("Tokens per evaluated answer", 32, "", min_value=1, max_value=512)
     seed = _int("Seed", 0, "", min_value=0)
