@@ -35,6 +35,11 @@ def _int(label: str, initial: int | None, help_text: str, **kw: Any) -> forms.In
     )
 
 
+def _blank_int(label: str, help_text: str, **kw: Any) -> forms.IntegerField:
+    """An optional whole number: blank leaves the choice to the library."""
+    return forms.IntegerField(label=label, help_text=help_text, required=False, **kw)
+
+
 def source_candidates(project: Project, position: int) -> list[Cell]:
     """Fine-tune cells the notebook's readers can all read: earlier ones here, and any in
     the team's other notebooks (never another team's: its members could not read it)."""
@@ -66,12 +71,11 @@ class TransferForm(CellConfigForm):
         min_value=1,
         max_value=5000,
     )
-    max_attempts = forms.IntegerField(
-        label="Attempt budget",
+    max_attempts = _blank_int(
+        "Attempt budget",
+        "Candidates sampled at most; the run stops there. Blank: 4 × samples.",
         min_value=1,
         max_value=100_000,
-        required=False,
-        help_text="Candidates sampled at most; the run stops there. Blank: 4 × samples.",
     )
     unfiltered = forms.BooleanField(
         label="Unfiltered (no discriminator)",
@@ -114,9 +118,7 @@ class TransferForm(CellConfigForm):
         "Evaluation examples", 200, "Held-out examples scored per model.", min_value=1
     )
     epochs = _int("Student epochs", 12, "The paper trains up to 20.", min_value=1, max_value=50)
-    max_steps = forms.IntegerField(
-        label="Student max steps", min_value=1, required=False, help_text="Blank: no limit."
-    )
+    max_steps = _blank_int("Student max steps", "Blank: no limit.", min_value=1)
     learning_rate = forms.FloatField(
         initial=5e-4,
         min_value=1e-7,
@@ -124,12 +126,11 @@ class TransferForm(CellConfigForm):
         required=False,
         help_text="Paper: 2e-5 to 2e-4. Blank: 5e-4.",
     )
-    lora_r = forms.IntegerField(
-        label="LoRA rank",
-        required=False,
+    lora_r = _blank_int(
+        "LoRA rank",
+        "The student adapter's rank. Blank: the source adapter's.",
         min_value=1,
         max_value=256,
-        help_text="The student adapter's rank. Blank: the source adapter's.",
     )
     target_modules = forms.ChoiceField(
         choices=TARGET_MODULES,
@@ -147,12 +148,8 @@ class TransferForm(CellConfigForm):
         help_text="Source, discriminator, target and student load this way.",
     )
     temperature = forms.FloatField(initial=1.0, min_value=0.05, max_value=2.0, required=False)
-    sample_max_new_tokens = forms.IntegerField(
-        label="Tokens per synthetic input",
-        required=False,
-        min_value=4,
-        max_value=512,
-        help_text="Blank: twice the longest seed's.",
+    sample_max_new_tokens = _blank_int(
+        "Tokens per synthetic input", "Blank: twice the longest seed's.", min_value=4, max_value=512
     )
     teacher_max_new_tokens = _int("Tokens per teacher answer", 64, "", min_value=1, max_value=1024)
     eval_max_new_tokens = _int("Tokens per evaluated answer", 32, "", min_value=1, max_value=512)
