@@ -11,6 +11,7 @@ import torch
 
 from finetune_core.data.render import render_prompt
 from finetune_core.data.types import Message
+from finetune_core.infer.nucleus import nucleus_sampling
 from finetune_core.models.loading import Quantization, end_of_turn_ids, load_model, load_tokenizer
 
 if TYPE_CHECKING:
@@ -195,9 +196,11 @@ def generate(
         attention_mask=attention.to(device),
         max_new_tokens=max_new_tokens,
         do_sample=sampling,
-        temperature=temperature if sampling else None,
-        top_p=top_p if sampling else None,
+        # Temperature and top-p in one processor that skips the full-vocabulary sort.
+        temperature=1.0 if sampling else None,
+        top_p=1.0 if sampling else None,
         top_k=None,
+        logits_processor=nucleus_sampling(temperature, top_p) if sampling else None,
         eos_token_id=stop_ids,
         pad_token_id=pad,
         streamer=_Streamer(tok, len(prompts), stop_ids, on_text, stop) if on_text else None,

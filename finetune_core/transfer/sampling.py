@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from finetune_core.infer.generate import left_pad, stop_when_text
+from finetune_core.infer.nucleus import nucleus_sampling
 from finetune_core.models.loading import end_of_turn_ids
 from finetune_core.transfer.seeds import _NEXT_ITEM, cut_at_item, list_prompt
 
@@ -49,9 +50,11 @@ def complete_raw(
         attention_mask=mask.to(device),
         max_new_tokens=max_new_tokens,
         do_sample=sampling,
-        temperature=temperature if sampling else None,
-        top_p=top_p if sampling else None,
+        # Temperature and top-p in one processor that skips the full-vocabulary sort.
+        temperature=1.0 if sampling else None,
+        top_p=1.0 if sampling else None,
         top_k=None,
+        logits_processor=nucleus_sampling(temperature, top_p) if sampling else None,
         eos_token_id=end_of_turn_ids(tok),
         pad_token_id=pad,
         # Each row stops at the next list item: that saves most of the tokens.
