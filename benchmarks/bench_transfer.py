@@ -9,7 +9,7 @@ every phase. Prints a table and one JSON line.
 
     python -m benchmarks.bench_transfer [--task arithmetic-2_digit_addition]
         [--train-examples 250] [--synthetic 250] [--eval 200] [--epochs 12]
-        [--real-recall 0.9] [--oracle] [--work-dir DIR]
+        [--real-recall 0.9] [--teacher-keep 0.8] [--oracle] [--work-dir DIR]
 
 Full size takes hours on a CPU; scale it down with the flags for a smoke run, e.g.
 --train-examples 40 --real 8 --synthetic 8 --eval 10 --epochs 1 --source-steps 5.
@@ -90,7 +90,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         TransferConfig(
             run=str(run_dir), target=TARGET, output_dir=str(work / "transfer"),
             n_synthetic=args.synthetic, ablations=("unfiltered", "seeds_only"),
-            real_recall=args.real_recall, sample_batch=args.sample_batch,
+            real_recall=args.real_recall, teacher_keep=args.teacher_keep,
+            sample_batch=args.sample_batch,
             epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch,
             lora_r=args.lora_r, target_modules=parse_target_modules(args.target_modules),
             eval_data=str(work / "eval.jsonl"), quantization=args.quantization, seed=args.seed,
@@ -182,6 +183,10 @@ def main() -> None:
     p.add_argument(
         "--real-recall", type=float,
         help="stricter filter: accept above the margin this share of held-out real inputs beat",
+    )  # fmt: skip
+    p.add_argument(
+        "--teacher-keep", type=float, default=1.0,
+        help="distil only this share of the teacher's answers, those it is surest of",
     )  # fmt: skip
     # 12 epochs at 5e-4 in the source adapter's shape (the library's defaults): the paper's
     # 2e-4 over 6 epochs on q, v left the student answering 1% right, and q, v at rank 8

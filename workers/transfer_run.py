@@ -169,6 +169,7 @@ def transfer_config(inputs: dict[str, Any], source: CellRun, adapter: str, out: 
         max_attempts=inputs.get("max_attempts") or None,
         filtered=not inputs.get("unfiltered"),
         real_recall=inputs.get("real_recall") or None,
+        teacher_keep=inputs.get("teacher_keep") or 1.0,
         ablations=tuple(
             a for a in ablations if not (a == "unfiltered" and inputs.get("unfiltered"))
         ),

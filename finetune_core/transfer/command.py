@@ -37,6 +37,11 @@ def add_parsers(sub: Any) -> None:
         "inputs reached (e.g. 0.9); default: the paper's p(yes) > p(no)",
     )  # fmt: skip
     t.add_argument(
+        "--teacher-keep", type=float, default=1.0,
+        help="distil only this share of the teacher's answers, those it is surest of "
+        "(e.g. 0.8); default 1.0, all of them, as the paper",
+    )  # fmt: skip
+    t.add_argument(
         "--ablation", action="append", default=[], choices=["unfiltered", "seeds_only"],
         help="also train and report an ablation student; repeatable",
     )  # fmt: skip
@@ -125,6 +130,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             filtered=not args.unfiltered,
             real_recall=args.real_recall,
+            teacher_keep=args.teacher_keep,
             ablations=tuple(args.ablation),
             temperature=args.temperature,
             top_p=args.top_p,

@@ -16,10 +16,7 @@ source and target share one (distill.py). `hooks` report each phase's progress a
 
 from __future__ import annotations
 
-import gc
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ from finetune_core.transfer.discriminator import (
     read_info,
 )
 from finetune_core.transfer.hooks import Hooks, TransferStopped
+from finetune_core.transfer.phases import Models, timed_phase
 from finetune_core.transfer.report import evaluate_chat, format_table
 from finetune_core.transfer.resume import Saved, write_json
 from finetune_core.transfer.sampling import (
@@ -45,8 +43,10 @@ from finetune_core.transfer.sampling import (
 from finetune_core.transfer.seeds import load_seeds, task_input
 from finetune_core.transfer.source import run_adapter, run_config, run_splits
 from finetune_core.transfer.student import (
-    distillation_examples,
+    answer_confidence,
+    confident_pairs,
     teacher_answers,
+    teacher_filter,
     train_student,
     with_source_shape,
 )
@@ -81,6 +81,9 @@ class TransferConfig:
     sample_max_new_tokens: int | None = None
     teacher_max_new_tokens: int = 64
     include_seeds: bool = True  # the seeds (real answers) join the distillation set
+    # Distil only this share of the teacher's answers, those it is surest of (1.0: all, as
+    # the paper does); its wrong answers are mostly its least sure (transfer/README.md).
+    teacher_keep: float = 1.0
     # "sequence": train on the teacher's text (any tokenizers); "logits": also match the
     # teacher's top-k token distributions (KL), only when source and target share one.
     distillation: str = "sequence"
@@ -110,81 +113,14 @@ class TransferConfig:
         if self.n_synthetic < 1:
             raise FinetuneError(f"n_synthetic must be at least 1, got {self.n_synthetic}")
         check_real_recall(self.real_recall)
+        if not 0 < self.teacher_keep <= 1:
+            raise FinetuneError(f"teacher_keep is a share in (0, 1], got {self.teacher_keep}")
         if not self.temperature > 0:
             raise FinetuneError("sampling needs temperature > 0")
         if self.distillation not in ("sequence", "logits"):
             raise FinetuneError(
                 f"distillation must be sequence or logits, not {self.distillation!r}"
             )
-
-
-@contextmanager
-def _phase(
-    times: dict[str, float],
-    name: str,
-    log: Callable[[str], None] | None = None,
-    on_end: Callable[[dict[str, float]], None] | None = None,
-) -> Iterator[None]:
-    """Times a phase; a resumed phase adds to the time its earlier attempt spent."""
-    started = time.monotonic()
-    if log:
-        log(f"{name} ...")
-    try:
-        yield
-    finally:
-        times[name] = round(times.get(name, 0.0) + time.monotonic() - started, 2)
-        gc.collect()  # each phase drops its models before the next loads
-        if on_end:
-            on_end(times)
-        if log:
-            log(f"{name}: {times[name]:.1f}s")
-
-
-class Models:
-    """The models a transfer uses, each loaded once and only when a phase needs it (a
-    resumed attempt may need none), and dropped when its phases are over."""
-
-    def __init__(self, cfg: TransferConfig, source: str, source_adapter: str) -> None:
-        self.cfg, self.source, self.source_adapter = cfg, source, source_adapter
-        self._target: Any = None
-        self._teacher: Any = None
-
-    def target(self) -> Any:
-        from finetune_core.infer import load_chat_model
-
-        if self._target is None:
-            try:
-                self._target = load_chat_model(self.cfg.target, quantization=self.cfg.quantization)
-            except FinetuneError:
-                raise
-            except Exception as exc:  # not a causal LM: it cannot write inputs
-                raise FinetuneError(
-                    f"the target model {self.cfg.target} cannot generate: it does not load as "
-                    f"a text generation model ({type(exc).__name__}: {str(exc)[:300]})"
-                ) from exc
-        return self._target
-
-    def drop_target(self) -> None:
-        self._target = None
-        gc.collect()
-
-    def teacher(self) -> Any:
-        from finetune_core.infer import load_chat_model
-
-        if self._teacher is None:
-            self._teacher = load_chat_model(
-                self.source, adapter=self.source_adapter, quantization=self.cfg.quantization
-            )
-        return self._teacher
-
-    def drop_teacher(self) -> None:
-        self._teacher = None
-        gc.collect()
-
-    def student(self, adapter: str) -> Any:
-        from finetune_core.infer import load_chat_model
-
-        return load_chat_model(self.cfg.target, adapter=adapter, quantization=self.cfg.quantization)
 
 
 def eval_examples(cfg: TransferConfig) -> list[Example]:
@@ -237,7 +173,7 @@ def transfer(
     models = Models(cfg, source, source_adapter)
 
     def phase(name: str) -> Any:
-        return _phase(times, name, log, on_end=saved.save_times)
+        return timed_phase(times, name, log, on_end=saved.save_times)
 
     def stop_if_asked(phase: str) -> None:
         if hooks.should_stop():
@@ -354,18 +290,34 @@ def transfer(
                 stop_if_asked("teacher")
                 raise
         saved.save_teacher(answers, extra)
+    confidence = saved.confidence()
+    if confidence is None:
+        with phase("teacher_confidence"):
+            confidence = {
+                "main": answer_confidence(models.teacher(), main.accepted, answers),
+                "extra": answer_confidence(models.teacher(), unfiltered.accepted, extra)
+                if extra and unfiltered is not None
+                else [],
+            }
+        saved.save_confidence(confidence)
     evaluate("source_adapter", models.teacher)
     models.drop_teacher()
 
     # 3. Students on the target, then their evaluation.
     kept = seeds if cfg.include_seeds else []
-    students = {"transferred": distillation_examples(main.accepted, answers, kept)}
+    keep = cfg.teacher_keep
+    students = {
+        "transferred": confident_pairs(main.accepted, answers, confidence["main"], keep, kept)
+    }
     if cfg.filtered and unfiltered is not None:
-        students["ablation_unfiltered"] = distillation_examples(unfiltered.accepted, extra, kept)
+        students["ablation_unfiltered"] = confident_pairs(
+            unfiltered.accepted, extra, confidence["extra"], keep, kept
+        )
     if "seeds_only" in cfg.ablations:
         students["ablation_seeds_only"] = list(seeds)
     pairs = students["transferred"]
     partial["distillation_pairs"] = len(pairs)
+    partial["teacher_filter"] = teacher_filter(main.accepted, answers, confidence["main"], keep)
     partial["sample_pairs"] = [
         {"input": e.messages[0].content, "teacher": e.messages[1].content} for e in pairs[:5]
     ]
@@ -408,6 +360,7 @@ def transfer(
         "synthesis": main.to_dict() | {"filter": filter_rule(run, cfg)},
         "synthesis_unfiltered": unfiltered.to_dict() if unfiltered and cfg.filtered else None,
         "distillation_pairs": len(pairs),
+        "teacher_filter": partial["teacher_filter"],
         "sample_pairs": partial["sample_pairs"],
         "seeds": seed_inputs,
         "eval_examples": len(held_out),

@@ -5,7 +5,7 @@ reuses them instead of sampling, answering, training and evaluating again.
     attempt.json                 the settings of the attempts that wrote this folder
     synthesis.json               accepted (and rejected) inputs; a stopped one continues
     synthesis_unfiltered.json    the same for the unfiltered ablation
-    teacher.json                 the teacher's answers
+    teacher.json                 the teacher's answers and how sure it was of each
     accuracy.json                every model evaluated so far
     <student>/manifest.json      a finished student; checkpoints/ of an unfinished one
 
@@ -37,6 +37,7 @@ STUDENT_PHASES = tuple(f"{p}_{n}" for n in STUDENTS for p in ("train", "eval"))
 # TransferConfig fields that only the students' training depends on.
 STUDENT_SETTINGS = (
     "include_seeds",
+    "teacher_keep",
     "distillation",
     "logit_alpha",
     "logit_temperature",
@@ -131,6 +132,14 @@ class Saved:
 
     def save_teacher(self, main: list[str], extra: list[str]) -> None:
         write_json(self.out / "teacher.json", {"main": main, "extra": extra})
+
+    def confidence(self) -> dict[str, list[float]] | None:
+        data = self._load("teacher.json")
+        return data.get("confidence") if isinstance(data, dict) else None
+
+    def save_confidence(self, confidence: dict[str, list[float]]) -> None:
+        data = read_json(self.out / "teacher.json")
+        write_json(self.out / "teacher.json", data | {"confidence": confidence})
 
     def accuracy(self) -> dict[str, Any]:
         data = self._load("accuracy.json")

@@ -15,7 +15,7 @@ import torch
 from finetune_core.data import Example, Message, bigbench_task_path, read_examples
 from finetune_core.data.render import render_prompt
 from finetune_core.errors import FinetuneError
-from finetune_core.infer import load_chat_model
+from finetune_core.infer import generate, load_chat_model
 from finetune_core.train import TrainConfig, train
 from finetune_core.transfer import (
     Discriminator,
@@ -40,11 +40,18 @@ from finetune_core.transfer.discriminator import (
     write_discriminator_data,
     write_info,
 )
-from finetune_core.transfer.pipeline import distillation_examples
 from finetune_core.transfer.sampling import item_token_budget
 from finetune_core.transfer.seeds import exact_match, normalize, task_input
 from finetune_core.transfer.source import QV, run_adapter
-from finetune_core.transfer.student import parse_target_modules, with_source_shape
+from finetune_core.transfer.student import (
+    answer_confidence,
+    confident_pairs,
+    distillation_examples,
+    most_confident,
+    parse_target_modules,
+    teacher_filter,
+    with_source_shape,
+)
 
 TASK = "arithmetic-2_digit_addition"
 FAST = {"eval_every": 1000, "save_every": 1000, "warmup_ratio": 0.0}
@@ -115,6 +122,34 @@ def test_item_budget_is_twice_the_longest_input_within_bounds() -> None:
     assert item_token_budget(tok, ["a", question]) == max(16, 2 * n)
     assert item_token_budget(tok, [question], factor=1.5, cap=20) == 20
     assert item_token_budget(tok, ["a"]) == 16  # a one-word task still gets room
+
+
+def test_most_confident_keeps_that_share_in_order() -> None:
+    conf = [-0.1, -2.0, -0.5, float("-inf"), -0.05]
+    assert most_confident(conf, 1.0) == [0, 1, 2, 3, 4]
+    assert most_confident(conf, 0.6) == [0, 2, 4]  # 3 of 5, back in their own order
+    assert most_confident(conf, 0.01) == [4]  # never none
+    assert most_confident([], 0.5) == []
+    pairs = confident_pairs(["a", "b", "c", "d", "e"], ["1", "2", "3", "", "5"], conf, 0.6)
+    assert [e.messages[0].content for e in pairs] == ["a", "c", "e"]
+    report = teacher_filter(["a", "b", "c", "d", "e"], ["1", "2", "3", "", "5"], conf, 0.6)
+    assert report["kept"] == 3 and report["answers"] == 5 and report["keep"] == 0.6
+    assert [d["input"] for d in report["sample_dropped"]] == ["d", "b"]  # least sure first
+
+
+def test_the_teacher_is_surer_of_its_own_answers_and_batching_changes_nothing() -> None:
+    chat = load_chat_model("tiny-llama", quantization="none")
+    inputs = ["What is 1 plus 1?", "Name a colour, please, in one word.", "Hi"]
+    own = [g.text for g in generate(chat, [[{"role": "user", "content": x}] for x in inputs],
+                                    max_new_tokens=4)]  # fmt: skip
+    assert any(o.strip() for o in own)
+    other = ["zebra quantum", "7 7 7 7", "ok"]
+    surer = answer_confidence(chat, inputs, own, batch_size=3)
+    assert all(c <= 0 for c in surer)
+    assert surer == pytest.approx(answer_confidence(chat, inputs, own, batch_size=1), abs=1e-4)
+    less = answer_confidence(chat, inputs, other)
+    assert all(a > b for a, b, o in zip(surer, less, own, strict=True) if o.strip())
+    assert answer_confidence(chat, ["x"], [""]) == [float("-inf")]
 
 
 def test_seeds_are_distinct_and_reproducible() -> None:
@@ -307,10 +342,33 @@ def test_end_to_end_tiny_transfer(yes_run: Path, tmp_path: Path) -> None:
     seeds = [task_input(x) for x in load_seeds(run / "transfer")]
     assert s["max_new_tokens"] == item_token_budget(target, seeds) >= 16
     assert report["distillation_pairs"] >= 5  # the seeds join the teacher's pairs
+    assert report["teacher_filter"]["kept"] == report["teacher_filter"]["answers"] == 4
     for phase in ("synthesize", "teacher", "train_transferred", "eval_transferred"):
         assert report["phase_seconds"][phase] >= 0
     assert json.loads((tmp_path / "out" / "report.json").read_text())["adapter"] == str(adapter)
     assert "transferred" in format_table(report)
+
+
+def test_the_teacher_confidence_filter_retrains_only_the_student(
+    yes_run: Path, tmp_path: Path
+) -> None:
+    cfg = TransferConfig(
+        run=str(yes_run), target="tiny-llama-wide", output_dir=str(tmp_path / "out"),
+        n_synthetic=4, max_attempts=8, teacher_max_new_tokens=6, eval_max_new_tokens=6,
+        eval_limit=2, max_steps=1, max_length=128, quantization="none",
+    )  # fmt: skip
+    transfer(cfg)
+    saved = json.loads((tmp_path / "out" / "teacher.json").read_text())
+    answers, confidence = saved["main"], saved["confidence"]["main"]
+    assert len(confidence) == len(answers) == 4 and all(c <= 0 for c in confidence)
+    report = transfer(replace(cfg, teacher_keep=0.5), resume=True)
+    assert {"synthesis", "teacher", "eval_target_base"} <= set(report["reused"])
+    assert "train_transferred" not in report["reused"]  # a student setting: trained again
+    kept = most_confident(confidence, 0.5)
+    assert report["teacher_filter"]["kept"] == len(kept) == 2
+    assert report["distillation_pairs"] == sum(bool(answers[i].strip()) for i in kept) + 5
+    with pytest.raises(FinetuneError, match="teacher_keep"):
+        transfer(replace(cfg, teacher_keep=0.0))
 
 
 def test_student_shape_defaults_to_the_source_adapters() -> None:

@@ -383,26 +383,41 @@ def test_report_names_the_filter_rule(transfer_run, viewer) -> None:
         assert text in page.content.decode()
 
 
+def test_report_shows_the_teacher_confidence_filter_and_what_it_left_out(
+    transfer_run, viewer
+) -> None:
+    dropped = [{"input": "What is 58 plus 67?", "teacher": "115", "confidence": -0.912}]
+    teacher = {"keep": 0.8, "kept": 800, "answers": 1000, "sample_dropped": dropped}
+    for keep, shown in ((teacher, True), ({**teacher, "keep": 1.0, "sample_dropped": []}, False)):
+        outputs = {**transfer_run.outputs, "report": {**REPORT, "teacher_filter": keep}}
+        CellRun.objects.filter(pk=transfer_run.pk).update(outputs=outputs)
+        page = client_for(viewer).get(reverse("run_detail", args=[transfer_run.pk]))
+        html = page.content.decode()
+        assert ("the 800 answers of 1000 the teacher was surest of (80.0%)" in html) is shown
+        assert ("What is 58 plus 67?" in html and "-0.912" in html) is shown
+
+
 def test_the_stricter_filter_setting_reaches_the_transfer(source_run: CellRun, editor) -> None:
     from workers.transfer_run import transfer_config
 
     project_id = source_run.cell.project_id
     posted = {"kind": "transfer", "title": "Strict", "source_cell": source_run.cell_id,
-              "base_model": "gemma-3-270m", "real_recall": "0.9"}  # fmt: skip
+              "base_model": "gemma-3-270m", "real_recall": "0.9", "teacher_keep": "0.8"}  # fmt: skip
     client = client_for(editor)
     assert client.post(reverse("cell_add", args=[project_id]), posted).status_code == 302
     cell = Cell.objects.get(kind="transfer", title="Strict")
     assert cell.config["real_recall"] == 0.9
     cfg = transfer_config(cell.config, source_run, "adapter", Path("out"))
     assert cfg.real_recall == 0.9 and cfg.filtered
+    assert cell.config["teacher_keep"] == 0.8 and cfg.teacher_keep == 0.8
     assert cfg.lora_r is None and cfg.target_modules is None  # left blank: the source's
     assert cfg.sample_max_new_tokens is None  # left blank: from the seeds
     paper = transfer_config(
         {**cell.config, "real_recall": None, "lora_r": 8, "target_modules": "q_proj,v_proj",
-         "sample_max_new_tokens": 40},
+         "sample_max_new_tokens": 40, "teacher_keep": None},
         source_run, "a", Path("o"),
     )  # fmt: skip
-    assert paper.real_recall is None
+    assert paper.real_recall is None and paper.teacher_keep == 1.0  # blank: all, as the paper
     assert paper.lora_r == 8 and paper.target_modules == ["q_proj", "v_proj"]
     assert paper.sample_max_new_tokens == 40
     bad = client.post(reverse("cell_add", args=[project_id]), {**posted, "real_recall": "1.5"})

@@ -92,6 +92,14 @@ class TransferForm(CellConfigForm):
         "of held-out real inputs scored when it was trained. Blank: the paper's "
         "p(yes) > p(no).",
     )
+    teacher_keep = forms.FloatField(
+        label="Teacher-confidence filter (share of answers kept)",
+        min_value=0.05,
+        max_value=1.0,
+        required=False,
+        help_text="E.g. 0.8: the student learns only the 80% of the teacher's answers it is "
+        "surest of; its wrong answers are mostly among the rest. Blank: all, as the paper.",
+    )
     ablation_unfiltered = forms.BooleanField(
         label="Also train an unfiltered student",
         required=False,
