@@ -40,6 +40,13 @@ def _blank_int(label: str, help_text: str, **kw: Any) -> forms.IntegerField:
     return forms.IntegerField(label=label, help_text=help_text, required=False, **kw)
 
 
+def _share(label: str, help_text: str, *, min_value: float) -> forms.FloatField:
+    """An optional share in (0, 1]: blank keeps the paper's behaviour."""
+    return forms.FloatField(
+        label=label, help_text=help_text, min_value=min_value, max_value=1.0, required=False
+    )
+
+
 def source_candidates(project: Project, position: int) -> list[Cell]:
     """Fine-tune cells the notebook's readers can all read: earlier ones here, and any in
     the team's other notebooks (never another team's: its members could not read it)."""
@@ -83,22 +90,17 @@ class TransferForm(CellConfigForm):
         initial=False,
         help_text="Keep every candidate the target writes: the paper's ablation, as the main run.",
     )
-    real_recall = forms.FloatField(
-        label="Stricter filter (share of real inputs kept)",
+    real_recall = _share(
+        "Stricter filter (share of real inputs kept)",
+        "E.g. 0.9: accept only candidates the discriminator scores above what 90% of "
+        "held-out real inputs scored when it was trained. Blank: the paper's p(yes) > p(no).",
         min_value=0.01,
-        max_value=1.0,
-        required=False,
-        help_text="E.g. 0.9: accept only candidates the discriminator scores above what 90% "
-        "of held-out real inputs scored when it was trained. Blank: the paper's "
-        "p(yes) > p(no).",
     )
-    teacher_keep = forms.FloatField(
-        label="Teacher-confidence filter (share of answers kept)",
+    teacher_keep = _share(
+        "Teacher-confidence filter (share of answers kept)",
+        "E.g. 0.8: the student learns only the 80% of the teacher's answers it is surest "
+        "of; its wrong answers are mostly among the rest. Blank: all, as the paper.",
         min_value=0.05,
-        max_value=1.0,
-        required=False,
-        help_text="E.g. 0.8: the student learns only the 80% of the teacher's answers it is "
-        "surest of; its wrong answers are mostly among the rest. Blank: all, as the paper.",
     )
     ablation_unfiltered = forms.BooleanField(
         label="Also train an unfiltered student",
