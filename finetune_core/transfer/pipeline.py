@@ -293,9 +293,10 @@ def transfer(
     confidence = saved.confidence()
     if confidence is None:
         with phase("teacher_confidence"):
+            teacher = models.teacher()
             confidence = {
-                "main": answer_confidence(models.teacher(), main.accepted, answers),
-                "extra": answer_confidence(models.teacher(), unfiltered.accepted, extra)
+                "main": answer_confidence(teacher, main.accepted, answers, hooks=hooks),
+                "extra": answer_confidence(teacher, unfiltered.accepted, extra, hooks=hooks)
                 if extra and unfiltered is not None
                 else [],
             }

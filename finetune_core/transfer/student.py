@@ -69,7 +69,11 @@ def teacher_answers(
 
 
 def answer_confidence(
-    chat: Any, inputs: list[str], answers: list[str], batch_size: int = 8
+    chat: Any,
+    inputs: list[str],
+    answers: list[str],
+    batch_size: int = 8,
+    hooks: Hooks | None = None,
 ) -> list[float]:
     """How sure the teacher is of each of its answers: the mean log-probability of the
     answer's tokens after the chat prompt, teacher-forced (0 is certain; an empty answer
@@ -102,6 +106,8 @@ def answer_confidence(
             scores = logits[row, width - len(reply) - 1 : width - 1].float().log_softmax(-1)
             picked = scores.gather(1, torch.tensor(reply, device=device)[:, None])
             out.append(picked.mean().item())
+        if hooks is not None:
+            hooks.progress("teacher", len(out), len(inputs), {"key": "confidence"})
     return out
 
 
