@@ -290,8 +290,10 @@ def transfer(
                 stop_if_asked("teacher")
                 raise
         saved.save_teacher(answers, extra)
+    # How sure the teacher was of each answer: a forward pass per answer (about the
+    # teacher's own time again), so only when its filter is on.
     confidence = saved.confidence()
-    if confidence is None:
+    if confidence is None and cfg.teacher_keep < 1:
         with phase("teacher_confidence"):
             teacher = models.teacher()
             confidence = {
@@ -301,6 +303,7 @@ def transfer(
                 else [],
             }
         saved.save_confidence(confidence)
+    confidence = confidence or {"main": [0.0] * len(answers), "extra": [0.0] * len(extra)}
     evaluate("source_adapter", models.teacher)
     models.drop_teacher()
 

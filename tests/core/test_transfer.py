@@ -357,13 +357,15 @@ def test_the_teacher_confidence_filter_retrains_only_the_student(
         n_synthetic=4, max_attempts=8, teacher_max_new_tokens=6, eval_max_new_tokens=6,
         eval_limit=2, max_steps=1, max_length=128, quantization="none",
     )  # fmt: skip
-    transfer(cfg)
-    saved = json.loads((tmp_path / "out" / "teacher.json").read_text())
-    answers, confidence = saved["main"], saved["confidence"]["main"]
-    assert len(confidence) == len(answers) == 4 and all(c <= 0 for c in confidence)
+    first = transfer(cfg)
+    assert "teacher_confidence" not in first["phase_seconds"]  # not paid for when off
     report = transfer(replace(cfg, teacher_keep=0.5), resume=True)
     assert {"synthesis", "teacher", "eval_target_base"} <= set(report["reused"])
     assert "train_transferred" not in report["reused"]  # a student setting: trained again
+    assert report["phase_seconds"]["teacher_confidence"] >= 0
+    saved = json.loads((tmp_path / "out" / "teacher.json").read_text())
+    answers, confidence = saved["main"], saved["confidence"]["main"]
+    assert len(confidence) == len(answers) == 4 and all(c <= 0 for c in confidence)
     kept = most_confident(confidence, 0.5)
     assert report["teacher_filter"]["kept"] == len(kept) == 2
     assert report["distillation_pairs"] == sum(bool(answers[i].strip()) for i in kept) + 5
