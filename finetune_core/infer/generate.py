@@ -11,7 +11,7 @@ import torch
 
 from finetune_core.data.render import render_prompt
 from finetune_core.data.types import Message
-from finetune_core.infer.nucleus import nucleus_sampling
+from finetune_core.infer.nucleus import decoding_kwargs
 from finetune_core.models.loading import Quantization, end_of_turn_ids, load_model, load_tokenizer
 
 if TYPE_CHECKING:
@@ -190,17 +190,11 @@ def generate(
     stop_ids = end_of_turn_ids(tok)
     if seed is not None:
         torch.manual_seed(seed)
-    sampling = temperature > 0
     out = chat.model.generate(
         input_ids=input_ids.to(device),
         attention_mask=attention.to(device),
         max_new_tokens=max_new_tokens,
-        do_sample=sampling,
-        # Temperature and top-p in one processor that skips the full-vocabulary sort.
-        temperature=1.0 if sampling else None,
-        top_p=1.0 if sampling else None,
-        top_k=None,
-        logits_processor=nucleus_sampling(temperature, top_p) if sampling else None,
+        **decoding_kwargs(temperature, top_p),
         eos_token_id=stop_ids,
         pad_token_id=pad,
         streamer=_Streamer(tok, len(prompts), stop_ids, on_text, stop) if on_text else None,

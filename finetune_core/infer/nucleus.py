@@ -23,11 +23,20 @@ def _keep_sorted(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return keep
 
 
-def nucleus_sampling(temperature: float, top_p: float) -> Any:
-    """The logits_processor argument of `generate` for temperature and top-p sampling."""
+def decoding_kwargs(temperature: float, top_p: float) -> dict[str, Any]:
+    """`generate`'s decoding arguments: greedy at temperature 0, else sampling with
+    temperature and top-p in one NucleusSampling (transformers' own warpers are off)."""
+    if not temperature > 0:
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
     from transformers import LogitsProcessorList  # imported when sampling, not at start
 
-    return LogitsProcessorList([NucleusSampling(temperature, top_p)])
+    return {
+        "do_sample": True,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": None,
+        "logits_processor": LogitsProcessorList([NucleusSampling(temperature, top_p)]),
+    }
 
 
 class NucleusSampling:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from finetune_core.infer.generate import left_pad, stop_when_text
-from finetune_core.infer.nucleus import nucleus_sampling
+from finetune_core.infer.nucleus import decoding_kwargs
 from finetune_core.models.loading import end_of_turn_ids
 from finetune_core.transfer.seeds import _NEXT_ITEM, cut_at_item, list_prompt
 
@@ -44,17 +44,11 @@ def complete_raw(
     ids, mask = left_pad(encoded, pad)
     width = ids.shape[1]
     device = next(chat.model.parameters()).device
-    sampling = temperature > 0
     out = chat.model.generate(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
         max_new_tokens=max_new_tokens,
-        do_sample=sampling,
-        # Temperature and top-p in one processor that skips the full-vocabulary sort.
-        temperature=1.0 if sampling else None,
-        top_p=1.0 if sampling else None,
-        top_k=None,
-        logits_processor=nucleus_sampling(temperature, top_p) if sampling else None,
+        **decoding_kwargs(temperature, top_p),
         eos_token_id=end_of_turn_ids(tok),
         pad_token_id=pad,
         # Each row stops at the next list item: that saves most of the tokens.
