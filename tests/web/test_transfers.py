@@ -422,6 +422,9 @@ def test_the_stricter_filter_setting_reaches_the_transfer(source_run: CellRun, e
     assert paper.sample_max_new_tokens == 40
     bad = client.post(reverse("cell_add", args=[project_id]), {**posted, "real_recall": "1.5"})
     assert "less than or equal to 1" in bad.content.decode()
+    bad = client.post(reverse("cell_add", args=[project_id]), {**posted, "teacher_keep": "0"})
+    assert "greater than or equal to 0.05" in bad.content.decode()
+    assert Cell.objects.filter(kind="transfer", title="Strict").count() == 1  # none added
 
 
 def test_cancelled_transfer_keeps_what_was_done(transfer_cell, owner, viewer) -> None:
