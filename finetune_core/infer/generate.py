@@ -27,6 +27,8 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end of turn) or "length"
+    # Mean log-probability of the answer's tokens (generate(logprobs=True) only).
+    logprob: float | None = None
 
 
 @dataclass
@@ -177,9 +179,12 @@ def generate(
     seed: int | None = None,
     on_text: OnText | None = None,
     stop: Sequence[str] = (),
+    logprobs: bool = False,
 ) -> list[Generation]:
     """Answer each conversation. temperature 0 is greedy decoding. Each answer ends at the
-    end-of-turn token or before the first of the `stop` strings (left out, as OpenAI does)."""
+    end-of-turn token or before the first of the `stop` strings (left out, as OpenAI does).
+    `logprobs` also gives each answer's mean log-probability under the model's own
+    (unprocessed) distribution: how sure it was, for free while generating."""
 
     tok = chat.tokenizer
     prompts = [render_prompt(tok, as_messages(c)) for c in conversations]
@@ -201,10 +206,13 @@ def generate(
         stopping_criteria=(
             stop_when_text(tok, width, lambda text: cut_at_stop(text, stop)[1]) if stop else None
         ),
+        **({"return_dict_in_generate": True, "output_logits": True} if logprobs else {}),
     )
+    sequences = out.sequences if logprobs else out
+    picked = _picked_logprobs(out.logits, sequences[:, width:]) if logprobs else None
     results = []
     for row, prompt in enumerate(prompts):
-        new = out[row, width:].tolist()
+        new = sequences[row, width:].tolist()
         stop_at = next((i for i, t in enumerate(new) if t in stop_ids), None)
         answer = new if stop_at is None else new[:stop_at]
         text, stopped = cut_at_stop(tok.decode(answer, skip_special_tokens=True), stop)
@@ -215,9 +223,26 @@ def generate(
                 prompt_tokens=len(prompt),
                 completion_tokens=used + (stop_at is not None and not stopped),
                 finish_reason="stop" if stopped or stop_at is not None else "length",
+                logprob=None if picked is None else _mean_or_minus_inf(picked[row, :used]),
             )
         )
     return results
+
+
+def _picked_logprobs(logits: tuple[torch.Tensor, ...], new: torch.Tensor) -> torch.Tensor:
+    """[rows, steps]: the log-probability of each generated token at its step."""
+    return torch.cat(
+        [
+            step.float().log_softmax(-1).gather(1, new[:, i : i + 1])
+            for i, step in enumerate(logits)
+        ],
+        dim=1,
+    )
+
+
+def _mean_or_minus_inf(values: torch.Tensor) -> float:
+    """An empty answer is as unsure as can be."""
+    return values.mean().item() if values.numel() else float("-inf")
 
 
 def _tokens_to_stop(tok: PreTrainedTokenizerBase, ids: list[int], stop: Sequence[str]) -> int:

@@ -274,12 +274,12 @@ def transfer(
     else:
         with phase("teacher"):
             try:
-                answers = teacher_answers(
+                answers, sure = teacher_answers(
                     models.teacher(), main.accepted, cfg.teacher_max_new_tokens, hooks=hooks
                 )
-                extra = []
+                extra, extra_sure = [], []
                 if cfg.filtered and unfiltered is not None:
-                    extra = teacher_answers(
+                    extra, extra_sure = teacher_answers(
                         models.teacher(),
                         unfiltered.accepted,
                         cfg.teacher_max_new_tokens,
@@ -289,11 +289,10 @@ def transfer(
                 partial.update(stopped.partial)
                 stop_if_asked("teacher")
                 raise
-        saved.save_teacher(answers, extra)
-    # How sure the teacher was of each answer: a forward pass per answer (about the
-    # teacher's own time again), so only when its filter is on.
+        saved.save_teacher(answers, extra, {"main": sure, "extra": extra_sure})
     confidence = saved.confidence()
     if confidence is None and cfg.teacher_keep < 1:
+        # Answers saved before the teacher measured its confidence while writing.
         with phase("teacher_confidence"):
             teacher = models.teacher()
             confidence = {

@@ -130,8 +130,11 @@ class Saved:
             return None
         return list(data["main"]), list(data["extra"])
 
-    def save_teacher(self, main: list[str], extra: list[str]) -> None:
-        write_json(self.out / "teacher.json", {"main": main, "extra": extra})
+    def save_teacher(
+        self, main: list[str], extra: list[str], confidence: dict[str, list[float]]
+    ) -> None:
+        data = {"main": main, "extra": extra, "confidence": confidence}
+        write_json(self.out / "teacher.json", data)
 
     def confidence(self) -> dict[str, list[float]] | None:
         data = self._load("teacher.json")

@@ -52,20 +52,26 @@ def teacher_answers(
     max_new_tokens: int,
     batch_size: int = 8,
     hooks: Hooks | None = None,
-) -> list[str]:
-    """Greedy answers of the teacher; stopping between batches raises TransferStopped."""
+) -> tuple[list[str], list[float]]:
+    """Greedy answers of the teacher, and how sure it was of each: the mean log-probability
+    of the answer's tokens as it wrote them (0 is certain, an empty answer -inf). Its wrong
+    answers score lower: on 2-digit sums the mean told right from wrong with an AUC of
+    0.82 (transfer/README.md). Stopping between batches raises TransferStopped."""
     from finetune_core.infer import generate
 
     hooks = hooks or Hooks()
     out: list[str] = []
+    sure: list[float] = []
     hooks.progress("teacher", 0, len(inputs), {})
     for start in range(0, len(inputs), batch_size):
         if hooks.should_stop():
             raise TransferStopped("teacher", {"teacher_answered": len(out)})
         batch = [[{"role": "user", "content": x}] for x in inputs[start : start + batch_size]]
-        out += [g.text.strip() for g in generate(chat, batch, max_new_tokens=max_new_tokens)]
+        for g in generate(chat, batch, max_new_tokens=max_new_tokens, logprobs=True):
+            out.append(g.text.strip())
+            sure.append(g.logprob if g.text.strip() else float("-inf"))
         hooks.progress("teacher", len(out), len(inputs), {})
-    return out
+    return out, sure
 
 
 def answer_confidence(
@@ -75,10 +81,9 @@ def answer_confidence(
     batch_size: int = 8,
     hooks: Hooks | None = None,
 ) -> list[float]:
-    """How sure the teacher is of each of its answers: the mean log-probability of the
-    answer's tokens after the chat prompt, teacher-forced (0 is certain; an empty answer
-    gets -inf). Its wrong answers score lower: on 2-digit sums the mean told right from
-    wrong with an AUC of 0.82 (transfer/README.md)."""
+    """How sure the teacher is of given answers: the mean log-probability of the answer's
+    tokens after the chat prompt, teacher-forced (0 is certain; an empty answer gets
+    -inf). For answers a run saved before teacher_answers measured it while writing."""
     import torch
 
     from finetune_core.data.render import render_prompt

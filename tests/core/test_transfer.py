@@ -8,6 +8,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from finetune_core.data import Example, Message, bigbench_task_path, read_exampl
 from finetune_core.data.render import render_prompt
 from finetune_core.errors import FinetuneError
 from finetune_core.infer import generate, load_chat_model
+from finetune_core.models.loading import end_of_turn_ids
 from finetune_core.train import TrainConfig, train
 from finetune_core.transfer import (
     Discriminator,
@@ -49,6 +51,7 @@ from finetune_core.transfer.student import (
     distillation_examples,
     most_confident,
     parse_target_modules,
+    teacher_answers,
     teacher_filter,
     with_source_shape,
 )
@@ -150,6 +153,23 @@ def test_the_teacher_is_surer_of_its_own_answers_and_batching_changes_nothing() 
     less = answer_confidence(chat, inputs, other)
     assert all(a > b for a, b, o in zip(surer, less, own, strict=True) if o.strip())
     assert answer_confidence(chat, ["x"], [""]) == [float("-inf")]
+    # Measured while writing (batched, left-padded), the teacher's confidence is the
+    # teacher-forced mean over the very tokens it wrote, one row at a time.
+    answers, sure = teacher_answers(chat, inputs, max_new_tokens=4, batch_size=2)
+    assert answers == [o.strip() for o in own]
+    assert sure == pytest.approx([_forced_mean(chat, x, 4) for x in inputs], abs=1e-4)
+
+
+def _forced_mean(chat: Any, x: str, n: int) -> float:
+    """Greedy-generate n tokens alone, then score them with one plain forward pass."""
+    prompt = render_prompt(chat.tokenizer, [Message("user", x)])
+    ids = torch.tensor([prompt])
+    new = chat.model.generate(input_ids=ids, max_new_tokens=n, do_sample=False)[0, len(prompt) :]
+    new = new[~torch.isin(new, torch.tensor(end_of_turn_ids(chat.tokenizer)))][:n]
+    with torch.no_grad():
+        logits = chat.model(input_ids=torch.cat([ids[0], new])[None]).logits[0]
+    picked = logits[len(prompt) - 1 : -1].log_softmax(-1).gather(1, new[:, None])
+    return picked.mean().item()
 
 
 def test_seeds_are_distinct_and_reproducible() -> None:
@@ -357,18 +377,27 @@ def test_the_teacher_confidence_filter_retrains_only_the_student(
         n_synthetic=4, max_attempts=8, teacher_max_new_tokens=6, eval_max_new_tokens=6,
         eval_limit=2, max_steps=1, max_length=128, quantization="none",
     )  # fmt: skip
-    first = transfer(cfg)
-    assert "teacher_confidence" not in first["phase_seconds"]  # not paid for when off
+    transfer(cfg)
+    out = tmp_path / "out"
+    saved = json.loads((out / "teacher.json").read_text())
+    answers, confidence = saved["main"], saved["confidence"]["main"]  # measured while writing
+    assert len(confidence) == len(answers) == 4 and all(c <= 0 for c in confidence)
     report = transfer(replace(cfg, teacher_keep=0.5), resume=True)
     assert {"synthesis", "teacher", "eval_target_base"} <= set(report["reused"])
     assert "train_transferred" not in report["reused"]  # a student setting: trained again
-    assert report["phase_seconds"]["teacher_confidence"] >= 0
-    saved = json.loads((tmp_path / "out" / "teacher.json").read_text())
-    answers, confidence = saved["main"], saved["confidence"]["main"]
-    assert len(confidence) == len(answers) == 4 and all(c <= 0 for c in confidence)
+    assert "teacher_confidence" not in report["phase_seconds"]  # no second pass
     kept = most_confident(confidence, 0.5)
     assert report["teacher_filter"]["kept"] == len(kept) == 2
     assert report["distillation_pairs"] == sum(bool(answers[i].strip()) for i in kept) + 5
+    # Answers an older run saved without it are scored by a teacher-forced pass.
+    older = {k: v for k, v in saved.items() if k != "confidence"}
+    (out / "teacher.json").write_text(json.dumps(older))
+    again = transfer(replace(cfg, teacher_keep=0.6), resume=True)
+    assert again["phase_seconds"]["teacher_confidence"] >= 0 and "teacher" in again["reused"]
+    rescored = json.loads((out / "teacher.json").read_text())["confidence"]["main"]
+    teacher = load_chat_model("tiny-llama", adapter=str(run_adapter(yes_run)), quantization="none")
+    inputs = json.loads((out / "synthesis.json").read_text())["inputs"]
+    assert rescored == pytest.approx(answer_confidence(teacher, inputs, answers), abs=1e-4)
     with pytest.raises(FinetuneError, match="teacher_keep"):
         transfer(replace(cfg, teacher_keep=0.0))
 
