@@ -105,3 +105,8 @@ gpu-check:
 .PHONY: bench-generate
 bench-generate: setup
 	$(BIN)/python -m benchmarks.bench_generate
+
+# Top-p on Gemma-3's 262k vocabulary: transformers' full sort against infer/nucleus.py.
+.PHONY: bench-sampling
+bench-sampling: setup
+	$(BIN)/python -m benchmarks.bench_sampling
