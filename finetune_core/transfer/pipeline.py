@@ -270,6 +270,7 @@ def transfer(
     if answered is not None:
         saved.reused.append("teacher")
         answers, extra = answered
+        confidence = saved.confidence()
         hooks.progress("teacher", len(answers), len(answers), {})
     else:
         with phase("teacher"):
@@ -289,8 +290,8 @@ def transfer(
                 partial.update(stopped.partial)
                 stop_if_asked("teacher")
                 raise
-        saved.save_teacher(answers, extra, {"main": sure, "extra": extra_sure})
-    confidence = saved.confidence()
+        confidence = {"main": sure, "extra": extra_sure}
+        saved.save_teacher(answers, extra, confidence)
     if confidence is None and cfg.teacher_keep < 1:
         # Answers saved before the teacher measured its confidence while writing.
         with phase("teacher_confidence"):

@@ -378,7 +378,9 @@ def test_the_teacher_confidence_filter_retrains_only_the_student(
         n_synthetic=4, max_attempts=8, teacher_max_new_tokens=6, eval_max_new_tokens=6,
         eval_limit=2, max_steps=1, max_length=128, quantization="none",
     )  # fmt: skip
-    transfer(cfg)
+    first = transfer(replace(cfg, teacher_keep=0.75))
+    assert "teacher_confidence" not in first["phase_seconds"]  # measured while writing
+    assert first["teacher_filter"]["kept"] == 3
     out = tmp_path / "out"
     saved = json.loads((out / "teacher.json").read_text())
     answers, confidence = saved["main"], saved["confidence"]["main"]  # measured while writing
