@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from finetune_core.errors import FinetuneError
 
 if TYPE_CHECKING:
-    from finetune_core.transfer.pipeline import TransferConfig
+    from finetune_core.transfer.config import TransferConfig
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from finetune_core.data import Example, Message, to_chat_jsonl
 from finetune_core.transfer.hooks import Hooks, TransferStopped
 
 if TYPE_CHECKING:
-    from finetune_core.transfer.pipeline import TransferConfig
+    from finetune_core.transfer.config import TransferConfig
 
 
 def parse_target_modules(text: str | None) -> str | list[str] | None:
