@@ -9,11 +9,11 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 export FINETUNE_CORE_CACHE ?= $(CURDIR)/.cache
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-core test-web test-web-pg test-e2e lint format run worker recover demo bench-train bench-eval bench-kernels bench-transfer bench-demo bench-api
+.PHONY: setup check-deps lock test test-core test-web test-web-pg test-e2e lint format run worker recover demo bench-train bench-eval bench-kernels bench-transfer bench-demo bench-api
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/llama/package-lock.json
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# CPU machines: the CPU build of torch first, so nothing pulls a multi-GB CUDA build.
@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml
 	# Browser tests drive Debian's Chromium (a browser download cannot work here).
 	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
 	mkdir -p test-artifacts/e2e
+	# llama.cpp as shipped prebuilt by node-llama-cpp (pinned in the lock file): GGUF export checks.
+	npm ci --prefix tools/llama --no-audit --no-fund --ignore-scripts
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -52,6 +54,18 @@ test-web-pg: setup
 		DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/python -m pytest tests/web tests/api -q; \
 	else echo "PostgreSQL not reachable at $(PG_URL): skipping the PostgreSQL run"; fi
 
+# Every module of the web and worker code imports in a clean venv built from the declared
+# production set only (torch==2.13.0, then -e .[web]; no dev extra), after the static check
+# of every import against pyproject.toml (which make test runs too). About 3 minutes here.
+check-deps: setup
+	$(BIN)/python scripts/check_deps.py static
+	$(BIN)/python scripts/check_deps.py venv
+
+# Refresh requirements/production.lock (uv): base + web pinned, torch as the CPU/CUDA-neutral
+# torch==2.13.0 without its CUDA stack (see scripts/lock.py).
+lock: setup
+	$(BIN)/python scripts/lock.py
+
 test: lint
 	$(BIN)/python -m pytest tests -q --durations=15
 	$(MAKE) --no-print-directory test-web-pg
@@ -61,21 +75,28 @@ demo: setup
 	$(BIN)/python -m finetune_core prepare smollm2-135m-instruct gemma-3-270m tiny-llama
 	$(BIN)/python manage.py demo_setup
 
-# The embedded default: SQLite, a broker with no server, one worker beside the web server.
+# The embedded default: SQLite, a broker with no server, and beside the web server one
+# worker per lane (workers/embedded.py): CPU work (validation) never waits on a model job.
 run: demo
 	trap 'kill $$worker 2>/dev/null' EXIT; \
-	$(BIN)/celery -A workers worker -Q default,gpu -c 1 -B -s var/celerybeat-schedule --pool=solo -l warning & worker=$$!; \
+	$(BIN)/python -m workers.embedded --beat var/celerybeat-schedule -l warning & worker=$$!; \
 	$(BIN)/python manage.py demo_setup; \
 	$(BIN)/python manage.py runserver 127.0.0.1:8000 --noreload
 
+# A worker host. Without QUEUES: one worker per lane, as make run (beat included). With
+# QUEUES=default (CPU work) or QUEUES=gpu,background (one per GPU): that lane alone.
 worker: setup
-	$(BIN)/celery -A workers worker -Q default,gpu -c 1 -B -s var/celerybeat-schedule
+ifdef QUEUES
+	$(BIN)/celery -A workers worker -Q $(QUEUES) $(if $(findstring gpu,$(QUEUES)),-c 1)
+else
+	$(BIN)/python -m workers.embedded --beat var/celerybeat-schedule
+endif
 
 recover: setup
 	$(BIN)/python manage.py jobs_recover
 
 bench-train: setup
-	$(BIN)/python -m benchmarks.bench_train
+	$(BIN)/python -m benchmarks.bench_train $(BENCH_TRAIN_ARGS)
 
 bench-demo: setup
 	$(BIN)/python -m benchmarks.bench_demo
@@ -105,6 +126,11 @@ gpu-check:
 .PHONY: bench-generate
 bench-generate: setup
 	$(BIN)/python -m benchmarks.bench_generate
+
+# The storage layer against a plain boto3 copy, on moto's S3 server on loopback (issue 21).
+.PHONY: bench-storage
+bench-storage: setup
+	$(BIN)/python -m benchmarks.bench_storage $(BENCH_STORAGE_ARGS)
 
 # Top-p on Gemma-3's 262k vocabulary: transformers' full sort against infer/nucleus.py.
 .PHONY: bench-sampling

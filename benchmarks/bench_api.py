@@ -79,7 +79,8 @@ def seed(jobs: int) -> str:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from webapp.accounts.services import user_signup
-    from webapp.api.services import api_key_create, fine_tuning_job_create
+    from webapp.api.keys import api_key_create
+    from webapp.api.v1.services import fine_tuning_job_create
     from webapp.datasets.models import VersionStatus
     from webapp.datasets.services import dataset_version_create, dataset_version_mark
     from webapp.jobs.services import job_start, job_succeed

@@ -1,156 +1,174 @@
-"""make bench-train: our QLoRA path against the stock Hugging Face path, side by side.
+"""make bench-train: our QLoRA training against the best the stock tools do, in one run.
 
-Both paths train the same 4-bit SmolLM2-135M with the same LoRA (rank, alpha,
-targets), data (BIG-bench examples with the same chat-template rendering and
-loss masks), batch size, maximum length and learning rate, for one epoch.
-The stock path is transformers' Trainer with a padding collator (no packing);
-ours packs examples into rows with attention kept per example. Each path runs
-in its own process so peak memory is its own. Prints a table, the ratios
-ours/stock and one JSON line.
+Four configurations train the same 4-bit model with the same LoRA (r=16, alpha 32,
+all linear layers), examples, loss masks (assistant tokens only), optimizer (AdamW,
+lr 2e-4, cosine, no warm-up, clip 1.0), steps and tokens per step:
 
-    python -m benchmarks.bench_train [--examples 96] [--batch-size 4] [--max-length 512]
+1. stock_padding: transformers' Trainer, a padding collator (one example per row);
+2. stock_flattening: Trainer with DataCollatorWithFlattening (padding-free packing);
+3. trl_packing: TRL's SFTTrainer, packing=True (best-fit decreasing, padding-free);
+4. ours: finetune_core.train.train.
+
+The packed configurations (3, 4) take `--batch-size` rows of up to `--max-length`
+tokens per step; the unpacked ones (1, 2) take as many examples per step as our
+packing puts into that many rows, so every step holds about the same tokens.
+Each configuration runs in its own process, so each peak RSS is its own.
+
+Prints a table, the ratios against the best stock configuration (by useful tokens/s)
+and, as the last line, one JSON object, also written to --out.
+
+    python -m benchmarks.bench_train [--model smollm2-135m-instruct|gemma-3-270m]
+        [--steps 24] [--batch-size 4] [--max-length 512] [--examples 256] [--threads N]
+
+On a shared, loaded machine pass --threads 1: two-thread OpenMP regions that wait on
+each other under CPU contention made one SmolLM2 forward pass 60x slower.
+
+Useful tokens are the real (non-padding) tokens the model is fed; the final loss is
+the mean training loss of the last quarter of the steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-MODEL = "smollm2-135m-instruct"
-TASK = "sports_understanding"
+from benchmarks.train_configs import CONFIGS, run, train_config
+
+RESULTS = Path(__file__).parent / "results"
+STOCK = tuple(c for c in CONFIGS if c != "ours")
 
 
-def _config(args: argparse.Namespace, out: str) -> Any:
-    from finetune_core.data import bigbench_task_path
-    from finetune_core.train import TrainConfig
-
-    return TrainConfig(
-        model=MODEL, data=str(bigbench_task_path(TASK)), output_dir=out,
-        limit_examples=args.examples, val_fraction=0.0, batch_size=args.batch_size,
-        max_length=args.max_length, epochs=1, learning_rate=2e-4, lora_r=16, lora_alpha=32,
-        warmup_ratio=0.0, save_every=10**6, eval_every=10**6, seed=0,
-    )  # fmt: skip
-
-
-def run_ours(args: argparse.Namespace) -> dict[str, Any]:
-    from finetune_core.models import load_tokenizer
-    from finetune_core.train import train
-    from finetune_core.train.callbacks import peak_memory_bytes
-    from finetune_core.train.setup import prepare_rows
-
-    with tempfile.TemporaryDirectory() as out:
-        cfg = _config(args, out)
-        rows, _, _ = prepare_rows(cfg, load_tokenizer(cfg.model))
-        useful = sum(len(r) for r in rows)
-        marks: dict[str, float] = {}
-
-        def clock(event: Any) -> None:
-            # Time the step loop only, as the stock side times trainer.train().
-            if event.kind == "start":
-                marks["start"] = time.perf_counter()
-            elif event.kind == "step":
-                marks["end"] = time.perf_counter()
-
-        result = train(cfg, callback=clock)
-        seconds = marks["end"] - marks["start"]
-    return {"path": "ours", "seconds": seconds, "useful_tokens": useful, "steps": result.steps,
-            "rows": len(rows), "padded_tokens": 0, "peak_memory_bytes": peak_memory_bytes(),
-            "final_loss": result.train_loss}  # fmt: skip
-
-
-def run_stock(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
-
-    from finetune_core.data import read_examples
-    from finetune_core.data.render import render_example
-    from finetune_core.models import load_tokenizer
-    from finetune_core.train.callbacks import peak_memory_bytes
-    from finetune_core.train.setup import build_model
-
-    with tempfile.TemporaryDirectory() as out:
-        cfg = _config(args, out)
-        tok = load_tokenizer(cfg.model)
-        examples = list(read_examples(cfg.data))[: cfg.limit_examples]
-        data = []
-        for ex in examples:
-            r = render_example(tok, ex)
-            ids, labels = r.input_ids[: cfg.max_length], r.labels[: cfg.max_length]
-            data.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * len(ids)})
-        useful = sum(len(d["input_ids"]) for d in data)
-        model = build_model(cfg)  # the same 4-bit base + LoRA as ours
-        collator = DataCollatorForSeq2Seq(tok, padding="longest", label_pad_token_id=-100)
-        padded = sum(
-            len(b["input_ids"][0]) * len(b["input_ids"])
-            for b in (
-                collator(data[i : i + cfg.batch_size]) for i in range(0, len(data), cfg.batch_size)
-            )
-        )
-        targs = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=cfg.batch_size, num_train_epochs=1,
-            learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0,
-            max_grad_norm=cfg.grad_clip, logging_steps=10**6, save_strategy="no", report_to=[],
-            seed=0, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
-            remove_unused_columns=False,
-        )  # fmt: skip
-        trainer = Trainer(model=model, args=targs, train_dataset=data, data_collator=collator)
-        start = time.perf_counter()
-        output = trainer.train()
-        seconds = time.perf_counter() - start
-    return {"path": "stock", "seconds": seconds, "useful_tokens": useful, "steps": output.global_step,
-            "rows": len(data), "padded_tokens": padded - useful, "peak_memory_bytes": peak_memory_bytes(),
-            "final_loss": output.training_loss}  # fmt: skip
-
-
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--examples", type=int, default=96)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--task", default="sports_understanding", help="a bundled BIG-bench task")
+    p.add_argument("--examples", type=int, default=256)
+    p.add_argument("--steps", type=int, default=24, help="optimizer steps per configuration")
+    p.add_argument("--batch-size", type=int, default=4, help="packed rows per step")
     p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--only", choices=["ours", "stock"], help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.only:
-        result = run_ours(args) if args.only == "ours" else run_stock(args)
-        print("RESULT " + json.dumps(result))
-        return
-    results = {}
-    for path in ("stock", "ours"):
-        cmd = [sys.executable, "-m", "benchmarks.bench_train", "--only", path, "--examples", str(args.examples),
-               "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
-        line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"{path} run failed:\n{done.stderr[-3000:]}")
-        results[path] = json.loads(line[len("RESULT ") :])
-        results[path]["useful_tokens_per_s"] = (
-            results[path]["useful_tokens"] / results[path]["seconds"]
-        )
-    ours, stock = results["ours"], results["stock"]
-    ratios = {
-        "useful_tokens_per_s": ours["useful_tokens_per_s"] / stock["useful_tokens_per_s"],
-        "peak_memory": ours["peak_memory_bytes"] / stock["peak_memory_bytes"],
-        "wall_time": ours["seconds"] / stock["seconds"],
+    p.add_argument("--only", choices=CONFIGS, nargs="+", default=list(CONFIGS))
+    p.add_argument("--out", type=Path, help="where the JSON goes (default: benchmarks/results)")
+    p.add_argument(
+        "--stock-nf4",
+        choices=("bitsandbytes", "ours"),
+        default="bitsandbytes",
+        help="the NF4 matmul the stock configurations run (default: bitsandbytes' own)",
+    )
+    p.add_argument(
+        "--threads", type=int, help="CPU threads per configuration (default: torch's choice)"
+    )
+    p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    p.add_argument("--stock-batch", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    for flag in ("examples", "steps", "batch_size", "max_length", "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1")
+    return args
+
+
+def stock_batch(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Examples per step for the unpacked configurations: what `batch_size` packed rows hold."""
+    from finetune_core.models import load_tokenizer
+    from finetune_core.train.setup import prepare_rows
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = train_config(args, out)
+        rows, _, info = prepare_rows(cfg, load_tokenizer(cfg.model))
+    examples = sum(len(r.lines) for r in rows)
+    per_step = max(1, round(args.batch_size * examples / len(rows)))
+    facts = {"examples": examples, "packed_rows": len(rows), "tokens": info["train_tokens"]}
+    return per_step, facts
+
+
+def run_child(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one configuration in a fresh interpreter and read back its RESULT line."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_train", "--child", name,
+           "--model", args.model, "--task", args.task, "--examples", str(args.examples),
+           "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+           "--max-length", str(args.max_length), "--stock-batch", str(args.stock_batch)]  # fmt: skip
+    env = dict(os.environ)
+    if args.threads:  # torch's pool and the OpenMP of our kernels alike
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    if name != "ours" and args.stock_nf4 == "bitsandbytes":
+        env["TUNEBOOK_NF4_BACKEND"] = "bitsandbytes"
+    print(f"{name}: training...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    print(f"{name}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        sys.exit(f"{name} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    return summarise(json.loads(line[len("RESULT ") :]))
+
+
+def summarise(r: dict[str, Any]) -> dict[str, Any]:
+    tail = r["losses"][-max(1, len(r["losses"]) // 4) :]
+    return r | {
+        "useful_tokens_per_s": r["tokens"] / r["seconds"],
+        "tokens_per_step": r["tokens"] / max(r["steps"], 1),
+        "final_loss": sum(tail) / len(tail),
     }
-    print(
-        f"model {MODEL}, task {TASK}, {args.examples} examples, batch {args.batch_size}, max_length {args.max_length}"
-    )
-    print(
-        f"{'path':6} {'useful tok/s':>13} {'seconds':>8} {'steps':>6} {'pad tokens':>11} {'peak MiB':>9} {'loss':>7}"
-    )
-    for r in (stock, ours):
-        print(f"{r['path']:6} {r['useful_tokens_per_s']:13.1f} {r['seconds']:8.1f} {r['steps']:6d} "
-              f"{r['padded_tokens']:11d} {r['peak_memory_bytes'] / 2**20:9.0f} {r['final_loss']:7.3f}")  # fmt: skip
-    print("ratios ours/stock: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    print(json.dumps({"benchmark": "train", "config": vars(args) | {"model": MODEL, "task": TASK},
-                      "results": results, "ratios": ratios}))  # fmt: skip
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> tuple[str | None, dict[str, float] | None]:
+    """Ours against the stock configuration with the most useful tokens/s."""
+    stock = [results[c] for c in STOCK if c in results]
+    if not stock or "ours" not in results:
+        return None, None
+    best = max(stock, key=lambda r: r["useful_tokens_per_s"])
+    ours = results["ours"]
+    return best["config"], {
+        "useful_tokens_per_s": ours["useful_tokens_per_s"] / best["useful_tokens_per_s"],
+        "peak_memory": ours["peak_memory_bytes"] / best["peak_memory_bytes"],
+        "final_loss": ours["final_loss"] / best["final_loss"],
+        "wall_time": ours["seconds"] / best["seconds"],
+    }
+
+
+def print_table(args: argparse.Namespace, facts: dict, results: dict[str, dict]) -> None:
+    print(f"model {args.model}, task {args.task}, {facts['examples']} examples "
+          f"({facts['packed_rows']} packed rows of <= {args.max_length}), {args.steps} steps; "
+          f"per step: {args.batch_size} packed rows or {args.stock_batch} examples; "
+          f"stock NF4 matmul: {args.stock_nf4}; threads: {args.threads or 'default'}")  # fmt: skip
+    print(f"{'config':17} {'useful tok/s':>12} {'tok/step':>9} {'seconds':>8} {'steps':>5} "
+          f"{'peak RSS MiB':>12} {'final loss':>10}")  # fmt: skip
+    for r in results.values():
+        print(f"{r['config']:17} {r['useful_tokens_per_s']:12.1f} {r['tokens_per_step']:9.0f} "
+              f"{r['seconds']:8.1f} {r['steps']:5d} {r['peak_memory_bytes'] / 2**20:12.0f} "
+              f"{r['final_loss']:10.4f}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        print("RESULT " + json.dumps(run(args.child, args)))
+        return
+    args.stock_batch, facts = stock_batch(args)
+    results = {name: run_child(name, args) for name in args.only}
+    best, ratio = ratios(results)
+    print_table(args, facts, results)
+    if ratio:
+        print(
+            f"ours / best stock ({best}): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratio.items())
+        )
+    config = {k: v for k, v in vars(args).items() if k not in ("child", "only", "out")}
+    report = {"benchmark": "train", "date": datetime.datetime.now(datetime.UTC).isoformat(),
+              "config": config | {"data": facts}, "best_stock": best,
+              "ratio_vs_best_stock": ratio, "results": results}  # fmt: skip
+    out = args.out or RESULTS / f"bench_train_{datetime.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

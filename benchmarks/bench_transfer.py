@@ -190,7 +190,7 @@ def main() -> None:
     )  # fmt: skip
     # 12 epochs at 5e-4 in the source adapter's shape (the library's defaults): the paper's
     # 2e-4 over 6 epochs on q, v left the student answering 1% right, and q, v at rank 8
-    # capped even a target trained on the real data at 60.5% (finetune_core/transfer/README.md).
+    # capped even a target trained on the real data at 60.5% (benchmarks/results/transfer_history.md).
     p.add_argument("--epochs", type=int, default=12, help="student epochs (paper: up to 20)")
     p.add_argument("--lora-r", type=int, help="student rank (default: the source adapter's)")
     p.add_argument(

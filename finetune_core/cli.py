@@ -1,4 +1,4 @@
-"""`python -m finetune_core`: models, validate, stats, train, resume, final, generate."""
+"""`python -m finetune_core`: models, validate, stats, train, resume, final, generate, export."""
 
 from __future__ import annotations
 
@@ -10,37 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from finetune_core.contracts.settings import Setting, add_flags, given_flags, scalar_settings
+from finetune_core.contracts.train import train_settings
 from finetune_core.errors import FinetuneError
 
-TRAIN_FLAGS: dict[str, tuple[type, str]] = {
-    "model": (str, "base model: a built-in name, a local folder or a hub id"),
-    "data": (str, "training file (chat/prompt-completion JSONL, Alpaca, BIG-bench task.json, CSV)"),
-    "output_dir": (str, "where checkpoints, adapters and the manifest go"),
-    "data_format": (str, "force a format: chat, prompt_completion, alpaca, bigbench, csv"),
-    "val_data": (str, "a separate validation file (default: a split of --data)"),
-    "val_fraction": (float, "share of --data held out for validation"),
-    "limit_examples": (int, "use only the first N examples"),
-    "quantization": (str, "nf4 (QLoRA, default) or none"),
-    "method": (str, "lora (default) or dora"),
-    "lora_r": (int, "LoRA rank"),
-    "lora_alpha": (int, "LoRA scaling numerator (alpha / r scales the update)"),
-    "lora_dropout": (float, "dropout on the LoRA input"),
-    "learning_rate": (float, "peak learning rate"),
-    "weight_decay": (float, "AdamW weight decay"),
-    "optimizer": (str, "auto (paged 8-bit AdamW on CUDA, else AdamW), adamw, paged_adamw_8bit"),
-    "lr_scheduler": (str, "cosine, linear or constant, after warm-up"),
-    "warmup_ratio": (float, "share of steps spent warming up"),
-    "epochs": (int, "passes over the training rows"),
-    "max_steps": (int, "stop after this many optimizer steps (overrides --epochs)"),
-    "batch_size": (int, "rows per micro-batch"),
-    "grad_accum": (int, "micro-batches per optimizer step"),
-    "grad_clip": (float, "clip the gradient norm to this (0: off)"),
-    "max_length": (int, "tokens per row; longer examples are cut"),
-    "seed": (int, "seed for the split, shuffling, LoRA init and dropout"),
-    "eval_every": (int, "validation loss every N steps"),
-    "save_every": (int, "checkpoint every N steps"),
-    "final": (str, "which adapter becomes final: last or best (by validation loss)"),
-}
+TRAINING_METHODS = next(s.choices for s in train_settings() if s.name == "training_method")
+
+
+def _train_flags() -> list[Setting]:
+    return scalar_settings(train_settings(), skip=("target_modules",))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,11 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="QLoRA fine-tune; flags or --config FILE",
-        description="Fine-tune with QLoRA. Flags override values from --config.",
+        description="Fine-tune with QLoRA. Flags override values from --config. --method takes "
+        "an adapter method (lora, dora) or a training method (supervised, dpo, simpo): "
+        "--method dpo --data prefs.jsonl is --training-method dpo.",
     )
     t.add_argument("--config", help="YAML or JSON file of the options below")
-    for flag, (kind, helptext) in TRAIN_FLAGS.items():
-        t.add_argument("--" + flag.replace("_", "-"), dest=flag, type=kind, help=helptext)
+    add_flags(t, _train_flags())
     t.add_argument("--target-modules", help="comma-separated module names, or all-linear")
     t.add_argument("--no-packing", action="store_true", help="one example per row")
     t.add_argument("--no-gradient-checkpointing", action="store_true")
@@ -109,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     from finetune_core.transfer.command import add_parsers as add_transfer_parsers
 
     add_transfer_parsers(sub)
+
+    from finetune_core.export.command import add_parser as add_export_parser
+
+    add_export_parser(sub)
     return p
 
 
@@ -186,7 +169,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def _train_config(args: argparse.Namespace) -> Any:
     from finetune_core.train.config import TrainConfig, load_config
 
-    given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
+    given = given_flags(args, _train_flags())
+    if given.get("method") in TRAINING_METHODS:  # the choices are disjoint: --method dpo
+        given["training_method"] = given.pop("method")
     if args.target_modules:
         mods = args.target_modules
         given["target_modules"] = mods if mods == "all-linear" else mods.split(",")
@@ -277,6 +262,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from finetune_core.export.command import run
+
+    return run(args)
+
+
 def _transfer_command(name: str, args: argparse.Namespace) -> int:
     from finetune_core.transfer import command
 
@@ -295,6 +286,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "discriminator": lambda args: _transfer_command("cmd_discriminator", args),
     "transfer": lambda args: _transfer_command("cmd_transfer", args),
+    "export": cmd_export,
 }
 
 

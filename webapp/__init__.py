@@ -1,1 +1,2 @@
-"""Tunebook web app: Django project. Never imports torch or finetune_core."""
+"""Tunebook web app: Django project. Never imports torch; of the engine, only its torch-free
+contracts (finetune_core.contracts; see ARCHITECTURE.md)."""

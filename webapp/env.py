@@ -7,6 +7,8 @@ bad value, so a typo in deployment never turns into a silently wrong setting.
 from __future__ import annotations
 
 import os
+import secrets
+import tempfile
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -74,6 +76,39 @@ def env_path(name: str, default: Path) -> Path:
     if not path.is_absolute():
         raise ImproperlyConfigured(f"{name} must be an absolute path, got {str(path)!r}")
     return path
+
+
+def _read_secret(path: Path) -> str:
+    value = path.read_text().strip()
+    if not value:
+        raise ImproperlyConfigured(
+            f"{path} is empty: delete it to have a new key generated, or set SECRET_KEY"
+        )
+    return value
+
+
+def generated_secret(path: Path) -> str:
+    """The key kept at `path`, generated there (mode 0600) the first time.
+
+    Written to a private temporary file and linked into place: processes starting
+    together agree on one key, and none reads a half-written file.
+    """
+    if path.exists():
+        return _read_secret(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(50) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: use that one
+    finally:
+        os.unlink(tmp)
+    return _read_secret(path)
 
 
 def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict[str, object]:

@@ -11,12 +11,13 @@ import time
 from celery import Task
 
 from webapp.api.models import ChatCompletion
-from webapp.api.services import (
+from webapp.api.v1.services import (
     chat_completion_fail,
     chat_completion_finish,
     chat_completion_grow,
     chat_completion_start,
 )
+from webapp.jobs import queue
 from webapp.jobs.services import job_fail, job_start, job_succeed
 from workers import services_bridge
 from workers.celery import app
@@ -38,8 +39,7 @@ class _Grow:
 
 @app.task(
     bind=True,
-    name="workers.api_chat.chat_completion",
-    acks_late=True,
+    name=queue.CHAT_COMPLETION,
     soft_time_limit=10 * 60,
     time_limit=11 * 60,
 )

@@ -1,4 +1,4 @@
-"""Write webapp/projects/model_catalog.json from finetune_core's registry.
+"""Write webapp/core/model_catalog.json from finetune_core's registry.
 
 Run in the worker environment (`python -m workers.catalog`, e.g. from `make run`); the
 web process only reads the JSON file. Throughput numbers already in the file are kept.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from webapp.projects.catalog import CATALOG_PATH
+from webapp.core.catalog import CATALOG_PATH
 
 # Trained tokens per second on a 2-core CPU (LoRA, batch 4, max_length 512).
 DEFAULT_TOKENS_PER_S = {"smollm2-135m-instruct": 150, "gemma-3-270m": 80, "tiny-llama": 370}
@@ -27,9 +27,13 @@ def build() -> dict[str, Any]:
             continue
         row = dict(known.get(name, {"name": name, "label": name}))
         row["description"] = facts.get("description", "")
-        for key in ("parameters", "context_length"):
+        for key in ("parameters", "context_length", "model_type"):
             if facts.get(key):
                 row[key] = facts[key]
+        # A GGUF header's architecture is the Hugging Face model_type (llama, gemma3); the
+        # web app refuses GGUF exports of the ones the writer does not know.
+        if "model_type" not in row and facts.get("architecture", "").islower():
+            row["model_type"] = facts["architecture"]
         row.setdefault("tokens_per_s_cpu", DEFAULT_TOKENS_PER_S.get(name, 100))
         rows.append(row)
     return {"_comment": old.get("_comment", ""), "models": rows}

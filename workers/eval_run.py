@@ -2,10 +2,10 @@
 finetune_core.evaluate.run_evaluation with live progress (phase + counts) into the Job,
 results stored in webapp.evaluations' models.
 
-Progress counts come from wrapping the judge backend (each finished judgment), the local
-models' generate (each finished batch of answers) and the library's per-candidate answer
-messages (cached answers, endpoints); the same hooks check for cancellation and raise
-Cancelled, which unwinds the library call cleanly.
+Progress comes through the engine's hooks (workers/eval_progress.py): a phase event per
+candidate's answers and per judging phase, counts per finished batch of answers or
+judgments; its should_stop checks the job between batches, and the engine's Stopped
+unwinds the library call cleanly.
 """
 
 from __future__ import annotations
@@ -15,41 +15,51 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 
+from finetune_core.contracts.hooks import Stopped
+from finetune_core.contracts.layout import TRAINER_STATE, checkpoint_dir
+from webapp.core import storage
 from webapp.datasets.models import DatasetVersion
 from webapp.evaluations.crypto import KeyUnreadable, decrypt
 from webapp.evaluations.models import JudgeBackend, JudgePrompt
+from webapp.evaluations.selectors import egress_policy
 from webapp.evaluations.services import evaluation_store
-from webapp.jobs.services import job_fail, job_succeed
 from webapp.projects.models import Cell, CellRun, RunStatus
+from webapp.projects.run_lifecycle import cell_run_fail, cell_run_settle
+from webapp.projects.run_outputs import outputs_of
+from webapp.transfers.selectors import latest_succeeded_run
 from workers import eval_sets, services_bridge
-from workers.eval_progress import Cancelled, Progress, counting_pool
+from workers.eval_progress import Progress
 from workers.finetune_run import UserError, dataset_file
+from workers.workspace import fetch_upload, local_copy
 
 log = logging.getLogger(__name__)
 
+# The judge mode "none": no judge, only the reference metrics (exact match, loss).
+REFERENCE_ONLY = "reference"
+
 
 def _latest_adapter_run(cell_id: int) -> CellRun:
-    source = (
-        CellRun.objects.filter(cell_id=cell_id, status=RunStatus.SUCCEEDED)
-        .select_related("cell")
-        .order_by("-version")
-        .first()
-    )
-    outputs = (source.outputs or {}) if source else {}
-    if not (outputs.get("adapter_dir") or outputs.get("output_dir")):  # transfers: adapter_dir
+    source = latest_succeeded_run(cell_id=cell_id)
+    if source is None or not _adapter(source):
         raise UserError("A fine-tuned candidate's cell has no finished run yet; run it first.")
     return source
 
 
+def _adapter(source: CellRun) -> str | None:
+    """The final adapter of a fine-tune or transfer run (an old fine-tune: its folder)."""
+    outputs = outputs_of(source)
+    return outputs.adapter_dir or outputs.output_dir
+
+
 def _checkpoint_path(source: CellRun, step: str | int | None) -> str:
+    """The adapter (final, or a complete checkpoint's) as a folder on this host."""
     if step in (None, ""):
-        return source.outputs.get("adapter_dir") or str(Path(source.outputs["output_dir"]))
-    folder = Path(source.outputs["output_dir"]) / "checkpoints" / f"step-{int(step):06d}"
-    if not (folder / "adapter_config.json").exists():
+        return str(local_copy(_adapter(source) or ""))
+    folder = checkpoint_dir(outputs_of(source).output_dir, int(step)).as_posix()
+    if not storage.exists(storage.join(folder, TRAINER_STATE)):
         raise UserError(f"{source.cell} has no checkpoint at step {step}.")
-    return str(folder)
+    return str(local_copy(folder))
 
 
 def eval_set(inputs: dict[str, Any]) -> Any:
@@ -66,12 +76,14 @@ def eval_set(inputs: dict[str, Any]) -> Any:
         )
         if version is None:
             raise UserError("The prompt dataset has no uploaded file.")
-        evalset = eval_sets.prompt_set(version.file.path)  # what its validation read
+        evalset = eval_sets.prompt_set(
+            str(fetch_upload(version.file.name))
+        )  # what its validation read
     else:
         version, path = dataset_file(inputs)
         split = {"val_fraction": 0.1, "seed": 0}
         if inputs.get("checkpoints_of"):  # the very split the fine-tune validated on
-            config = _latest_adapter_run(inputs["checkpoints_of"]).outputs.get("config") or {}
+            config = outputs_of(_latest_adapter_run(inputs["checkpoints_of"])).config or {}
             split = {k: config.get(k, v) for k, v in split.items()}
         evalset = from_dataset(path, fmt=version.format or None, **split)
     if not len(evalset):
@@ -104,7 +116,7 @@ def candidates(inputs: dict[str, Any], team_id: int) -> tuple[list[Any], dict[st
     checkpoints: dict[str, Any] = {}
     if inputs.get("checkpoints_of"):
         source = _latest_adapter_run(inputs["checkpoints_of"])
-        steps = [c["step"] for c in source.outputs.get("checkpoints", [])]
+        steps = [c["step"] for c in outputs_of(source).checkpoints]
         checkpoints = {"run_id": source.pk, "base": out[0].label if out else "", "steps": {}}
         for step in steps:
             label = f"{source.cell} v{source.version} @{step}"
@@ -144,9 +156,7 @@ def _templates(project_id: int) -> dict[str, Any]:
     return out
 
 
-def judge(
-    inputs: dict[str, Any], team_id: int, project_id: int, pool: Any, progress: Progress
-) -> Any:
+def judge(inputs: dict[str, Any], team_id: int, project_id: int, pool: Any) -> Any:
     import finetune_core.evaluate as fe
 
     budget = fe.Budget(max_cost=inputs.get("budget"))
@@ -156,33 +166,17 @@ def judge(
             b.price_prompt_1k,
             b.price_completion_1k,
         )
-
-        class CountingEndpoint(fe.Endpoint):
-            def complete_one(self, messages: Any, max_tokens: int = 512, **params: Any) -> Any:
-                reply = super().complete_one(messages, max_tokens, **params)
-                progress.judged(1)
-                return reply
-
-        backend: Any = CountingEndpoint(
+        backend: Any = fe.Endpoint(
             b.base_url,
             b.model,
             decrypt(b.api_key_encrypted) or "none",
             concurrency=int(inputs.get("concurrency") or 4),
             budget=budget,
+            egress=egress_policy(),
         )
     else:
-
-        class CountingLocal(fe.LocalBackend):
-            def _generate(self, conversations: list, *args: Any) -> list:
-                replies = []
-                for i in range(0, len(conversations), self.batch_size):
-                    chunk = conversations[i : i + self.batch_size]
-                    replies += super()._generate(chunk, *args)
-                    progress.judged(len(chunk))
-                return replies
-
         model = inputs.get("judge_model") or inputs.get("base_model")
-        backend = CountingLocal(pool.get(model), budget=budget)
+        backend = fe.LocalBackend(pool.get(model), budget=budget)
     t = _templates(project_id)
     return fe.Judge(
         backend,
@@ -216,21 +210,35 @@ def proposal(result: dict[str, Any], checkpoints: dict[str, Any]) -> dict[str, A
 
 def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
     """Evaluate; settles the CellRun and the Job whatever happens."""
-    from finetune_core.evaluate import AnswerCache, Decoding, run_evaluation
+    from finetune_core.evaluate import AnswerCache, Decoding, ModelPool, run_evaluation
 
     inputs = run.inputs
     cell = Cell.objects.select_related("project").get(pk=run.cell_id)
     try:
         evalset = eval_set(inputs)
         cands, checkpoints = candidates(inputs, cell.project.team_id)
-        progress = Progress(job_id, task_id, len(evalset), len(cands))
-        pool = counting_pool(inputs.get("quantization") or "nf4", progress)
-        the_judge = judge(inputs, cell.project.team_id, cell.project_id, pool, progress)
-        mode = "single" if inputs.get("judge_mode") == "single" else "pairwise"
+        mode = {"single": "single", "none": REFERENCE_ONLY}.get(inputs.get("judge_mode") or "")
+        mode = mode or "pairwise"
+        if mode == REFERENCE_ONLY and not any(it.references for it in evalset):
+            raise UserError(
+                "No judge and no reference answers: nothing to score. Choose a judge mode, "
+                "or prompts with references (a dataset cell, or a BIG-bench task)."
+            )
         baseline = checkpoints.get("base") or None
         n_pairs = len(cands) - 1 if baseline else len(cands) * (len(cands) - 1) // 2
-        progress.judgments_total = len(evalset) * (len(cands) if mode == "single" else 2 * n_pairs)
+        # The expected totals, so the bar's total is right from the start.
+        judgments = len(evalset) * (len(cands) if mode == "single" else 2 * n_pairs)
+        judgments = 0 if mode == REFERENCE_ONLY else judgments
+        progress = Progress(job_id, task_id, len(evalset) * len(cands), judgments)
+        if progress.should_stop():  # cancelled while queued: load and call nothing
+            raise Stopped("start")
         progress.report(force=True)
+        pool = ModelPool(quantization=inputs.get("quantization") or "nf4")
+        the_judge = (
+            None
+            if mode == REFERENCE_ONLY
+            else judge(inputs, cell.project.team_id, cell.project_id, pool)
+        )
         cache = AnswerCache(Path(settings.DATA_DIR) / "eval" / "answers.sqlite")
         result = run_evaluation(
             evalset,
@@ -241,9 +249,10 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
             decoding=Decoding(max_new_tokens=int(inputs.get("max_new_tokens") or 128)),
             cache=cache,
             pool=pool,
-            progress=progress.message,
+            hooks=progress.hooks(),
+            endpoint_options={"egress": egress_policy()},  # the engine reads no settings
         )
-        if result.get("judge"):  # name the backend as the user knows it, not our subclass
+        if result.get("judge"):  # name the backend as the user knows it, not its class
             result["judge"]["backend"] = (
                 f"endpoint {b.name}" if (b := _judge_row(inputs)) else "local"
             )
@@ -253,22 +262,23 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
             result["proposal"] = proposal(result, checkpoints)
         result["errors"] = _errors(result)
         # The judge prompts' texts, so the project's prompt editor can start from them.
-        result["templates"] = {
-            t.version: {"name": t.name, "system": t.system, "user": t.user}
-            for t in (*the_judge.pair_templates, *the_judge.single_templates)
-        }
+        if the_judge is not None:
+            result["templates"] = {
+                t.version: {"name": t.name, "system": t.system, "user": t.user}
+                for t in (*the_judge.pair_templates, *the_judge.single_templates)
+            }
         ev = evaluation_store(run=run, result=result, mode=mode)
-    except Cancelled:
-        _settle(run, RunStatus.CANCELLED, {"error": "Cancelled."})
+    except Stopped:
+        cell_run_settle(run=run, outcome=RunStatus.CANCELLED, outputs={"error": "Cancelled."})
         return
     except (UserError, KeyUnreadable) as exc:
-        _fail(run, job_id, str(exc))
+        cell_run_fail(run=run, error=str(exc))
         return
     except Exception as exc:  # noqa: BLE001 - every failure must land on the job
         user = services_bridge.is_user_error(exc)
         if not user:
             log.exception("evaluation run %s failed", run.pk)
-        _fail(run, job_id, str(exc) if user else f"{type(exc).__name__}: {exc}")
+        cell_run_fail(run=run, error=str(exc) if user else f"{type(exc).__name__}: {exc}")
         return
     outputs = {
         "evaluation_id": ev.pk,
@@ -277,8 +287,7 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
         "proposal": result.get("proposal"),
         "errors": len(result["errors"]),
     }
-    _settle(run, RunStatus.SUCCEEDED, outputs)
-    job_succeed(job_id=job_id, result=outputs)
+    cell_run_settle(run=run, outcome=RunStatus.SUCCEEDED, outputs=outputs, result=outputs)
 
 
 def _errors(result: dict[str, Any]) -> list[str]:
@@ -295,14 +304,3 @@ def _errors(result: dict[str, Any]) -> list[str]:
                 what = j[order]["error"] or j[order]["status"]
                 errors.append(f"judge {j['a']} vs {j['b']} / {j['item_id']} ({order}): {what}")
     return errors[:500]
-
-
-def _settle(run: CellRun, status: str, outputs: dict[str, Any]) -> None:
-    CellRun.objects.filter(pk=run.pk).update(
-        status=status, outputs=outputs, finished_at=timezone.now()
-    )
-
-
-def _fail(run: CellRun, job_id: int, message: str) -> None:
-    _settle(run, RunStatus.FAILED, {"error": message})
-    job_fail(job_id=job_id, error=message)

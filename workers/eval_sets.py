@@ -10,7 +10,6 @@ task.json. finetune_core is imported inside the functions (workers only, never t
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,16 +19,6 @@ from typing import Any
 MAX_ERRORS = 50
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 400
-LINE_ERROR = re.compile(r"^line (\d+): (.*)$", re.S)
-EXAMPLE_ERROR = re.compile(r"example (\d+) (.*)$", re.S)
-# The library's messages, mapped to stable codes for the report.
-CODES = (
-    ("not valid JSON", "invalid_json"),
-    ("expected a JSON object", "not_an_object"),
-    ('needs a string "prompt"', "no_prompt"),
-    ("messages need", "bad_messages"),
-    ("must be a string or a list", "bad_field"),
-)
 
 
 @dataclass
@@ -47,10 +36,6 @@ class PromptFile:
 
 def _issue(line: int | None, code: str, message: str, where: str = "line") -> dict[str, Any]:
     return {"line": line, "where": where, "code": code, "message": message, "level": "error"}
-
-
-def _code(message: str) -> str:
-    return next((code for text, code in CODES if text in message), "invalid_prompt")
 
 
 def _is_bigbench(text: str) -> bool:
@@ -91,13 +76,10 @@ def _bigbench(path: Path) -> PromptFile:
     try:
         return PromptFile(from_bigbench(path), "bigbench")
     except DataError as exc:
-        message = str(exc).replace(f"{path}: ", "")
-        m = EXAMPLE_ERROR.search(message)
-        issue = (
-            _issue(int(m[1]), "bad_example", m[2], where="example")
-            if m
-            else _issue(None, "not_bigbench", message)
-        )
+        # The library's code and example number, never its wording, decide the report.
+        message = exc.detail.replace(f"{path}: ", "")
+        where = "example" if exc.line is not None else "line"
+        issue = _issue(exc.line, exc.code or "not_bigbench", message, where=where)
         return PromptFile(None, "bigbench", [issue])
 
 
@@ -127,14 +109,12 @@ def read_prompt_file(path: str | Path) -> PromptFile:
                 found.evalset = from_prompt_file(work)
                 break
             except DataError as exc:
-                m = LINE_ERROR.match(str(exc))
-                if m is None:  # "no prompts": nothing readable is left
+                if exc.line is None:  # "no prompts": nothing readable is left
                     if not found.errors:
                         found.errors.append(_issue(None, "no_prompts", "The file has no prompts."))
                     break
-                n = int(m[1])
-                found.errors.append(_issue(n, _code(m[2]), m[2]))
-                lines[n - 1] = ""
+                found.errors.append(_issue(exc.line, exc.code or "invalid_prompt", exc.detail))
+                lines[exc.line - 1] = ""
         else:
             found.truncated = True
     found.lines = [n for n, line in enumerate(lines, 1) if line.strip()]

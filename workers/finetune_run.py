@@ -8,19 +8,23 @@ starts over.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any
 
-from django.utils import timezone
-
+from finetune_core.contracts.layout import ADAPTER, read_manifest
+from webapp.core import storage
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.jobs.models import EventLevel, Job, JobStatus
-from webapp.jobs.services import job_event_add, job_fail, job_progress, job_succeed
-from webapp.projects.artifacts import manifest_trained_tokens, run_output_dir
+from webapp.jobs.services import job_event_add, job_progress
+from webapp.projects.artifacts import run_key
 from webapp.projects.finetune_config import keeps_transferable, train_config_dict
 from webapp.projects.models import Cell, CellRun, RunStatus
+from webapp.projects.run_lifecycle import cell_run_fail, cell_run_progress, cell_run_settle
 from webapp.transfers.services import transferable_after_finetune
 from workers import services_bridge
+from workers.db_retry import db_retrying
+from workers.workspace import RunSpace, fetch_upload, open_run_space
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +40,15 @@ METRIC_KEYS = (
     "epoch",
 )
 MAX_HISTORY = 500
+# The run's outcome must land even when the database restarted while it trained.
+settle, fail = db_retrying(cell_run_settle), db_retrying(cell_run_fail)
 
 
 class UserError(Exception):
     """A problem the user can fix; its message is shown as is."""
 
 
-def dataset_file(inputs: dict[str, Any], key: str = "dataset_cell") -> tuple[DatasetVersion, str]:
+def dataset_version(inputs: dict[str, Any], key: str = "dataset_cell") -> DatasetVersion:
     """The dataset cell's pinned version, or its dataset's latest valid one."""
     cell = Cell.objects.filter(pk=inputs.get(key), kind="dataset").first()
     if cell is None:
@@ -57,21 +63,28 @@ def dataset_file(inputs: dict[str, Any], key: str = "dataset_cell") -> tuple[Dat
         version = versions.filter(status=VersionStatus.VALID).order_by("-version").first()
         if version is None:
             raise UserError("The dataset has no valid version yet; upload one and let it validate.")
-    return version, version.file.path
+    return version
+
+
+def dataset_file(inputs: dict[str, Any], key: str = "dataset_cell") -> tuple[DatasetVersion, str]:
+    """The dataset version and its file on this host."""
+    version = dataset_version(inputs, key)
+    return version, str(fetch_upload(version.file.name))
 
 
 class Progress:
     """The train() callback: Job progress and JobEvents, DB writes throttled."""
 
-    def __init__(self, run: CellRun, job_id: int) -> None:
-        self.run_id, self.job_id = run.pk, job_id
+    def __init__(self, run: CellRun, job_id: int, space: RunSpace) -> None:
+        self.run, self.job_id, self.space = run, job_id, space
         self.outputs: dict[str, Any] = dict(run.outputs or {})
         self.outputs.setdefault("checkpoints", [])
-        self.metrics: dict[str, Any] = {}
+        # The device goes with the metrics: the measured figures are kept per device.
+        self.metrics: dict[str, Any] = {"device": services_bridge.device_kind()}
         self.last_write = 0.0
 
     def save_outputs(self) -> None:
-        CellRun.objects.filter(pk=self.run_id).update(outputs=self.outputs)
+        cell_run_progress(run=self.run, outputs=self.outputs)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind, step, total = event["kind"], event["step"], event["total_steps"]
@@ -81,6 +94,11 @@ class Progress:
         if kind == "step" and now - self.last_write < WRITE_EVERY_S and step < total:
             return
         self.last_write = now
+        self.write(event)
+
+    @db_retrying  # a database restart mid-run delays these writes; it loses none of them
+    def write(self, event: dict[str, Any]) -> None:
+        kind, step, total = event["kind"], event["step"], event["total_steps"]
         job_progress(
             job_id=self.job_id,
             current=step,
@@ -94,9 +112,13 @@ class Progress:
             job_event_add(job=job, level=EventLevel.DEBUG, message=f"step {step}", data=data)
             return
         if kind == "checkpoint":
+            self.space.publish_checkpoint(step)  # on object storage, resumable from any host
             point = {"step": step, **{k: self.metrics.get(k) for k in ("train_loss", "val_loss")}}
             kept = [c for c in self.outputs["checkpoints"] if c["step"] != step]
-            self.outputs["checkpoints"] = sorted([*kept, point], key=lambda c: c["step"])
+            points = sorted([*kept, point], key=lambda c: c["step"])
+            # The engine deleted all but the newest keep_checkpoints: offer only those.
+            keep = int(self.run.inputs.get("keep_checkpoints") or 0)
+            self.outputs["checkpoints"] = points[-keep:] if keep else points
             self.save_outputs()
         job_event_add(job=job, message=event.get("message") or kind, data=data)
 
@@ -112,10 +134,14 @@ class StopCheck:
         now = time.monotonic()
         if not self.stop and now - self.last_check >= STOP_CHECK_EVERY_S:
             self.last_check = now
-            row = Job.objects.filter(pk=self.job_id).values_list("status", "celery_task_id")
-            status, owner = row.first() or (JobStatus.CANCELLED, "")
+            status, owner = self.job_state()
             self.stop = status != JobStatus.RUNNING or bool(owner and owner != self.task_id)
         return self.stop
+
+    @db_retrying
+    def job_state(self) -> tuple[str, str]:
+        row = Job.objects.filter(pk=self.job_id).values_list("status", "celery_task_id")
+        return row.first() or (JobStatus.CANCELLED, "")
 
 
 def _downsample(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -126,19 +152,58 @@ def _downsample(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [h for i, h in enumerate(history) if i in keep or "val_loss" in h]
 
 
+def failure_message(run: CellRun, exc: Exception) -> str:
+    """What the run's page says: the engine's own message for a problem people can fix (a
+    full disk names this worker, since the disk is its), else the error's type and text."""
+    if services_bridge.disk_full(exc):  # the engine's DiskFull, or a write outside it
+        log.warning("fine-tune run %s: disk full: %s", run.pk, exc)
+        if services_bridge.is_user_error(exc):
+            return f"Worker {socket.gethostname()}: {exc}"
+        return (
+            f"Worker {socket.gethostname()}: its disk is full ({exc}). Free space on it, "
+            "then resume the run: it continues from its last complete checkpoint."
+        )
+    if services_bridge.is_user_error(exc):
+        return str(exc)
+    log.exception("fine-tune run %s failed", run.pk)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def run_finetune(run: CellRun, job_id: int, task_id: str) -> None:
     """Train the run's adapter; settles the CellRun and the Job whatever happens."""
-    output_dir = run_output_dir(job_id)
-    progress = Progress(run, job_id)
+    space = open_run_space(run_key(job_id))
     try:
-        version, path = dataset_file(run.inputs)
-        val_path = None
-        if run.inputs.get("val_dataset_cell"):
-            val_path = dataset_file(run.inputs, "val_dataset_cell")[1]
-        config = train_config_dict(
-            run.inputs, data_path=path, output_dir=output_dir, val_path=val_path
+        _train_in(space, run, job_id, task_id)
+    finally:
+        space.close()
+
+
+def _configs(space: RunSpace, inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The TrainConfig for the engine (this host's paths) and the one the run records
+    (storage keys: the same on every host)."""
+    files = {"dataset_cell": dataset_version(inputs)}
+    if inputs.get("val_dataset_cell"):
+        files["val_dataset_cell"] = dataset_version(inputs, "val_dataset_cell")
+    keys = {name: version.file.name for name, version in files.items()}
+    local = {name: str(fetch_upload(key)) for name, key in keys.items()}
+    config, recorded = (
+        train_config_dict(
+            inputs,
+            data_path=paths["dataset_cell"],
+            output_dir=folder,
+            val_path=paths.get("val_dataset_cell"),
         )
-        done_steps = services_bridge.checkpoint_steps(output_dir)
+        for paths, folder in ((local, space.folder), (keys, space.key))
+    )
+    return config, recorded
+
+
+def _train_in(space: RunSpace, run: CellRun, job_id: int, task_id: str) -> None:
+    progress = Progress(run, job_id, space)
+    try:
+        version = dataset_version(run.inputs)
+        config, recorded = _configs(space, run.inputs)
+        done_steps = services_bridge.checkpoint_steps(space.folder)
         if done_steps:
             job_event_add(
                 job=Job(pk=job_id),
@@ -146,10 +211,10 @@ def run_finetune(run: CellRun, job_id: int, task_id: str) -> None:
                 data={"kind": "resume", "step": done_steps[-1]},
             )
         progress.outputs.update(
-            output_dir=str(output_dir),
+            output_dir=space.key,
             dataset_version=version.pk,
             dataset_label=str(version),  # lineage keeps the name if the dataset is deleted
-            config=config,
+            config=recorded,
         )
         progress.save_outputs()
         result = services_bridge.train(
@@ -159,40 +224,29 @@ def run_finetune(run: CellRun, job_id: int, task_id: str) -> None:
             resume=bool(done_steps),
         )
     except UserError as exc:
-        _settle_failed(run, job_id, progress, str(exc))
+        fail(run=run, error=str(exc), outputs=progress.outputs)
         return
     except Exception as exc:  # noqa: BLE001 - every failure must land on the job
-        if not services_bridge.is_user_error(exc):
-            log.exception("fine-tune run %s failed", run.pk)
-        message = str(exc) if services_bridge.is_user_error(exc) else f"{type(exc).__name__}: {exc}"
-        _settle_failed(run, job_id, progress, message)
+        fail(run=run, error=failure_message(run, exc), outputs=progress.outputs)
         return
     outputs = progress.outputs
-    outputs.update({k: v for k, v in result.items() if k not in ("history", "status")})
+    skip = ("history", "status", "output_dir")  # the engine's folder is this host's path
+    outputs.update({k: v for k, v in result.items() if k not in skip})
     outputs["history"] = _downsample(result["history"])
-    if result["status"] == "cancelled":
-        status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
-        if status == JobStatus.CANCELLED:
-            _settle(run, RunStatus.CANCELLED, outputs)
-        else:  # superseded by a newer delivery: that one settles the run
-            CellRun.objects.filter(pk=run.pk).update(outputs=outputs)
+    if result["status"] == "cancelled":  # settled only if the job was cancelled, not taken over
+        settle(run=run, outcome=RunStatus.CANCELLED, outputs=outputs)
         return
-    outputs.update(adapter_dir=str(output_dir / "adapter"), final=config["final"])
+    space.publish()
+    outputs.update(adapter_dir=storage.join(space.key, ADAPTER), final=config["final"])
     # Stored once here so job lists never open the manifest for it (the /v1/ API shows it).
-    outputs["trained_tokens"] = manifest_trained_tokens(output_dir)
-    _settle(run, RunStatus.SUCCEEDED, outputs)
+    manifest = read_manifest(space.folder)
+    outputs["trained_tokens"] = manifest.trained_tokens if manifest else None
     summary = {k: result[k] for k in ("steps", "train_loss", "best_val_loss", "best_step")}
-    job_succeed(job_id=job_id, result={**summary, "adapter_dir": outputs["adapter_dir"]})
+    settle(
+        run=run,
+        outcome=RunStatus.SUCCEEDED,
+        outputs=outputs,
+        result={**summary, "adapter_dir": outputs["adapter_dir"]},
+    )
     if keeps_transferable(run.inputs):  # Trans-LoRA seeds + discriminator, a job of its own
         transferable_after_finetune(run_id=run.pk)
-
-
-def _settle(run: CellRun, status: str, outputs: dict[str, Any]) -> None:
-    CellRun.objects.filter(pk=run.pk).update(
-        status=status, outputs=outputs, finished_at=timezone.now()
-    )
-
-
-def _settle_failed(run: CellRun, job_id: int, progress: Progress, message: str) -> None:
-    _settle(run, RunStatus.FAILED, {**progress.outputs, "error": message})
-    job_fail(job_id=job_id, error=message)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.utils import timezone
-
-from webapp.jobs.services import job_fail, job_succeed
-from webapp.projects.catalog import DEFAULT_MODEL
+from webapp.core.catalog import DEFAULT_MODEL
 from webapp.projects.finetune_config import effective_hparams
 from webapp.projects.models import CellRun, RunStatus
+from webapp.projects.run_lifecycle import cell_run_fail, cell_run_progress, cell_run_settle
+from webapp.projects.run_outputs import outputs_of
+from webapp.transfers.selectors import latest_succeeded_run
 from workers import services_bridge
-from workers.finetune_run import UserError
+from workers.finetune_run import StopCheck, UserError
 
 FLUSH_EVERY_S = 0.3
 
@@ -25,39 +25,45 @@ def _tuned_source(inputs: dict[str, Any]) -> CellRun | None:
     cell_id = inputs.get("model_cell")
     if not cell_id:
         return None
-    source = (
-        CellRun.objects.filter(cell_id=cell_id, status=RunStatus.SUCCEEDED)
-        .order_by("-version")
-        .first()
-    )
-    if source is None or not source.outputs.get("adapter_dir"):
+    source = latest_succeeded_run(cell_id=cell_id)
+    if source is None or not outputs_of(source).adapter_dir:
         raise UserError("The fine-tune cell has no finished run yet; run it first.")
     return source
 
 
-class Stream:
-    """Collects deltas for one answer and writes the outputs at most every FLUSH_EVERY_S."""
+class Stopped(Exception):
+    """The job was cancelled (or another delivery took it over): unwinds the generation."""
 
-    def __init__(self, run_id: int, outputs: dict[str, Any], index: int) -> None:
-        self.run_id, self.outputs, self.index = run_id, outputs, index
+
+class Stream:
+    """Collects deltas for one answer and writes the outputs at most every FLUSH_EVERY_S;
+    stops the generation once `should_stop` says so."""
+
+    def __init__(
+        self, run: CellRun, outputs: dict[str, Any], index: int, should_stop: StopCheck
+    ) -> None:
+        self.run, self.outputs, self.index = run, outputs, index
+        self.should_stop = should_stop
         self.last = 0.0
 
     def flush(self) -> None:
         self.last = time.monotonic()
-        CellRun.objects.filter(pk=self.run_id).update(outputs=self.outputs)
+        cell_run_progress(run=self.run, outputs=self.outputs)
 
     def __call__(self, delta: str) -> None:
+        if self.should_stop():
+            raise Stopped()
         self.outputs["answers"][self.index]["text"] += delta
         if time.monotonic() - self.last >= FLUSH_EVERY_S:
             self.flush()
 
 
-def run_playground(run: CellRun, job_id: int) -> None:
+def run_playground(run: CellRun, job_id: int, task_id: str) -> None:
     inputs = run.inputs
     try:
         source = _tuned_source(inputs)
     except UserError as exc:
-        _fail(run, job_id, {"error": str(exc)}, str(exc))
+        cell_run_fail(run=run, error=str(exc))
         return
     if source is not None:
         model = source.inputs["base_model"]
@@ -70,13 +76,14 @@ def run_playground(run: CellRun, job_id: int) -> None:
     answers = [{"label": f"Base model ({model})", "adapter": None}]
     if source is not None:
         label = f"Fine-tuned ({source.cell} v{source.version})"
-        answers.append({"label": label, "adapter": source.outputs["adapter_dir"]})
+        answers.append({"label": label, "adapter": outputs_of(source).adapter_dir})
     for answer in answers:
         answer.update(text="", done=False)
     outputs: dict[str, Any] = {"model": model, "messages": messages, "answers": answers}
+    should_stop = StopCheck(job_id, task_id)
     try:
         for index, answer in enumerate(answers):
-            stream = Stream(run.pk, outputs, index)
+            stream = Stream(run, outputs, index, should_stop)
             result = services_bridge.generate_one(
                 model=model,
                 adapter=answer["adapter"],
@@ -88,18 +95,12 @@ def run_playground(run: CellRun, job_id: int) -> None:
             )
             answer.update(result, done=True)
             stream.flush()
+    except Stopped:
+        # A cancelled answer stays cancelled: it is not settled as a success when it ends.
+        cell_run_settle(run=run, outcome=RunStatus.CANCELLED, outputs=outputs)
+        return
     except Exception as exc:  # noqa: BLE001
         message = str(exc) if services_bridge.is_user_error(exc) else f"{type(exc).__name__}: {exc}"
-        _fail(run, job_id, {**outputs, "error": message}, message)
+        cell_run_fail(run=run, error=message, outputs=outputs)
         return
-    CellRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.SUCCEEDED, outputs=outputs, finished_at=timezone.now()
-    )
-    job_succeed(job_id=job_id)
-
-
-def _fail(run: CellRun, job_id: int, outputs: dict[str, Any], message: str) -> None:
-    CellRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.FAILED, outputs=outputs, finished_at=timezone.now()
-    )
-    job_fail(job_id=job_id, error=message)
+    cell_run_settle(run=run, outcome=RunStatus.SUCCEEDED, outputs=outputs)

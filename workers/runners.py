@@ -18,7 +18,7 @@ Runner = Callable[[CellRun, int, str], None]
 
 RUNNERS: dict[str, Runner] = {
     "finetune": run_finetune,
-    "playground": lambda run, job_id, task_id: run_playground(run, job_id),
+    "playground": run_playground,
     "transfer": run_transfer,
     "evaluation": run_evaluation_cell,
 }

@@ -15,6 +15,13 @@ PREVIEW_CHARS = 600
 CHARS_PER_TOKEN = 4.0
 
 
+def device_kind() -> str:
+    """The device this worker trains on, as the engine picks it: "cuda" or "cpu"."""
+    from finetune_core.models.loading import default_device
+
+    return default_device().type
+
+
 def _char_stats(lengths: list[int]) -> dict[str, Any]:
     if not lengths:
         return {"rows": 0}
@@ -116,17 +123,15 @@ def train(
     resume: bool,
 ) -> dict[str, Any]:
     """Train; raises finetune_core's FinetuneError (a message for the user) on bad input."""
+    from finetune_core.contracts.hooks import Hooks
     from finetune_core.train import TrainConfig
     from finetune_core.train import train as run_training
 
     cfg = TrainConfig(**config)
     cfg.validate()
-    result = run_training(
-        cfg,
-        callback=lambda event: on_event(event.to_dict()),
-        should_stop=should_stop,
-        resume=resume,
-    )
+    # The engine's one hooks protocol: training's progress info is its event's dict.
+    hooks = Hooks(progress=lambda _p, _n, _t, event: on_event(event), should_stop=should_stop)
+    result = run_training(cfg, hooks=hooks, resume=resume)
     return {
         "status": result.status,
         "output_dir": str(result.output_dir),
@@ -143,6 +148,13 @@ def is_user_error(exc: BaseException) -> bool:
     from finetune_core.errors import FinetuneError
 
     return isinstance(exc, FinetuneError)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """The engine's DiskFull, or any write refused for want of space (ENOSPC, EDQUOT)."""
+    from finetune_core.train.checkpoint import disk_full_errno
+
+    return getattr(exc, "code", None) == "disk_full" or disk_full_errno(exc) is not None
 
 
 def select_final(output_dir: str, which: str) -> str:
@@ -164,11 +176,14 @@ def generate_one(
     seed: int | None = None,
     stop: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One answer from the base model, or base + adapter, using the worker's model cache."""
+    """One answer from the base model, or base + adapter (its storage key), using the
+    worker's model cache."""
     from finetune_core.infer import generate
     from workers.model_cache import CACHE
+    from workers.workspace import local_copy
 
-    with CACHE.use(model, quantization=quantization, adapter=adapter) as chat:
+    folder = str(local_copy(adapter)) if adapter else None
+    with CACHE.use(model, quantization=quantization, adapter=folder) as chat:
         (out,) = generate(
             chat,
             [messages],

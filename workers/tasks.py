@@ -3,31 +3,38 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 
+from finetune_core.contracts.layout import ADAPTER
+from webapp.core import storage
 from webapp.datasets.models import DatasetPurpose, DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_mark
-from webapp.jobs.models import Job, JobStatus
+from webapp.jobs import queue
+from webapp.jobs.models import JobStatus
 from webapp.jobs.recovery import jobs_recover
 from webapp.jobs.services import job_fail, job_start, job_succeed
-from webapp.projects.models import CellRun, RunStatus
+from webapp.projects.models import RunStatus
+from webapp.projects.run_lifecycle import (
+    cell_run_fail,
+    cell_run_outputs_merge,
+    cell_run_settle,
+    cell_run_start,
+)
+from webapp.projects.run_outputs import outputs_of
+from webapp.projects.selectors import cell_run_find
 from workers import eval_sets, services_bridge
 from workers.celery import app
 from workers.runners import RUNNERS
+from workers.workspace import fetch_upload, open_run_space
 
 log = logging.getLogger(__name__)
 
 
 @app.task(
     bind=True,
-    name="workers.tasks.validate_dataset_version",
-    acks_late=True,
+    name=queue.VALIDATE_DATASET,
     soft_time_limit=15 * 60,
     time_limit=16 * 60,
 )
@@ -45,11 +52,12 @@ def validate_dataset_version(self: Task, version_id: int) -> None:
             return  # cancelled or already finished: nothing to do
     dataset_version_mark(version_id=version_id, status=VersionStatus.VALIDATING)
     try:
+        path = str(fetch_upload(version.file.name))  # a copy, where storage is not local
         if version.dataset.purpose == DatasetPurpose.EVALUATION:  # prompts, not conversations
-            report = eval_sets.validate_prompt_file(version.file.path)
+            report = eval_sets.validate_prompt_file(path)
         else:
             report = services_bridge.validate_dataset_file(
-                version.file.path, fmt=version.format, model=version.preview_model
+                path, fmt=version.format, model=version.preview_model
             )
     except SoftTimeLimitExceeded:
         error = "Validation took too long and was stopped."
@@ -75,41 +83,21 @@ def validate_dataset_version(self: Task, version_id: int) -> None:
         job_fail(job_id=job_id, error=error)
 
 
-def _another_worker_has_it(job: Job, task_id: str) -> bool:
-    """A fresh heartbeat under another task id: a live worker is on this job already."""
-    if job.status != JobStatus.RUNNING or not job.heartbeat_at or job.celery_task_id == task_id:
-        return False
-    return timezone.now() - job.heartbeat_at < timedelta(seconds=settings.JOB_STALE_AFTER_S)
-
-
 @app.task(
     bind=True,
-    name="workers.tasks.run_cell",
-    acks_late=True,
-    reject_on_worker_lost=True,
+    name=queue.RUN_CELL,
     soft_time_limit=6 * 60 * 60,
     time_limit=6 * 60 * 60 + 120,
 )
 def run_cell(self: Task, cell_run_id: int) -> None:
-    run = CellRun.objects.select_related("cell").filter(pk=cell_run_id).first()
-    if run is None:
-        return
     task_id = self.request.id or ""
-    job = Job.objects.filter(pk=run.job_id).first() if run.job_id else None
-    if job is not None:
-        if job.is_finished:
-            log.info("job %s is already %s; nothing to do", job.pk, job.status)
-            return
-        if _another_worker_has_it(job, task_id):
-            log.warning("job %s is running elsewhere; dropping duplicate delivery", job.pk)
-            return
-        if job_start(job_id=job.pk, celery_task_id=task_id) is None:
-            return
-    CellRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+    run = cell_run_start(run_id=cell_run_id, task_id=task_id)
+    if run is None:
+        return  # gone, finished, or a live worker has it
     try:
         runner = RUNNERS.get(run.cell.kind)
-        if job is not None and runner is not None:
-            runner(run, job.pk, task_id)  # settles the run and the job itself
+        if run.job_id is not None and runner is not None:
+            runner(run, run.job_id, task_id)  # settles the run and the job itself
             return
         outputs = services_bridge.run_cell(run.cell.kind, run.inputs)
     except SoftTimeLimitExceeded:
@@ -118,23 +106,14 @@ def run_cell(self: Task, cell_run_id: int) -> None:
         log.exception("cell run %s failed", cell_run_id)
         error = f"{type(exc).__name__}: {exc}"
     else:
-        CellRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.SUCCEEDED, outputs=outputs, finished_at=timezone.now()
-        )
-        if run.job_id is not None:
-            job_succeed(job_id=run.job_id)
+        cell_run_settle(run=run, outcome=RunStatus.SUCCEEDED, outputs=outputs)
         return
-    CellRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.FAILED, outputs={**run.outputs, "error": error}, finished_at=timezone.now()
-    )
-    if run.job_id is not None:
-        job_fail(job_id=run.job_id, error=error)
+    cell_run_fail(run=run, error=error, outputs=run.outputs)
 
 
 @app.task(
     bind=True,
-    name="workers.tasks.select_final_adapter",
-    acks_late=True,
+    name=queue.SELECT_FINAL,
     soft_time_limit=10 * 60,
     time_limit=11 * 60,
 )
@@ -142,25 +121,29 @@ def select_final_adapter(self: Task, cell_run_id: int, which: str, job_id: int) 
     """Make a checkpoint (or "last"/"best") the run's final adapter."""
     if job_start(job_id=job_id, celery_task_id=self.request.id or "") is None:
         return
-    run = CellRun.objects.filter(pk=cell_run_id).first()
-    output_dir = (run.outputs or {}).get("output_dir") if run else None
+    run = cell_run_find(run_id=cell_run_id)
+    output_dir = outputs_of(run).output_dir if run else None
     if not output_dir:
         job_fail(job_id=job_id, error="This run has no output folder.")
         return
+    space = open_run_space(output_dir, whole=True)  # every checkpoint, to choose among
     try:
-        adapter_dir = services_bridge.select_final(output_dir, which)
+        services_bridge.select_final(str(space.folder), which)
+        space.publish()
     except Exception as exc:  # noqa: BLE001
         message = str(exc) if services_bridge.is_user_error(exc) else f"{type(exc).__name__}: {exc}"
         job_fail(job_id=job_id, error=message)
         return
-    with transaction.atomic():
-        run = CellRun.objects.select_for_update().get(pk=cell_run_id)
-        run.outputs = {**run.outputs, "final": which, "adapter_dir": adapter_dir}
-        run.save(update_fields=["outputs"])
+    finally:
+        space.close()
+    adapter_dir = storage.join(output_dir, ADAPTER)
+    cell_run_outputs_merge(run_id=cell_run_id, values={"final": which, "adapter_dir": adapter_dir})
     job_succeed(job_id=job_id, result={"final": which})
 
 
-@app.task(name="workers.tasks.recover_stale_jobs", acks_late=True, time_limit=300)
+# Both limits set here: a task given only time_limit inherits the global soft limit, and
+# beat refuses to send a task whose soft limit exceeds its hard one (SchedulingError).
+@app.task(name=queue.RECOVER_STALE_JOBS, soft_time_limit=240, time_limit=300)
 def recover_stale_jobs() -> int:
     """Periodic (celery beat): re-queue or fail jobs whose worker stopped heartbeating."""
     return len(jobs_recover())

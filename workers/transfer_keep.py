@@ -12,8 +12,9 @@ from celery import Task
 from django.conf import settings
 
 from webapp.datasets.models import DatasetVersion
+from webapp.jobs import queue
 from webapp.jobs.models import Job, JobStatus
-from webapp.jobs.selectors import interactive_job_waiting
+from webapp.jobs.selectors import person_job_waiting
 from webapp.jobs.services import (
     job_fail,
     job_progress,
@@ -22,10 +23,14 @@ from webapp.jobs.services import (
     job_succeed,
 )
 from webapp.projects.finetune_config import effective_hparams
+from webapp.projects.job_names import job_title
 from webapp.projects.models import CellRun
-from webapp.transfers.services import run_outputs_merge
+from webapp.projects.run_lifecycle import cell_run_outputs_merge
+from webapp.projects.run_outputs import outputs_of
+from webapp.projects.selectors import cell_run_find
 from workers.celery import app
 from workers.finetune_run import STOP_CHECK_EVERY_S, StopCheck
+from workers.workspace import localize_run_config, open_run_space
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,7 @@ log = logging.getLogger(__name__)
 N_SEEDS, N_REAL, EPOCHS = 5, 100, 6
 WRITE_EVERY_S = 1.0
 ASIDE = (
-    "Paused for a playground answer or chat completion waiting for this worker; "
+    "Paused for '{title}', which a person started and is waiting for on this worker; "
     "it goes on from its last checkpoint after that."
 )
 
@@ -60,25 +65,34 @@ def _task_name(run: CellRun) -> str | None:
     """The dataset's name, asked about in the discriminator's question ("... from <task>
     dataset?"); None falls back to the data file's name."""
     version = DatasetVersion.objects.select_related("dataset").filter(
-        pk=run.outputs.get("dataset_version")
+        pk=outputs_of(run).dataset_version
     )
     found = version.first()
     return found.dataset.name if found else None
 
 
 class MakeWay:
-    """should_stop for background work: a playground answer or chat completion has waited
-    longer than INTERACTIVE_WAIT_S for a worker, so this job steps aside (checked every
-    STOP_CHECK_EVERY_S; with free workers elsewhere, the wait never gets that long)."""
+    """should_stop for background work: a job a person started (a playground answer, a
+    chat, a fine-tune, ...) has waited longer than INTERACTIVE_WAIT_S on a queue this
+    worker serves, so this job steps aside (checked every STOP_CHECK_EVERY_S; with free
+    workers elsewhere, the wait never gets that long)."""
 
     def __init__(self) -> None:
-        self.last, self.fired = 0.0, False
+        self.last = 0.0
+        self.waiting: Job | None = None
+
+    @property
+    def fired(self) -> bool:
+        return self.waiting is not None
 
     def __call__(self) -> bool:
         now = time.monotonic()
         if not self.fired and now - self.last >= STOP_CHECK_EVERY_S:
             self.last = now
-            self.fired = interactive_job_waiting(longer_than_s=settings.INTERACTIVE_WAIT_S)
+            # The queues of this worker's -Q: a job only another worker takes is no reason.
+            served = list(app.amqp.queues.consume_from)
+            wait = settings.INTERACTIVE_WAIT_S
+            self.waiting = person_job_waiting(queues=served, longer_than_s=wait)
         return self.fired
 
 
@@ -89,13 +103,16 @@ def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
     from finetune_core.transfer import train_discriminator as train
 
     state: dict[str, Any] = {"job": job_id, "status": "running"}
-    run_outputs_merge(run_id=run.pk, values={"transferable": state})
+    cell_run_outputs_merge(run_id=run.pk, values={"transferable": state})
     started = time.monotonic()
     cancelled, make_way = StopCheck(job_id, task_id), MakeWay()
+    space = open_run_space(outputs_of(run).output_dir or "")  # the seeds go beside the adapter
+    if space.remote:
+        localize_run_config(space.folder, (outputs_of(run).config or {}).get("data"))
     try:
         summary = train(
             DiscriminatorConfig(
-                run=run.outputs["output_dir"],
+                run=str(space.folder),
                 task=_task_name(run),
                 n_seeds=N_SEEDS,
                 n_real=N_REAL,
@@ -109,8 +126,11 @@ def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
             resume=True,  # a job that stepped aside (or crashed) goes on from its checkpoint
         )
     except TransferStopped:
-        if make_way.fired and not cancelled() and job_step_aside(job_id=job_id, reason=ASIDE):
-            run_outputs_merge(run_id=run.pk, values={"transferable": {**state, "status": "queued"}})
+        aside = ASIDE.format(title=job_title(make_way.waiting)) if make_way.waiting else ""
+        if aside and not cancelled() and job_step_aside(job_id=job_id, reason=aside):
+            cell_run_outputs_merge(
+                run_id=run.pk, values={"transferable": {**state, "status": "queued"}}
+            )
             return
         state.update(status="cancelled", error="Stopped before the discriminator was trained.")
     except FinetuneError as exc:  # data too small, model cannot sample, ...
@@ -121,8 +141,11 @@ def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
     else:
         keep = ("seeds", "real", "synthetic", "task", "steps", "train_loss", "val_loss")
         state.update(status="succeeded", **{k: summary.get(k) for k in keep})
+    finally:
+        space.publish()  # seeds and discriminator (and its checkpoint) into the store
+        space.close()
     state["seconds"] = round(time.monotonic() - started, 1)
-    run_outputs_merge(run_id=run.pk, values={"transferable": state})
+    cell_run_outputs_merge(run_id=run.pk, values={"transferable": state})
     if state["status"] == "succeeded":
         job_succeed(job_id=job_id, result=state)
     elif state["status"] == "failed":
@@ -132,9 +155,7 @@ def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
 
 @app.task(
     bind=True,
-    name="workers.transfer_keep.make_transferable",
-    acks_late=True,
-    reject_on_worker_lost=True,
+    name=queue.MAKE_TRANSFERABLE,
     soft_time_limit=2 * 60 * 60,
     time_limit=2 * 60 * 60 + 120,
 )
@@ -144,8 +165,8 @@ def make_transferable(self: Task, cell_run_id: int, job_id: int) -> None:
         return
     if job_start(job_id=job_id, celery_task_id=self.request.id or "") is None:
         return
-    run = CellRun.objects.select_related("cell").filter(pk=cell_run_id).first()
-    if run is None or not (run.outputs or {}).get("output_dir"):
+    run = cell_run_find(run_id=cell_run_id)
+    if run is None or not outputs_of(run).output_dir:
         job_fail(job_id=job_id, error="The fine-tune run or its output folder is gone.")
         return
     keep_transferable(run, job_id, self.request.id or "")

@@ -12,16 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from django.utils import timezone
-
-from webapp.jobs.models import Job, JobStatus
-from webapp.jobs.services import job_fail, job_progress, job_succeed
-from webapp.projects.artifacts import run_output_dir
+from finetune_core.contracts.layout import TRAINER_STATE, checkpoint_dir
+from webapp.core import storage
+from webapp.jobs.services import job_progress
+from webapp.projects.artifacts import run_key
 from webapp.projects.models import CellRun, RunStatus
-from webapp.transfers.kind import TransferForm
+from webapp.projects.run_lifecycle import cell_run_fail, cell_run_progress, cell_run_settle
+from webapp.projects.run_outputs import outputs_of
+from webapp.projects.setting_fields import blank
 from webapp.transfers.selectors import adapter_lineage, latest_succeeded_run, transferable_files
-from workers import transfer_keep  # noqa: F401 - registers the make_transferable task
 from workers.finetune_run import StopCheck, UserError, dataset_file
+from workers.workspace import RunSpace, local_copy, localize_run_config, open_run_space
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +36,13 @@ PHASES = (
 # Sampling and filtering run as one loop: its events move both rows.
 SHOWN_AS = {"generate": ("generate", "filter")}
 WRITE_EVERY_S = 1.0
-DEFAULTS = {k: f.initial for k, f in TransferForm.base_fields.items() if f.initial is not None}
-
-
-def setting(inputs: dict[str, Any], key: str) -> Any:
-    """The cell's value, or the form's default when left blank."""
-    value = inputs.get(key)
-    return DEFAULTS.get(key) if value is None or value == "" else value
-
-
-def optional_int(inputs: dict[str, Any], key: str) -> int | None:
-    """The cell's whole number, or None when left blank (the library then decides)."""
-    value = inputs.get(key)
-    return None if value is None or value == "" else int(value)
 
 
 class PhaseProgress:
     """Hooks.progress: per-phase counters and seconds in outputs["phases"], DB writes throttled."""
 
-    def __init__(self, run_id: int, job_id: int, outputs: dict[str, Any], filtered: bool) -> None:
-        self.run_id, self.job_id, self.outputs = run_id, job_id, outputs
+    def __init__(self, run: CellRun, job_id: int, outputs: dict[str, Any], filtered: bool) -> None:
+        self.run, self.job_id, self.outputs = run, job_id, outputs
         self.phases: dict[str, dict[str, Any]] = {
             key: {"label": label, "status": "pending", "current": 0, "total": None, "seconds": 0.0}
             for key, label in PHASES
@@ -108,7 +96,7 @@ class PhaseProgress:
 
     def flush(self) -> None:
         self.last_write = time.monotonic()
-        CellRun.objects.filter(pk=self.run_id).update(outputs=self.outputs)
+        cell_run_progress(run=self.run, outputs=self.outputs)
 
     def close(self, status: str) -> None:
         """The run ended: phases still running are marked done, cancelled or failed."""
@@ -120,7 +108,8 @@ class PhaseProgress:
 def _source(inputs: dict[str, Any]) -> tuple[CellRun, str]:
     """The source fine-tune run and the adapter folder to move (final or a checkpoint)."""
     source = latest_succeeded_run(cell_id=inputs.get("source_cell"))
-    if source is None or not source.outputs.get("output_dir"):
+    done = outputs_of(source) if source is not None else None
+    if done is None or not done.output_dir:
         raise UserError("The source fine-tune cell has no finished run yet; run it first.")
     files = transferable_files(run=source)
     if not files["seeds"] or (not files["discriminator"] and not inputs.get("unfiltered")):
@@ -132,22 +121,29 @@ def _source(inputs: dict[str, Any]) -> tuple[CellRun, str]:
         )
     step = inputs.get("source_checkpoint")
     if not step:
-        return source, source.outputs.get("adapter_dir") or ""
-    from finetune_core.train.checkpoint import checkpoint_dir
-
-    folder = checkpoint_dir(Path(source.outputs["output_dir"]), int(step))
-    if not (folder / "adapter_config.json").is_file():
-        steps = ", ".join(str(c["step"]) for c in source.outputs.get("checkpoints", []))
+        return source, done.adapter_dir or ""
+    folder = checkpoint_dir(done.output_dir, int(step)).as_posix()
+    if not storage.exists(storage.join(folder, TRAINER_STATE)):
+        steps = ", ".join(str(c["step"]) for c in done.checkpoints)
         raise UserError(f"The source run has no checkpoint at step {step} (it has: {steps}).")
-    return source, str(folder)
+    return source, folder
+
+
+def source_run_copy(source: CellRun) -> Path:
+    """The source run's folder on this host (fetched, where storage is not local)."""
+    done = outputs_of(source)
+    folder = local_copy(done.output_dir or "")
+    if storage.local_path(done.output_dir or "") is None:
+        localize_run_config(folder, (done.config or {}).get("data"))
+    return folder
 
 
 def _eval_data(inputs: dict[str, Any], source: CellRun) -> str | None:
     """The evaluation cell's file, else None: the source's own validation split."""
     if inputs.get("eval_cell"):
         return dataset_file({"dataset_cell": inputs["eval_cell"]})[1]
-    data = (source.outputs.get("config") or {}).get("data")
-    if not data or not Path(data).is_file():
+    data = (outputs_of(source).config or {}).get("data")  # the upload's storage key
+    if not data or not storage.exists(data, store=storage.uploads()):
         raise UserError(
             "The source adapter's dataset is gone, so there is no held-out split to evaluate "
             "on: pick an evaluation dataset cell."
@@ -155,51 +151,55 @@ def _eval_data(inputs: dict[str, Any], source: CellRun) -> str | None:
     return None
 
 
-def transfer_config(inputs: dict[str, Any], source: CellRun, adapter: str, out: Path) -> Any:
-    from finetune_core.transfer import TransferConfig
+def transfer_config(
+    inputs: dict[str, Any], source: CellRun, adapter: str | Path, out: Path, run: Path
+) -> Any:
+    """The engine's TransferConfig from the cell: every setting the form offers (blank: the
+    contract's default), and the switches the form words its own way."""
+    from finetune_core.contracts.settings import FORM
+    from finetune_core.contracts.transfer import ABLATIONS, TransferConfig, transfer_settings
     from finetune_core.transfer.student import parse_target_modules
 
-    ablations = tuple(a for a in ("unfiltered", "seeds_only") if inputs.get(f"ablation_{a}"))
+    given = {
+        s.name: s.kind(inputs[s.name])
+        for s in transfer_settings(FORM)
+        if not blank(inputs.get(s.name))
+    }
+    unfiltered = bool(inputs.get("unfiltered"))
+    # The unfiltered ablation is the main run itself when the main run is unfiltered.
+    ablations = tuple(
+        a
+        for a in ABLATIONS
+        if inputs.get(f"ablation_{a}") and not (a == "unfiltered" and unfiltered)
+    )
     return TransferConfig(
-        run=source.outputs["output_dir"],
-        adapter=adapter,
+        run=str(run),
+        adapter=str(adapter),
         target=inputs["base_model"],
         output_dir=str(out),
-        n_synthetic=int(setting(inputs, "n_synthetic")),
-        max_attempts=inputs.get("max_attempts") or None,
-        filtered=not inputs.get("unfiltered"),
-        real_recall=inputs.get("real_recall") or None,
-        teacher_keep=inputs.get("teacher_keep") or 1.0,
-        ablations=tuple(
-            a for a in ablations if not (a == "unfiltered" and inputs.get("unfiltered"))
-        ),
-        temperature=float(setting(inputs, "temperature")),
-        # None: twice the longest seed's, in the target's tokens.
-        sample_max_new_tokens=optional_int(inputs, "sample_max_new_tokens"),
-        teacher_max_new_tokens=int(setting(inputs, "teacher_max_new_tokens")),
-        distillation=setting(inputs, "distillation"),
-        epochs=int(setting(inputs, "epochs")),
-        max_steps=inputs.get("max_steps") or None,
-        learning_rate=float(setting(inputs, "learning_rate")),
-        lora_r=optional_int(inputs, "lora_r"),  # None: the source's
-        target_modules=parse_target_modules(setting(inputs, "target_modules")),
-        batch_size=int(setting(inputs, "batch_size")),
-        quantization=setting(inputs, "quantization"),
+        filtered=not unfiltered,
+        ablations=ablations,
+        target_modules=parse_target_modules(inputs.get("target_modules") or ""),
         eval_data=_eval_data(inputs, source),
-        eval_limit=int(setting(inputs, "eval_limit")),
-        eval_max_new_tokens=int(setting(inputs, "eval_max_new_tokens")),
-        seed=int(setting(inputs, "seed")),
+        **given,
     )
 
 
 def run_transfer(run: CellRun, job_id: int, task_id: str) -> None:
     """Move the adapter; settles the CellRun and the Job whatever happens."""
+    space = open_run_space(run_key(job_id), whole=True)  # phases done resume, on any host
+    try:
+        _transfer_in(space, run, job_id, task_id)
+    finally:
+        space.close()
+
+
+def _transfer_in(space: RunSpace, run: CellRun, job_id: int, task_id: str) -> None:
     from finetune_core.errors import FinetuneError
     from finetune_core.transfer import Hooks, TransferStopped, transfer
 
-    out = run_output_dir(job_id)
-    outputs: dict[str, Any] = {"output_dir": str(out)}
-    progress = PhaseProgress(run.pk, job_id, outputs, filtered=not run.inputs.get("unfiltered"))
+    outputs: dict[str, Any] = {"output_dir": space.key}
+    progress = PhaseProgress(run, job_id, outputs, filtered=not run.inputs.get("unfiltered"))
     try:
         source, adapter = _source(run.inputs)
         outputs["source"] = {
@@ -212,43 +212,41 @@ def run_transfer(run: CellRun, job_id: int, task_id: str) -> None:
             "lineage": adapter_lineage(run=source),
         }
         progress.flush()
-        cfg = transfer_config(run.inputs, source, adapter, out)
-        # A resumed job (cancel then Resume, or a worker restart) reuses its folder's phases.
-        report = transfer(
-            cfg,
-            hooks=Hooks(progress=progress, should_stop=StopCheck(job_id, task_id)),
-            resume=True,
+        cfg = transfer_config(
+            run.inputs, source, local_copy(adapter), space.folder, source_run_copy(source)
         )
+        # A resumed job (cancel then Resume, or a worker restart) reuses its folder's phases.
+        try:
+            report = transfer(
+                cfg,
+                hooks=Hooks(progress=progress, should_stop=StopCheck(job_id, task_id)),
+                resume=True,
+            )
+        finally:
+            space.publish()  # what was done, kept for a resume on any host
     except TransferStopped as stopped:
         outputs["partial"] = stopped.partial
         progress.close("cancelled")
-        progress.flush()
-        status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
-        if status == JobStatus.CANCELLED:
-            _settle(run, RunStatus.CANCELLED, outputs)
+        cell_run_settle(run=run, outcome=RunStatus.CANCELLED, outputs=outputs)
         return
     except (UserError, FinetuneError) as exc:
         progress.close("failed")
-        _settle_failed(run, job_id, outputs, str(exc))
+        cell_run_fail(run=run, error=str(exc), outputs=outputs)
         return
     except Exception as exc:  # noqa: BLE001 - every failure must land on the job
         log.exception("transfer run %s failed", run.pk)
         progress.close("failed")
-        _settle_failed(run, job_id, outputs, f"{type(exc).__name__}: {exc}")
+        cell_run_fail(run=run, error=f"{type(exc).__name__}: {exc}", outputs=outputs)
         return
     progress.close("done")
-    outputs.update(report=report, adapter_dir=report["adapter"])
-    _settle(run, RunStatus.SUCCEEDED, outputs)
-    accuracy = {k: v.get("accuracy") for k, v in report["accuracy"].items()}
-    job_succeed(job_id=job_id, result={"adapter_dir": report["adapter"], "accuracy": accuracy})
-
-
-def _settle(run: CellRun, status: str, outputs: dict[str, Any]) -> None:
-    CellRun.objects.filter(pk=run.pk).update(
-        status=status, outputs=outputs, finished_at=timezone.now()
+    adapter_key = storage.join(
+        space.key, Path(report["adapter"]).relative_to(space.folder).as_posix()
     )
-
-
-def _settle_failed(run: CellRun, job_id: int, outputs: dict[str, Any], message: str) -> None:
-    _settle(run, RunStatus.FAILED, {**outputs, "error": message})
-    job_fail(job_id=job_id, error=message)
+    outputs.update(report={**report, "adapter": adapter_key}, adapter_dir=adapter_key)
+    accuracy = {k: v.get("accuracy") for k, v in report["accuracy"].items()}
+    cell_run_settle(
+        run=run,
+        outcome=RunStatus.SUCCEEDED,
+        outputs=outputs,
+        result={"adapter_dir": adapter_key, "accuracy": accuracy},
+    )

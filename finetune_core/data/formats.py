@@ -18,7 +18,7 @@ from typing import Any, Literal
 from finetune_core.data.types import Example, Message
 from finetune_core.errors import DataError
 
-FORMATS = ("chat", "prompt_completion", "alpaca", "bigbench", "csv")
+FORMATS = ("chat", "prompt_completion", "alpaca", "bigbench", "csv", "preference")
 ROLES = ("system", "user", "assistant")
 
 # Stable codes: the web app and API clients match on them, so never rename one.
@@ -46,6 +46,12 @@ ISSUE_CODES = frozenset(
         "too_long",
         "template_error",
         "too_many_errors",
+        # preference pairs (data/preference.py)
+        "missing_input",
+        "missing_output",
+        "multiple_outputs",
+        "wrong_role",
+        "identical_outputs",
     }
 )
 # Issues that do not make a file unusable: a too-long example is truncated in training.
@@ -317,6 +323,8 @@ def file_issue(start: bytes, content: bytes) -> DataIssue | None:
 
 
 def _format_of_keys(keys: Any) -> str | None:
+    if "preferred_output" in keys or "non_preferred_output" in keys:
+        return "preference"
     if "messages" in keys:
         return "chat"
     if "prompt" in keys or "completion" in keys:
@@ -344,7 +352,8 @@ def detect_format(path: PathLike) -> str | None:
         # A multi-line document: look for the keys it mentions.
         if head.startswith("{") and '"examples"' in head:
             return "bigbench"
-        found = {k for k in ("messages", "prompt", "instruction") if f'"{k}"' in head}
+        keys = ("preferred_output", "messages", "prompt", "instruction")
+        found = {k for k in keys if f'"{k}"' in head}
         return _format_of_keys(found)
     return None
 

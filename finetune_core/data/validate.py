@@ -28,8 +28,9 @@ from finetune_core.data.formats import (
     parse_csv_row,
     sniff,
 )
+from finetune_core.data.preference import parse_preference
 from finetune_core.data.stats import count_tokens
-from finetune_core.data.types import Example
+from finetune_core.data.types import Example, PreferenceExample
 from finetune_core.errors import DataError
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ def _lines(path: PathLike, max_line_bytes: int) -> Iterator[tuple[int, str | Dat
 
 def _json_error(e: Exception) -> str:
     if isinstance(e, json.JSONDecodeError):
+        if e.msg.endswith(" at"):  # "Unterminated string starting at": say where it starts
+            return f"invalid JSON: {e.msg} column {e.colno}"
         return f"invalid JSON at column {e.colno}: {e.msg}"
     if isinstance(e, RecursionError):
         return "invalid JSON: nested too deeply"
@@ -106,7 +109,7 @@ def _opens_document(text: str, e: Exception) -> bool:
 
 
 def _read_jsonl(path: PathLike, fmt: str, max_line_bytes: int) -> Iterator[Record]:
-    parse = PARSERS[fmt]
+    parse = parse_preference if fmt == "preference" else PARSERS[fmt]
     seen = False
     for number, item in _lines(path, max_line_bytes):
         if isinstance(item, DataIssue):
@@ -365,6 +368,8 @@ def _length_issue(
 ) -> DataIssue | None:
     try:
         n = count_tokens(example, tokenizer)
+        if isinstance(example, PreferenceExample):  # the longer of the two sequences
+            n = max(n, count_tokens(example.with_rejected(), tokenizer))
     except Exception as e:  # noqa: BLE001 - templates raise anything via raise_exception()
         message = f"the model's chat template rejects this example: {e}"
         return DataIssue(example.line, "template_error", message, where)

@@ -9,9 +9,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finetune_core.contracts.hooks import Hooks
+from finetune_core.contracts.layout import ADAPTER
 from finetune_core.errors import FinetuneError
 from finetune_core.evaluate.cache import AnswerCache, answer_key
-from finetune_core.evaluate.endpoint import Budget, Endpoint
+from finetune_core.evaluate.endpoint import Budget, Endpoint, OnDone, Tally
 from finetune_core.evaluate.sets import EvalSet
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ _HASHES: dict[tuple[str, int, int], str] = {}
 def adapter_folder(path: str | Path) -> Path:
     """An adapter folder, a checkpoint folder, or a run folder (its adapter/ is used)."""
     p = Path(path).expanduser().resolve()
-    for folder in (p, p / "adapter"):
+    for folder in (p, p / ADAPTER):
         if (folder / "adapter_config.json").is_file():
             return folder
     raise FinetuneError(f"{path}: no adapter_config.json (not an adapter or checkpoint folder)")
@@ -147,7 +149,9 @@ class ModelPool:
         return self.models[(model, adapter)]
 
 
-def _local_answers(chat: ChatModel, convs: list[list[dict]], dec: Decoding, batch: int) -> list:
+def _local_answers(
+    chat: ChatModel, convs: list[list[dict]], dec: Decoding, batch: int, on_done: OnDone
+) -> list:
     from finetune_core.infer import generate
 
     # Batches of similar length waste less compute on left padding; answers go back in order.
@@ -172,6 +176,7 @@ def _local_answers(chat: ChatModel, convs: list[list[dict]], dec: Decoding, batc
             out += [Answer(status="error", error=f"{type(exc).__name__}: {exc}"[:500])] * len(
                 convs[i : i + batch]
             )
+        on_done(len(convs[i : i + batch]))
     back = [Answer()] * len(out)
     for n, answer in zip(order, out, strict=True):
         back[n] = answer
@@ -188,12 +193,26 @@ def generate_answers(
     batch_size: int = 8,
     endpoint_options: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    hooks: Hooks | None = None,
 ) -> dict[str, dict[str, Answer]]:
-    """{candidate label: {item id: Answer}}; only cache misses are generated."""
+    """{candidate label: {item id: Answer}}; only cache misses are generated.
+
+    hooks: phase "answers" per candidate (info: candidate, cached, uncached), then
+    progress("answers", done, total) over all candidates, cached answers at once and
+    generated ones per batch; should_stop between batches raises Stopped (what earlier
+    candidates answered stays cached)."""
     dec = decoding or Decoding()
     cache = cache if cache is not None else AnswerCache(":memory:")  # an empty one is falsy
     pool = pool or ModelPool()
+    hooks = hooks or Hooks()
     result: dict[str, dict[str, Answer]] = {}
+    now = {"candidate": ""}
+
+    def report(done: int, total: int) -> None:
+        hooks.progress("answers", done, total, dict(now))
+        hooks.check("answers", {"answers_done": done})
+
+    tally = Tally(len(evalset) * len(candidates), report)
     for cand in candidates:
         keys = {it.id: answer_key(cand.cache_key(), it.as_dicts(), asdict(dec)) for it in evalset}
         hits = cache.get_many(keys.values())
@@ -201,31 +220,12 @@ def generate_answers(
         todo = [it for it in evalset if it.id not in answers]
         if progress:
             progress(f"{cand.label}: {len(answers)} cached, {len(todo)} to generate")
+        now["candidate"] = cand.label
+        hooks.phase("answers", {**now, "cached": len(answers), "uncached": len(todo)})
+        tally.add(len(answers))
         if todo:
-            convs = [it.as_dicts() for it in todo]
-            if cand.local:
-                fresh = _local_answers(pool.get(cand.model, cand.adapter), convs, dec, batch_size)
-            else:
-                opts = {"budget": Budget(), **(endpoint_options or {})}
-                ep = Endpoint(cand.base_url or "", cand.model, cand.api_key or "none", **opts)
-                replies = ep.complete(
-                    convs,
-                    max_tokens=dec.max_new_tokens,
-                    temperature=dec.temperature,
-                    top_p=dec.top_p,
-                    seed=dec.seed,
-                )
-                fresh = [
-                    Answer(
-                        r.text,
-                        r.status,
-                        r.error,
-                        r.prompt_tokens,
-                        r.completion_tokens,
-                        r.finish_reason,
-                    )
-                    for r in replies
-                ]
+            fresh = _fresh_answers(cand, [it.as_dicts() for it in todo], dec, pool, batch_size,
+                                   endpoint_options, tally.add)  # fmt: skip
             answers.update({it.id: a for it, a in zip(todo, fresh, strict=True)})
             cache.put_many(
                 (keys[it.id], cand.label, it.id, asdict(a))
@@ -234,3 +234,31 @@ def generate_answers(
             )
         result[cand.label] = {it.id: answers[it.id] for it in evalset}
     return result
+
+
+def _fresh_answers(
+    cand: Candidate,
+    convs: list[list[dict]],
+    dec: Decoding,
+    pool: ModelPool,
+    batch_size: int,
+    endpoint_options: dict[str, Any] | None,
+    on_done: OnDone,
+) -> list[Answer]:
+    if cand.local:
+        chat = pool.get(cand.model, cand.adapter)
+        return _local_answers(chat, convs, dec, batch_size, on_done)
+    opts = {"budget": Budget(), **(endpoint_options or {})}
+    ep = Endpoint(cand.base_url or "", cand.model, cand.api_key or "none", **opts)
+    replies = ep.complete(
+        convs,
+        max_tokens=dec.max_new_tokens,
+        temperature=dec.temperature,
+        top_p=dec.top_p,
+        seed=dec.seed,
+        on_done=on_done,
+    )
+    return [
+        Answer(r.text, r.status, r.error, r.prompt_tokens, r.completion_tokens, r.finish_reason)
+        for r in replies
+    ]

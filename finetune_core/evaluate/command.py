@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any
 
+from finetune_core.contracts.egress import ALLOW_ENV, EgressPolicy
+
 HELP = "compare base, adapter and API models: reference metrics and an LLM judge"
 DESCRIPTION = """Evaluate candidates on an eval set: answers are generated in batches and cached
 (adding a candidate never regenerates the others), reference metrics (exact match,
@@ -68,6 +70,14 @@ def add_parser(sub: Any) -> None:
     )
     e.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
     e.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the API key")
+    e.add_argument(
+        "--egress-allow",
+        type=_egress_policy,
+        default=os.environ.get(ALLOW_ENV, ""),
+        metavar="HOST[:PORT],...",
+        help="private or loopback hosts API endpoints may reach, e.g. an on-premises judge "
+        f"(default: ${ALLOW_ENV}; public addresses only without it)",
+    )
     e.add_argument("--concurrency", type=int, default=4, help="parallel API requests")
     e.add_argument("--timeout", type=float, default=60.0, help="seconds per API request")
     e.add_argument("--max-judge-calls", type=int, help="stop judging after N prompts")
@@ -78,6 +88,13 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--cache", help="answer cache file (default: under FINETUNE_CORE_CACHE)")
     e.add_argument("--out", help="write the full result as JSON")
     e.add_argument("--csv", help="CSV prefix: PREFIX.answers.csv, PREFIX.pairs.csv, ...")
+
+
+def _egress_policy(text: str) -> EgressPolicy:
+    try:
+        return EgressPolicy.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _fmt(v: Any) -> str:
@@ -137,7 +154,11 @@ def run(args: argparse.Namespace) -> int:
     cands = [parse_candidate(s, key) for s in args.candidate]
     pool = ModelPool(args.quantization)
     budget = Budget(args.budget, args.price_prompt, args.price_completion, args.max_judge_calls)
-    endpoint = {"timeout": args.timeout, "concurrency": args.concurrency}
+    endpoint = {
+        "timeout": args.timeout,
+        "concurrency": args.concurrency,
+        "egress": args.egress_allow,
+    }
     judge = make_judge(
         args.judge,
         pool=pool,
@@ -166,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         human_votes=read_human_votes(args.human_votes) if args.human_votes else None,
         seed=args.seed,
         progress=lambda msg: print(msg, file=sys.stderr),
+        endpoint_options=endpoint,
     )
     print_report(result)
     if args.out:

@@ -3,6 +3,10 @@
 The SDK's retries are off (max_retries=0) so the policy lives here and is tested
 against a real HTTP server: 429 and 5xx are retried with exponential backoff
 (honouring Retry-After), other 4xx are not, and each request has a timeout.
+
+Where it may connect is the egress policy's (finetune_core/contracts/egress.py): the base
+URL is checked when the Endpoint is made and each connection's peer address when it is
+connected (egress_http.py). A failed call records a short summary, never the body.
 """
 
 from __future__ import annotations
@@ -11,10 +15,32 @@ import email.utils
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+from finetune_core.contracts.egress import EgressPolicy
+from finetune_core.evaluate.egress_http import checked_client, error_summary
+
+# A backend's completion callback: called with the number of conversations just finished
+# (a local batch, or one endpoint reply from one of its threads). An exception it raises
+# (e.g. Stopped) ends the call: unstarted endpoint requests are cancelled.
+OnDone = Callable[[int], None]
+
+
+class Tally:
+    """A running count across threads, reported as (done, total) after each addition, in
+    order (so reports never go down)."""
+
+    def __init__(self, total: int, report: Callable[[int, int], None], done: int = 0) -> None:
+        self.total, self.report, self.done = total, report, done
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.done += n
+            self.report(self.done, self.total)
 
 
 @dataclass
@@ -131,12 +157,19 @@ class Endpoint:
     max_backoff: float = 30.0
     concurrency: int = 4
     budget: Budget = field(default_factory=Budget)
+    # Default: public addresses only; the operator's allow-list comes from the caller.
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
     def __post_init__(self) -> None:
         import openai
 
+        self.egress.check_url(self.base_url)  # EgressRefused: a clear error before any call
         self._client = openai.OpenAI(
-            base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=self.timeout
+            base_url=self.base_url,
+            api_key=self.api_key,
+            max_retries=0,
+            timeout=self.timeout,
+            http_client=checked_client(self.egress),
         )
 
     def _wait(self, attempt: int, exc: Exception) -> float:
@@ -169,12 +202,15 @@ class Endpoint:
             except retryable as exc:
                 timeout = isinstance(exc, openai.APITimeoutError)
                 reply.status = "timeout" if timeout else "error"
-                reply.error = f"{type(exc).__name__}: {exc}"[:500]
+                reply.error = error_summary(exc)
                 if attempt < self.max_attempts:
                     time.sleep(self._wait(attempt, exc))
-            except (openai.APIError, AttributeError, IndexError, TypeError, ValueError) as exc:
-                # Not retryable here: 4xx, a body that is not a chat completion.
-                reply.status, reply.error = "error", f"{type(exc).__name__}: {exc}"[:500]
+            except openai.APIError as exc:  # not retryable here: 4xx, refused, unreachable
+                reply.status, reply.error = "error", error_summary(exc)
+                return reply
+            except (AttributeError, IndexError, TypeError, ValueError) as exc:
+                reply.status = "error"
+                reply.error = f"{type(exc).__name__}: the reply is not a chat completion"
                 return reply
         return reply
 
@@ -201,13 +237,26 @@ class Endpoint:
         temperature: float = 0.0,
         top_p: float | None = None,
         seed: int | None = None,
+        on_done: OnDone | None = None,
     ) -> list[Reply]:
+        """One reply per conversation, in order; `on_done(1)` after each (see OnDone)."""
         params: dict[str, Any] = {"temperature": temperature}
         if top_p is not None and top_p < 1:
             params["top_p"] = top_p
         if seed is not None:
             params["seed"] = seed
+
+        def one(c: list[dict[str, str]]) -> Reply:
+            reply = self.complete_one(c, max_tokens, **params)
+            if on_done is not None:
+                on_done(1)
+            return reply
+
         with ThreadPoolExecutor(max(1, self.concurrency)) as pool:
-            return list(
-                pool.map(lambda c: self.complete_one(c, max_tokens, **params), conversations)
-            )
+            futures = [pool.submit(one, c) for c in conversations]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:  # a stop (or any failure): send no more requests
+                    f.cancel()
+                raise

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from finetune_core.evaluate.candidates import Answer
 from finetune_core.evaluate.constrained import OPTIONS, balanced_position
-from finetune_core.evaluate.endpoint import Reply
+from finetune_core.evaluate.endpoint import OnDone, Reply, Tally
 from finetune_core.evaluate.local import LocalBackend
 from finetune_core.evaluate.prompts import (
     PAIRWISE,
@@ -33,6 +33,8 @@ from finetune_core.evaluate.sets import EvalSet
 from finetune_core.evaluate.verdict import parse_rating, parse_verdict
 
 SKIPPED = ("skipped_budget", "skipped_limit")
+# (judgments done, judgments to make): see Judge.compare.
+JudgeProgress = Callable[[int, int], None]
 # A constrained label as the value the free-text parsers would give.
 _VALUE = {"pairwise": lambda label: "tie" if label == "C" else label, "single": float}
 __all__ = [
@@ -48,6 +50,9 @@ __all__ = [
 
 
 class Backend(Protocol):
+    """A judge backend; LocalBackend and Endpoint also take `on_done` (see endpoint.OnDone),
+    which the Judge passes only when its caller watches progress."""
+
     def complete(
         self,
         conversations: Sequence[list[dict[str, str]]],
@@ -134,10 +139,19 @@ class Judge:
             self.backend, "verdicts"
         )
 
-    def _call(self, convs: list, kinds: list[str], temperature: float, seed: int) -> list[Reply]:
+    def _call(
+        self,
+        convs: list,
+        kinds: list[str],
+        temperature: float,
+        seed: int,
+        on_done: OnDone | None = None,
+    ) -> list[Reply]:
+        # Only when asked: a backend of the caller's own need not know on_done.
+        more: dict[str, Any] = {} if on_done is None else {"on_done": on_done}
         if not self.constrained:
             return self.backend.complete(
-                convs, max_tokens=self.max_tokens, temperature=temperature, seed=seed
+                convs, max_tokens=self.max_tokens, temperature=temperature, seed=seed, **more
             )
         replies: list[Reply | None] = [None] * len(convs)
         for kind in dict.fromkeys(kinds):  # one call per judgment kind, order kept
@@ -148,17 +162,27 @@ class Judge:
                 rationale_tokens=0 if self.verdict_first else self.max_tokens,
                 temperature=temperature,
                 seed=seed,
+                **more,
             )
             for i, reply in zip(idx, got, strict=True):
                 replies[i] = reply
         return replies  # type: ignore[return-value]
 
     def ask(
-        self, requests: list[tuple[PromptTemplate, dict[str, str]]], parse: Callable
+        self,
+        requests: list[tuple[PromptTemplate, dict[str, str]]],
+        parse: Callable,
+        on_progress: JudgeProgress | None = None,
     ) -> list[Judgment]:
+        """One judgment per request; see compare() for on_progress."""
         convs = [t.messages(**f) for t, f in requests]
         kinds = [t.kind for t, _ in requests]
-        replies = self._call(convs, kinds, 0.0, self.seed)
+        on_done = None
+        if on_progress is not None:
+            tally = Tally(len(requests), on_progress)
+            tally.add(0)
+            on_done = tally.add
+        replies = self._call(convs, kinds, 0.0, self.seed, on_done)
         results = [
             self._judgment(r, parse, t.version, t.kind)
             for r, (t, _) in zip(replies, requests, strict=True)
@@ -210,8 +234,14 @@ class Judge:
         evalset: EvalSet,
         answers: dict[str, dict[str, Answer]],
         pairs: Sequence[tuple[str, str]] | None = None,
+        on_progress: JudgeProgress | None = None,
     ) -> list[PairResult]:
-        """Every pair (default: all pairs of candidates) on every item, in both orders."""
+        """Every pair (default: all pairs of candidates) on every item, in both orders.
+
+        on_progress(done, total) hears the judgments to make (done = 0) before the first
+        call, then each finished batch (a local batch, or one endpoint reply, from its
+        threads); retries of failed verdicts are not counted. An exception it raises
+        (e.g. Stopped) ends the judging."""
         pairs = list(pairs) if pairs is not None else list(combinations(list(answers), 2))
         jobs, requests = [], []
         for item in evalset:
@@ -231,7 +261,7 @@ class Judge:
                     requests.append(
                         (template, {**fields, "answer_a": ans_b.text, "answer_b": ans_a.text})
                     )
-        judged = iter(self.ask(requests, parse_verdict))
+        judged = iter(self.ask(requests, parse_verdict, on_progress))
         results = []
         for item, a, b, template, answered in jobs:
             if not answered:
@@ -264,8 +294,13 @@ class Judge:
             results.append(pr)
         return results
 
-    def grade(self, evalset: EvalSet, answers: dict[str, dict[str, Answer]]) -> list[GradeResult]:
-        """A 1-10 rating for every candidate's answer to every item."""
+    def grade(
+        self,
+        evalset: EvalSet,
+        answers: dict[str, dict[str, Answer]],
+        on_progress: JudgeProgress | None = None,
+    ) -> list[GradeResult]:
+        """A 1-10 rating for every candidate's answer to every item (on_progress: compare)."""
         jobs, requests = [], []
         for item in evalset:
             refs = item.references if self.use_reference else ()
@@ -278,7 +313,7 @@ class Judge:
                     requests.append(
                         (template, {**fields, "reference": reference_text(refs) if refs else ""})
                     )
-        judged = iter(self.ask(requests, parse_rating))
+        judged = iter(self.ask(requests, parse_rating, on_progress))
         results = []
         for item, label, template, answered in jobs:
             j = (

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from finetune_core.evaluate.constrained import VerdictOptions, constrained_verdicts, cut_rationale
-from finetune_core.evaluate.endpoint import Budget, Reply
+from finetune_core.evaluate.endpoint import Budget, OnDone, Reply
 
 # The rationale ends where the judge starts writing a verdict itself ("[[A]]"); the verdict
 # is then scored over the allowed labels, so the rest would be wasted tokens.
@@ -49,9 +49,16 @@ class LocalBackend:
         max_tokens: int = 512,
         temperature: float = 0.0,
         seed: int | None = None,
+        on_done: OnDone | None = None,
     ) -> list[Reply]:
+        """Free-text replies; `on_done(n)` after each batch of n (see endpoint.OnDone)."""
         allowed, todo = self._admit(conversations)
-        done = iter(self._generate(todo, max_tokens, temperature, seed))
+        replies: list[Reply] = []
+        for chunk in self._chunks(todo):
+            replies += self._generate(chunk, max_tokens, temperature, seed)
+            if on_done is not None:
+                on_done(len(chunk))
+        done = iter(replies)
         return [next(done) if ok == "ok" else Reply(status=ok) for ok in allowed]
 
     def verdicts(
@@ -62,10 +69,12 @@ class LocalBackend:
         rationale_tokens: int = 0,
         temperature: float = 0.0,
         seed: int | None = None,
+        on_done: OnDone | None = None,
     ) -> list[Reply]:
-        """A constrained verdict per conversation, after up to rationale_tokens of rationale."""
+        """A constrained verdict per conversation, after up to rationale_tokens of rationale;
+        `on_done(n)` after each batch of n verdicts (see endpoint.OnDone)."""
         allowed, todo = self._admit(conversations)
-        done = iter(self._verdicts(todo, options, rationale_tokens, temperature, seed))
+        done = iter(self._verdicts(todo, options, rationale_tokens, temperature, seed, on_done))
         return [next(done) if ok == "ok" else Reply(status=ok) for ok in allowed]
 
     def _chunks(self, conversations: list) -> list[list]:
@@ -111,44 +120,53 @@ class LocalBackend:
         rationale_tokens: int,
         temperature: float,
         seed: int | None,
+        on_done: OnDone | None = None,
     ) -> list[Reply]:
         out: list[Reply] = []
         for chunk in self._chunks(conversations):
-            # The rationale goes through _generate, which callers may wrap (e.g. to count
-            # progress); a failed rationale stays that conversation's error.
-            if rationale_tokens > 0:
-                # Positional: wrappers pass *args on. The judge's own "[[" verdict ends it.
-                texts = self._generate(chunk, rationale_tokens, temperature, seed, RATIONALE_STOP)
-            else:
-                self.calls += len(chunk)
-                texts = [Reply() for _ in chunk]
-            ok = [n for n, r in enumerate(texts) if r.status == "ok"]
-            try:
-                picked = constrained_verdicts(
-                    self.chat,
-                    [chunk[n] for n in ok],
-                    options,
-                    [cut_rationale(texts[n].text) for n in ok],
-                    batch_size=self.batch_size,
-                )
-            except (RuntimeError, ValueError) as exc:  # e.g. out of memory: record, go on
-                out += [
-                    texts[n] if texts[n].status != "ok" else _error(exc) for n in range(len(chunk))
-                ]
-                continue
-            for n, v in zip(ok, picked, strict=True):
-                r = texts[n]
-                texts[n] = Reply(
-                    v.text,
-                    "ok",
-                    "",
-                    r.prompt_tokens,
-                    r.completion_tokens,
-                    "constrained",
-                    1,
-                    choice=v.label,
-                    probabilities=v.probabilities,
-                    constrained=True,
-                )
-            out += texts
+            out += self._verdict_batch(chunk, options, rationale_tokens, temperature, seed)
+            if on_done is not None:
+                on_done(len(chunk))
         return out
+
+    def _verdict_batch(
+        self,
+        chunk: list,
+        options: VerdictOptions,
+        rationale_tokens: int,
+        temperature: float,
+        seed: int | None,
+    ) -> list[Reply]:
+        # A failed rationale stays that conversation's error.
+        if rationale_tokens > 0:
+            # The judge's own "[[" verdict ends the rationale.
+            texts = self._generate(chunk, rationale_tokens, temperature, seed, RATIONALE_STOP)
+        else:
+            self.calls += len(chunk)
+            texts = [Reply() for _ in chunk]
+        ok = [n for n, r in enumerate(texts) if r.status == "ok"]
+        try:
+            picked = constrained_verdicts(
+                self.chat,
+                [chunk[n] for n in ok],
+                options,
+                [cut_rationale(texts[n].text) for n in ok],
+                batch_size=self.batch_size,
+            )
+        except (RuntimeError, ValueError) as exc:  # e.g. out of memory: record, go on
+            return [texts[n] if texts[n].status != "ok" else _error(exc) for n in range(len(chunk))]
+        for n, v in zip(ok, picked, strict=True):
+            r = texts[n]
+            texts[n] = Reply(
+                v.text,
+                "ok",
+                "",
+                r.prompt_tokens,
+                r.completion_tokens,
+                "constrained",
+                1,
+                choice=v.label,
+                probabilities=v.probabilities,
+                constrained=True,
+            )
+        return texts

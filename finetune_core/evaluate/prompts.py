@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from finetune_core.contracts.prompts import prompt_render
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -24,7 +26,8 @@ class PromptTemplate:
     def messages(self, **fields: str) -> list[dict[str, str]]:
         return [
             {"role": "system", "content": self.system},
-            {"role": "user", "content": self.user.format(**fields)},
+            # Plain substitution: a template's text may come from a user (never str.format).
+            {"role": "user", "content": prompt_render(self.user, fields)},
         ]
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from finetune_core.contracts.hooks import Hooks
 from finetune_core.errors import FinetuneError
 from finetune_core.evaluate.aggregate import (
     by_category,
@@ -115,7 +116,15 @@ def run_evaluation(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     answer_batch_size: int = 8,
+    hooks: Hooks | None = None,
+    endpoint_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The evaluation as one dict. `progress` hears a line per step (the CLI); `hooks`
+    (finetune_core.contracts.hooks) hear phases "answers" (per candidate), "metrics",
+    "judging" and "grading" (info: judgments), progress per batch of answers and of
+    judgments, and are asked should_stop between batches: Stopped, and no result.
+    endpoint_options: Endpoint's fields for API candidates (timeout, egress, ...)."""
+    hooks = hooks or Hooks()
     labels = [c.label for c in candidates]
     if len(set(labels)) != len(labels):
         raise FinetuneError(f"candidate labels must differ: {labels}; name them LABEL=spec")
@@ -131,7 +140,9 @@ def run_evaluation(
         cache=cache,
         pool=pool,
         batch_size=answer_batch_size,
+        endpoint_options=endpoint_options,
         progress=say,
+        hooks=hooks,
     )
     timing["answers_s"] = time.perf_counter() - t0
     fresh = sum(not a.cached for by in answers.values() for a in by.values())
@@ -157,13 +168,15 @@ def run_evaluation(
     }
     t0 = time.perf_counter()
     say("reference metrics")
+    hooks.phase("metrics", {"candidates": len(candidates)})
+    hooks.check("metrics")
     result["metrics"] = _metrics(candidates, evalset, answers, pool, metrics, seed)
     timing["metrics_s"] = time.perf_counter() - t0
     if judge is not None and len(candidates) >= 2 and mode in ("pairwise", "both"):
         pairs = [(baseline, c) for c in labels if c != baseline] if baseline else None
         say("judging pairs in both orders")
         t0 = time.perf_counter()
-        judged = judge.compare(evalset, answers, pairs)
+        judged = judge.compare(evalset, answers, pairs, _judge_progress("judging", hooks))
         timing["pairwise_s"] = time.perf_counter() - t0
         result["judgments"] = [asdict(j) for j in judged]
         result["pairs"] = pair_summary(judged, n_boot, seed)
@@ -179,7 +192,7 @@ def run_evaluation(
     if judge is not None and mode in ("single", "both"):
         say("grading answers")
         t0 = time.perf_counter()
-        grades = judge.grade(evalset, answers)
+        grades = judge.grade(evalset, answers, _judge_progress("grading", hooks))
         timing["single_s"] = time.perf_counter() - t0
         result["grades"] = [asdict(g) for g in grades]
         result["grade_summary"] = grade_summary(grades, n_boot, seed)
@@ -197,4 +210,18 @@ def run_evaluation(
             "verdict_first": judge.verdict_first,
         }
     result["timing"] = timing
+    hooks.check("results")  # a stop asked during the last batch still stops
     return result
+
+
+def _judge_progress(phase: str, hooks: Hooks) -> Callable[[int, int], None]:
+    """Judge.compare's on_progress as hooks: the phase (with the judgments to make) at 0,
+    progress after each batch, should_stop between batches."""
+
+    def report(done: int, total: int) -> None:
+        if done == 0:
+            hooks.phase(phase, {"judgments": total})
+        hooks.progress(phase, done, total, {})
+        hooks.check(phase, {"judgments_done": done})
+
+    return report

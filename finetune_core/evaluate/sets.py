@@ -120,7 +120,9 @@ def _strings(value: object, line: int, key: str) -> list[str]:
         return [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
-    raise DataError(f"line {line}: {key!r} must be a string or a list of strings")
+    raise DataError(
+        f"line {line}: {key!r} must be a string or a list of strings", code="bad_field", line=line
+    )
 
 
 def from_prompt_file(path: str | Path) -> EvalSet:
@@ -133,9 +135,11 @@ def from_prompt_file(path: str | Path) -> EvalSet:
         try:
             rec = json.loads(raw)
         except ValueError as e:
-            raise DataError(f"line {line}: not valid JSON ({e})") from None
+            raise DataError(
+                f"line {line}: not valid JSON ({e})", code="invalid_json", line=line
+            ) from None
         if not isinstance(rec, dict):
-            raise DataError(f"line {line}: expected a JSON object")
+            raise DataError(f"line {line}: expected a JSON object", code="not_an_object", line=line)
         if isinstance(rec.get("prompt"), str):
             msgs = [Message("user", rec["prompt"])]
             if isinstance(rec.get("system"), str):
@@ -144,9 +148,17 @@ def from_prompt_file(path: str | Path) -> EvalSet:
             try:
                 msgs = [Message(m["role"], m["content"]) for m in rec["messages"]]
             except (TypeError, KeyError):
-                raise DataError(f"line {line}: messages need a role and content each") from None
+                raise DataError(
+                    f"line {line}: messages need a role and content each",
+                    code="bad_messages",
+                    line=line,
+                ) from None
         else:
-            raise DataError(f'line {line}: needs a string "prompt" or a "messages" list')
+            raise DataError(
+                f'line {line}: needs a string "prompt" or a "messages" list',
+                code="no_prompt",
+                line=line,
+            )
         refs = _strings(rec.get("references"), line, "references")
         refs += [r for r in _strings(rec.get("reference"), line, "reference") if r not in refs]
         category = rec.get("category")
@@ -156,7 +168,7 @@ def from_prompt_file(path: str | Path) -> EvalSet:
             )
         )
     if not items:
-        raise DataError(f"{path}: no prompts")
+        raise DataError(f"{path}: no prompts", code="no_prompts")
     return EvalSet(Path(path).stem, items)
 
 
@@ -171,14 +183,16 @@ def from_bigbench(name_or_path: str | Path) -> EvalSet:
         doc = json.loads(path.read_text(encoding="utf-8"))
         examples = doc["examples"]
     except (ValueError, KeyError, TypeError):
-        raise DataError(f"{path}: not a BIG-bench task (an object with an examples list)") from None
+        raise DataError(
+            f"{path}: not a BIG-bench task (an object with an examples list)", code="not_bigbench"
+        ) from None
     prefix = doc.get("task_prefix") or ""
     append = doc.get("append_choices_to_input") is True
     name = str(doc.get("name") or path.stem)
     items = []
     for n, ex in enumerate(examples, 1):
         if not isinstance(ex, dict) or not isinstance(ex.get("input"), str):
-            raise DataError(f"{path}: example {n} has no string input")
+            raise DataError(f"{path}: example {n} has no string input", code="bad_example", line=n)
         target = ex.get("target")
         refs = [target] if isinstance(target, str) else list(target or [])
         scores = ex.get("target_scores") or {}

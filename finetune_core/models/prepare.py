@@ -45,7 +45,8 @@ def prepare(name_or_path: str) -> Path:
     return target
 
 
-def _gguf_path(spec: ModelSpec) -> Path:
+def gguf_path(spec: ModelSpec) -> Path:
+    """The GGUF file a gguf-kind model is converted from (what its adapters trained on)."""
     folder = package_dir(spec.source)
     if folder is None:
         raise ModelNotFound(
@@ -63,7 +64,7 @@ def _gguf_path(spec: ModelSpec) -> Path:
 def _convert_gguf(spec: ModelSpec, out: Path) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    gguf = _gguf_path(spec)
+    gguf = gguf_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if not tokenizer.chat_template and spec.default_chat_template:
         tokenizer.chat_template = spec.default_chat_template

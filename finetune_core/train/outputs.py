@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from finetune_core.contracts.layout import ADAPTER, MANIFEST
 from finetune_core.errors import FinetuneError
 from finetune_core.train.checkpoint import atomic_dir, checkpoint_dir, list_checkpoints
 
@@ -33,10 +34,15 @@ def file_sha256(path: str | Path) -> str:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write through a temporary file and rename, so a kill never leaves half a file."""
+    """Write through a temporary file and rename, so a kill or a full disk never leaves half
+    a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 def save_adapter(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
@@ -70,7 +76,7 @@ def select_final(output_dir: str | Path, which: str) -> Path:
     if not (source / "adapter_model.safetensors").exists():
         steps = [p.name for p in list_checkpoints(out)]
         raise FinetuneError(f"{source} holds no adapter; available: last, best, {', '.join(steps)}")
-    with atomic_dir(out / "adapter") as staging:
+    with atomic_dir(out / ADAPTER) as staging:
         for name in ADAPTER_FILES:
             shutil.copy2(source / name, staging / name)
         for extra in source.iterdir():
@@ -79,12 +85,12 @@ def select_final(output_dir: str | Path, which: str) -> Path:
                 "chat_template.jinja",
             ):
                 shutil.copy2(extra, staging / extra.name)
-    manifest_path = out / "manifest.json"
+    manifest_path = out / MANIFEST
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
         manifest["final"] = which
         write_json(manifest_path, manifest)
-    return out / "adapter"
+    return out / ADAPTER
 
 
 def write_manifest(
@@ -107,4 +113,4 @@ def write_manifest(
     }
     # The adapter first: select_final would otherwise rewrite the manifest just written.
     select_final(out, final)
-    write_json(out / "manifest.json", manifest)
+    write_json(out / MANIFEST, manifest)

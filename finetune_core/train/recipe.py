@@ -19,18 +19,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from finetune_core.data.pack import Row, collate
+from finetune_core.contracts.hooks import Hooks
+from finetune_core.data.pack import IGNORE, Row, collate
 from finetune_core.errors import Cancelled, EmptyDataset, NaNLoss, OutOfMemory
 from finetune_core.models.loading import load_tokenizer
 from finetune_core.train.callbacks import Callback, ProgressEvent, peak_memory_bytes
 from finetune_core.train.checkpoint import (
     checkpoint_dir,
+    disk_full_reported,
     list_checkpoints,
     load_checkpoint,
+    prune_checkpoints,
     save_checkpoint,
 )
+from finetune_core.train.chunked_loss import trained_loss
 from finetune_core.train.config import TrainConfig
 from finetune_core.train.outputs import save_adapter, write_json, write_manifest
+from finetune_core.train.preference import PreferenceObjective, prepare_pairs
 from finetune_core.train.setup import build_model, build_optimizer, prepare_rows
 
 
@@ -61,12 +66,22 @@ def batch_rows(rows: list[Row], micro: int, batch_size: int, seed: int) -> list[
     return [rows[int(i)] for i in order[index * batch_size : (index + 1) * batch_size]]
 
 
-def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over trained tokens, and how many there were.
+def token_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, chunk_rows: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over trained tokens, and how many there were."""
+    loss, n = token_loss_sum(model, batch, chunk_rows=chunk_rows)
+    return loss / max(n, 1), n
 
-    The output layer runs only at positions whose next token is trained: in
-    supervised fine-tuning most positions are prompt, and the full
-    (tokens x vocabulary) logits tensor would dominate time and memory.
+
+def token_loss_sum(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], *, chunk_rows: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over trained tokens, and how many there were.
+
+    The output layer runs only at positions whose next token is trained (in
+    supervised fine-tuning most positions are prompt), and chunk by chunk, so the
+    (tokens x vocabulary) logits never exist at once (see chunked_loss).
     """
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -75,14 +90,21 @@ def token_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[
         input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
     ).last_hidden_state
     labels = batch["labels"][:, 1:]
-    trained = labels != -100
-    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][trained]).float()
-    cap = getattr(causal_lm.config, "final_logit_softcapping", None)
-    if cap:  # Gemma-style logit soft-capping, as the model's own forward applies it
-        logits = torch.tanh(logits / cap) * cap
-    n = int(trained.sum())
-    loss = torch.nn.functional.cross_entropy(logits, labels[trained], reduction="sum")
-    return loss / max(n, 1), n
+    trained = labels != IGNORE
+    loss = trained_loss(
+        causal_lm.get_output_embeddings(),
+        hidden[:, :-1][trained],
+        labels[trained],
+        # Gemma-style logit soft-capping, as the model's own forward applies it
+        softcap=getattr(causal_lm.config, "final_logit_softcapping", None),
+        chunk_rows=chunk_rows,
+    )
+    return loss, int(trained.sum())
+
+
+def trained_tokens(rows: list[Row]) -> int:
+    """Positions whose next token is trained, as token_loss counts them (labels shifted by one)."""
+    return sum(sum(label != IGNORE for label in row.labels[1:]) for row in rows)
 
 
 @torch.no_grad()
@@ -105,18 +127,26 @@ def train(
     callback: Callback | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume: bool = False,
+    hooks: Hooks | None = None,
 ) -> TrainResult:
+    """Train. `hooks` (the engine's one protocol) hear progress("train", step, total,
+    event dict) next to `callback`, and stop it as `should_stop` does: a checkpoint, then
+    the "cancelled" result."""
     cfg.validate()
-    emit = callback or (lambda event: None)
+    emit = _emitter(callback, hooks)
+    if should_stop is None and hooks is not None:
+        should_stop = hooks.should_stop
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:  # `resume` reads it back
-        write_json(out / "config.json", cfg.to_dict())
+        with disk_full_reported(out, "writing the run's config"):
+            write_json(out / "config.json", cfg.to_dict())
     seed_everything(cfg.seed)
 
-    # 1. Data: read, split, render with the chat template, pack.
+    # 1. Data: read, split, render with the chat template, pack (DPO, SimPO: render pairs).
     tokenizer = load_tokenizer(cfg.model)
-    train_rows, val_rows, data_info = prepare_rows(cfg, tokenizer)
+    prepare = prepare_pairs if cfg.preference else prepare_rows
+    train_rows, val_rows, data_info = prepare(cfg, tokenizer)  # type: ignore[operator]
     if not train_rows:
         raise EmptyDataset(
             f"no training examples left after filtering {cfg.data}: every example was empty, "
@@ -130,6 +160,8 @@ def train(
     total_steps = cfg.max_steps or math.ceil(micro_per_epoch * cfg.epochs / cfg.grad_accum)
     model = build_model(cfg)
     optimizer, scheduler = build_optimizer(cfg, model, total_steps)
+    # DPO and SimPO score pairs of answers, DPO against a reference (see train/preference.py).
+    objective = PreferenceObjective(cfg, model, pad_id) if cfg.preference else None
 
     # 3. Resume: the latest complete checkpoint restores weights, optimizer, RNG and step.
     step, state = 0, {"history": [], "best_val_loss": None, "best_step": None}
@@ -137,6 +169,8 @@ def train(
     if saved:
         state = load_checkpoint(saved[-1], model=model, optimizer=optimizer, scheduler=scheduler)
         step = state["step"]
+        if objective is not None:
+            objective.load_state(state)
     history: list[dict[str, Any]] = state["history"]
     emit(
         ProgressEvent("start", step, total_steps, message=f"training {cfg.model} from step {step}")
@@ -144,17 +178,26 @@ def train(
 
     def checkpoint(at: int) -> None:
         trainer_state = {k: state[k] for k in ("best_val_loss", "best_step")} | {"history": history}
-        save_checkpoint(
-            checkpoint_dir(out, at),
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            step=at,
-            trainer_state=trainer_state,
-        )
+        trainer_state |= objective.state() if objective is not None else {}
+        # A full disk fails the run (DiskFull, resumable) with no half-written checkpoint.
+        with disk_full_reported(out, f"saving the checkpoint at step {at}"):
+            save_checkpoint(
+                checkpoint_dir(out, at),
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                step=at,
+                trainer_state=trainer_state,
+            )
+        prune_checkpoints(out, keep=cfg.keep_checkpoints)
         emit(ProgressEvent("checkpoint", at, total_steps, message=f"saved checkpoint at step {at}"))
 
-    # 4. The loop. Each optimizer step runs grad_accum micro-batches.
+    # 4. The loop. Each optimizer step runs grad_accum micro-batches. DPO first takes the
+    # reference's log-probabilities of every pair, once (a stop here stops at the loop's top).
+    if objective is not None:
+        if hooks is not None:  # a phase of its own: train's progress events are steps
+            hooks.phase("reference", {"pairs": objective.uncached(train_rows + val_rows)})
+        objective.cache_reference(train_rows + val_rows, should_stop)
     model.train()
     started, tokens_seen, last_loss = time.monotonic(), 0, None
     start_step = step
@@ -164,7 +207,9 @@ def train(
             emit(ProgressEvent("cancelled", step, total_steps, message=f"cancelled at step {step}"))
             return _result("cancelled", out, step, total_steps, last_loss, state, history)
         try:
-            last_loss, n_tokens = _optimizer_step(cfg, model, optimizer, train_rows, step, pad_id)
+            last_loss, n_tokens, metrics = _optimizer_step(
+                cfg, model, optimizer, train_rows, step, pad_id, objective
+            )
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc):
                 raise
@@ -188,6 +233,7 @@ def train(
             "step": step,
             "train_loss": last_loss,
             "learning_rate": scheduler.get_last_lr()[0],
+            **metrics,
         }
         emit(
             ProgressEvent(
@@ -200,27 +246,43 @@ def train(
                 eta_s=eta,
                 peak_memory_bytes=peak_memory_bytes(),
                 epoch=step * cfg.grad_accum / micro_per_epoch,
+                metrics=metrics or None,
             )
         )
         if val_rows and (step % cfg.eval_every == 0 or step == total_steps):
-            val_loss = evaluate(model, val_rows, cfg.batch_size, pad_id)
-            record["val_loss"] = val_loss
+            if objective is None:
+                val_loss, val_metrics = evaluate(model, val_rows, cfg.batch_size, pad_id), {}
+            else:
+                val_loss, val_metrics = objective.evaluate(val_rows)
+            val_metrics = {f"val_{k}": v for k, v in val_metrics.items()}
+            record |= {"val_loss": val_loss, **val_metrics}
             msg = f"step {step}: validation loss {val_loss:.4f}"
             if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
                 state["best_val_loss"], state["best_step"] = val_loss, step
-                save_adapter(model, tokenizer, out / "best")
+                with disk_full_reported(out, f"saving the best adapter at step {step}"):
+                    save_adapter(model, tokenizer, out / "best")
                 msg += " (best so far, saved)"
-            emit(ProgressEvent("eval", step, total_steps, val_loss=val_loss, message=msg))
+            emit(
+                ProgressEvent(
+                    "eval",
+                    step,
+                    total_steps,
+                    val_loss=val_loss,
+                    message=msg,
+                    metrics=val_metrics or None,
+                )
+            )
         history.append(record)
         if step % cfg.save_every == 0 and step < total_steps:
             checkpoint(step)
 
     # 5. Outputs: the last checkpoint, the final adapter and the manifest.
     checkpoint(step)
-    save_adapter(model, tokenizer, out / "last")
     final = "best" if cfg.final == "best" and (out / "best").exists() else "last"
     result = _result("succeeded", out, step, total_steps, last_loss, state, history)
-    write_manifest(cfg, out, final=final, data_info=data_info, result=result.__dict__)
+    with disk_full_reported(out, "writing the final adapter and manifest"):
+        save_adapter(model, tokenizer, out / "last")
+        write_manifest(cfg, out, final=final, data_info=data_info, result=result.__dict__)
     emit(
         ProgressEvent(
             "done",
@@ -231,6 +293,16 @@ def train(
         )
     )
     return result
+
+
+def _emitter(callback: Callback | None, hooks: Hooks | None) -> Callback:
+    def emit(event: ProgressEvent) -> None:
+        if callback is not None:
+            callback(event)
+        if hooks is not None:
+            hooks.progress("train", event.step, event.total_steps, event.to_dict())
+
+    return emit
 
 
 # CUDA raises OutOfMemoryError; the CPU allocator and oneDNN (which fails to build a
@@ -249,25 +321,47 @@ def _optimizer_step(
     rows: list[Row],
     step: int,
     pad_id: int,
-) -> tuple[float, int]:
-    """One optimizer step over grad_accum micro-batches.
-
-    Returns the mean loss and the real (non-padding) tokens processed, which is
-    what throughput figures count.
-    """
-    total_loss, total_tokens = 0.0, 0
-    for k in range(cfg.grad_accum):
-        micro = batch_rows(rows, step * cfg.grad_accum + k, cfg.batch_size, cfg.seed)
-        loss, _ = token_loss(model, collate(micro, pad_id))
-        (loss / cfg.grad_accum).backward()
-        total_loss += float(loss.detach()) / cfg.grad_accum
-        total_tokens += sum(len(r) for r in micro)
+    objective: PreferenceObjective | None = None,
+) -> tuple[float, int, dict[str, float]]:
+    """One optimizer step over grad_accum micro-batches; returns the loss and tokens, as
+    accumulate_gradients does, and the preference metrics (none in supervised runs)."""
+    micro_batches = step_micro_batches(cfg, rows, step)
+    if objective is None:
+        (loss, tokens), metrics = accumulate_gradients(model, micro_batches, pad_id), {}
+    else:
+        loss, tokens, metrics = objective.accumulate(micro_batches)  # type: ignore[arg-type]
     if cfg.grad_clip > 0:
         params = [p for p in model.parameters() if p.requires_grad]
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return total_loss, total_tokens
+    return loss, tokens, metrics
+
+
+def step_micro_batches(cfg: TrainConfig, rows: list[Row], step: int) -> list[list[Row]]:
+    """The grad_accum micro-batches of optimizer step `step`."""
+    first = step * cfg.grad_accum
+    return [batch_rows(rows, first + k, cfg.batch_size, cfg.seed) for k in range(cfg.grad_accum)]
+
+
+def accumulate_gradients(
+    model: torch.nn.Module, micro_batches: list[list[Row]], pad_id: int
+) -> tuple[float, int]:
+    """Backpropagate the mean loss over every trained token of all micro-batches.
+
+    Each micro-batch's summed loss is divided by the trained tokens of the whole
+    step (known from the labels before any forward pass), so every token weighs
+    the same however the micro-batches split them: averaging per-micro-batch means
+    would weigh the tokens of a sparse micro-batch more. Returns that mean loss and
+    the real (non-padding) tokens processed, which is what throughput figures count.
+    """
+    n_trained = max(sum(trained_tokens(micro) for micro in micro_batches), 1)
+    total = 0.0
+    for micro in micro_batches:
+        loss, _ = token_loss_sum(model, collate(micro, pad_id))
+        (loss / n_trained).backward()
+        total += float(loss.detach())
+    return total / n_trained, sum(len(row) for micro in micro_batches for row in micro)
 
 
 def _result(

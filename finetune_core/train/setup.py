@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from finetune_core.contracts.layout import ADAPTER
+from finetune_core.contracts.train import resolve_target_modules
 from finetune_core.data.pack import Row, pack
 from finetune_core.data.render import render_example
+from finetune_core.data.types import PreferenceExample
+from finetune_core.errors import DataError, FinetuneError
 from finetune_core.models.loading import load_model
 from finetune_core.train.config import TrainConfig
 
@@ -24,6 +29,11 @@ def prepare_rows(
     from finetune_core.train.outputs import file_sha256
 
     examples = list(read_examples(cfg.data, fmt=cfg.data_format, column_map=cfg.column_map))
+    if examples and isinstance(examples[0], PreferenceExample):
+        raise DataError(
+            f"{cfg.data} holds preference pairs: train them with training_method dpo or simpo",
+            code="preference_data",
+        )
     if cfg.limit_examples:
         examples = examples[: cfg.limit_examples]
     if cfg.val_data:
@@ -47,9 +57,22 @@ def prepare_rows(
     return train_rows, val_rows, info
 
 
+def adapter_folder(path: str) -> Path:
+    """A PEFT adapter folder given as itself or as the run folder that holds it."""
+    for folder in (Path(path), Path(path) / ADAPTER):
+        if (folder / "adapter_config.json").is_file():
+            return folder
+    raise FinetuneError(
+        f"init_adapter {path} holds no adapter (adapter_config.json): give an adapter folder, "
+        "or the folder of a finished run",
+        code="adapter_not_found",
+    )
+
+
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    """The base model (4-bit NF4 for QLoRA) with a fresh LoRA or DoRA adapter."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    """The base model (4-bit NF4 for QLoRA) with a fresh LoRA or DoRA adapter, or the
+    adapter init_adapter names, trainable."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     model = load_model(cfg.model, quantization=cfg.quantization)
     model.config.use_cache = False
@@ -62,15 +85,39 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    if cfg.init_adapter:
+        model = PeftModel.from_pretrained(
+            model, adapter_folder(cfg.init_adapter), is_trainable=True
+        )
+        if cfg.neftune_alpha > 0:
+            add_neftune(model, cfg.neftune_alpha)
+        return model
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
+        target_modules=resolve_target_modules(cfg.target_modules),
         use_dora=cfg.method == "dora",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    if cfg.neftune_alpha > 0:
+        add_neftune(model, cfg.neftune_alpha)
+    return model
+
+
+def add_neftune(model: torch.nn.Module, alpha: float) -> None:
+    """NEFTune (Jain et al., 2023): while training, the input embeddings get uniform noise
+    in ±alpha/sqrt(tokens × width); evaluation and generation see none. The noise draws
+    from torch's RNG, which checkpoints save, so a resumed run stays exact."""
+
+    def noisy(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        if not module.training:
+            return output
+        scale = alpha / math.sqrt(output.size(-2) * output.size(-1))
+        return output + torch.zeros_like(output).uniform_(-scale, scale)
+
+    model.get_input_embeddings().register_forward_hook(noisy)
 
 
 def build_optimizer(

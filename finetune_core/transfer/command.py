@@ -7,6 +7,16 @@ import json
 import sys
 from typing import Any
 
+from finetune_core.contracts.settings import Setting, add_flags, given_flags, scalar_settings
+from finetune_core.contracts.transfer import ABLATIONS, transfer_settings
+
+# Set by their own flags: the source, the target, the output and the switches.
+OWN_FLAGS = ("run", "target", "output_dir", "target_modules")
+
+
+def _transfer_flags() -> list[Setting]:
+    return scalar_settings(transfer_settings(), skip=OWN_FLAGS)
+
 
 def add_parsers(sub: Any) -> None:
     d = sub.add_parser(
@@ -28,44 +38,17 @@ def add_parsers(sub: Any) -> None:
     t.add_argument("run", help="the source run (with transfer/seeds.jsonl and discriminator/)")
     t.add_argument("--target", required=True, help="the new base model")
     t.add_argument("--output-dir", required=True)
-    t.add_argument("--synthetic", type=int, default=250, help="synthetic inputs to accept")
-    t.add_argument("--max-attempts", type=int, help="candidates sampled at most (default 4N)")
+    add_flags(t, _transfer_flags(), aliases={"n_synthetic": "--synthetic"})
     t.add_argument("--unfiltered", action="store_true", help="no discriminator filter")
     t.add_argument(
-        "--real-recall", type=float,
-        help="stricter filter: accept only above the margin this share of held-out real "
-        "inputs reached (e.g. 0.9); default: the paper's p(yes) > p(no)",
-    )  # fmt: skip
-    t.add_argument(
-        "--teacher-keep", type=float, default=1.0,
-        help="distil only this share of the teacher's answers, those it is surest of "
-        "(e.g. 0.8); default 1.0, all of them, as the paper",
-    )  # fmt: skip
-    t.add_argument(
-        "--ablation", action="append", default=[], choices=["unfiltered", "seeds_only"],
+        "--ablation", action="append", default=[], choices=list(ABLATIONS),
         help="also train and report an ablation student; repeatable",
     )  # fmt: skip
-    t.add_argument("--temperature", type=float, default=1.0)
-    t.add_argument("--top-p", type=float, default=0.95)
-    t.add_argument("--teacher-max-new-tokens", type=int, default=64)
-    t.add_argument("--epochs", type=int, default=12, help="student epochs (paper: up to 20)")
-    t.add_argument("--max-steps", type=int)
-    t.add_argument("--learning-rate", type=float, default=5e-4, help="student (paper: 2e-5..2e-4)")
-    t.add_argument("--lora-r", type=int, help="student rank (default: the source adapter's)")
     t.add_argument(
         "--target-modules",
         help="comma list or all-linear (default: the source adapter's; the paper: q_proj,v_proj)",
     )
-    t.add_argument("--batch-size", type=int, default=2)
-    t.add_argument("--eval-data", help="held-out examples (default: the source run's val split)")
-    t.add_argument("--eval-limit", type=int)
     t.add_argument("--no-seeds-in-student", action="store_true")
-    t.add_argument(
-        "--distillation", default="sequence", choices=["sequence", "logits"],
-        help="logits: also match the teacher's token distributions (same tokenizer only)",
-    )  # fmt: skip
-    t.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
-    t.add_argument("--seed", type=int, default=0)
     t.add_argument("--json", action="store_true", help="print the report as JSON")
     t.add_argument(
         "--resume",
@@ -126,27 +109,11 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             run=args.run,
             target=args.target,
             output_dir=args.output_dir,
-            n_synthetic=args.synthetic,
-            max_attempts=args.max_attempts,
             filtered=not args.unfiltered,
-            real_recall=args.real_recall,
-            teacher_keep=args.teacher_keep,
             ablations=tuple(args.ablation),
-            temperature=args.temperature,
-            top_p=args.top_p,
-            teacher_max_new_tokens=args.teacher_max_new_tokens,
             include_seeds=not args.no_seeds_in_student,
-            distillation=args.distillation,
-            epochs=args.epochs,
-            max_steps=args.max_steps,
-            learning_rate=args.learning_rate,
-            lora_r=args.lora_r,
             target_modules=parse_target_modules(args.target_modules),
-            batch_size=args.batch_size,
-            quantization=args.quantization,
-            eval_data=args.eval_data,
-            eval_limit=args.eval_limit,
-            seed=args.seed,
+            **given_flags(args, _transfer_flags()),
         ),
         log=lambda line: print(line, file=sys.stderr, flush=True),
         hooks=Hooks(progress=PhaseBars()),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from finetune_core.contracts.layout import ADAPTER
 from finetune_core.data import Example, Message, to_chat_jsonl
 from finetune_core.data.render import render_prompt
 from finetune_core.errors import FinetuneError
@@ -182,7 +183,7 @@ def load_discriminator(
     info = read_info(folder)
     threshold = filter_threshold(folder, info, real_recall)  # before minutes of loading
     chat = load_chat_model(
-        info["source_model"], adapter=str(Path(folder) / "adapter"), quantization=quantization
+        info["source_model"], adapter=str(Path(folder) / ADAPTER), quantization=quantization
     )
     disc = Discriminator.from_chat(chat, info["task"])
     disc.threshold = threshold

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from finetune_core.contracts.layout import ADAPTER, MANIFEST
 from finetune_core.data import Example
 from finetune_core.data.pack import IGNORE, Row, collate, pack
 from finetune_core.data.render import render_example
@@ -186,7 +187,7 @@ def train_logit_student(
         history.append({"step": step, "loss": float(loss.detach()), "kl": kl})
         hooks.progress("train", step, total, {"student": name, "train_loss": float(loss.detach())})
     folder.mkdir(parents=True, exist_ok=True)
-    save_adapter(model, tokenizer, folder / "adapter")
+    save_adapter(model, tokenizer, folder / ADAPTER)
     summary = {
         "base_model": cfg.target,
         "distillation": "logits",
@@ -198,5 +199,5 @@ def train_logit_student(
         "steps": total,
         "history": history,
     }
-    write_json(folder / "manifest.json", summary)
+    write_json(folder / MANIFEST, summary)
     return summary

@@ -1,34 +1,17 @@
-"""How a caller (the notebook's worker) watches a Trans-LoRA step and stops it."""
+"""How a caller (the notebook's worker) watches a Trans-LoRA step and stops it: the
+engine's one Hooks protocol (finetune_core.contracts.hooks), re-exported here.
+
+Transfer's progress phases are "generate" (candidates sampled of the budget; info:
+accepted, rate), "teacher" (inputs answered), "train" (student steps) and "evaluate"
+(examples scored); info names the model or student.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from finetune_core.contracts.hooks import Hooks, Progress, Stopped
 
-Progress = Callable[[str, int, int | None, dict[str, Any]], None]
+__all__ = ["Hooks", "Progress", "TransferStopped"]
 
 
-def _no_progress(phase: str, current: int, total: int | None, info: dict[str, Any]) -> None:
-    pass
-
-
-@dataclass
-class Hooks:
-    """How a caller (the notebook's worker) watches and stops a transfer.
-
-    progress(phase, current, total, info): phases are "generate" (candidates sampled of the
-    budget; info: accepted, rate), "teacher" (inputs answered), "train" (student steps),
-    "evaluate" (examples scored); info names the model or student.
-    """
-
-    progress: Progress = _no_progress
-    should_stop: Callable[[], bool] = lambda: False
-
-
-class TransferStopped(Exception):
+class TransferStopped(Stopped):
     """should_stop said stop; `partial` holds what was done (phase times, synthesis, ...)."""
-
-    def __init__(self, phase: str, partial: dict[str, Any]) -> None:
-        super().__init__(f"stopped during {phase}")
-        self.phase, self.partial = phase, partial

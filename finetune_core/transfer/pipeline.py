@@ -21,6 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from finetune_core.contracts.layout import DISCRIMINATOR_DIR, SEEDS_DIR, TRANSFER_REPORT
 from finetune_core.data import Example
 from finetune_core.errors import FinetuneError
 from finetune_core.transfer.config import (
@@ -105,7 +106,7 @@ class TransferRun:
                     f"logit distillation needs one tokenizer: {self.source} and {cfg.target} "
                     "have different vocabularies; use sequence-level distillation"
                 )
-        self.seeds = load_seeds(self.path / "transfer")
+        self.seeds = load_seeds(self.path / SEEDS_DIR)
         self.seed_inputs = [task_input(s) for s in self.seeds]
         self.held_out = eval_examples(cfg)
         self.log, self.hooks = log, hooks
@@ -148,7 +149,7 @@ class TransferRun:
             with self.phase("synthesize"):
                 filtered = self.sample(
                     lambda: load_discriminator(
-                        self.path / "discriminator",
+                        self.path / DISCRIMINATOR_DIR,
                         quantization=cfg.quantization,
                         real_recall=cfg.real_recall,
                     ),
@@ -331,7 +332,7 @@ class TransferRun:
             "source_model": self.source,
             "source_adapter": self.source_adapter,
             "target_model": cfg.target,
-            "task": read_info(self.path / "discriminator")["task"] if cfg.filtered else None,
+            "task": read_info(self.path / DISCRIMINATOR_DIR)["task"] if cfg.filtered else None,
             "adapter": adapters["transferred"],
             "adapters": adapters,
             "accuracy": {k: self.accuracy[k] for k in ORDER if k in self.accuracy},
@@ -347,7 +348,7 @@ class TransferRun:
             "reused": self.saved.reused,
             "config": asdict(cfg),
         }
-        write_json(self.out / "report.json", report)
+        write_json(self.out / TRANSFER_REPORT, report)
         return report
 
 

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from finetune_core.contracts.layout import ADAPTER, MANIFEST
 from finetune_core.transfer.sampling import SamplingResult
 
 ATTEMPT = "attempt.json"
@@ -161,8 +162,8 @@ class Saved:
     def student(self, name: str) -> Path | None:
         """A student that finished training: its adapter folder."""
         folder = self.out / name
-        done = self.students_active and (folder / "manifest.json").is_file()
-        return folder / "adapter" if done and (folder / "adapter").is_dir() else None
+        done = self.students_active and (folder / MANIFEST).is_file()
+        return folder / ADAPTER if done and (folder / ADAPTER).is_dir() else None
 
     def student_started(self, name: str) -> bool:
         """An unfinished student with checkpoints: training continues from the latest."""

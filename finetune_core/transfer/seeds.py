@@ -9,10 +9,10 @@ import string
 from collections.abc import Sequence
 from pathlib import Path
 
+from finetune_core.contracts.layout import SEEDS_FILE
 from finetune_core.data import Example, read_examples, to_chat_jsonl
 from finetune_core.errors import DataError
 
-SEEDS_FILE = "seeds.jsonl"
 # Any new list item ends the sampled one (the paper cuts at "\n7."; a model that skips
 # or repeats a number must be cut too).
 _NEXT_ITEM = re.compile(r"\n\s*\d+\.")

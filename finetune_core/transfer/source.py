@@ -17,6 +17,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune_core.contracts.layout import (
+    ADAPTER,
+    DISCRIMINATOR_DIR,
+    SEEDS_DIR,
+)
 from finetune_core.data import Example, read_examples, train_val_split
 from finetune_core.errors import FinetuneError
 from finetune_core.transfer.discriminator import write_discriminator_data, write_info
@@ -57,7 +62,7 @@ def default_task(run: str | Path) -> str:
 
 
 def run_adapter(run: str | Path) -> Path:
-    adapter = Path(run) / "adapter"
+    adapter = Path(run) / ADAPTER
     if not (adapter / "adapter_config.json").exists():
         raise FinetuneError(f"no adapter in {run}: train the source adapter first")
     return adapter
@@ -87,14 +92,6 @@ class DiscriminatorConfig:
     train_overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def is_transferable(run: str | Path) -> bool:
-    """Seeds and a trained discriminator sit beside the run's adapter."""
-    run = Path(run)
-    return (run / "transfer" / "seeds.jsonl").is_file() and (
-        run / "discriminator" / "discriminator.json"
-    ).is_file()
-
-
 def train_discriminator(
     cfg: DiscriminatorConfig, hooks: Hooks | None = None, resume: bool = False
 ) -> dict[str, Any]:
@@ -108,7 +105,7 @@ def train_discriminator(
     held_out = [x for x in _real_inputs([*val_examples, *train_examples], cfg) if x not in trained]
     if held_out[: cfg.n_calibration]:
         started = time.monotonic()
-        folder = Path(cfg.run) / "discriminator"
+        folder = Path(cfg.run) / DISCRIMINATOR_DIR
         summary["calibration"] = calibrate(folder, held_out[: cfg.n_calibration], cfg.quantization)
         summary["phase_seconds"]["calibrate"] = time.monotonic() - started
     return summary
@@ -147,14 +144,14 @@ def _sample_and_train(
     times: dict[str, float] = {}
 
     seeds = select_seeds(train_examples, cfg.n_seeds, seed=cfg.seed)
-    seeds_path = save_seeds(seeds, run / "transfer")
+    seeds_path = save_seeds(seeds, run / SEEDS_DIR)
 
     inputs = _real_inputs(train_examples, cfg)
     real = inputs[: cfg.n_real]
 
-    folder = run / "discriminator"
-    data = run / "transfer" / "discriminator_data.jsonl"
-    meta = run / "transfer" / "discriminator_data.meta.json"
+    folder = run / DISCRIMINATOR_DIR
+    data = run / SEEDS_DIR / "discriminator_data.jsonl"
+    meta = run / SEEDS_DIR / "discriminator_data.meta.json"
     settings = {k: v for k, v in asdict(cfg).items() if k != "run"} | {"task": task}
     settings = json.loads(json.dumps(settings))
     earlier = read_json(meta) if resume and data.is_file() else None

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from finetune_core.contracts.layout import ADAPTER
 from finetune_core.data import Example, Message, to_chat_jsonl
 from finetune_core.transfer.hooks import Hooks, TransferStopped
 
@@ -56,7 +57,7 @@ def teacher_answers(
     """Greedy answers of the teacher, and how sure it was of each: the mean log-probability
     of the answer's tokens as it wrote them (0 is certain, an empty answer -inf). Its wrong
     answers score lower: on 2-digit sums the mean told right from wrong with an AUC of
-    0.82 (transfer/README.md). Stopping between batches raises TransferStopped."""
+    0.82 (benchmarks/results/transfer_history.md). Stopping between batches raises TransferStopped."""
     from finetune_core.infer import generate
 
     hooks = hooks or Hooks()
@@ -184,7 +185,7 @@ def train_student(
             alpha=cfg.logit_alpha,
             temperature=cfg.logit_temperature,
         )
-        return folder / "adapter"
+        return folder / ADAPTER
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "distill.jsonl"
     to_chat_jsonl(examples, data)
@@ -217,4 +218,4 @@ def train_student(
     )
     if result.status == "cancelled":
         raise TransferStopped(f"train_{name}", {})
-    return folder / "adapter"
+    return folder / ADAPTER

@@ -5,14 +5,16 @@ No worker here: validation results are written with the same service the worker 
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 import requests
 from django.urls import reverse
 
 from tests.web.conftest import client_for
+from webapp.api.keys import api_key_create
 from webapp.api.models import ApiKey, ChatCompletion
-from webapp.api.services import api_key_create
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_mark
 from webapp.jobs.models import Job, JobStatus
@@ -253,3 +255,34 @@ def test_chat_sampling_options_are_checked(sdk, owner_key, extra: dict, param: s
         )
     assert bad.value.param == param
     assert not ChatCompletion.objects.exists()  # nothing was queued
+
+
+def test_a_stream_no_worker_answers_ends_with_an_error_event(live_server, owner_key, settings):
+    """The stream opens at once; when generation times out its last event is an OpenAI-shaped
+    error, then [DONE] (the SDK raises it as an APIError)."""
+    settings.API_CHAT_TIMEOUT_S = 1
+    raw = requests.post(
+        f"{live_server.url}/v1/chat/completions",
+        json={"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "stream": 1},
+        headers={"Authorization": f"Bearer {owner_key}"},
+        timeout=30,
+    )
+    assert raw.status_code == 400 and raw.json()["error"]["param"] == "stream"
+    with requests.post(
+        f"{live_server.url}/v1/chat/completions",
+        json={
+            "model": "tiny-llama",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
+        headers={"Authorization": f"Bearer {owner_key}"},
+        stream=True,
+        timeout=30,
+    ) as streamed:
+        events = [line[6:] for line in streamed.iter_lines(decode_unicode=True) if line]
+    assert streamed.headers["Content-Type"].startswith("text/event-stream")
+    first, error = json.loads(events[0]), json.loads(events[-2])
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "system_fingerprint" not in first
+    assert error["error"]["code"] == "timeout" and set(error["error"]) == ERROR_KEYS
+    assert events[-1] == "[DONE]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -9,11 +10,13 @@ from datetime import timedelta
 import openai
 import pytest
 import requests
+from django.http import HttpResponse
+from django.test import Client, RequestFactory
 from django.utils import timezone
 
-from webapp.api.idempotency import idempotent_request_purge_expired
-from webapp.api.models import FineTuningJob, IdempotentRequest
-from webapp.api.services import api_key_create
+from webapp.api.idempotency import idempotent_request_purge_expired, request_fingerprint
+from webapp.api.keys import api_key_create
+from webapp.api.models import ApiKey, FineTuningJob, IdempotentRequest
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_mark
 from webapp.projects.models import Project
@@ -209,3 +212,63 @@ def test_nul_characters_are_refused_before_they_reach_the_database(
     assert literal.status_code == 201 and literal.json()["name"] == "path\\u0000"
     bad_key = _post(f"{base}/projects", owner_key, {"name": "k"}, **{"Idempotency-Key": "a\tb"})
     assert bad_key.status_code == 400 and bad_key.json()["error"]["param"] == "Idempotency-Key"
+
+
+def test_a_key_left_in_progress_by_a_crash_is_freed_after_the_time_limit(
+    team, owner, owner_key, dataset_version, settings
+) -> None:
+    """A process killed mid-request never finishes its Idempotency-Key row; after the
+    request time limit, a retry runs instead of hearing "in progress" for 24 h."""
+    settings.API_REQUEST_TIME_LIMIT_S = 300
+    dataset_version_mark(version_id=dataset_version.pk, status=VersionStatus.VALID)
+    path, once = "/v1/fine_tuning/jobs", {"HTTP_IDEMPOTENCY_KEY": "crash"}
+    body = json.dumps({"model": "tiny-llama", "training_file": f"file-{dataset_version.pk}"})
+    # What the crashed first request left behind: its row, never answered.
+    sent = RequestFactory().post(path, data=body, content_type="application/json")
+    key = ApiKey.objects.get(team=team)
+    IdempotentRequest.objects.create(
+        api_key=key, key="crash", method="POST", path=path, fingerprint=request_fingerprint(sent)
+    )
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {owner_key}")
+
+    def retry() -> HttpResponse:
+        return client.post(path, data=body, content_type="application/json", **once)
+
+    IdempotentRequest.objects.update(created_at=timezone.now() - timedelta(seconds=290))
+    busy = retry()
+    assert busy.status_code == 409
+    assert busy.json()["error"]["code"] == "idempotency_request_in_progress"
+    assert not FineTuningJob.objects.exists()
+
+    IdempotentRequest.objects.update(created_at=timezone.now() - timedelta(seconds=310))
+    ran = retry()
+    assert ran.status_code == 200 and FineTuningJob.objects.count() == 1
+    replayed = retry()  # the new answer is kept and replayed, as for any first request
+    assert replayed.json()["id"] == ran.json()["id"] and replayed["Idempotent-Replayed"] == "true"
+    assert FineTuningJob.objects.count() == 1
+
+
+def test_rate_limit_buckets_are_chosen_after_authentication(
+    team, owner, owner_key, settings
+) -> None:
+    """A key's budget is spent only by requests that prove the key; wrong keys, whatever
+    prefix they show, share a small budget per address."""
+    settings.API_RATE_LIMIT, settings.API_RATE_LIMIT_FAILED = 5, 3
+    settings.API_RATE_LIMIT_WINDOW_S = 60
+    client = Client()
+
+    def get(key: str) -> HttpResponse:
+        return client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {key}")
+
+    forged = [owner_key[:11] + "x" * 40, "tb-aaaaaaaa-wrong", "tb-bbbbbbbb-wrong"]
+    assert [get(key).status_code for key in forged] == [401, 401, 401]
+    # The victim's prefix did not spend its budget: all 5 are left (4 after this one).
+    ok = get(owner_key)
+    assert ok.status_code == 200 and ok["x-ratelimit-remaining-requests"] == "4"
+    # A fresh prefix does not buy a fresh budget: the address's failed budget is spent.
+    refused = get("tb-cccccccc-wrong")
+    assert refused.status_code == 429 and refused["x-ratelimit-limit-requests"] == "3"
+    assert "missing or wrong API key" in refused.json()["error"]["message"]
+    # ...while the real key, from the same address, keeps its own budget to the end.
+    assert [get(owner_key).status_code for _ in range(5)] == [200, 200, 200, 200, 429]
+    assert "for this key" in get(owner_key).json()["error"]["message"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from webapp.api.services import api_key_create
+from webapp.api.keys import api_key_create
 from webapp.projects.models import Project
 from webapp.teams.models import Membership
 
@@ -85,6 +85,28 @@ def _call(method: str, url: str, key: str, body: dict | None = None, **headers: 
     return requests.request(
         method, url, json=body, headers={"Authorization": f"Bearer {key}", **headers}, timeout=30
     )
+
+
+def test_concurrent_cell_edits_report_the_conflict_instead_of_overwriting(
+    live_server, team, owner, cells
+) -> None:
+    """Two clients edit the same cell from the version they read: the second save is a 409
+    naming the version it is at, and the first one's edit is kept."""
+    url = f"{live_server.url}/api/cells/{cells['markdown'].pk}"
+    _, key = api_key_create(team=team, created_by=owner, name="ci")
+    seen = _call("GET", url, key).json()["version"]
+    first = _call("PATCH", url, key, {"config": {"text": "mine"}, "version": seen})
+    assert first.status_code == 200 and first.json()["version"] == seen + 1
+    second = _call("PATCH", url, key, {"config": {"text": "theirs"}, "version": seen})
+    assert second.status_code == 409, second.text
+    error = second.json()["error"]
+    assert error["code"] == "edit_conflict" and error["param"] == "version"
+    assert f"version {seen}" in error["message"] and f"version {seen + 1}" in error["message"]
+    assert _call("GET", url, key).json()["config"]["text"] == "mine"
+    # Starting again from the version it is at saves; without a version, the last write wins.
+    again = _call("PATCH", url, key, {"config": {"text": "theirs"}, "version": seen + 1})
+    assert again.status_code == 200 and again.json()["config"]["text"] == "theirs"
+    assert _call("PATCH", url, key, {"config": {"text": "any"}}).json()["version"] == seen + 3
 
 
 def test_cells_crud_run_status_and_cancel(

@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzzing
 
-from webapp.api.services import api_key_create
+from webapp.api.keys import api_key_create
 
 ERROR_KEYS = {"message", "type", "param", "code"}
 IDS = ("team_id", "project_id", "cell_id", "run_id")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import openai
 import pytest
 
+from webapp.api.keys import api_key_create
 from webapp.api.models import ChatCompletion
-from webapp.api.services import api_key_create
 from webapp.projects.models import CellRun, RunStatus
 from webapp.projects.services import cell_run_create
 
@@ -17,7 +17,7 @@ def finished_run(cells, owner, tmp_path) -> CellRun:
     run = cell_run_create(cell=cells["finetune"], created_by=owner)
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    # The worker's own write (workers/finetune_run._settle) is a plain update like this.
+    # What the worker's cell_run_settle stores for a finished fine-tune, written directly.
     CellRun.objects.filter(pk=run.pk).update(
         status=RunStatus.SUCCEEDED, outputs={"adapter_dir": str(adapter), "checkpoints": []}
     )

@@ -17,8 +17,9 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from webapp.api.keys import api_key_create, api_key_revoke
 from webapp.api.models import FineTuningJob
-from webapp.api.services import api_key_create, api_key_revoke, fine_tuning_job_create
+from webapp.api.v1.services import fine_tuning_job_create
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_mark
 from webapp.jobs.services import job_start, job_succeed
@@ -77,7 +78,8 @@ def test_list_queries_do_not_grow_with_jobs(team, owner, valid_version, path, mo
         assert page["has_more"]
     else:
         fine_tuned = [m["id"] for m in body["data"] if m["id"].startswith("ft:")]
-        assert len(fine_tuned) == 7 and fine_tuned[0].endswith(":run12:ftjob-13")
+        newest = FineTuningJob.objects.get(suffix="run12").pk  # ids: PostgreSQL never rewinds
+        assert len(fine_tuned) == 7 and fine_tuned[0].endswith(f":run12:ftjob-{newest}")
 
 
 def test_compiled_key_lookup_still_sees_revocation_and_leaving(team, owner, editor) -> None:
@@ -114,7 +116,7 @@ def _succeeded_run(team: Team, owner: Any, version: DatasetVersion, outputs: dic
 
 
 def _manifest(folder: Path) -> Path:
-    folder.mkdir()
+    folder.mkdir(parents=True)
     manifest = {
         "data": {"train_tokens": 300, "n_train_rows": 10},
         "hyperparameters": {"batch_size": 2, "grad_accum": 2},
@@ -150,12 +152,14 @@ def test_lists_read_stored_facts_not_the_manifest(team, owner, valid_version, tm
 
 
 def test_runs_before_stored_tokens_fall_back_then_backfill(
-    team, owner, valid_version, tmp_path
+    team, owner, valid_version, settings
 ) -> None:
-    folder = _manifest(tmp_path / "run")
-    ft = _succeeded_run(team, owner, valid_version, {"output_dir": str(folder)})
+    folder = _manifest(Path(settings.DATA_DIR) / "runs/1")
+    ft = _succeeded_run(team, owner, valid_version, {"output_dir": "runs/1"})
     _, key = api_key_create(team=team, created_by=owner, name="k")
     assert _get(Client(), key, "/v1/fine_tuning/jobs")[1]["data"][0]["trained_tokens"] == 600
+    # The backfill ran when rows held the run folder's path, before storage keys.
+    CellRun.objects.filter(pk=ft.cell_run_id).update(outputs={"output_dir": str(folder)})
     backfill = importlib.import_module("webapp.api.migrations.0003_backfill_trained_tokens")
     backfill.backfill(django_apps, None)
     assert CellRun.objects.get(pk=ft.cell_run_id).outputs["trained_tokens"] == 600

@@ -26,3 +26,13 @@ def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "avx2":
         monkeypatch.setenv("TUNEBOOK_NF4_ISA", "avx2")
     return request.param
+
+
+@pytest.fixture(scope="module")
+def pool():  # -> ModelPool
+    """Unquantized fp32 models, loaded once per module (evaluation and hooks tests)."""
+    import torch
+
+    from finetune_core.evaluate import ModelPool
+
+    return ModelPool("none", torch.float32)

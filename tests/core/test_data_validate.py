@@ -11,6 +11,7 @@ import pytest
 from finetune_core.data import ISSUE_CODES, read_examples, validate_file
 from finetune_core.errors import DataError
 from finetune_core.models import load_tokenizer
+from tests.core.test_data_preference import BAD as PREFERENCE_BAD
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 QA_MAP = {"prompt": "question", "completion": "answer", "system": "persona"}
@@ -286,4 +287,5 @@ def test_every_issue_code_is_produced_by_a_test(request):
     ran = {item.originalname for item in request.session.items if item.path == Path(__file__)}
     if ran != {name for name in globals() if name.startswith("test_")}:
         pytest.skip("needs the whole module")
-    assert ISSUE_CODES - SEEN == set()
+    # Preference codes: each case in test_data_preference.BAD asserts its code and line.
+    assert ISSUE_CODES - SEEN - {code for code, _ in PREFERENCE_BAD} == set()

@@ -176,9 +176,11 @@ def test_call_limit_skips_constrained_judgments(chat) -> None:
     assert second.outcome == "skipped_limit" and backend.calls == 2
 
 
-def test_rationale_goes_through_generate_so_wrappers_see_it(chat) -> None:
-    # The web worker wraps _generate to count progress: constrained judging must use it.
+def test_rationale_goes_through_generate_and_batches_are_reported(chat) -> None:
+    # Constrained judging writes its rationale with the backend's own generation, stopped
+    # where a verdict begins, and reports each finished batch to the judge's on_progress.
     seen: list[int] = []
+    reported: list[tuple[int, int]] = []
     stops: list[object] = []
 
     class Counting(LocalBackend):
@@ -188,7 +190,10 @@ def test_rationale_goes_through_generate_so_wrappers_see_it(chat) -> None:
             return super()._generate(conversations, *args)
 
     es, answers = _pair_set(3)
-    results = Judge(Counting(chat, batch_size=4), max_tokens=4).compare(es, answers)
+    results = Judge(Counting(chat, batch_size=4), max_tokens=4).compare(
+        es, answers, on_progress=lambda done, total: reported.append((done, total))
+    )
+    assert reported == [(0, 6), (4, 6), (6, 6)]
     assert sum(seen) == 6 and all(r.ab.status == r.ba.status == "ok" for r in results)
     assert set(stops) == {("[[",)}  # a rationale ends where the judge begins a verdict
 

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from finetune_core.contracts.egress import EgressPolicy
 from finetune_core.data.types import Message
 from finetune_core.evaluate import (
     AnswerCache,
@@ -71,7 +72,9 @@ class Loopback:
     when it is empty the server answers 200 with respond(request body).
     """
 
-    def __init__(self, respond: Callable[[dict], str] = prefer_longer) -> None:
+    def __init__(
+        self, respond: Callable[[dict], str] = prefer_longer, host: str = "127.0.0.1"
+    ) -> None:
         self.script: deque = deque()
         self.requests: list[dict] = []
         self.respond = respond
@@ -100,10 +103,12 @@ class Loopback:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.url = f"http://{host}:{self.httpd.server_address[1]}/v1"
+        # The operator's allow-list for this judge on loopback (the on-premises case).
+        self.egress = EgressPolicy.parse(f"{host}:{self.httpd.server_address[1]}")
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -118,7 +123,8 @@ def server():
 
 
 def endpoint(server: Loopback, **kw) -> Endpoint:
-    opts = {"timeout": 5.0, "backoff": 0.01, "max_attempts": 3, "concurrency": 1, **kw}
+    opts = {"timeout": 5.0, "backoff": 0.01, "max_attempts": 3, "concurrency": 1,
+            "egress": server.egress, **kw}  # fmt: skip
     return Endpoint(server.url, "judge-model", "test-key", **opts)
 
 
@@ -202,6 +208,31 @@ def test_consistent_and_position_biased_judges(server: Loopback) -> None:
     assert row["consistency"] == 0.0 and row["win_rate"] == 0.5
 
 
+def test_endpoint_judge_reports_each_reply_and_a_stop_sends_no_more(server: Loopback) -> None:
+    es, answers = pair_set()
+    seen: list[tuple[int, int]] = []
+    results = Judge(endpoint(server, concurrency=4)).compare(
+        es, answers, on_progress=lambda done, total: seen.append((done, total))
+    )
+    # One report per reply, from the endpoint's threads, in order: never backwards.
+    assert seen == [(n, 6) for n in range(7)] and len(results) == 3
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(done: int, total: int) -> None:
+        if done == 2:
+            raise Stop
+
+    server.requests.clear()
+    server.script.extend([(200, {}, None, 0.0), (200, {}, None, 0.0)])
+    server.script.extend([(200, {}, None, 0.3)] * 4)  # slower: the stop comes first
+    with pytest.raises(Stop):
+        Judge(endpoint(server, concurrency=1)).compare(es, answers, on_progress=stop_at_two)
+    time.sleep(0.5)
+    assert len(server.requests) <= 3  # the queued requests were never sent
+
+
 def test_max_prompts_limit(server: Loopback) -> None:
     es, answers = pair_set()
     ep = endpoint(server, budget=Budget(max_calls=2))
@@ -240,20 +271,26 @@ def test_answer_cache_hits_make_no_requests(server: Loopback, tmp_path) -> None:
     es, _ = pair_set()
     cache = AnswerCache(tmp_path / "answers.sqlite")
     api = Candidate("openai", "model-1", base_url=server.url, api_key="k")
-    first = generate_answers([api], es, decoding=Decoding(max_new_tokens=16), cache=cache)
+
+    def answers(cands: list[Candidate], max_new_tokens: int = 16) -> dict:
+        dec = Decoding(max_new_tokens=max_new_tokens)
+        opts = {"egress": server.egress}
+        return generate_answers(cands, es, decoding=dec, cache=cache, endpoint_options=opts)
+
+    first = answers([api])
     assert len(server.requests) == 3 and not any(a.cached for a in first[api.label].values())
     # A new process (new cache object, same file): nothing regenerated.
     cache = AnswerCache(tmp_path / "answers.sqlite")
-    again = generate_answers([api], es, decoding=Decoding(max_new_tokens=16), cache=cache)
+    again = answers([api])
     assert len(server.requests) == 3 and all(a.cached for a in again[api.label].values())
     assert {i: a.text for i, a in again[api.label].items()} == {
         i: a.text for i, a in first[api.label].items()
     }
     # Adding a candidate generates only its answers; other decoding settings miss.
     other = Candidate("openai", "model-2", base_url=server.url, label="two")
-    generate_answers([api, other], es, decoding=Decoding(max_new_tokens=16), cache=cache)
+    answers([api, other])
     assert len(server.requests) == 6
-    generate_answers([api], es, decoding=Decoding(max_new_tokens=17), cache=cache)
+    answers([api], max_new_tokens=17)
     assert len(server.requests) == 9
 
 
@@ -263,7 +300,9 @@ def test_failed_answers_are_not_cached(server: Loopback, tmp_path) -> None:
     cache = AnswerCache(tmp_path / "a.sqlite")
     api = Candidate("openai", "m", base_url=server.url)
     server.script.append((401, {}, b'{"error": {"message": "no key"}}', 0))
-    got = generate_answers([api], es, cache=cache, endpoint_options={"max_attempts": 1})
+    got = generate_answers(
+        [api], es, cache=cache, endpoint_options={"max_attempts": 1, "egress": server.egress}
+    )
     assert next(iter(got[api.label].values())).status == "error" and len(cache) == 0
 
 

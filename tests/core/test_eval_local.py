@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from finetune_core.cli import main
 from finetune_core.data.types import Message
@@ -27,11 +26,6 @@ from finetune_core.evaluate import (
 )
 from finetune_core.evaluate.metrics import _choice_batch, choice_accuracy, validation_loss
 from finetune_core.evaluate.sets import EvalSet
-
-
-@pytest.fixture(scope="module")
-def pool() -> ModelPool:
-    return ModelPool("none", torch.float32)
 
 
 def test_bigbench_sets_keep_choices_and_stable_ids() -> None:

@@ -247,3 +247,15 @@ def test_out_of_memory_stops_with_a_clear_error(tmp_path) -> None:
     )
     assert "lower either, or raise grad_accum" in done.stdout
     assert not (tmp_path / "oom" / "adapter").exists()
+
+
+def test_keep_checkpoints_deletes_older_ones_and_resume_still_works(tmp_path) -> None:
+    seen = []
+    cfg = config(tmp_path, "kept", max_steps=5, save_every=1, keep_checkpoints=2)
+    stopped = train(cfg, callback=lambda e: seen.append(e.step), should_stop=lambda: 3 in seen)
+    assert stopped.status == "cancelled"
+    checkpoints = Path(cfg.output_dir) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000002", "step-000003"]
+    resumed = train(cfg, resume=True)
+    assert resumed.status == "succeeded" and resumed.steps == 5
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000004", "step-000005"]

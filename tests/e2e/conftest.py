@@ -25,6 +25,7 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 from tests.e2e.helpers import TIMEOUT_MS  # noqa: E402
 from tests.web.conftest import django_db_modify_db_settings  # noqa: E402, F401 - file SQLite
+from tests.web.page_scan import server_path_leaks  # noqa: E402
 from tests.web.worker_harness import ROOT, Worker, broker, worker_broker_url  # noqa: E402
 
 CHROMIUM = os.environ.get("TUNEBOOK_CHROMIUM", "/usr/bin/chromium")
@@ -75,22 +76,40 @@ def browser() -> Iterator[Any]:
             browser.close()
 
 
+def record_html(pages: list[tuple[str, str]]) -> Callable[[Any], None]:
+    """A response listener keeping every HTML page and htmx fragment the browser receives."""
+
+    def on_response(response: Any) -> None:
+        if response.headers.get("content-type", "").startswith("text/html"):
+            try:
+                pages.append((response.url, response.text()))
+            except Exception:  # noqa: BLE001 - a redirect or an aborted load has no body
+                pass
+
+    return on_response
+
+
 @pytest.fixture
 def new_page(browser: Any, live_server: Any) -> Iterator[Callable[..., Any]]:
-    """Pages in fresh browser contexts (one per persona), all closed after the test."""
+    """Pages in fresh browser contexts (one per persona), all closed after the test; every
+    HTML page they receive is scanned for server paths at the end (tests/web/page_scan.py)."""
     contexts: list[Any] = []
+    pages: list[tuple[str, str]] = []
 
     def make(**options: Any) -> Any:
         context = browser.new_context(
             base_url=live_server.url, viewport={"width": 1280, "height": 900}, **options
         )
         context.set_default_timeout(TIMEOUT_MS)
+        context.on("response", record_html(pages))
         contexts.append(context)
         return context.new_page()
 
     yield make
     for context in contexts:
         context.close()
+    leaks = server_path_leaks(pages)
+    assert not leaks, "pages show server paths:\n" + "\n".join(leaks)
 
 
 @pytest.fixture

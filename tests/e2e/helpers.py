@@ -43,9 +43,10 @@ def cell_by_title(page: Page, title: str) -> Locator:
 
 def run_and_watch(page: Page, title: str) -> Locator:
     """Run the cell titled `title` from the notebook and open its live view."""
-    cell_by_title(page, title).get_by_role("button", name="Run").click()
-    expect(page.locator(".messages")).to_contain_text(f"{title}: run v1 queued.")
-    # A transfer cell also links its latest run inline (until htmx swaps that part in).
-    links = cell_by_title(page, title).get_by_role("link", name=re.compile("^(live view|details)$"))
+    cell = cell_by_title(page, title)
+    cell.get_by_role("button", name="Run").click()
+    # The Run button swaps the cell's live part in, with the message, without a reload.
+    expect(cell.locator(".messages")).to_contain_text(f"{title}: run v1 queued.")
+    links = cell.get_by_role("link", name=re.compile("^(live view|details)$"))
     links.first.click()
     return page.locator("#run-live")

@@ -99,7 +99,7 @@ def test_pairwise_base_vs_adapter_in_the_browser(
 
     add_cell(page, "Evaluation", "Judge it", evaluation_form)
     cell = cell_by_title(page, "Judge it")
-    expect(cell).to_contain_text("No evaluation results yet")
+    expect(cell.locator(".cell-live")).to_contain_text("Not run yet")
     shot(page, "01-evaluation-cell")
 
     live = run_and_watch(page, "Judge it")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 from django.test import Client
 
+from tests.web import page_scan
+from tests.web.own_servers import own_postgres, own_redis  # noqa: F401 - fixtures
 from webapp.accounts.services import user_signup
 from webapp.datasets.models import DatasetVersion
 from webapp.datasets.services import dataset_version_create
@@ -25,6 +30,22 @@ def _web_settings(settings, tmp_path: Path) -> None:
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "upload-tmp")
     settings.DATA_DIR = tmp_path
+    # Counters kept in the cache (API rate limits: failed keys count per address, and every
+    # test calls from 127.0.0.1) start afresh in each test. Only this process's own memory
+    # is cleared: a Redis cache may share its database with others.
+    if isinstance(caches["default"], LocMemCache):
+        caches["default"].clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_server_paths_on_pages(settings) -> Iterator[None]:
+    """Fails any web test whose pages show a server path (see tests/web/page_scan.py)."""
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "tests.web.page_scan.RecordPages"]
+    page_scan.PAGES.clear()
+    yield
+    leaks = page_scan.server_path_leaks()
+    page_scan.PAGES.clear()
+    assert not leaks, "pages show server paths:\n" + "\n".join(leaks)
 
 
 def make_user(username: str) -> User:

@@ -10,6 +10,9 @@ import pytest
 from django.urls import reverse
 
 from tests.web.conftest import CHAT_JSONL, Upload, client_for
+from tests.web.export_fixtures import finish_finetune, finished_export
+from webapp.exports.services import export_create
+from webapp.teams.services import invitation_create
 
 PERSONAS = ("owner", "editor", "viewer", "outsider")
 READ = {"owner": 200, "editor": 200, "viewer": 200, "outsider": 404}
@@ -76,6 +79,9 @@ CASES = [
     Case(
         "cell_run", "post", lambda o: reverse("cell_run", args=[o["cells"]["finetune"].pk]), WRITE
     ),
+    Case(
+        "cell_live", "get", lambda o: reverse("cell_live", args=[o["cells"]["finetune"].pk]), READ
+    ),
     Case("dataset_list", "get", lambda o: reverse("dataset_list", args=[o["team"].pk]), READ),
     Case(
         "dataset_upload_get",
@@ -102,15 +108,67 @@ CASES = [
         lambda o: reverse("dataset_version_detail", args=[o["version"].pk]),
         READ,
     ),
+    Case(
+        "dataset_version_download",
+        "get",
+        lambda o: reverse("dataset_version_download", args=[o["version"].pk]),
+        READ,
+    ),
+    Case(
+        "membership_remove",
+        "post",
+        lambda o: reverse("membership_remove", args=[o["membership"].pk]),
+        OWNER_ONLY,
+    ),
+    Case(
+        "membership_role",
+        "post",
+        lambda o: reverse("membership_role", args=[o["membership"].pk]),
+        OWNER_ONLY,
+        lambda o: {"role": "editor"},
+    ),
+    Case(
+        "invitation_revoke",
+        "post",
+        lambda o: reverse("invitation_revoke", args=[o["invitation"].pk]),
+        OWNER_ONLY,
+    ),
     Case("job_detail", "get", lambda o: reverse("job_detail", args=[o["job"].pk]), READ),
     Case("job_cancel", "post", lambda o: reverse("job_cancel", args=[o["job"].pk]), WRITE),
+    Case("export_panel", "get", lambda o: reverse("export_panel", args=[o["done_run"].pk]), READ),
+    Case(
+        "export_start",
+        "post",
+        lambda o: reverse("export_start", args=[o["done_run"].pk]),
+        WRITE,
+        lambda o: {"export": "merged/f16"},
+    ),
+    Case(
+        "export_cancel",
+        "post",
+        lambda o: reverse("export_cancel", args=[o["active_export"].pk]),
+        WRITE,
+    ),
+    Case(
+        "export_file",
+        "get",
+        lambda o: reverse("export_file", args=[o["export"].pk, "adapter_config.json"]),
+        READ,
+    ),
+    Case("export_zip", "get", lambda o: reverse("export_zip", args=[o["export"].pk]), READ),
 ]
 
 
 @pytest.fixture
-def objects(team, project, cells, dataset_version) -> dict[str, Any]:
+def objects(team, project, cells, dataset_version, cell_run, owner, viewer) -> dict[str, Any]:
+    done_run = finish_finetune(cell_run)
     return {
+        "done_run": done_run,
+        "export": finished_export(done_run, owner),
+        "active_export": export_create(run=done_run, format="gguf", by=owner),
         "team": team,
+        "membership": team.memberships.get(user=viewer),
+        "invitation": invitation_create(team=team, invited_by=owner, invitee="zoe"),
         "project": project,
         "cells": cells,
         "version": dataset_version,
@@ -154,7 +212,16 @@ def test_viewer_gets_read_only_pages(personas, objects) -> None:
 
 @pytest.mark.parametrize(
     "url_name",
-    ["team_invite", "project_new", "cell_add", "cell_run", "job_cancel", "dataset_upload"],
+    [
+        "team_invite",
+        "project_new",
+        "cell_add",
+        "cell_run",
+        "job_cancel",
+        "dataset_upload",
+        "membership_remove",
+        "invitation_revoke",
+    ],
 )
 def test_forged_post_without_csrf_is_rejected(url_name: str, personas, objects) -> None:
     target = {
@@ -164,6 +231,8 @@ def test_forged_post_without_csrf_is_rejected(url_name: str, personas, objects) 
         "cell_add": objects["project"].pk,
         "cell_run": objects["cells"]["finetune"].pk,
         "job_cancel": objects["job"].pk,
+        "membership_remove": objects["membership"].pk,
+        "invitation_revoke": objects["invitation"].pk,
     }[url_name]
     client = client_for(personas["owner"], csrf=True)
     data = {"name": "x", "invitee": "y", "kind": "markdown", "text": "t"}

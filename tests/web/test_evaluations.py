@@ -4,16 +4,25 @@ agreement, export, sharing, judge backends and prompts; every view checked per p
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
 from django.urls import reverse
 
+from finetune_core.contracts.prompts import PROMPT_FIELDS
 from tests.web.conftest import client_for
 from webapp.evaluations.crypto import decrypt
-from webapp.evaluations.models import Evaluation, HumanVote, JudgeBackend, PairVerdict
+from webapp.evaluations.models import (
+    Evaluation,
+    HumanVote,
+    JudgeBackend,
+    PairVerdict,
+    PromptKind,
+)
 from webapp.evaluations.selectors import Filters, diff_html, prompt_rows
 from webapp.evaluations.services import (
     evaluation_store,
@@ -334,6 +343,30 @@ def test_judge_prompts_are_versioned_and_validated(project, owner, editor, viewe
     assert (
         "Be fairer.</textarea>" in client_for(editor).get(url + "?kind=pairwise").content.decode()
     )
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    ["{question:>300000000}", "{question.x}", "{question[0]}", "{0}", "{question!r}"],
+)
+def test_judge_prompt_with_more_than_plain_fields_is_refused(project, editor, placeholder) -> None:
+    url = reverse("evaluation_prompts", args=[project.pk])
+    user = "{question}\n{answer_a}\n{answer_b}\n" + placeholder
+    tracemalloc.start()
+    try:
+        bad = client_for(editor).post(url, {"kind": "pairwise", "system": "Be fair.", "user": user})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert bad.status_code == 400 and peak < 50_000_000  # nothing was padded to 300 MB
+    page = html.unescape(bad.content.decode())
+    assert f"Placeholder {placeholder} is not allowed" in page
+    assert "{question}, {answer_a}, {answer_b}" in page
+    assert not project.judge_prompts.exists()
+
+
+def test_prompt_kinds_are_the_engines() -> None:
+    assert set(PromptKind.values) == set(PROMPT_FIELDS)
 
 
 def test_prompt_editor_starts_from_the_text_the_last_evaluation_used(ev, editor) -> None:

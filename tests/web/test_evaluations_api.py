@@ -7,7 +7,7 @@ from typing import Any
 from django.test import Client
 
 from tests.web import test_evaluations
-from webapp.api.services import api_key_create
+from webapp.api.keys import api_key_create
 from webapp.evaluations.models import HumanVote, PairVerdict
 from webapp.teams.services import team_create
 

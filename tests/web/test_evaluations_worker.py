@@ -54,6 +54,7 @@ class FakeOpenAI(ThreadingHTTPServer):
         self.answers = {"alpha": "apple pie with cream", "beta": "pie"}
         self.garbage_for = "\0"
         self.fail_500_once = True
+        self.judge_fails: dict[str, Any] | None = None  # a body every judge call gets with a 500
         self.lock = threading.Lock()
 
     @property
@@ -98,8 +99,8 @@ class Handler(BaseHTTPRequestHandler):
         if first:
             self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
             return
-        if fail:
-            self._send(500, {"error": {"message": "boom"}}, {"Retry-After": "0"})
+        if fail or (body["model"] == "judge" and srv.judge_fails):
+            self._send(500, srv.judge_fails or {"error": {"message": "boom"}}, {"Retry-After": "0"})
             return
         content = body["messages"][-1]["content"]
         if body["model"] != "judge":
@@ -129,8 +130,13 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
+def fake_openai(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
     server = FakeOpenAI()
+    # The operator allows this loopback judge (the on-premises case), here and in the
+    # worker processes a test starts (they inherit the environment).
+    allowed = f"127.0.0.1:{server.server_address[1]}"
+    settings.EGRESS_ALLOW_HOSTS = allowed
+    monkeypatch.setenv("EGRESS_ALLOW_HOSTS", allowed)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -367,6 +373,62 @@ def test_prompt_file_custom_judge_prompt_and_single_grading(
     assert "Single-answer grades" in page and "10.0/10" in page
 
 
+REFERENCED = b"""{"prompt": "Name a dessert.", "reference": "pie"}
+{"prompt": "Name a pie.", "reference": "pie"}
+{"prompt": "Name a rich dessert.", "reference": "Apple pie with cream."}
+"""
+
+
+def test_no_judge_scores_exact_match_only(
+    transactional_db, team, owner, viewer, fake_openai
+) -> None:
+    """judge_mode "none" (the demo's evaluation): one candidate is enough, no judge is
+    called, and the run page shows each candidate's exact match with its count."""
+    from tests.web.conftest import Upload
+    from webapp.datasets.services import dataset_version_create
+
+    b = backends(team, owner, fake_openai)
+    fake_openai.fail_500_once = False
+
+    def prompts(name: str, body: bytes) -> int:
+        upload = Upload.make(f"{name}.jsonl", body)
+        version = dataset_version_create(
+            team=team, name=name, upload=upload, created_by=owner, purpose="evaluation"
+        )
+        return version.dataset_id
+
+    project = project_create(team=team, name="Exact", created_by=owner)
+    config = {
+        "source": "prompt_dataset",
+        "prompt_dataset": prompts("refs", REFERENCED),
+        "base_model": "",
+        "endpoint": b["alpha"].pk,
+        "judge_mode": "none",
+    }
+    alone = cell_create(project=project, kind="evaluation", config=config, created_by=owner)
+    assert alone.config["judge_mode"] == "none"  # one candidate is valid without a judge
+    config["endpoint_2"] = b["beta"].pk
+    cell = cell_create(project=project, kind="evaluation", config=config, created_by=owner)
+    run = run_in_process(cell, owner)
+    assert run.status == RunStatus.SUCCEEDED, run.outputs
+    assert "judge" not in {body["model"] for _, body in fake_openai.seen}
+    ev = Evaluation.objects.get(run=run)
+    assert ev.mode == "reference" and not ev.verdicts.exists() and not ev.grades.exists()
+    em = {k: m["exact_match"] for k, m in ev.summary["metrics"].items()}
+    # alpha says "apple pie with cream" (case and punctuation are normalised), beta "pie".
+    assert (em["Alpha"]["value"], em["Beta"]["value"]) == (pytest.approx(1 / 3), 2 / 3)
+    page = client_for(viewer).get(reverse("run_detail", args=[run.pk])).content.decode()
+    assert "Exact match [95% CI]" in page and "2 / 3" in page and "1 / 3" in page
+    assert "Consistency under swap" not in page and "No judged results" not in page
+
+    # Prompts without references leave nothing to score: a message, not an empty result.
+    cell.config["prompt_dataset"] = prompts("bare", PROMPTS)
+    cell.save()
+    failed = run_in_process(cell, owner)
+    assert failed.status == RunStatus.FAILED
+    assert "nothing to score" in failed.outputs["error"]
+
+
 def test_cancelled_job_stops_before_any_call_and_user_errors_fail_the_run(
     transactional_db, team, owner, cells, fake_openai
 ) -> None:
@@ -405,17 +467,19 @@ def test_live_answer_counts_move_per_batch_and_cancel_between_batches(
 ) -> None:
     """The live view counts local answers per generated batch (not per candidate), cached
     ones at once, and a cancel lands between two batches."""
+    from finetune_core.contracts.hooks import Stopped
     from finetune_core.data.types import Message
     from finetune_core.evaluate import (
         AnswerCache,
         Candidate,
         Decoding,
         EvalSet,
+        ModelPool,
         generate_answers,
         make_item,
     )
     from webapp.jobs.services import job_cancel, job_create
-    from workers.eval_progress import Cancelled, Progress, counting_pool
+    from workers.eval_progress import Progress
 
     evalset = EvalSet("five", [make_item([Message("user", f"Say {n}.")]) for n in range(5)])
     cands = [Candidate("base", "tiny-llama", label="tiny")]
@@ -429,11 +493,10 @@ def test_live_answer_counts_move_per_batch_and_cancel_between_batches(
                 seen.append(self.answers_done)
                 super().report(force=True)  # every update reaches the job (and its check)
 
-        progress = Recording(job_id, "task-1", len(evalset), len(cands))
-        pool = counting_pool("none", progress)
+        progress = Recording(job_id, "task-1", len(evalset) * len(cands), 0)
         dec = Decoding(max_new_tokens=2)
-        kwargs = {"decoding": dec, "cache": cache, "pool": pool, "batch_size": 2}
-        generate_answers(cands, evalset, progress=progress.message, **kwargs)
+        kwargs = {"decoding": dec, "cache": cache, "pool": ModelPool("none"), "batch_size": 2}
+        generate_answers(cands, evalset, hooks=progress.hooks(), **kwargs)
         return seen
 
     job = job_create(team=team, kind="evaluation", created_by=owner)
@@ -444,7 +507,7 @@ def test_live_answer_counts_move_per_batch_and_cancel_between_batches(
 
     cache = AnswerCache(tmp_path / "fresh.sqlite")
     job_cancel(job=job_of_id(job.pk), by=owner)
-    with pytest.raises(Cancelled):  # the first finished batch finds the job cancelled
+    with pytest.raises(Stopped):  # the job's check, between batches, finds it cancelled
         run(job.pk)
 
 

@@ -18,11 +18,12 @@ from django.urls import reverse
 
 from tests.web.conftest import Upload, client_for
 from tests.web.worker_harness import Worker, broker, wait_for, worker_broker_url
+from webapp.core import storage
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_create
 from webapp.jobs.models import Job, JobStatus
 from webapp.jobs.recovery import jobs_recover
-from webapp.projects.models import Cell, CellRun, RunStatus
+from webapp.projects.models import Cell, CellRun, MeasuredThroughput, RunStatus
 from webapp.projects.services import cell_create, project_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -55,16 +56,17 @@ def chat_jsonl() -> bytes:
 
 
 @pytest.fixture
-def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[[], Worker]]:
+def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     broker_url = worker_broker_url(tmp_path)
     started: list[Worker] = []
 
-    def start() -> Worker:
+    def start(**options: str) -> Worker:
         worker = Worker(
             broker_url=broker_url,
             data_dir=tmp_path,
             media_root=tmp_path / "media",
             log=tmp_path / "worker.log",
+            **options,
         )
         started.append(worker)
         return worker
@@ -115,6 +117,10 @@ def finished(run: CellRun) -> Callable[[], bool]:
     return lambda: job_of(run).is_finished
 
 
+def checkpointed(run: CellRun) -> Callable[[], Any]:
+    return lambda: CellRun.objects.get(pk=run.pk).outputs.get("checkpoints")
+
+
 def test_finetune_trains_streams_progress_and_serves_the_adapter(
     start_worker, team, owner, editor, viewer, outsider
 ) -> None:
@@ -137,9 +143,16 @@ def test_finetune_trains_streams_progress_and_serves_the_adapter(
     assert {"start", "step", "eval", "checkpoint", "done"} <= kinds
     assert [c["step"] for c in run.outputs["checkpoints"]] == [2, 4, 6]
     assert all(c["train_loss"] is not None for c in run.outputs["checkpoints"])
-    adapter = Path(run.outputs["adapter_dir"])
+    adapter = storage.local_path(run.outputs["adapter_dir"])
     assert (adapter / "adapter_model.safetensors").exists()
     assert [h["step"] for h in run.outputs["history"]] == [1, 2, 3, 4, 5, 6]
+    # What the run measured: the next estimate of tiny-llama is based on it (issue 27).
+    measured = MeasuredThroughput.objects.get(base_model="tiny-llama")
+    assert (measured.lane, len(measured.runs)) == ("gpu", 1) and measured.device in ("cpu", "cuda")
+    sample = measured.runs[0]
+    assert sample["run"] == run.pk and sample["train_s"] > 0 and sample["peak_bytes"] > 0
+    notebook_page = client_for(viewer).get(reverse("project_detail", args=[cells["project"].pk]))
+    assert "Based on 1 earlier run of tiny-llama" in notebook_page.content.decode()
 
     live = client_for(viewer).get(reverse("run_detail", args=[run.pk]), HTTP_HX_REQUEST="true")
     body = live.content.decode()
@@ -223,12 +236,7 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(start_worker, team, owner
     worker = start_worker()
     cells = notebook(team, owner, worker, max_steps=24, eval_every=3, save_every=3)
     run = run_cell(cells["finetune"], editor)
-    wait_for(
-        lambda: CellRun.objects.get(pk=run.pk).outputs.get("checkpoints"),
-        timeout=90,
-        what="the first checkpoint",
-        worker=worker,
-    )
+    wait_for(checkpointed(run), timeout=90, what="the first checkpoint", worker=worker)
     worker.kill()
     job = job_of(run)
     assert job.status == JobStatus.RUNNING and job.progress_current < 24
@@ -249,7 +257,8 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(start_worker, team, owner
     assert resumed[0] <= killed_at + 3
     assert run.outputs["steps"] == 24
     assert [h["step"] for h in run.outputs["history"]] == list(range(1, 25))
-    assert "recovery 1 of" in " ".join(e.message for e in job.events.all())
+    assert "start 2 of 3" in " ".join(e.message for e in job.events.all())
+    assert job.deliveries == 2  # the killed start and the one that finished
 
 
 def test_separate_validation_dataset_and_target_modules_reach_training(
@@ -296,7 +305,7 @@ def test_separate_validation_dataset_and_target_modules_reach_training(
     wait_for(finished(run), timeout=120, what="training", worker=worker)
     assert job_of(run).status == JobStatus.SUCCEEDED, (job_of(run).error, worker.tail())
     run.refresh_from_db()
-    folder = Path(run.outputs["adapter_dir"])
+    folder = storage.local_path(run.outputs["adapter_dir"])
     manifest = json.loads((folder.parent / "manifest.json").read_text())
     # Every training row trains; validation is exactly the other dataset's two rows.
     assert manifest["data"]["n_val_examples"] == 2

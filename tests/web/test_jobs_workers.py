@@ -51,7 +51,7 @@ def test_celery_app_configuration() -> None:
     conf = app.conf
     assert conf.broker_url == settings.CELERY_BROKER_URL
     assert conf.task_acks_late and conf.worker_prefetch_multiplier == 1
-    assert {q.name for q in conf.task_queues} == {"default", "gpu"}
+    assert {q.name for q in conf.task_queues} == {"default", "gpu", "background"}
     assert conf.task_routes["workers.tasks.run_cell"] == {"queue": "gpu"}
     for task in (tasks.validate_dataset_version, tasks.run_cell):
         assert task.acks_late and task.soft_time_limit < task.time_limit

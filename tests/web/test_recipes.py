@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 import yaml
@@ -166,3 +167,76 @@ def test_the_checker_never_crashes_on_arbitrary_data(data, kind) -> None:
             assert exc.messages and all(exc.messages)  # refused, and it says why
         else:
             assert isinstance(checked["cells"], list)
+
+
+def _laughs(levels: int) -> str:
+    """A billion-laughs recipe: each level is ten aliases of the one before."""
+    lines = ["tunebook_recipe: 1", "name: lol", "cells:", "- kind: markdown", "  config:"]
+    lines.append('    l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]')
+    for n in range(1, levels + 1):
+        lines.append(f"    l{n}: &l{n} [" + ",".join([f"*l{n - 1}"] * 10) + "]")
+    lines.append(f"    text: *l{levels}")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_before_anything_is_built(team, editor) -> None:
+    text = _laughs(9)  # 10**10 strings once expanded
+    assert len(text) < 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValidationError) as caught:
+            recipe_parse(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000
+    assert caught.value.messages == [
+        "line 6, column 9: anchors and aliases (& and *) are not allowed; write the value out."
+    ]
+    response = _import(editor, team, text=text)
+    assert response.status_code == 400 and "anchors and aliases" in response.content.decode()
+    assert not Project.objects.filter(name="lol").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: " + "[" * 5000 + "]" * 5000, "line 1, column 35: nested deeper than 32 levels"),
+        ("[" * 200_000 + "]" * 200_000, "nested deeper than 32 levels"),
+        ('{"a": ' + "[" * 100 + "]" * 100 + "}", "a[1][1][1]"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested deeper than 32 levels"),
+        ("name: x\nlist: [" + "1," * 60_000 + "]", "a recipe holds at most 50000 values"),
+        ("name: '" + "x" * 200_000 + "'", "line 1, column 7: a text is at most 100000"),
+        ("tunebook_recipe: 1\nname: x\ncells: []\nwhen: 2024-01-01", None),
+        ("name: !!binary aGk=", "name: a bytes is not JSON data"),
+        ("name: .nan", "name: numbers must be finite"),
+        ("1: x", "1: keys must be text"),
+        ("a: " + "9" * 5000, "a value YAML cannot read"),
+        ('{"a": ' + "9" * 5000 + "}", "a value JSON cannot read"),
+        ('{"a": "\\ud800"}', "a: text with an unpaired surrogate"),
+        ("a: &x 1\nb: 2", "line 1, column 4: anchors and aliases"),
+        ("a: 1\n---\nb: 2", "not valid JSON or YAML"),
+    ],
+)
+def test_recipe_limits_say_what_and_where(text: str, message: str | None) -> None:
+    if message is None:  # a date stays text, so it is JSON data
+        assert recipe_parse(text)["when"] == "2024-01-01"
+        return
+    with pytest.raises(ValidationError) as caught:
+        recipe_parse(text)
+    assert message in " ".join(caught.value.messages)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(alphabet="&*[]{}:,-!|>'\"\n #01.ab\\u", max_size=80)
+    | st.text(max_size=80)
+    | st.binary(max_size=80)
+)
+def test_recipe_parse_refuses_garbage_with_a_message_and_never_crashes(text: str | bytes) -> None:
+    try:
+        recipe = recipe_parse(text)
+    except ValidationError as exc:
+        assert exc.messages and all(exc.messages)
+    else:
+        assert isinstance(recipe["cells"], list)

@@ -14,12 +14,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.web.conftest import client_for
+from webapp.core import storage
+from webapp.core.catalog import model_info
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.jobs.models import Job, JobStatus
 from webapp.jobs.recovery import jobs_recover
 from webapp.jobs.services import job_create, job_start, job_succeed
-from webapp.projects.artifacts import run_output_dir
-from webapp.projects.catalog import model_info
+from webapp.projects.artifacts import run_key
 from webapp.projects.charts import loss_chart
 from webapp.projects.estimate import estimate
 from webapp.projects.finetune_config import PRESETS, effective_hparams, train_config_dict
@@ -42,14 +43,15 @@ WRITE = {"owner": 302, "editor": 302, "viewer": 403, "outsider": 404}
 def finished_run(cell_run: CellRun) -> CellRun:
     """A succeeded fine-tune run with an adapter folder and checkpoints, as a worker leaves it."""
     job_start(job_id=cell_run.job_id)
-    out = run_output_dir(cell_run.job_id)
+    key = run_key(cell_run.job_id)
+    out = storage.local_path(key)
     (out / "adapter").mkdir(parents=True)
     (out / "adapter" / "adapter_config.json").write_text('{"r": 8}')
     (out / "adapter" / "adapter_model.safetensors").write_bytes(b"\0" * 200_000)
     (out / "manifest.json").write_text(json.dumps({"base_model": "tiny-llama", "final": "last"}))
     outputs = {
-        "output_dir": str(out),
-        "adapter_dir": str(out / "adapter"),
+        "output_dir": key,
+        "adapter_dir": f"{key}/adapter",
         "checkpoints": [
             {"step": 2, "train_loss": 2.0, "val_loss": 2.1},
             {"step": 4, "train_loss": 1.5, "val_loss": 1.9},
@@ -148,6 +150,7 @@ def test_resume_of_cancelled_run_requeues_the_same_job(
         "path": "workers.tasks.run_cell",
         "args": [run.pk],
         "queue": "gpu",
+        "request_id": "",  # made outside any web request
     }
     assert len(callbacks) == 1 and not job.error and job.finished_at is None
 
@@ -169,18 +172,20 @@ def _age(job: Job, seconds: int) -> None:
     )
 
 
-def test_stale_job_is_requeued_then_failed_never_stuck(cell_run) -> None:
-    job = Job.objects.get(pk=cell_run.job_id)
+def test_stale_job_is_requeued_then_failed_never_stuck(cell_run, settings) -> None:
+    settings.JOB_MAX_DELIVERIES = 2
+    job = job_start(job_id=cell_run.job_id)  # the first worker to take it
     _age(job, 30)
     assert jobs_recover(stale_after_s=60) == []  # fresh enough: left alone
-    outcome = jobs_recover(stale_after_s=10, max_recoveries=1)
+    outcome = jobs_recover(stale_after_s=10)
     assert [(o.job_id, o.action) for o in outcome] == [(job.pk, "requeued")]
     job.refresh_from_db()
-    assert job.status == JobStatus.QUEUED and job.params["recoveries"] == 1
+    assert job.status == JobStatus.QUEUED and job.deliveries == 1
+    assert job_start(job_id=job.pk).deliveries == 2  # the second worker
     _age(job, 30)
-    assert [o.action for o in jobs_recover(stale_after_s=10, max_recoveries=1)] == ["failed"]
+    assert [o.action for o in jobs_recover(stale_after_s=10)] == ["failed"]
     job.refresh_from_db()
-    assert job.status == JobStatus.FAILED and "stopped responding" in job.error
+    assert job.status == JobStatus.FAILED and "died 2 times" in job.error
     cell_run.refresh_from_db()  # the notebook shows the run failed, not running forever
     assert cell_run.status == RunStatus.FAILED and cell_run.finished_at is not None
 

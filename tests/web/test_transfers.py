@@ -15,9 +15,10 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from tests.web.conftest import client_for
+from webapp.core import storage
 from webapp.jobs.models import Job, JobStatus
 from webapp.jobs.services import job_start, job_succeed
-from webapp.projects.artifacts import run_output_dir
+from webapp.projects.artifacts import run_key
 from webapp.projects.cell_kinds import REGISTRY
 from webapp.projects.models import Cell, CellRun, RunStatus
 from webapp.projects.services import cell_create, cell_run_create
@@ -43,7 +44,7 @@ def finish(run: CellRun, outputs: dict[str, Any]) -> CellRun:
 
 
 def make_transferable(run: CellRun) -> None:
-    out = Path(run.outputs["output_dir"])
+    out = storage.local_path(run.outputs["output_dir"])
     (out / "transfer").mkdir(parents=True, exist_ok=True)
     (out / "transfer" / "seeds.jsonl").write_text("{}\n")
     (out / "discriminator").mkdir(parents=True, exist_ok=True)
@@ -53,16 +54,17 @@ def make_transferable(run: CellRun) -> None:
 @pytest.fixture
 def source_run(cell_run: CellRun, dataset_version) -> CellRun:
     """A succeeded fine-tune whose dataset still exists, not yet transferable."""
-    out = run_output_dir(cell_run.job_id)
+    key = run_key(cell_run.job_id)
+    out = storage.local_path(key)
     (out / "adapter").mkdir(parents=True)
     (out / "adapter" / "adapter_config.json").write_text('{"r": 8}')
     return finish(
         cell_run,
         {
-            "output_dir": str(out),
-            "adapter_dir": str(out / "adapter"),
+            "output_dir": key,
+            "adapter_dir": f"{key}/adapter",
             "dataset_version": dataset_version.pk,
-            "config": {"data": dataset_version.file.path, "final": "last"},
+            "config": {"data": dataset_version.file.name, "final": "last"},
             "checkpoints": [{"step": 2}],
         },
     )
@@ -107,7 +109,8 @@ REPORT = {
 def transfer_run(transfer_cell: Cell, source_run: CellRun, owner) -> CellRun:
     """A succeeded transfer run with its adapter, manifest and report on disk."""
     run = cell_run_create(cell=transfer_cell, created_by=owner)
-    out = run_output_dir(run.job_id)
+    key = run_key(run.job_id)
+    out = storage.local_path(key)
     (out / "transferred" / "adapter").mkdir(parents=True)
     (out / "transferred" / "adapter" / "adapter_config.json").write_text('{"r": 8}')
     (out / "transferred" / "adapter" / "adapter_model.safetensors").write_bytes(b"\1" * 1000)
@@ -117,8 +120,8 @@ def transfer_run(transfer_cell: Cell, source_run: CellRun, owner) -> CellRun:
     return finish(
         run,
         {
-            "output_dir": str(out),
-            "adapter_dir": str(out / "transferred" / "adapter"),
+            "output_dir": key,
+            "adapter_dir": f"{key}/transferred/adapter",
             "report": REPORT,
             "phases": phases,
             "source": {"run": source_run.pk, "checkpoint": 2, "lineage": []},
@@ -217,7 +220,7 @@ def test_rebase_views_access(persona: str, personas, source_run: CellRun) -> Non
 
 def test_transferable_job_is_queued_once_and_shown(source_run: CellRun, owner, viewer) -> None:
     job = transferable_job_create(run=source_run, created_by=owner)
-    assert job.kind == "transferable" and job.params["_task"]["queue"] == "gpu"
+    assert job.kind == "transferable" and job.params["_task"]["queue"] == "background"
     source_run.refresh_from_db()
     assert source_run.outputs["transferable"] == {"status": "queued", "job": job.pk}
     with pytest.raises(ValidationError, match="already"):
@@ -225,6 +228,7 @@ def test_transferable_job_is_queued_once_and_shown(source_run: CellRun, owner, v
     panel = client_for(viewer).get(reverse("transferable_panel", args=[source_run.pk]))
     body = panel.content.decode()
     assert "Keeping seeds and training the discriminator" in body and "hx-trigger" in body
+    assert "Waiting in the <strong>background</strong> queue: number 1 of 1" in body
     assert "Stop training the discriminator" not in body  # viewers read only
     editor_panel = client_for(owner).get(reverse("transferable_panel", args=[source_run.pk]))
     assert reverse("job_cancel", args=[job.pk]) in editor_panel.content.decode()
@@ -407,7 +411,7 @@ def test_the_stricter_filter_setting_reaches_the_transfer(source_run: CellRun, e
     assert client.post(reverse("cell_add", args=[project_id]), posted).status_code == 302
     cell = Cell.objects.get(kind="transfer", title="Strict")
     assert cell.config["real_recall"] == 0.9
-    cfg = transfer_config(cell.config, source_run, "adapter", Path("out"))
+    cfg = transfer_config(cell.config, source_run, "adapter", Path("out"), Path("run"))
     assert cfg.real_recall == 0.9 and cfg.filtered
     assert cell.config["teacher_keep"] == 0.8 and cfg.teacher_keep == 0.8
     assert cfg.lora_r is None and cfg.target_modules is None  # left blank: the source's
@@ -415,7 +419,7 @@ def test_the_stricter_filter_setting_reaches_the_transfer(source_run: CellRun, e
     paper = transfer_config(
         {**cell.config, "real_recall": None, "lora_r": 8, "target_modules": "q_proj,v_proj",
          "sample_max_new_tokens": 40, "teacher_keep": None},
-        source_run, "a", Path("o"),
+        source_run, "a", Path("o"), Path("run"),
     )  # fmt: skip
     assert paper.real_recall is None and paper.teacher_keep == 1.0  # blank: all, as the paper
     assert paper.lora_r == 8 and paper.target_modules == ["q_proj", "v_proj"]
@@ -503,11 +507,12 @@ def test_source_may_be_in_another_notebook_of_the_team_never_another_team(
 def test_notebook_shows_the_latest_report_inline(transfer_run, viewer) -> None:
     url = reverse("project_detail", args=[transfer_run.cell.project_id])
     page = client_for(viewer).get(url).content.decode()
-    assert 'class="transfer-latest"' in page and 'class="accuracy-chart"' in page
-    assert "✓ What is 7 plus one?" in page and 'hx-trigger="load"' not in page  # finished
+    assert 'class="latest-run"' in page and 'class="accuracy-chart"' in page
+    assert "✓ What is 7 plus one?" in page and 'hx-trigger="every 2s"' not in page  # finished
     CellRun.objects.filter(pk=transfer_run.pk).update(status=RunStatus.RUNNING)
     live = client_for(viewer).get(url).content.decode()
-    assert reverse("run_detail", args=[transfer_run.pk]) in live and 'hx-trigger="load"' in live
+    fragment = reverse("cell_live", args=[transfer_run.cell_id])
+    assert f'hx-get="{fragment}" hx-trigger="every 2s"' in live
 
 
 def test_lineage_keeps_the_dataset_name_after_deletion(source_run, dataset_version) -> None:
@@ -584,7 +589,8 @@ def test_add_a_transfer_cell_through_the_notebook_form(source_run: CellRun, edit
 
 def test_paper_bar() -> None:
     acc = REPORT["accuracy"]
-    assert paper_bar(acc) == {"beats_target_base": True, "matches_source": True}
+    ok = {"beats_target_base": True, "matches_source": True, "source_learned": True}
+    assert paper_bar(acc) == ok
     worse = {**acc, "transferred": {"accuracy": 0.05, "low": 0.0, "high": 0.1, "n": 20}}
-    assert paper_bar(worse) == {"beats_target_base": False, "matches_source": False}
+    assert paper_bar(worse) == {**ok, "beats_target_base": False, "matches_source": False}
     assert paper_bar({"target_base": acc["target_base"]}) is None

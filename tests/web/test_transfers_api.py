@@ -15,7 +15,7 @@ from tests.web.test_transfers import make_transferable
 from tests.web.test_transfers import source_run as source_run  # fixtures shared with the page tests
 from tests.web.test_transfers import transfer_cell as transfer_cell
 from tests.web.test_transfers import transfer_run as transfer_run
-from webapp.api.services import api_key_create
+from webapp.api.keys import api_key_create
 from webapp.jobs.models import Job, JobStatus
 from webapp.projects.models import Cell, CellRun, RunStatus
 from webapp.teams.services import team_create

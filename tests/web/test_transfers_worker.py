@@ -9,7 +9,6 @@ import json
 import time
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -21,6 +20,7 @@ from tests.web.test_finetune_worker import FAST, chat_jsonl, finished, job_of
 from tests.web.test_finetune_worker import run_cell as post_run
 from tests.web.test_finetune_worker import start_worker as start_worker  # noqa: F401 - fixture
 from tests.web.worker_harness import Worker, wait_for
+from webapp.core import storage
 from webapp.datasets.models import Dataset, DatasetVersion, VersionStatus
 from webapp.datasets.services import dataset_version_create
 from webapp.jobs.models import Job, JobStatus
@@ -140,7 +140,7 @@ def test_keep_transferable_then_move_chat_and_download(
     assert state["status"] == "succeeded", (state, worker.tail())
     assert state["seeds"] == 5 and state["real"] >= 5 and state["steps"] >= 1
     assert state["task"] == "plus-one"  # the discriminator asks about the dataset by name
-    out = Path(source.outputs["output_dir"])
+    out = storage.local_path(source.outputs["output_dir"])
     assert (out / "transfer" / "seeds.jsonl").is_file()
     assert (out / "discriminator" / "adapter" / "adapter_config.json").is_file()
     assert Job.objects.get(pk=state["job"]).status == JobStatus.SUCCEEDED
@@ -289,13 +289,15 @@ def test_filtered_transfer_stops_at_the_budget_or_cancel_keeps_what_was_done(
     assert 8 <= kept["attempts"] < 3000 and kept["stopped"]
     assert run.outputs["phases"]["generate"]["status"] == "cancelled"
     assert run.outputs["phases"]["teacher"]["status"] == "pending"
-    assert Path(run.outputs["output_dir"], "synthesis.json").is_file()
+    assert (storage.local_path(run.outputs["output_dir"]) / "synthesis.json").is_file()
     page = client_for(editor).get(reverse("run_detail", args=[run.pk])).content.decode()
     assert "Synthetic inputs so far" in page and "before the run stopped" in page
     assert "Resume (keeps finished phases)" in page
 
     # Resume goes on sampling from the kept inputs (same job, same folder); cancel again.
-    first = json.loads(Path(run.outputs["output_dir"], "synthesis.json").read_text())
+    first = json.loads(
+        (storage.local_path(run.outputs["output_dir"]) / "synthesis.json").read_text()
+    )
     unlocked(lambda: client_for(editor).post(reverse("run_resume", args=[run.pk])))
     wait_for(
         lambda: (
@@ -316,12 +318,15 @@ def test_filtered_transfer_stops_at_the_budget_or_cancel_keeps_what_was_done(
         what="the worker to stop again",
         worker=worker,
     )
-    second = json.loads(Path(run.outputs["output_dir"], "synthesis.json").read_text())
+    second = json.loads(
+        (storage.local_path(run.outputs["output_dir"]) / "synthesis.json").read_text()
+    )
     assert second["attempts"] >= first["attempts"] + 8
     assert second["inputs"][: len(first["inputs"])] == first["inputs"]
     assert CellRun.objects.get(pk=run.pk).status == RunStatus.CANCELLED
 
 
+@pytest.mark.timeout(600)  # training, the answer, then 420 s at most for the discriminator
 def test_keeping_transferable_makes_way_for_a_playground_answer(
     start_worker, team, owner, monkeypatch
 ) -> None:
@@ -332,11 +337,16 @@ def test_keeping_transferable_makes_way_for_a_playground_answer(
     cells = notebook(team, owner, worker, max_steps=2, keep_transferable=False)
     source = run_cell(cells["finetune"], owner)
     wait_for(finished(source), timeout=120, what="training", worker=worker)
-    worker.stop()
-    # With no worker, the discriminator job is queued first, then a playground answer.
     source = CellRun.objects.get(pk=source.pk)
     assert source.status == RunStatus.SUCCEEDED, source.outputs
+    # The discriminator holds the one worker when a person asks the playground something.
     keep = unlocked(lambda: transferable_job_create(run=source, created_by=owner))
+    wait_for(
+        lambda: Job.objects.get(pk=keep.pk).status == JobStatus.RUNNING,
+        timeout=60,
+        what="the discriminator to start",
+        worker=worker,
+    )
     playground = cell_create(
         project=cells["project"],
         kind="playground",
@@ -344,7 +354,6 @@ def test_keeping_transferable_makes_way_for_a_playground_answer(
         created_by=owner,
     )
     chat = run_cell(playground, owner)
-    worker = start_worker()  # takes the discriminator first (FIFO), which steps aside
     wait_for(finished(chat), timeout=120, what="the playground answer", worker=worker)
     wait_for(
         lambda: transferable_status(source) == "succeeded",
@@ -356,5 +365,5 @@ def test_keeping_transferable_makes_way_for_a_playground_answer(
     chat = CellRun.objects.get(pk=chat.pk)
     assert chat.status == RunStatus.SUCCEEDED and chat.finished_at < keep.finished_at
     messages = list(keep.events.values_list("message", flat=True))
-    assert any(m.startswith("Paused for a playground answer") for m in messages), messages
+    assert any(m.startswith("Paused for 'Playground · cell") for m in messages), messages
     assert keep.status == JobStatus.SUCCEEDED

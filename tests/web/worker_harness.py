@@ -1,8 +1,11 @@
 """A real Celery worker process for end-to-end tests.
 
-It runs `celery -A workers worker -Q default,gpu -c 1 --pool=solo` against a SQLite-file
-broker in a tmp folder and the test database (the file-based SQLite test DB, or the
-PostgreSQL test database), so the test process and the worker see the same rows.
+It runs `celery -A workers worker -Q <every queue> -c 1 --pool=solo` (or another pool:
+prefork, as production's GPU worker, forks a child that runs the tasks; or, with
+embedded=True, `python -m workers.embedded`: one such worker per lane, as `make run`
+starts them) against a SQLite-file broker in a tmp folder and the test database (the
+file-based SQLite test DB, or the PostgreSQL test database), so the test process and the
+worker see the same rows.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from django.db import connection
 
+from webapp.jobs.queue import LANES
 from workers.celery import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +40,28 @@ def database_url() -> str:
         auth += ":" + quote(db["PASSWORD"])
     host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
     return f"postgres://{auth}@{host}/{db['NAME']}"
+
+
+def run_with_sqlite_broker(
+    code: str, tmp_path: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh Python process with Django's settings and an embedded SQLite
+    broker in tmp_path: a process that loaded nothing of this test's."""
+    environ = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "webapp.settings",
+        "DATA_DIR": str(tmp_path),
+        "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _reset_producer_pool() -> None:
@@ -95,22 +121,38 @@ def broker(url: str) -> Iterator[None]:
 
 
 class Worker:
-    def __init__(self, *, broker_url: str, data_dir: Path, media_root: Path, log: Path) -> None:
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        data_dir: Path,
+        media_root: Path,
+        log: Path,
+        embedded: bool = False,
+        include: tuple[str, ...] = (),
+        database: str = "",
+        pool: str = "solo",
+        **environ: str,
+    ) -> None:
         self.log = log
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "webapp.settings",
-            "DATABASE_URL": database_url(),
+            "DATABASE_URL": database or database_url(),  # default: this test's database
             "CELERY_BROKER_URL": broker_url,
             "DATA_DIR": str(data_dir),
             "MEDIA_ROOT": str(media_root),
             "PYTHONUNBUFFERED": "1",
+            **environ,
         }
+        every_queue = ",".join(queue for lane in LANES for queue in lane)
+        single = ["celery", "-A", "workers", "worker", "-Q", every_queue, "-c", "1", "-P", pool]
+        start = ["workers.embedded"] if embedded else single
         cmd = [
-            sys.executable, "-m", "celery", "-A", "workers", "worker",
-            "-Q", "default,gpu", "-c", "1", "--pool=solo", "-l", "info",
+            sys.executable, "-m", *start, "-l", "info",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@localhost",
+            *(["-I", ",".join(include)] if include else []),
         ]  # fmt: skip
         self.out = log.open("ab")
         self.proc = subprocess.Popen(
@@ -132,13 +174,17 @@ class Worker:
         return self.log.read_text(errors="replace")[-n:]
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker | None
+) -> Any:
+    """Poll `predicate` until true; fails at `timeout`, or once `worker` (if this process
+    started it) has exited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        if worker.proc.poll() is not None:
+        if worker is not None and worker.proc.poll() is not None:
             raise AssertionError(f"worker exited while waiting for {what}:\n{worker.tail()}")
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}:\n{worker.tail()}")
+    raise AssertionError(f"timed out waiting for {what}:\n{worker.tail() if worker else ''}")

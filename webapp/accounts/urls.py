@@ -2,14 +2,19 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from webapp.accounts import views
+from webapp.accounts.forms import ThrottledAuthenticationForm
 
 urlpatterns = [
     path("signup/", views.signup, name="signup"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(authentication_form=ThrottledAuthenticationForm),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(
         "password/",
-        auth_views.PasswordChangeView.as_view(),
+        views.ThrottledPasswordChangeView.as_view(),
         name="password_change",
     ),
     path(

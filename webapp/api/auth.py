@@ -60,6 +60,21 @@ class Caller:
 
 
 def authenticate(request: HttpRequest) -> Caller:
+    """The request's caller, or the ApiError that refuses it. Looked up once per request:
+    the guard middleware (rate limit, Idempotency-Key) and the view share the answer."""
+    known = getattr(request, "_api_caller", None)
+    if known is None:
+        try:
+            known = _authenticate(request)
+        except ApiError as exc:
+            known = exc
+        request._api_caller = known  # type: ignore[attr-defined]
+    if isinstance(known, ApiError):
+        raise known
+    return known
+
+
+def _authenticate(request: HttpRequest) -> Caller:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()

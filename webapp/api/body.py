@@ -15,6 +15,10 @@ def json_body(request: HttpRequest) -> dict[str, Any]:
         data = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "The request body is not valid JSON.", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(
+            400, "The request body is nested too deeply to be read.", code="invalid_json"
+        ) from None
     if not isinstance(data, dict):
         raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
     return data

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 
+from webapp.core.limits import LimitExceeded
+
 TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -54,8 +56,12 @@ def from_api_error(exc: ApiError) -> JsonResponse:
 def from_validation_error(
     exc: ValidationError, *, params: dict[str, str] | None = None
 ) -> JsonResponse:
-    """A service's ValidationError as a 400; its first field names the `param`."""
+    """A service's ValidationError as a 400; its first field names the `param`. A team
+    over a limit gets the limit's status (413, 429) and code."""
     params = params or {}
+    if isinstance(exc, LimitExceeded):
+        param = params.get(exc.field, exc.field) or None
+        return error_response(exc.status, " ".join(exc.messages), param=param, code=exc.api_code)
     if hasattr(exc, "error_dict"):
         field, errors = next(iter(exc.error_dict.items()))
         message = " ".join(m for e in errors for m in e.messages)

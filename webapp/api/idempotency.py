@@ -3,7 +3,8 @@
 Reads and writes of IdempotentRequest rows (the services the guard middleware calls).
 A retry with the same key and the same request gets the stored response; the same key
 with a different request is a 409 that retrying cannot fix; a retry that arrives while
-the first is still being answered is a 409 that may be retried.
+the first is still being answered is a 409 that may be retried, until the request time
+limit says that first request died.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -39,12 +41,16 @@ def request_fingerprint(request: HttpRequest) -> str:
     return digest.hexdigest()
 
 
-def _expired_before() -> object:
-    return timezone.now() - timedelta(seconds=settings.API_IDEMPOTENCY_TTL_S)
-
-
 def idempotent_request_purge_expired() -> int:
-    return IdempotentRequest.objects.filter(created_at__lt=_expired_before()).delete()[0]
+    """Forget answers older than the TTL, and requests still "in progress" after the request
+    time limit: their process died (a crash, a killed worker) and will never finish them."""
+    now = timezone.now()
+    expired = Q(created_at__lt=now - timedelta(seconds=settings.API_IDEMPOTENCY_TTL_S))
+    abandoned = Q(
+        status_code__isnull=True,
+        created_at__lt=now - timedelta(seconds=settings.API_REQUEST_TIME_LIMIT_S),
+    )
+    return IdempotentRequest.objects.filter(expired | abandoned).delete()[0]
 
 
 def idempotent_request_begin(

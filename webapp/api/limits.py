@@ -1,7 +1,9 @@
 """Per-key rate limits in Django's cache (Redis in production, local memory by default).
 
-A fixed window per key: at most API_RATE_LIMIT requests per API_RATE_LIMIT_WINDOW_S.
-Callers without a key are counted by address, so a flood of bad keys is limited too.
+A fixed window per bucket: at most API_RATE_LIMIT requests per API_RATE_LIMIT_WINDOW_S for
+each authenticated key. Requests whose key is missing or wrong share a small budget per
+address (API_RATE_LIMIT_FAILED), so guessing keys is slow, and nobody can spend another
+key's budget by sending its public prefix with a wrong secret.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest
 from redis import Redis
 
-from webapp.api.auth import PREFIX_LEN
+from webapp.api.auth import authenticate
+from webapp.api.errors import ApiError
 
 
 @dataclass(frozen=True)
@@ -27,27 +30,32 @@ class Verdict:
     limit: int
     remaining: int
     reset_s: int
+    who: str  # whose budget, for the 429's message
 
 
-def caller_ident(request: HttpRequest) -> str:
-    """The key's public prefix (no database hit), else the client's address."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() == "bearer" and len(token) > PREFIX_LEN:
-        return f"key:{token[:PREFIX_LEN]}"
-    return f"addr:{request.META.get('REMOTE_ADDR', '')}"
+def _bucket(request: HttpRequest) -> tuple[str, int, str]:
+    """(cache name, limit, whose budget): the authenticated key's, else the address's
+    budget for failed keys."""
+    try:
+        caller = authenticate(request)
+    except ApiError:
+        address = request.META.get("REMOTE_ADDR", "")
+        who = "requests with a missing or wrong API key from this address"
+        return f"failed:{address}", settings.API_RATE_LIMIT_FAILED, who
+    return f"key:{caller.key.prefix}", settings.API_RATE_LIMIT, "this key"
 
 
 def rate_limit_check(request: HttpRequest) -> Verdict | None:
     """Count this request; None when limits are off (API_RATE_LIMIT=0)."""
-    limit, window = settings.API_RATE_LIMIT, settings.API_RATE_LIMIT_WINDOW_S
-    if limit <= 0:
+    if settings.API_RATE_LIMIT <= 0:
         return None
+    window = settings.API_RATE_LIMIT_WINDOW_S
+    name, limit, who = _bucket(request)
     now = time.time()
     slot = int(now // window)
-    count = _count(f"tb-rl:{caller_ident(request)}:{slot}", window + 1)
+    count = _count(f"tb-rl:{name}:{slot}", window + 1)
     reset_s = max(1, math.ceil((slot + 1) * window - now))
-    return Verdict(count <= limit, limit, max(0, limit - count), reset_s)
+    return Verdict(count <= limit, limit, max(0, limit - count), reset_s, who)
 
 
 def _redis_writer(cache: RedisCache) -> Redis:

@@ -1,7 +1,8 @@
 """The guard in front of /v1/ and /api/: body size, per-key rate limit, Idempotency-Key.
 
-It runs before the views, so an oversized or over-limit request costs no database work,
-and one place gives both APIs the same limits and the same replay rules.
+It runs before the views, so an oversized request costs no database work and an
+over-limit one costs only its key's lookup (which the view then reuses), and one place
+gives both APIs the same limits and the same replay rules.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _holds_nul(body: bytes) -> bool:
     """Whether the JSON body really decodes to a NUL (not, say, an escaped backslash-u)."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return b"\x00" in body  # not JSON: the view answers; only a raw NUL is refused here
     stack = [data]
     while stack:
@@ -100,7 +101,7 @@ def _over_limit(verdict: Verdict) -> HttpResponse:
     response = error_response(
         429,
         f"Rate limit reached: {verdict.limit} requests per "
-        f"{settings.API_RATE_LIMIT_WINDOW_S} s for this key. "
+        f"{settings.API_RATE_LIMIT_WINDOW_S} s for {verdict.who}. "
         f"Try again in {verdict.reset_s} s.",
         code="rate_limit_exceeded",
     )

@@ -10,8 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from webapp.api.keys import api_key_create, api_key_revoke
 from webapp.api.models import ApiKey
-from webapp.api.services import api_key_create, api_key_revoke
 from webapp.core.forms import add_service_errors
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.models import ROLE_CAN, Team

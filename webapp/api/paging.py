@@ -12,14 +12,24 @@ from webapp.api.errors import ApiError
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+MAX_ID_DIGITS = 18  # any more may not fit a 64-bit primary key
 M = TypeVar("M", bound=Model)
+
+
+def id_number(text: str) -> int | None:
+    """`12` -> 12; None for signs, non-ASCII digits (int() takes "٣", not "²") and numbers too
+    long for a key, which int() would refuse past 4300 digits or the database past 2**63."""
+    if text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS:
+        return int(text)
+    return None
 
 
 def parse_ref(prefix: str, value: str, *, what: str, param: str | None = None) -> int:
     """`file-12` -> 12; anything else is a 404 naming the id (or a 400 for a body param)."""
     head, _, number = value.rpartition("-")
-    if f"{head}-" == prefix and number.isdigit() and len(number) < 18:
-        return int(number)
+    pk = id_number(number)
+    if f"{head}-" == prefix and pk is not None:
+        return pk
     if param is not None:
         raise ApiError(400, f"Invalid {what} id: {value!r}.", param=param, code="invalid_value")
     raise ApiError(404, f"No such {what}: {value!r}.", code="not_found")

@@ -1,7 +1,7 @@
 from django import forms
 
+from webapp.core.catalog import DEFAULT_MODEL, model_choices
 from webapp.datasets.models import DatasetFormat, DatasetPurpose
-from webapp.projects.catalog import DEFAULT_MODEL, model_choices
 
 
 def _preview_choices() -> list[tuple[str, str]]:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.db import models
+from django.utils.text import get_valid_filename
 
 from webapp.jobs.models import Job
 from webapp.teams.models import Team
@@ -56,6 +61,23 @@ class VersionStatus(models.TextChoices):
 def version_upload_to(instance: DatasetVersion, filename: str) -> str:
     dataset = instance.dataset
     return f"datasets/team-{dataset.team_id}/dataset-{dataset.pk}/v{instance.version}/{filename}"
+
+
+def stored_filename(name: str) -> str:
+    """The last part of a version's key: the uploaded file's name, made safe and short."""
+    try:
+        safe = get_valid_filename(os.path.basename(name or "data"))
+    except SuspiciousFileOperation:  # nothing usable left, e.g. ".."
+        safe = ""
+    stem, ext = os.path.splitext(safe or "data")
+    return stem[:150] + ext[:20]
+
+
+def streamed_upload_key(*, team_id: int | None, filename: str) -> str:
+    """The key an upload streams to before its version exists (object storage: the bytes go
+    straight to their final key, never copied): random, so no two uploads share it."""
+    team = f"team-{team_id}" if team_id is not None else "unassigned"
+    return f"datasets/{team}/upload-{uuid.uuid4().hex}/{stored_filename(filename)}"
 
 
 class DatasetVersion(models.Model):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Max, QuerySet
+from django.conf import settings
+from django.db.models import Count, Max, QuerySet, Sum
 
 from webapp.datasets.models import Dataset, DatasetVersion
 from webapp.teams.models import Team
@@ -23,3 +24,15 @@ def dataset_versions(*, dataset: Dataset) -> QuerySet[DatasetVersion]:
 
 def dataset_version_latest(*, dataset: Dataset) -> DatasetVersion | None:
     return dataset.versions.order_by("-version").first()
+
+
+def team_storage_used(*, team: Team) -> int:
+    """Bytes of every dataset version file the team keeps."""
+    used = DatasetVersion.objects.filter(dataset__team=team).aggregate(n=Sum("size"))["n"]
+    return int(used or 0)
+
+
+def team_storage_left(*, team: Team) -> int | None:
+    """Bytes the team may still upload under TEAM_STORAGE_BYTES; None: no limit."""
+    limit = settings.TEAM_STORAGE_BYTES
+    return max(0, limit - team_storage_used(team=team)) if limit else None

@@ -2,28 +2,79 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import os
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Max
-from django.utils.text import get_valid_filename
+from django.template.defaultfilters import filesizeformat
 
+from webapp.core.limits import LimitExceeded, StorageFailed
 from webapp.datasets.models import (
     Dataset,
     DatasetFormat,
     DatasetPurpose,
     DatasetVersion,
     VersionStatus,
+    stored_filename,
 )
+from webapp.datasets.selectors import team_storage_left
+from webapp.jobs import queue
 from webapp.jobs.dispatch import job_enqueue_on_commit
 from webapp.jobs.services import job_create
 from webapp.teams.models import Team
 
-VALIDATE_TASK = "workers.tasks.validate_dataset_version"
+
+def storage_limit_exceeded(*, left: int, size: int | None = None) -> LimitExceeded:
+    """The refusal of a file over what the team has left of TEAM_STORAGE_BYTES."""
+    limit = filesizeformat(settings.TEAM_STORAGE_BYTES)
+    this = f"this file is {filesizeformat(size)}" if size is not None else "this file is larger"
+    return LimitExceeded(
+        f"Your team has {filesizeformat(left)} left of its {limit} dataset storage limit, "
+        f"and {this}. Delete dataset versions you no longer need, or ask the operator to "
+        "raise the limit.",
+        status=413,
+        api_code="team_storage_limit",
+        field="file",
+    )
+
+
+def out_of_disk_space() -> StorageFailed:
+    """The refusal of a file the server's disk had no room for (not the user's fault)."""
+    return StorageFailed(
+        "The server ran out of disk space while storing this file, so it was not saved. "
+        "Try again later, or tell the operator that the server's disk is full.",
+        status=507,
+        api_code="insufficient_storage",
+        field="file",
+    )
+
+
+def storage_unavailable() -> StorageFailed:
+    """The refusal of a file the object store would not take (it failed or did not answer)."""
+    return StorageFailed(
+        "The file could not be stored: the server's file store did not accept it, so it was "
+        "not saved. Try again later, or tell the operator if it keeps happening.",
+        status=503,
+        api_code="storage_unavailable",
+        field="file",
+    )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in {errno.ENOSPC, errno.EDQUOT}
+
+
+def _storage_check(*, team: Team, size: int) -> None:
+    """Under the team's row lock, so two uploads cannot both take the last bytes."""
+    Team.objects.select_for_update().filter(pk=team.pk).first()
+    left = team_storage_left(team=team)
+    if left is not None and size > left:
+        raise storage_limit_exceeded(left=left, size=size)
 
 
 def _sha256(upload: UploadedFile) -> str:
@@ -61,8 +112,9 @@ def dataset_version_create(
     if not upload.size:
         raise ValidationError({"file": "The file is empty."})
     sha256 = _sha256(upload)
-    filename = get_valid_filename(os.path.basename(upload.name or "data")) or "data"
+    filename = stored_filename(upload.name or "data")
     with transaction.atomic():
+        _storage_check(team=team, size=upload.size)
         dataset, _ = Dataset.objects.get_or_create(
             team=team,
             name=name,
@@ -87,7 +139,7 @@ def dataset_version_create(
             preview_model=preview_model,
             created_by=created_by,
         )
-        version.file.save(filename, upload, save=False)
+        _file_place(version=version, filename=filename, upload=upload)
         try:
             version.save()
             job = job_create(
@@ -98,11 +150,33 @@ def dataset_version_create(
             )
             version.validation_job = job
             version.save(update_fields=["validation_job"])
-            job_enqueue_on_commit(job=job, task_path=VALIDATE_TASK, args=[version.pk])
+            job_enqueue_on_commit(job=job, task_path=queue.VALIDATE_DATASET, args=[version.pk])
         except BaseException:
             version.file.delete(save=False)  # no row, no file
             raise
     return version
+
+
+def _file_place(*, version: DatasetVersion, filename: str, upload: UploadedFile) -> None:
+    """Puts the upload's bytes under the version's FileField. Already streamed into object
+    storage (uploads.StoredUpload): only its key is recorded, the bytes are not copied again.
+    Otherwise it is saved (a temp file moves: a rename on the same disk); a save that fails
+    halfway, e.g. a copy across disks that fills one, leaves no partial file."""
+    stored_key = getattr(upload, "stored_key", "")
+    if stored_key:
+        version.file = stored_key
+        return
+    store = version.file.storage
+    field = version.file.field
+    key = store.get_available_name(field.generate_filename(version, filename), field.max_length)
+    try:
+        version.file = store.save(key, upload, max_length=field.max_length)
+    except BaseException as exc:
+        if store.exists(key):  # the key was free a moment ago: what is there is our half
+            store.delete(key)
+        if is_disk_full(exc):
+            raise out_of_disk_space() from exc
+        raise
 
 
 def dataset_version_mark(

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.datasets import views
+from webapp.datasets import downloads, views
 
 urlpatterns = [
     path("teams/<int:team_id>/datasets/", views.dataset_list, name="dataset_list"),
@@ -10,5 +10,10 @@ urlpatterns = [
         "dataset-versions/<int:version_id>/",
         views.dataset_version_detail,
         name="dataset_version_detail",
+    ),
+    path(
+        "dataset-versions/<int:version_id>/download/",
+        downloads.dataset_version_download,
+        name="dataset_version_download",
     ),
 ]

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from webapp.core.forms import add_service_errors
 from webapp.datasets.forms import UploadForm
 from webapp.datasets.models import Dataset, DatasetPurpose, DatasetVersion
-from webapp.datasets.selectors import dataset_list_for_team, dataset_versions
+from webapp.datasets.selectors import dataset_list_for_team, dataset_versions, team_storage_left
 from webapp.datasets.services import dataset_version_create
 from webapp.datasets.uploads import LimitedStreamingUploadHandler
 from webapp.teams.access import get_for_user, role_of
@@ -44,14 +44,17 @@ def dataset_list(request: HttpRequest, team_id: int) -> HttpResponse:
 def dataset_upload(request: HttpRequest, team_id: int) -> HttpResponse:
     # Access is checked before a single byte of the body is read.
     team = get_for_user(Team, request.user, team_id, need="edit")
-    handler = LimitedStreamingUploadHandler(request)
+    handler = LimitedStreamingUploadHandler(
+        request, storage_left=team_storage_left(team=team), team_id=team.pk
+    )
     request.upload_handlers = [handler]
     try:
         if request.method == "POST":
-            request.POST  # noqa: B018 - parse (stream to disk) now, under our handler
+            request.POST  # noqa: B018 - parse (stream into storage) now, under our handler
             if handler.error:
                 # Refused before any write happened, so no CSRF check is needed to answer.
-                return _upload_page(request, team, handler, error=handler.error, status=413)
+                status = handler.error_status
+                return _upload_page(request, team, handler, error=handler.error, status=status)
         return _dataset_upload(request, team, handler)
     finally:
         handler.discard_leftovers()
@@ -114,7 +117,9 @@ def _dataset_upload(
         )
     except ValidationError as exc:
         add_service_errors(form, exc)
-        return _upload_page(request, team, handler, form=form, status=400)
+        # A limit or a server failure (disk full: 507) keeps its status; other refusals: 400.
+        status = getattr(exc, "status", 400)
+        return _upload_page(request, team, handler, form=form, status=status)
     url = reverse("dataset_version_detail", args=[version.pk])
     if _wants_json(request):
         return JsonResponse({"ok": True, "redirect": url, "version": version.version})

@@ -9,7 +9,8 @@ class JudgeBackendForm(forms.Form):
         label="Base URL",
         assume_scheme="https",
         max_length=500,
-        help_text="e.g. https://api.openai.com/v1 or http://vllm-host:8000/v1",
+        help_text="e.g. https://api.openai.com/v1 or http://vllm-host:8000/v1. Private and "
+        "loopback addresses are refused unless the operator allows the host.",
     )
     model = forms.CharField(max_length=200, help_text="e.g. gpt-4o")
     api_key = forms.CharField(
@@ -36,6 +37,7 @@ class JudgePromptForm(forms.Form):
     user = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 8}),
         max_length=20_000,
-        help_text="Placeholders: {question}, {answer_a}, {answer_b} (pairwise), {answer} "
-        "(single), {reference} (reference-guided). Write {{ and }} for literal braces.",
+        help_text="Placeholders, as plain names only: {question}, {answer_a}, {answer_b} "
+        "(pairwise), {answer} (single), {reference} (reference-guided). Write {{ and }} for "
+        "literal braces.",
     )

@@ -12,10 +12,11 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
+from webapp.core.catalog import DEFAULT_MODEL, model_choices
 from webapp.datasets.models import DatasetPurpose
 from webapp.datasets.selectors import datasets_for_purpose
 from webapp.evaluations.models import JudgeBackend
-from webapp.projects.catalog import DEFAULT_MODEL, model_choices
+from webapp.jobs import queue as queues
 from webapp.projects.cell_kinds import REGISTRY, CellConfigForm, CellKind, ref_field, register
 
 ADAPTER_KINDS = ("finetune", "transfer")
@@ -28,11 +29,12 @@ MODES = [
     ("auto", "Pairwise; reference-guided where references exist"),
     ("pairwise", "Pairwise, never shown references"),
     ("single", "Single-answer grading (1-10)"),
+    ("none", "No judge: exact match against the reference answers only (fast)"),
 ]
 
 
 def bigbench_choices() -> list[tuple[str, str]]:
-    # Read the bundled folder directly: the web process never imports finetune_core.
+    # Read the bundled folder directly: the web process imports only the engine's contracts.
     folder = Path(settings.BASE_DIR) / "finetune_core" / "assets" / "bigbench"
     return [(p.stem, p.stem) for p in sorted(folder.glob("*.json"))]
 
@@ -168,11 +170,11 @@ class EvaluationForm(CellConfigForm):
         n = sum(bool(data.get(k)) for k in slots) + (2 if data.get("checkpoints_of") else 0)
         if data.get("checkpoints_of") and not data.get("base_model"):
             self.add_error("base_model", "Checkpoints are compared with the base model.")
-        if n < 1 or (n < 2 and data.get("judge_mode") != "single"):
+        if n < 1 or (n < 2 and data.get("judge_mode") not in ("single", "none")):
             raise forms.ValidationError(
                 "Pairwise judging needs at least two candidates: add a second base model, a "
                 "fine-tuned cell or an endpoint below, or set the judge mode to single-answer "
-                "grading."
+                "grading (or to no judge, exact match only)."
             )
         return data
 
@@ -191,7 +193,7 @@ if "evaluation" not in REGISTRY:  # ready() may run twice in some test set-ups
             },
             dataset_refs=("prompt_dataset",),
             runnable=True,
-            queue="gpu",
+            queue=queues.GPU,
             cell_template="evaluations/kinds/evaluation_cell.html",
             run_template="evaluations/kinds/evaluation_run.html",
         )

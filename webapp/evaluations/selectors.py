@@ -8,10 +8,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Prefetch, Q, QuerySet
 from django.utils.safestring import SafeString, mark_safe
 
+from finetune_core.contracts.egress import EgressPolicy
 from webapp.evaluations import stats
 from webapp.evaluations.models import (
     EvalPrompt,
@@ -21,10 +23,16 @@ from webapp.evaluations.models import (
     JudgePrompt,
     PairVerdict,
 )
-from webapp.projects.models import Cell, Project
+from webapp.projects.models import Project
 from webapp.teams.models import Team
 
 MAX_ROWS = 300
+
+
+def egress_policy() -> EgressPolicy:
+    """Where judge and candidate endpoints may connect: public addresses, and the hosts the
+    operator lists in EGRESS_ALLOW_HOSTS (checked at start-up)."""
+    return EgressPolicy.parse(settings.EGRESS_ALLOW_HOSTS)
 
 
 def team_backends(*, team: Team) -> QuerySet[JudgeBackend]:
@@ -51,15 +59,6 @@ def prompt_start(*, project: Project, kind: str) -> dict[str, str] | None:
             if t["name"] == kind:
                 return {"system": t["system"], "user": t["user"]}
     return None
-
-
-def latest_evaluation(*, cell: Cell) -> Evaluation | None:
-    return (
-        Evaluation.objects.filter(run__cell=cell)
-        .select_related("run")
-        .order_by("-run__version")
-        .first()
-    )
 
 
 @dataclass
@@ -150,7 +149,8 @@ def consistency(*, evaluation: Evaluation) -> dict[str, Any]:
 
 def leaderboard(*, evaluation: Evaluation) -> list[dict[str, Any]]:
     """One row per candidate: Bradley-Terry strength (>2 candidates), else the win rate of
-    each candidate in its pair, or the mean grade in single mode; each with its CI."""
+    each candidate in its pair, the mean grade in single mode, or without a judge the exact
+    match against the references; each with its CI."""
     summary = evaluation.summary or {}
     if summary.get("ranking"):
         return [
@@ -182,11 +182,34 @@ def leaderboard(*, evaluation: Evaluation) -> list[dict[str, Any]]:
             )
         rows.sort(key=lambda r: -r["value"])
         return rows
-    return [
-        {**g, "label": g["candidate"], "value": g["mean_rating"], "scale": "rating"}
-        for g in summary.get("grade_summary", [])
-        if g["mean_rating"] is not None
-    ]
+    if summary.get("grade_summary"):
+        return [
+            {**g, "label": g["candidate"], "value": g["mean_rating"], "scale": "rating"}
+            for g in summary["grade_summary"]
+            if g["mean_rating"] is not None
+        ]
+    return exact_match_rows(summary)
+
+
+def exact_match_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each candidate's exact match against the references, with its CI, in candidate
+    order (the base first): the result of an evaluation without a judge."""
+    rows = []
+    for label, metrics in (summary.get("metrics") or {}).items():
+        em = metrics.get("exact_match") or {}
+        if em.get("value") is not None:
+            rows.append(
+                {
+                    "label": label,
+                    "value": em["value"],
+                    "ci_low": em.get("low"),
+                    "ci_high": em.get("high"),
+                    "n": em.get("n"),
+                    "correct": round(em["value"] * (em.get("n") or 0)),
+                    "scale": "exact match",
+                }
+            )
+    return rows
 
 
 def diff_html(a: str, b: str) -> SafeString:

@@ -11,7 +11,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from webapp.evaluations.crypto import encrypt
+from finetune_core.contracts.egress import EgressRefused
+from finetune_core.contracts.prompts import PromptTemplateError, prompt_check
+from webapp.evaluations.crypto import KeyUnreadable, encrypt, reencrypt
 from webapp.evaluations.models import (
     EvalAnswer,
     EvalCandidate,
@@ -25,17 +27,11 @@ from webapp.evaluations.models import (
     PromptKind,
     Vote,
 )
+from webapp.evaluations.selectors import egress_policy
 from webapp.projects.models import Cell, CellRun, Project, RunStatus
+from webapp.projects.run_outputs import outputs_of
 from webapp.projects.services import cell_create, cell_run_create
 from webapp.teams.models import Team
-
-# Placeholders each prompt kind must use (the library fills them with str.format).
-PLACEHOLDERS = {
-    PromptKind.PAIRWISE: ("question", "answer_a", "answer_b"),
-    PromptKind.PAIRWISE_REFERENCE: ("question", "reference", "answer_a", "answer_b"),
-    PromptKind.SINGLE: ("question", "answer"),
-    PromptKind.SINGLE_REFERENCE: ("question", "reference", "answer"),
-}
 
 
 def judge_backend_create(
@@ -51,6 +47,10 @@ def judge_backend_create(
 ) -> JudgeBackend:
     if not name.strip() or not model.strip():
         raise ValidationError("A backend needs a name and a model.")
+    try:  # early and clear; the worker checks again when it connects
+        egress_policy().check_url(base_url)
+    except EgressRefused as exc:
+        raise ValidationError({"base_url": str(exc)}) from None
     return JudgeBackend.objects.create(
         team=team,
         name=name.strip()[:100],
@@ -67,6 +67,24 @@ def judge_backend_delete(*, backend: JudgeBackend) -> None:
     backend.delete()
 
 
+def judge_backend_keys_reencrypt() -> tuple[int, list[int]]:
+    """Re-encrypt every stored judge API key under SECRET_KEY (after a rotation, before
+    the old key leaves SECRET_KEY_FALLBACKS). Returns how many moved, and the backends
+    whose key no configured key can read (their owners must enter it again)."""
+    moved, unreadable = 0, []
+    for pk in JudgeBackend.objects.exclude(api_key_encrypted="").values_list("pk", flat=True):
+        with transaction.atomic():
+            backend = JudgeBackend.objects.select_for_update().get(pk=pk)
+            try:
+                backend.api_key_encrypted = reencrypt(backend.api_key_encrypted)
+            except KeyUnreadable:
+                unreadable.append(pk)
+                continue
+            backend.save(update_fields=["api_key_encrypted"])
+            moved += 1
+    return moved, unreadable
+
+
 @transaction.atomic
 def judge_prompt_save(
     *, project: Project, kind: str, system: str, user: str, created_by: AbstractBaseUser
@@ -74,17 +92,10 @@ def judge_prompt_save(
     """A new version; earlier versions stay, so old verdicts keep their prompt."""
     if kind not in PromptKind.values:
         raise ValidationError({"kind": f"Unknown prompt kind {kind!r}."})
-    fields = PLACEHOLDERS[PromptKind(kind)]
-    missing = [f for f in fields if "{" + f + "}" not in user]
-    if missing:
-        names = ", ".join("{" + f + "}" for f in missing)
-        raise ValidationError({"user": f"The prompt must contain {names}."})
     try:
-        user.format(**{f: "" for f in fields})
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValidationError(
-            {"user": f"Unknown placeholder or stray brace ({exc}); write {{{{ for a brace."}
-        ) from None
+        prompt_check(user, kind=kind)
+    except PromptTemplateError as exc:
+        raise ValidationError({"user": str(exc)}) from None
     Project.objects.select_for_update().filter(pk=project.pk).first()
     latest = project.judge_prompts.filter(kind=kind).aggregate(n=Max("version"))["n"] or 0
     return JudgePrompt.objects.create(
@@ -240,7 +251,7 @@ def best_checkpoint_evaluate(
     cell = run.cell
     if cell.kind != "finetune" or run.status != RunStatus.SUCCEEDED:
         raise ValidationError("Only a finished fine-tune run has checkpoints to judge.")
-    if not run.outputs.get("checkpoints"):
+    if not outputs_of(run).checkpoints:
         raise ValidationError("This run saved no checkpoints.")
     dataset_cell = Cell.objects.filter(pk=cell.config.get("dataset_cell")).first()
     if dataset_cell is None:

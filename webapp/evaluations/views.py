@@ -155,7 +155,7 @@ def backends(request: HttpRequest, team_id: int) -> HttpResponse:
                     team=team, created_by=request.user, **form.cleaned_data
                 )
             except ValidationError as exc:
-                messages.error(request, error_text(exc))
+                form.add_error(None, exc)  # next to its field (the base URL's refusal)
             else:
                 messages.success(request, "Saved. The API key is stored encrypted.")
                 return redirect("evaluation_backends", team_id=team.pk)

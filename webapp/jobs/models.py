@@ -19,6 +19,8 @@ class JobStatus(models.TextChoices):
 
 
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# The params key of the memory (bytes) a job's run was estimated to need, when known.
+MEMORY_ESTIMATE = "memory_estimate_bytes"
 
 
 class Job(models.Model):
@@ -44,6 +46,9 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Workers that started this job since a person last queued it, none of which finished
+    # it: each is a worker process that died on it (job_start stops at JOB_MAX_DELIVERIES).
+    deliveries = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from webapp.jobs.models import FINISHED, EventLevel, Job, JobEvent, JobStatus
+from webapp.jobs.limits import team_job_slot_check
+from webapp.jobs.models import FINISHED, MEMORY_ESTIMATE, EventLevel, Job, JobEvent, JobStatus
 from webapp.jobs.signals import job_stopped
 from webapp.teams.models import Team
 
@@ -28,6 +30,7 @@ def job_create(
     params: dict[str, Any] | None = None,
     created_by: AbstractBaseUser | None = None,
 ) -> Job:
+    team_job_slot_check(team=team, kind=kind)  # over TEAM_ACTIVE_JOBS: refused
     job = Job.objects.create(team=team, kind=kind, params=params or {}, created_by=created_by)
     job_event_add(job=job, message="Job queued")
     return job
@@ -42,19 +45,50 @@ def _transition(job_id: int, allowed_from: set[str], **changes: Any) -> Job | No
     return Job.objects.get(pk=job_id) if updated else None
 
 
+def job_died_text(*, job: Job) -> str:
+    """Why a job that keeps losing its worker process was failed, naming the likely cause
+    and, for a fine-tune, the memory its run was estimated to need."""
+    text = (
+        f"The worker process died {job.deliveries} times while running this job — most "
+        "often the out-of-memory killer"
+    )
+    memory = job.params.get(MEMORY_ESTIMATE)
+    if memory:
+        text += (
+            f"; the memory estimate for this run was {memory / 2**30:.1f} GiB (lower "
+            "batch_size or max_length, or use quantization nf4, to need less)"
+        )
+    return text + ". It was not started again; resume it once the cause is fixed."
+
+
 def job_start(
     *, job_id: int, status: str = JobStatus.RUNNING, celery_task_id: str = ""
 ) -> Job | None:
-    now = timezone.now()
-    changes: dict[str, Any] = {"status": status, "heartbeat_at": now}
-    if celery_task_id:
-        changes["celery_task_id"] = celery_task_id
+    """A worker starts the job: one more delivery, counted under the job's row lock. None
+    when the job is not startable, or when JOB_MAX_DELIVERIES deliveries already started
+    and none finished (each one's process died): then the job fails, and its message is
+    acknowledged instead of being handed out again forever."""
     # Also from `status` itself: an acks_late task redelivered after a worker crash resumes.
-    job = _transition(job_id, {JobStatus.QUEUED, JobStatus.PAUSED, status}, **changes)
-    if job is not None:
-        if job.started_at is None:
-            Job.objects.filter(pk=job_id).update(started_at=now)
-            job.started_at = now
+    startable = {JobStatus.QUEUED, JobStatus.PAUSED, status}
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id, status__in=startable).first()
+        if job is None:
+            return None
+        if job.deliveries >= settings.JOB_MAX_DELIVERIES:
+            job_fail(job_id=job_id, error=job_died_text(job=job))
+            return None
+        now = timezone.now()
+        changes: dict[str, Any] = {
+            "status": status,
+            "heartbeat_at": now,
+            "started_at": job.started_at or now,
+            "deliveries": job.deliveries + 1,
+        }
+        if celery_task_id:
+            changes["celery_task_id"] = celery_task_id
+        Job.objects.filter(pk=job_id).update(**changes)
+        for field, value in changes.items():
+            setattr(job, field, value)
         job_event_add(job=job, message=f"Job {job.get_status_display().lower()}")
     return job
 
@@ -80,6 +114,13 @@ def job_progress(
     return _transition(job_id, active, **changes)
 
 
+def _turns_release() -> None:
+    """A job finished: a team waiting for its turn on the GPU queue may send one now."""
+    from webapp.jobs.turns import gpu_turns_release  # turns imports this module
+
+    transaction.on_commit(gpu_turns_release)
+
+
 def job_succeed(*, job_id: int, result: dict[str, Any] | None = None) -> Job | None:
     now = timezone.now()
     job = _transition(
@@ -92,6 +133,7 @@ def job_succeed(*, job_id: int, result: dict[str, Any] | None = None) -> Job | N
     )
     if job is not None:
         job_event_add(job=job, message="Job succeeded")
+        _turns_release()
     return job
 
 
@@ -102,6 +144,7 @@ def job_fail(*, job_id: int, error: str) -> Job | None:
     if job is not None:
         job_event_add(job=job, message="Job failed", level=EventLevel.ERROR, data={"error": error})
         job_stopped.send(sender=Job, job=job)
+        _turns_release()
     return job
 
 
@@ -119,6 +162,7 @@ def job_cancel(*, job: Job, by: AbstractBaseUser | None = None) -> Job:
     who = by.get_username() if by is not None else "system"
     job_event_add(job=updated, message=f"Job cancelled by {who}", level=EventLevel.WARNING)
     job_stopped.send(sender=Job, job=updated)
+    _turns_release()
     return updated
 
 
@@ -135,6 +179,7 @@ def job_requeue(*, job: Job, reason: str) -> Job:
         error="",
         finished_at=None,
         heartbeat_at=None,
+        deliveries=0,  # a person asked again: the workers get their tries afresh
     )
     if updated is None:
         raise ValidationError("This job changed state meanwhile; reload the page.")
@@ -148,7 +193,10 @@ def job_step_aside(*, job_id: int, reason: str) -> Job | None:
     waiting; its worker resumes from what it saved. None if it was no longer running."""
     from webapp.jobs.dispatch import job_enqueue_on_commit  # dispatch imports this module
 
-    job = _transition(job_id, {JobStatus.RUNNING}, status=JobStatus.QUEUED, heartbeat_at=None)
+    # Handed back by a live worker: no delivery so far died on it.
+    job = _transition(
+        job_id, {JobStatus.RUNNING}, status=JobStatus.QUEUED, heartbeat_at=None, deliveries=0
+    )
     if job is None:
         return None
     job_event_add(job=job, message=reason)

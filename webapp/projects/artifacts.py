@@ -1,30 +1,30 @@
-"""Where fine-tune runs write, and the streamed zip of a run's adapter and manifest."""
+"""Where fine-tune runs keep their files (storage keys), and the streamed zip of a run's
+adapter and manifest, read from whichever store holds them (webapp.core.storage)."""
 
 from __future__ import annotations
 
-import json
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 
-from django.conf import settings
+from finetune_core.contracts.layout import ADAPTER, MANIFEST, Manifest, parse_manifest
+from webapp.core import storage
 
 CHUNK = 64 * 1024
 
 
-def run_output_dir(job_id: int) -> Path:
-    return Path(settings.DATA_DIR) / "runs" / str(job_id)
+def run_key(job_id: int) -> str:
+    """The storage key of the folder a job's run writes: the same on every host."""
+    return storage.join("runs", str(job_id))
 
 
-def artifact_files(output_dir: Path) -> list[tuple[Path, str]]:
-    """(file, name in the zip) for the final adapter folder and the manifest."""
-    files: list[tuple[Path, str]] = []
-    adapter = output_dir / "adapter"
-    if adapter.is_dir():
-        files += [(p, f"adapter/{p.name}") for p in sorted(adapter.iterdir()) if p.is_file()]
-    manifest = output_dir / "manifest.json"
-    if manifest.is_file():
-        files.append((manifest, "manifest.json"))
+def artifact_files(run: str | None) -> list[tuple[str, str]]:
+    """(storage key, name in the zip) for a run's final adapter folder and its manifest."""
+    if not run:
+        return []
+    adapter = storage.join(run, ADAPTER)
+    files = [(key, key[len(run) + 1 :]) for key in storage.keys_under(adapter)]
+    if storage.exists(manifest := storage.join(run, MANIFEST)):
+        files.append((manifest, MANIFEST))
     return files
 
 
@@ -51,13 +51,14 @@ class _Sink:
         return data
 
 
-def stream_zip(files: list[tuple[Path, str]]) -> Iterator[bytes]:
-    """Zip the files on the fly: memory stays at one chunk, however large the adapter."""
+def stream_zip(files: list[tuple[str, str]]) -> Iterator[bytes]:
+    """Zip stored files on the fly: memory stays at one chunk, however large the adapter,
+    and nothing is staged on the web host."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[arg-type]
-        for path, name in files:
-            with open(path, "rb") as src, archive.open(name, "w", force_zip64=True) as dst:
-                while chunk := src.read(CHUNK):
+        for key, name in files:
+            with archive.open(name, "w", force_zip64=True) as dst:
+                for chunk in storage.read_chunks(key, size=CHUNK):
                     dst.write(chunk)
                     if data := sink.take():
                         yield data
@@ -67,19 +68,17 @@ def stream_zip(files: list[tuple[Path, str]]) -> Iterator[bytes]:
         yield data
 
 
-def manifest_trained_tokens(output_dir: str | Path | None) -> int | None:
+def run_manifest(run: str | None) -> Manifest | None:
+    """A run's manifest from the store, or None when it has none (yet)."""
+    data = storage.read_bytes(storage.join(run, MANIFEST)) if run else None
+    return parse_manifest(data) if data is not None else None
+
+
+def manifest_trained_tokens(run: str | None) -> int | None:
     """Tokens a finished run trained on, from its manifest: tokens per row x rows seen.
 
     The worker stores it in the run's outputs when the run succeeds, so readers (the API's
     job lists) never open the manifest; None when there is no manifest (OpenAI's unknown).
     """
-    if not output_dir:
-        return None
-    try:
-        manifest = json.loads((Path(output_dir) / "manifest.json").read_text())
-        data, hyper = manifest["data"], manifest["hyperparameters"]
-        rows_seen = manifest["metrics"]["steps"] * hyper["batch_size"] * hyper["grad_accum"]
-        per_row = data["train_tokens"] / max(1, data["n_train_rows"])
-        return round(per_row * rows_seen)
-    except (OSError, TypeError, ValueError, KeyError):
-        return None
+    manifest = run_manifest(run)
+    return manifest.trained_tokens if manifest else None

@@ -6,14 +6,15 @@ which kinds), which keys reference team datasets, and how it runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django import forms
 
+from webapp.core.catalog import DEFAULT_MODEL, model_choices
 from webapp.datasets.models import Dataset, DatasetPurpose
-from webapp.projects.catalog import DEFAULT_MODEL, model_choices
+from webapp.jobs import queue as queues
 from webapp.projects.finetune_config import (
     DEFAULT_PRESET,
     PRESET_CHOICES,
@@ -21,6 +22,14 @@ from webapp.projects.finetune_config import (
     param_fields,
 )
 from webapp.projects.models import Cell, Project
+
+
+def cell_reference(cell: Cell | None, *, here: int | None = None) -> str:
+    """`cell 3 · Fine-tune`: the number shown on the page, and the notebook when it is another."""
+    if cell is None:
+        return "a deleted cell"
+    where = "" if here in (None, cell.project_id) else f"{cell.project} · "
+    return f"{where}cell {cell.position} · {cell}"
 
 
 class CellConfigForm(forms.Form):
@@ -39,7 +48,7 @@ class CellConfigForm(forms.Form):
         earlier = project.cells.filter(position__lt=position)
         for key, allowed in kind.cell_refs.items():
             candidates = earlier.filter(kind__in=allowed)
-            self.fields[key].choices = [("", "—")] + [(c.pk, str(c)) for c in candidates]
+            self.fields[key].choices = [("", "—")] + [(c.pk, cell_reference(c)) for c in candidates]
         for key in kind.dataset_refs:
             datasets = Dataset.objects.filter(team_id=project.team_id)
             self.fields[key].choices = [("", "—")] + [(d.pk, d.name) for d in datasets]
@@ -130,10 +139,12 @@ class CellKind:
     # such a cell cannot be deleted while one refers to it, in any notebook
     team_refs: tuple[str, ...] = ()
     runnable: bool = False
-    queue: str = "default"
+    queue: str = queues.DEFAULT
     # Templates for the kind's own part of the notebook cell and of the run page.
     cell_template: str = ""
     run_template: str = ""
+    # Why a cell of this kind cannot run now (Run disabled, a POST refused), or None.
+    blocker: Callable[[Cell], str | None] | None = None
 
 
 REGISTRY: dict[str, CellKind] = {}
@@ -196,7 +207,7 @@ register(
         FinetuneForm,
         cell_refs={"dataset_cell": ("dataset",), "val_dataset_cell": ("dataset",)},
         runnable=True,
-        queue="gpu",
+        queue=queues.GPU,
         cell_template="projects/kinds/finetune_cell.html",
         run_template="projects/kinds/finetune_run.html",
     )
@@ -208,7 +219,7 @@ register(
         PlaygroundForm,
         cell_refs={"model_cell": ("finetune", "transfer")},
         runnable=True,
-        queue="gpu",
+        queue=queues.GPU,
         run_template="projects/kinds/playground_run.html",
     )
 )

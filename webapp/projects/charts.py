@@ -41,11 +41,11 @@ def loss_chart(
         coords = " ".join(xy(s, v) for s, v in sorted(series))
         dots = format_html_join(
             "",
-            '<circle cx="{}" cy="{}" r="2.5" class="{}"/>',
-            # Validation points are sparse, and a lone first point draws no line: dot them.
+            '<circle cx="{}" cy="{}" r="4" class="{}"/>',
+            # Validation points are sparse, and a lone first point draws no line: mark them.
             ((*xy(s, v).split(","), css) for s, v in series if css == "val" or len(series) == 1),
         )
-        return format_html('<polyline points="{}" class="{}" fill="none"/>{}', coords, css, dots)
+        return format_html('<polyline points="{}" class="{}"/>{}', coords, css, dots)
 
     axes = format_html(
         '<line x1="{p}" y1="{b}" x2="{r}" y2="{b}" class="axis"/>'
@@ -64,14 +64,18 @@ def loss_chart(
     )
     legend = format_html(
         '<text x="{}" y="16" class="label train">— train</text>'
-        '<text x="{}" y="16" class="label val">— validation</text>',
+        '<text x="{}" y="16" class="label val">● validation</text>',
         WIDTH - 190,
         WIDTH - 110,
     )
     return format_html(
         '<svg class="loss-chart" viewBox="0 0 {} {}" role="img" aria-label="Loss chart">'
-        "<style>.train{{stroke:#2563eb;fill:#2563eb}} .val{{stroke:#dc2626;fill:#dc2626}}"
-        " polyline{{stroke-width:2;fill:none}} .axis{{stroke:#888}} .label{{font-size:11px;stroke:none}}</style>"
+        # Colour the stroke and the markers only: a class rule with `fill` would outrank
+        # `polyline{fill:none}` and paint the area under the line as a filled wedge.
+        "<style>.train{{stroke:#2563eb}} .val{{stroke:#dc2626}}"
+        " circle.train,text.train{{fill:#2563eb}} circle.val,text.val{{fill:#dc2626}}"
+        " svg.loss-chart polyline{{stroke-width:2;fill:none}} .axis{{stroke:#888}}"
+        " .label{{font-size:11px;stroke:none}}</style>"
         "{}{}{}{}</svg>",
         WIDTH,
         HEIGHT,

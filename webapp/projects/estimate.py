@@ -1,26 +1,49 @@
 """Pre-flight estimate of a fine-tune: steps, tokens, time and memory, before queueing.
 
 Computed from the dataset version's validation report (example count and approximate
-token lengths) and the model catalog; no model is loaded. Time uses each model's
-training throughput on a 2-core CPU from model_catalog.json (tokens_per_s_cpu), so on
-a GPU the real run is much faster. Memory counts the base weights (NF4: ~0.55 bytes a
-parameter; unquantized bf16: 2), the adapter with its AdamW state, and activations.
+token lengths); no model is loaded. Time and memory come from what earlier runs of the
+same base model measured on the fine-tune workers (webapp.projects.throughput: a
+training rate, a start-up cost and peak memory, refreshed by each run that succeeds),
+each with a range. Before any run of a model has finished, time falls back to the model
+catalog's training throughput on an idle 2-core CPU (tokens_per_s_cpu, no model
+loading) and memory to a formula: the base weights (NF4: ~0.55 bytes a parameter;
+unquantized bf16: 2), the adapter with its AdamW state, and activations; real runs have
+taken several times either, which the range and the basis note say.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.db import transaction
+
+from webapp.core.catalog import model_info
+from webapp.core.limits import LimitExceeded
 from webapp.datasets.models import DatasetVersion
-from webapp.projects.catalog import model_info
+from webapp.jobs import queue
+from webapp.jobs.models import Job
+from webapp.projects import throughput
 from webapp.projects.finetune_config import effective_hparams
+from webapp.projects.models import CellRun
+
+log = logging.getLogger(__name__)
 
 BYTES_PER_PARAM = {"nf4": 0.55, "none": 2.0}
 # LoRA adds about 2 * r * hidden parameters per adapted matrix; ~7 matrices a layer.
 ADAPTER_SHARE_PER_RANK = 0.0004
 OVERHEAD_BYTES = 600 * 2**20  # framework, tokenizer, Python
+ACTIVATION_BYTES_PER_TOKEN = 40_000
+# With no measured run: runs have taken up to this many times the catalog's time
+# (issue 27: 5 to 8 times), and peaked at up to this many times the formula's memory.
+CATALOG_SLOWER = 8.0
+FORMULA_LARGER = 4.0
+LANE = queue.GPU  # the fine-tune cell kind's queue (cell_kinds: queue=queues.GPU)
+# The job params key of the estimate a run was queued with (Estimate.as_dict).
+ESTIMATE = "estimate"
 
 
 @dataclass(frozen=True)
@@ -32,20 +55,64 @@ class Estimate:
     seconds: float | None
     memory_bytes: int
     notes: tuple[str, ...]
+    # The range around seconds and memory_bytes, and what they are based on.
+    seconds_low: float | None = None
+    seconds_high: float | None = None
+    memory_low: int = 0
+    memory_high: int = 0
+    basis: str = ""
+    measured_runs: int = 0  # earlier runs the figures come from; 0: catalog and formula
 
     @property
     def time_text(self) -> str:
-        if self.seconds is None:
+        return _duration(self.seconds)
+
+    @property
+    def time_range_text(self) -> str:
+        if self.seconds_low is None or self.seconds_high is None:
             return "unknown"
-        minutes = self.seconds / 60
-        return f"{self.seconds:.0f} s" if minutes < 2 else f"{minutes:.0f} min"
+        return f"{_duration(self.seconds_low)} to {_duration(self.seconds_high)}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The estimate as the APIs and job params carry it."""
+        return {
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "seconds": _rounded(self.seconds),
+            "seconds_low": _rounded(self.seconds_low),
+            "seconds_high": _rounded(self.seconds_high),
+            "memory_bytes": self.memory_bytes,
+            "memory_low": self.memory_low,
+            "memory_high": self.memory_high,
+            "measured_runs": self.measured_runs,
+            "basis": self.basis,
+        }
 
 
-def estimate(config: dict[str, Any], version: DatasetVersion | None) -> Estimate | None:
-    if version is None or not version.n_examples:
-        return None
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes = seconds / 60
+    return f"{seconds:.0f} s" if minutes < 2 else f"{minutes:.0f} min"
+
+
+@dataclass(frozen=True)
+class Counts:
+    examples: int
+    train_examples: int
+    steps: int
+    tokens: int
+    batch_tokens: int  # batch_size x max_length: what activations scale with
+    notes: tuple[str, ...]
+
+
+def counts(config: dict[str, Any], version: DatasetVersion) -> Counts:
+    """Steps and tokens of a fine-tune of `version` with `config`, from its report."""
     hp = effective_hparams(config)
-    info = model_info(config.get("base_model", ""))
     stats = (version.report or {}).get("stats") or {}
     # Exact counts when the report used a tokenizer (ideally this cell's base model's).
     approx = stats.get("tokens") or stats.get("approx_tokens") or {}
@@ -65,16 +132,144 @@ def estimate(config: dict[str, Any], version: DatasetVersion | None) -> Estimate
     steps_per_epoch = math.ceil(math.ceil(rows / int(hp["batch_size"])) / int(hp["grad_accum"]))
     steps = int(hp["max_steps"] or steps_per_epoch * int(hp["epochs"]))
     tokens = int(per_example * n_train * steps / max(1, steps_per_epoch))
-    rate = info.get("tokens_per_s_cpu")
-    seconds = tokens / rate if rate else None
-    params = info.get("parameters") or 0
-    weights = params * BYTES_PER_PARAM.get(hp["quantization"], 2.0)
-    adapter = params * ADAPTER_SHARE_PER_RANK * int(hp["lora_r"]) * 16  # fp32 + grads + AdamW
-    activations = int(hp["batch_size"]) * int(hp["max_length"]) * 40_000
-    memory = int(weights + adapter + activations + OVERHEAD_BYTES)
     if approx.get("max", 0) > int(hp["max_length"]):
         notes.append(
             f"The longest example has ~{approx['max']} tokens; max_length "
             f"{hp['max_length']} cuts it."
         )
-    return Estimate(n, n_train, steps, tokens, seconds, memory, tuple(notes))
+    batch_tokens = int(hp["batch_size"]) * int(hp["max_length"])
+    return Counts(n, n_train, steps, tokens, batch_tokens, tuple(notes))
+
+
+def formula_memory(config: dict[str, Any]) -> int:
+    """Memory by formula alone: weights, adapter with its optimizer state, activations."""
+    hp = effective_hparams(config)
+    params = model_info(config.get("base_model", "")).get("parameters") or 0
+    weights = params * BYTES_PER_PARAM.get(hp["quantization"], 2.0)
+    adapter = params * ADAPTER_SHARE_PER_RANK * int(hp["lora_r"]) * 16  # fp32 + grads + AdamW
+    activations = int(hp["batch_size"]) * int(hp["max_length"]) * ACTIVATION_BYTES_PER_TOKEN
+    return int(weights + adapter + activations + OVERHEAD_BYTES)
+
+
+def estimate(config: dict[str, Any], version: DatasetVersion | None) -> Estimate | None:
+    if version is None or not version.n_examples:
+        return None
+    found = counts(config, version)
+    model = config.get("base_model", "")
+    quantization = effective_hparams(config)["quantization"]
+    memory = formula_memory(config)
+    figures = throughput.figures_for(lane=LANE, base_model=model, quantization=quantization)
+    head = (found.examples, found.train_examples, found.steps, found.tokens)
+    if figures is None:
+        rate = model_info(model).get("tokens_per_s_cpu")
+        seconds = found.tokens / rate if rate else None
+        slower = seconds * CATALOG_SLOWER if seconds is not None else None
+        catalog = f"the model catalog's {rate} tokens/s" if rate else "no catalog figure"
+        basis = (
+            f"No run of {model} has finished on the workers yet: the time is from {catalog} "
+            f"on an idle 2-core CPU, without loading the model, and the memory from a "
+            f"formula; runs have taken up to {CATALOG_SLOWER:.0f} times that time and "
+            f"{FORMULA_LARGER:.0f} times that memory."
+        )
+        return Estimate(
+            *head,
+            seconds,
+            memory,
+            found.notes,
+            seconds_low=seconds,
+            seconds_high=slower,
+            memory_low=memory,
+            memory_high=int(memory * FORMULA_LARGER),
+            basis=basis,
+        )
+    time = figures.seconds(found.tokens)
+    per_token = float(ACTIVATION_BYTES_PER_TOKEN)
+    measured = figures.memory(found.batch_tokens, per_token)
+    device = f" ({figures.device})" if figures.device else ""
+    runs = "1 earlier run" if figures.count == 1 else f"{figures.count} earlier runs"
+    basis = (
+        f"Based on {runs} of {model} ({quantization}) on the {figures.lane} workers{device}: "
+        f"{figures.tokens_per_s:.0f} tokens/s training after ~{figures.startup_s:.0f} s "
+        f"loading and saving"
+    )
+    if measured is None:
+        basis += "; memory from a formula, no peak measured yet"
+        low, high = memory, int(memory * FORMULA_LARGER)
+    else:
+        basis += ", and their peak memory"
+        memory, low, high = int(measured.value), int(measured.low), int(measured.high)
+    return Estimate(
+        *head,
+        time.value,
+        memory,
+        found.notes,
+        seconds_low=time.low,
+        seconds_high=time.high,
+        memory_low=low,
+        memory_high=high,
+        basis=basis + ".",
+        measured_runs=figures.count,
+    )
+
+
+def finished_run_measure(*, run: CellRun, job: Job | None, outputs: dict[str, Any]) -> None:
+    """A fine-tune settled SUCCEEDED: its tokens, seconds and peak memory join the
+    figures the next estimate of its model on its lane uses. Called inside the settle's
+    transaction; a run it cannot measure (resumed, no events, its dataset version gone)
+    adds nothing, and a failure here never undoes the settle."""
+    if job is None:
+        return
+    try:
+        with transaction.atomic():
+            _measure(run, job, outputs)
+    except Exception:  # noqa: BLE001 - the figures are a hint; the run's outcome must land
+        log.exception("could not record the measured figures of run %s", run.pk)
+
+
+def _measure(run: CellRun, job: Job, outputs: dict[str, Any]) -> None:
+    inputs = run.inputs or {}
+    version_id = outputs.get("dataset_version")
+    version = DatasetVersion.objects.filter(pk=version_id).first() if version_id else None
+    timing = throughput.run_timing(job)
+    if version is None or not version.n_examples or timing is None:
+        return
+    found = counts(inputs, version)
+    steps_done = job.progress_current or found.steps
+    tokens = round(found.tokens * steps_done / max(1, found.steps))
+    train_s, startup_s = timing
+    peak = (job.metrics or {}).get("peak_memory_bytes")
+    throughput.sample_add(
+        lane=((job.params or {}).get("_task") or {}).get("queue") or LANE,
+        device=str((job.metrics or {}).get("device") or ""),
+        base_model=inputs.get("base_model", ""),
+        quantization=effective_hparams(inputs)["quantization"],
+        sample={
+            "run": run.pk,
+            "tokens": tokens,
+            "train_s": round(train_s, 3),
+            "startup_s": round(startup_s, 3),
+            "peak_bytes": int(peak) if isinstance(peak, int | float) and peak > 0 else None,
+            "batch_tokens": found.batch_tokens,
+            "steps": steps_done,
+        },
+    )
+
+
+def steps_cap_check(config: dict[str, Any], version: DatasetVersion | None) -> None:
+    """Refuses a fine-tune whose steps (max_steps, else the estimate from its dataset) go
+    over the operator's TEAM_MAX_STEPS."""
+    cap = settings.TEAM_MAX_STEPS
+    if not cap:
+        return
+    found = estimate(config, version)
+    steps = found.steps if found else effective_hparams(config)["max_steps"]
+    if steps is not None and steps <= cap:
+        return
+    counted = f"would take {steps} steps" if steps else "has steps not counted yet"
+    raise LimitExceeded(
+        f"This fine-tune {counted}, over the cap of {cap} steps a run may take. "
+        f"Set Max steps to {cap} or fewer, or train fewer epochs.",
+        status=400,
+        api_code="max_steps_limit",
+        field="max_steps",
+    )

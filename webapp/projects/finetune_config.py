@@ -1,222 +1,40 @@
-"""Fine-tune hyperparameters: presets, form fields with help text, the effective config.
+"""Fine-tune hyperparameters in the notebook: form fields and the effective config.
 
-Pure Python: the web process builds the dict the worker turns into a TrainConfig.
+Every setting, its default, bounds and help text, and the presets, are declared once in
+`finetune_core.contracts.train` (torch-free); this module only turns them into Django
+form fields and into the dict the worker turns into a TrainConfig.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django import forms
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"epochs": 1, "learning_rate": 3e-4, "lora_r": 8, "lora_alpha": 16, "max_length": 512},
-    "balanced": {
-        "epochs": 2,
-        "learning_rate": 2e-4,
-        "lora_r": 16,
-        "lora_alpha": 32,
-        "max_length": 1024,
-    },
-    "thorough": {
-        "epochs": 3,
-        "learning_rate": 1e-4,
-        "lora_r": 32,
-        "lora_alpha": 64,
-        "max_length": 2048,
-    },
-}
-PRESET_CHOICES = [
-    ("quick", "Quick — 1 epoch, small adapter: a first look"),
-    ("balanced", "Balanced — 2 epochs: the usual choice"),
-    ("thorough", "Thorough — 3 epochs, larger adapter: best quality, slowest"),
-]
-DEFAULT_PRESET = "balanced"
-
-
-# The target_modules choices and the layer names they stand for (Llama and Gemma alike).
-TARGET_MODULES: dict[str, str | list[str]] = {
-    "all-linear": "all-linear",
-    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "q_proj,v_proj": ["q_proj", "v_proj"],
-    "mlp": ["gate_proj", "up_proj", "down_proj"],
-}
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    field: type[forms.Field]
-    default: Any
-    help: str
-    kwargs: tuple[tuple[str, Any], ...] = ()
-    choices: tuple[str, ...] = ()
-
-
-# Defaults not set by a preset. A blank form field means "the preset's (or this) default".
-PARAMS: tuple[Param, ...] = (
-    Param(
-        "epochs",
-        forms.IntegerField,
-        2,
-        "Passes over the training data.",
-        (("min_value", 1), ("max_value", 100)),
-    ),
-    Param(
-        "max_steps",
-        forms.IntegerField,
-        None,
-        "Stop after this many optimizer steps (overrides epochs). Blank: no limit.",
-        (("min_value", 1),),
-    ),
-    Param(
-        "learning_rate",
-        forms.FloatField,
-        2e-4,
-        "Step size of the optimizer. Lower it if the loss jumps or becomes NaN.",
-        (("min_value", 1e-7), ("max_value", 0.5)),
-    ),
-    Param(
-        "lora_r",
-        forms.IntegerField,
-        16,
-        "LoRA rank: the adapter's capacity. Larger learns more, trains slower.",
-        (("min_value", 1), ("max_value", 256)),
-    ),
-    Param(
-        "lora_alpha",
-        forms.IntegerField,
-        32,
-        "LoRA scaling; usually twice the rank.",
-        (("min_value", 1), ("max_value", 1024)),
-    ),
-    Param(
-        "lora_dropout",
-        forms.FloatField,
-        0.05,
-        "Dropout on the adapter's input; fights overfitting on small data.",
-        (("min_value", 0.0), ("max_value", 0.9)),
-    ),
-    Param(
-        "method",
-        forms.ChoiceField,
-        "lora",
-        "LoRA, or DoRA (weight-decomposed LoRA: a little better, a little slower).",
-        choices=("lora", "dora"),
-    ),
-    Param(
-        "target_modules",
-        forms.ChoiceField,
-        "all-linear",
-        "Which layers get an adapter: every linear layer (QLoRA's choice), attention "
-        "only, q and v only (the original LoRA), or the MLP only.",
-        choices=tuple(TARGET_MODULES),
-    ),
-    Param(
-        "quantization",
-        forms.ChoiceField,
-        "nf4",
-        "Load the base model in 4-bit NF4 (less memory) or unquantized.",
-        choices=("nf4", "none"),
-    ),
-    Param(
-        "batch_size",
-        forms.IntegerField,
-        4,
-        "Examples per micro-batch. Lower it on out-of-memory errors.",
-        (("min_value", 1), ("max_value", 256)),
-    ),
-    Param(
-        "grad_accum",
-        forms.IntegerField,
-        1,
-        "Micro-batches per optimizer step (effective batch = batch size × this).",
-        (("min_value", 1), ("max_value", 256)),
-    ),
-    Param(
-        "max_length",
-        forms.IntegerField,
-        1024,
-        "Tokens per example; longer examples are cut.",
-        (("min_value", 16), ("max_value", 32768)),
-    ),
-    Param(
-        "warmup_ratio",
-        forms.FloatField,
-        0.03,
-        "Share of steps over which the learning rate ramps up.",
-        (("min_value", 0.0), ("max_value", 0.5)),
-    ),
-    Param(
-        "weight_decay",
-        forms.FloatField,
-        0.0,
-        "L2 penalty on adapter weights.",
-        (("min_value", 0.0), ("max_value", 1.0)),
-    ),
-    Param(
-        "lr_scheduler",
-        forms.ChoiceField,
-        "cosine",
-        "How the learning rate decays after warm-up.",
-        choices=("cosine", "linear", "constant"),
-    ),
-    Param(
-        "val_fraction",
-        forms.FloatField,
-        0.1,
-        "Share of the examples held out to measure validation loss.",
-        (("min_value", 0.0), ("max_value", 0.5)),
-    ),
-    Param(
-        "eval_every",
-        forms.IntegerField,
-        50,
-        "Measure validation loss every this many steps.",
-        (("min_value", 1),),
-    ),
-    Param(
-        "save_every",
-        forms.IntegerField,
-        50,
-        "Save a resumable checkpoint every this many steps.",
-        (("min_value", 1),),
-    ),
-    Param(
-        "final",
-        forms.ChoiceField,
-        "last",
-        "Which adapter becomes final: the last step, or the lowest validation loss.",
-        choices=("last", "best"),
-    ),
-    Param(
-        "seed",
-        forms.IntegerField,
-        0,
-        "Random seed; the same seed and data give the same run.",
-        (("min_value", 0),),
-    ),
+from finetune_core.contracts.settings import Setting
+from finetune_core.contracts.train import (
+    DEFAULT_PRESET,
+    PRESET_LABELS,
+    PRESETS,
+    TARGET_MODULES,
+    preset_values,
+    resolve_target_modules,
+    train_settings,
 )
+from webapp.projects.setting_fields import blank, setting_field
+
+__all__ = ["DEFAULT_PRESET", "PRESETS", "TARGET_MODULES", "PARAM_NAMES", "PRESET_CHOICES"]
+
+PRESET_CHOICES = list(PRESET_LABELS.items())
+PARAMS: tuple[Setting, ...] = train_settings("form")
 PARAM_NAMES = tuple(p.name for p in PARAMS)
 
 
 def param_fields() -> dict[str, forms.Field]:
     """Form fields for every hyperparameter; all optional (blank = preset default)."""
-    fields: dict[str, forms.Field] = {}
-    for p in PARAMS:
-        default = PRESETS[DEFAULT_PRESET].get(p.name, p.default)
-        help_text = f"{p.help} Default: {default if default is not None else 'none'}."
-        if p.field is forms.ChoiceField:
-            fields[p.name] = forms.ChoiceField(
-                choices=[("", "— preset —")] + [(c, c) for c in p.choices],
-                required=False,
-                help_text=help_text,
-            )
-        else:
-            fields[p.name] = p.field(required=False, help_text=help_text, **dict(p.kwargs))
-    return fields
+    defaults = preset_values(DEFAULT_PRESET)
+    return {p.name: setting_field(p, default=defaults[p.name], blank="— preset —") for p in PARAMS}
 
 
 def keep_transferable_field() -> forms.TypedChoiceField:
@@ -242,12 +60,8 @@ def keeps_transferable(config: dict[str, Any]) -> bool:
 
 def effective_hparams(config: dict[str, Any]) -> dict[str, Any]:
     """Preset values, overridden by every hyperparameter the user set."""
-    preset = PRESETS.get(config.get("preset") or DEFAULT_PRESET, PRESETS[DEFAULT_PRESET])
-    values = {p.name: preset.get(p.name, p.default) for p in PARAMS}
-    for name in PARAM_NAMES:
-        value = config.get(name)
-        if value is not None and value != "":
-            values[name] = value
+    values = preset_values(config.get("preset"))
+    values.update({n: config[n] for n in PARAM_NAMES if not blank(config.get(n))})
     return values
 
 
@@ -260,12 +74,16 @@ def train_config_dict(
 ) -> dict[str, Any]:
     """Keyword arguments for finetune_core's TrainConfig."""
     values = effective_hparams(config)
-    values["target_modules"] = TARGET_MODULES.get(values["target_modules"], "all-linear")
+    values["target_modules"] = resolve_target_modules(values["target_modules"])
     return {
         "model": config["base_model"],
         "data": data_path,
         "output_dir": str(output_dir),
         **values,
+        # The operator's cap, put in the run's inputs by cell_run_create.
+        **(
+            {"keep_checkpoints": config["keep_checkpoints"]} if "keep_checkpoints" in config else {}
+        ),
         # A separate validation file replaces the held-out share of the training data.
         **({"val_data": val_path} if val_path else {}),
     }

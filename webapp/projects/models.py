@@ -45,6 +45,9 @@ class Cell(models.Model):
     # Per-kind settings, validated by the kind's form in cell_kinds; references to earlier
     # cells are stored as ids under the keys the kind declares.
     config = models.JSONField(default=dict, blank=True)
+    # Goes up by one on each edit; an edit made from an older version is refused
+    # (cell_update), so two people editing at once do not overwrite each other silently.
+    version = models.PositiveIntegerField(default=1)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
@@ -93,3 +96,28 @@ class CellRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cell} run v{self.version}"
+
+
+class MeasuredThroughput(models.Model):
+    """What finished fine-tunes measured on one kind of worker for one base model: the
+    recent runs' token counts, training and start-up seconds and peak memory
+    (webapp.projects.throughput), from which the pre-flight estimate works."""
+
+    lane = models.CharField(max_length=30)  # the queue the runs went to
+    device = models.CharField(max_length=30, blank=True)  # as the worker reported: cpu, cuda
+    base_model = models.CharField(max_length=100)
+    quantization = models.CharField(max_length=10)
+    # The newest runs last, at most throughput.KEEP_RUNS of them.
+    runs = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["lane", "device", "base_model", "quantization"],
+                name="throughput_unique_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.base_model} ({self.quantization}) on {self.lane}/{self.device or '?'}"

@@ -12,7 +12,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 from webapp.core.forms import add_service_errors
 from webapp.projects.forms import RecipeImportForm
 from webapp.projects.models import Project
-from webapp.projects.recipes import MAX_RECIPE_BYTES, recipe_dump, recipe_from_project, recipe_parse
+from webapp.projects.recipe_load import MAX_RECIPE_BYTES
+from webapp.projects.recipes import recipe_dump, recipe_from_project, recipe_parse
 from webapp.projects.services import project_create_from_recipe
 from webapp.teams.access import get_for_user
 from webapp.teams.models import Team
@@ -44,9 +45,10 @@ def recipe_import(request: HttpRequest, team_id: int) -> HttpResponse:
             if upload is not None and upload.size > MAX_RECIPE_BYTES:
                 raise ValidationError(f"A recipe is at most {MAX_RECIPE_BYTES // 1024} KiB.")
             text = upload.read() if upload is not None else form.cleaned_data["text"]
+            recipe = recipe_parse(text)  # bounded, and before the write transaction
             project = project_create_from_recipe(
                 team=team,
-                recipe=recipe_parse(text),
+                recipe=recipe,
                 name=form.cleaned_data["name"].strip(),
                 created_by=request.user,
             )

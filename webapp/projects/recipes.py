@@ -12,14 +12,14 @@ import json
 from typing import Any
 
 import yaml
-from django.core.exceptions import ValidationError
 
 from webapp.datasets.models import Dataset
 from webapp.projects.cell_kinds import REGISTRY
 from webapp.projects.models import Project
+from webapp.projects.recipe_load import recipe_data_check, recipe_load
+from webapp.projects.recipe_load import recipe_error as _fail
 
 RECIPE_VERSION = 1
-MAX_RECIPE_BYTES = 1024 * 1024
 MAX_CELLS = 200
 HEADER = (
     "# Tunebook notebook recipe. Re-create it from a team page (Import a recipe)\n"
@@ -56,43 +56,27 @@ def recipe_from_project(*, project: Project) -> dict[str, Any]:
     }
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def recipe_dump(recipe: dict[str, Any], *, fmt: str) -> str:
     if fmt == "yaml":
-        return HEADER + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
+        # Never anchors and aliases: the import refuses them.
+        text = yaml.dump(recipe, Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True)
+        return HEADER + text
     return json.dumps(recipe, indent=2, ensure_ascii=False) + "\n"
-
-
-def _fail(where: str, message: str) -> ValidationError:
-    return ValidationError(f"{where}: {message}" if where else message)
 
 
 def recipe_parse(text: str | bytes) -> dict[str, Any]:
     """JSON or YAML text to a checked recipe dict; every problem names where it is."""
-    if isinstance(text, bytes):
-        if len(text) > MAX_RECIPE_BYTES:
-            raise _fail("", f"A recipe is at most {MAX_RECIPE_BYTES // 1024} KiB.")
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _fail("", f"The recipe is not UTF-8 text (byte {exc.start}).") from None
-    if len(text.encode("utf-8")) > MAX_RECIPE_BYTES:
-        raise _fail("", f"A recipe is at most {MAX_RECIPE_BYTES // 1024} KiB.")
-    if text.lstrip().startswith("{"):
-        try:
-            return recipe_check(json.loads(text))
-        except json.JSONDecodeError as exc:
-            where = f"line {exc.lineno}, column {exc.colno}"
-            raise _fail(where, f"not valid JSON ({exc.msg}).") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise _fail(where, f"not valid JSON or YAML ({getattr(exc, 'problem', exc)}).") from None
-    return recipe_check(data)
+    return recipe_check(recipe_load(text))
 
 
 def recipe_check(data: Any) -> dict[str, Any]:
+    """Check parsed recipe data (from recipe_parse, or an API body) before any write."""
+    recipe_data_check(data)  # plain JSON within the limits, before anything else reads it
     if not isinstance(data, dict):
         raise _fail("", "A recipe is a mapping with tunebook_recipe, name and cells.")
     if data.get("tunebook_recipe") != RECIPE_VERSION:

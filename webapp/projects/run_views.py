@@ -13,11 +13,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.core.forms import error_text
 from webapp.jobs.models import Job
-from webapp.projects.artifacts import artifact_files, run_output_dir, stream_zip
+from webapp.projects.artifacts import artifact_files, stream_zip
 from webapp.projects.cell_kinds import REGISTRY
 from webapp.projects.charts import loss_chart, loss_points
 from webapp.projects.models import CellRun
-from webapp.projects.selectors import run_history, run_log
+from webapp.projects.run_outputs import FinetuneOutputs, outputs_of
+from webapp.projects.selectors import cell_run_blocker, run_history, run_log
 from webapp.projects.services import cell_run_cancel, cell_run_resume, cell_run_select_final
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.models import ROLE_CAN
@@ -40,6 +41,7 @@ def run_context(request: HttpRequest, run: CellRun) -> dict[str, Any]:
     history = run_history(run=run, job=job)
     train, val = loss_points(history)
     finished = job.is_finished if job else run.status not in ("queued", "running")
+    outputs = outputs_of(run)
     return {
         "run": run,
         "cell": run.cell,
@@ -52,13 +54,12 @@ def run_context(request: HttpRequest, run: CellRun) -> dict[str, Any]:
         "peak_mib": (metrics.get("peak_memory_bytes") or 0) / 2**20,
         "chart": loss_chart(train, val, job.progress_total if job else None),
         "events": run_log(job=job) if job else [],
-        "checkpoints": (run.outputs or {}).get("checkpoints", []),
+        "checkpoints": outputs.checkpoints if isinstance(outputs, FinetuneOutputs) else [],
         "finished": finished,
+        "blocked": cell_run_blocker(cell=run.cell),
         "can_edit": role_of(request.user, run.cell.project.team) in ROLE_CAN["edit"],
         "has_artifacts": bool(
-            run.cell.kind == "finetune"
-            and run.job_id
-            and artifact_files(run_output_dir(run.job_id))
+            run.cell.kind == "finetune" and run.job_id and artifact_files(outputs.output_dir)
         ),
     }
 
@@ -112,8 +113,8 @@ def run_select_final(request: HttpRequest, run_id: int) -> HttpResponse:
 def run_artifacts(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
     """The final adapter folder and manifest as a zip, streamed."""
     run = get_for_user(RUNS, request.user, run_id)
-    files = artifact_files(run_output_dir(run.job_id)) if run.job_id else []
-    if run.cell.kind != "finetune" or not files:
+    files = artifact_files(outputs_of(run).output_dir) if run.cell.kind == "finetune" else []
+    if not files:
         raise Http404("This run has no adapter to download yet.")
     response = StreamingHttpResponse(stream_zip(files), content_type="application/zip")
     name = f"adapter-run-{run.pk}-v{run.version}.zip"

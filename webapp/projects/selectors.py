@@ -6,9 +6,11 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
-from webapp.datasets.models import DatasetVersion, VersionStatus
+from webapp.datasets.models import Dataset, DatasetVersion, VersionStatus
 from webapp.jobs.models import EventLevel, Job, JobEvent
+from webapp.projects.cell_kinds import REGISTRY
 from webapp.projects.models import Cell, CellRun, Project
+from webapp.projects.run_outputs import FinetuneOutputs, outputs_of
 from webapp.teams.models import Team
 
 
@@ -24,6 +26,11 @@ def notebook_cells(*, project: Project) -> QuerySet[Cell]:
     )
 
 
+def cell_run_find(*, run_id: int) -> CellRun | None:
+    """A run by id with its cell (workers get ids), or None when it was deleted."""
+    return CellRun.objects.select_related("cell").filter(pk=run_id).first()
+
+
 def dataset_cell_version(*, cell: Cell) -> DatasetVersion | None:
     """The version a dataset cell stands for: the pinned one, else the latest valid one."""
     dataset_id = cell.config.get("dataset")
@@ -37,6 +44,16 @@ def dataset_cell_version(*, cell: Cell) -> DatasetVersion | None:
     return valid or versions.order_by("-version").first()
 
 
+def dataset_cell_deleted(*, cell: Cell) -> bool:
+    """The dataset (or the pinned version) this cell names was deleted, e.g. through /v1/files."""
+    dataset_id, pinned = cell.config.get("dataset"), cell.config.get("version")
+    if not dataset_id:
+        return False
+    if pinned:
+        return not DatasetVersion.objects.filter(dataset_id=dataset_id, version=pinned).exists()
+    return not Dataset.objects.filter(pk=dataset_id).exists()
+
+
 def finetune_dataset_version(*, cell: Cell) -> DatasetVersion | None:
     ref = cell.config.get("dataset_cell")
     source = Cell.objects.filter(pk=ref, project_id=cell.project_id, kind="dataset").first()
@@ -45,7 +62,8 @@ def finetune_dataset_version(*, cell: Cell) -> DatasetVersion | None:
 
 def run_history(*, run: CellRun, job: Job | None) -> list[dict[str, Any]]:
     """Loss points: the run's full history once finished, else the step/eval events so far."""
-    history = (run.outputs or {}).get("history")
+    outputs = outputs_of(run)
+    history = outputs.history if isinstance(outputs, FinetuneOutputs) else None
     if history:
         return history
     if job is None:
@@ -64,3 +82,9 @@ def run_log(*, job: Job, limit: int = 50) -> list[JobEvent]:
     """The event log without the per-step chatter (that feeds the chart)."""
     events = job.events.exclude(level=EventLevel.DEBUG).order_by("-created_at", "-id")[:limit]
     return list(reversed(events))
+
+
+def cell_run_blocker(*, cell: Cell) -> str | None:
+    """Why the cell cannot run now (its Run button is disabled, a POST is refused), or None."""
+    kind = REGISTRY.get(cell.kind)
+    return kind.blocker(cell) if kind and kind.blocker else None

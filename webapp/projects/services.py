@@ -4,25 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
 from webapp.datasets.models import Dataset
+from webapp.jobs import queue
 from webapp.jobs.dispatch import job_enqueue_on_commit
-from webapp.jobs.models import Job
-from webapp.jobs.services import job_cancel, job_create, job_requeue
+from webapp.jobs.limits import team_job_slot_check
+from webapp.jobs.models import MEMORY_ESTIMATE, Job
+from webapp.jobs.services import job_cancel, job_create
 from webapp.projects.cell_kinds import (
     get_kind,
     referenced_cell_ids,
     team_ref_kinds,
     team_referenced_ids,
 )
+from webapp.projects.estimate import ESTIMATE, estimate, steps_cap_check
 from webapp.projects.models import Cell, CellRun, Project, RunStatus
+from webapp.projects.run_lifecycle import cell_run_requeue
+from webapp.projects.run_outputs import outputs_of
+from webapp.projects.selectors import finetune_dataset_version
 from webapp.teams.models import Team
 
-RUN_TASK = "workers.tasks.run_cell"
 RESUMABLE_KINDS = ("finetune", "transfer")  # their workers continue from what is on disk
 
 
@@ -142,13 +148,38 @@ def cell_create(
     return cell
 
 
-def cell_update(*, cell: Cell, config: dict[str, Any], title: str | None = None) -> Cell:
+class CellEditConflict(ValidationError):
+    """The cell was saved by someone else since the editor loaded it; nothing was saved.
+    `current` is the cell as saved now."""
+
+    def __init__(self, current: Cell, seen_version: int) -> None:
+        super().__init__(
+            f"Not saved: someone else saved this cell while you were editing it (you "
+            f"started from version {seen_version}; it is at version {current.version} now)."
+        )
+        self.current = current
+
+
+@transaction.atomic
+def cell_update(
+    *,
+    cell: Cell,
+    config: dict[str, Any],
+    title: str | None = None,
+    seen_version: int | None = None,
+) -> Cell:
+    """Each edit adds one to the cell's version. `seen_version`: the version the edit
+    started from; another one means someone saved in between, and CellEditConflict."""
+    current = Cell.objects.select_for_update().get(pk=cell.pk)
+    if seen_version is not None and seen_version != current.version:
+        raise CellEditConflict(current, seen_version)
     cell.config = _clean_config(
         project=cell.project, kind=cell.kind, position=cell.position, config=config
     )
     if title is not None:
         cell.title = title.strip()[:100]
-    cell.save(update_fields=["config", "title", "updated_at"])
+    cell.version = current.version + 1
+    cell.save(update_fields=["config", "title", "version", "updated_at"])
     return cell
 
 
@@ -207,22 +238,33 @@ def cell_run_create(*, cell: Cell, created_by: AbstractBaseUser) -> CellRun:
     inputs = _clean_config(
         project=cell.project, kind=cell.kind, position=cell.position, config=cell.config
     )
+    known: dict[str, Any] = {}
+    if cell.kind == "finetune":
+        version = finetune_dataset_version(cell=cell)
+        steps_cap_check(inputs, version)
+        found = estimate(inputs, version)  # named if its worker keeps dying (job_died_text)
+        # The estimate as queued, with its range and basis: the /v1 job shows it.
+        known = {MEMORY_ESTIMATE: found.memory_bytes, ESTIMATE: found.as_dict()} if found else {}
+        inputs = _checkpoints_capped(inputs)
     Cell.objects.select_for_update().filter(pk=cell.pk).first()
     version = (cell.runs.aggregate(n=Max("version"))["n"] or 0) + 1
     run = CellRun.objects.create(cell=cell, version=version, inputs=inputs, created_by=created_by)
     job = job_create(
         team=cell.project.team,
         kind=f"cell.{cell.kind}",
-        params={"cell_run_id": run.pk},
+        params={"cell_run_id": run.pk, **known},
         created_by=created_by,
     )
     run.job = job
     run.save(update_fields=["job"])
-    job_enqueue_on_commit(job=job, task_path=RUN_TASK, args=[run.pk], queue=spec.queue)
+    job_enqueue_on_commit(job=job, task_path=queue.RUN_CELL, args=[run.pk], queue=spec.queue)
     return run
 
 
-SELECT_FINAL_TASK = "workers.tasks.select_final_adapter"
+def _checkpoints_capped(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The operator's TEAM_CHECKPOINTS_KEPT travels in the run's inputs to the engine."""
+    cap = settings.TEAM_CHECKPOINTS_KEPT
+    return {**inputs, "keep_checkpoints": cap} if cap else inputs
 
 
 def _run_job(run: CellRun) -> Job:
@@ -233,11 +275,9 @@ def _run_job(run: CellRun) -> Job:
 
 @transaction.atomic
 def cell_run_cancel(*, run: CellRun, by: AbstractBaseUser) -> CellRun:
-    """Cancel the run's job; the worker stops at its next step, saving a checkpoint."""
+    """Cancel the run's job (the run follows it: cell_runs_follow_job); the worker stops at
+    its next step, saving a checkpoint."""
     job_cancel(job=_run_job(run), by=by)
-    CellRun.objects.filter(pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).update(
-        status=RunStatus.CANCELLED
-    )
     run.refresh_from_db()
     return run
 
@@ -248,9 +288,10 @@ def cell_run_resume(*, run: CellRun, by: AbstractBaseUser) -> CellRun:
     checkpoint (a transfer: from the phases it finished)."""
     if run.cell.kind not in RESUMABLE_KINDS:
         raise ValidationError("Only fine-tune and transfer runs can be resumed.")
-    job = job_requeue(job=_run_job(run), reason=f"Resume requested by {by.get_username()}")
-    CellRun.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED, finished_at=None)
-    task = job.params.get("_task") or {"path": RUN_TASK, "args": [run.pk], "queue": "gpu"}
+    team_job_slot_check(team=run.cell.project.team)
+    reason = f"Resume requested by {by.get_username()}"
+    job = cell_run_requeue(run=run, job=_run_job(run), reason=reason)
+    task = job.params.get("_task") or {"path": queue.RUN_CELL, "args": [run.pk], "queue": queue.GPU}
     job_enqueue_on_commit(job=job, task_path=task["path"], args=task["args"], queue=task["queue"])
     run.refresh_from_db()
     return run
@@ -261,7 +302,7 @@ def cell_run_select_final(*, run: CellRun, which: str, by: AbstractBaseUser) -> 
     """Ask a worker to make checkpoint `which` (a step, "last" or "best") the final adapter."""
     if run.cell.kind != "finetune" or run.status != RunStatus.SUCCEEDED:
         raise ValidationError("Only a finished fine-tune run has checkpoints to choose from.")
-    steps = {str(c["step"]) for c in run.outputs.get("checkpoints", [])}
+    steps = {str(c["step"]) for c in outputs_of(run).checkpoints}
     if which not in steps | {"last", "best"}:
         raise ValidationError(f"There is no checkpoint {which!r} in this run.")
     job = job_create(
@@ -270,7 +311,5 @@ def cell_run_select_final(*, run: CellRun, which: str, by: AbstractBaseUser) -> 
         params={"cell_run_id": run.pk, "which": which},
         created_by=by,
     )
-    job_enqueue_on_commit(
-        job=job, task_path=SELECT_FINAL_TASK, args=[run.pk, which, job.pk], queue="default"
-    )
+    job_enqueue_on_commit(job=job, task_path=queue.SELECT_FINAL, args=[run.pk, which, job.pk])
     return job

@@ -40,6 +40,8 @@ class Team(models.Model):
 
 
 class Membership(models.Model):
+    TEAM_PATH = "team"
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
@@ -58,6 +60,8 @@ class Membership(models.Model):
 
 
 class Invitation(models.Model):
+    TEAM_PATH = "team"
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
     # A username or an e-mail address; whoever logs in matching it may accept.
     invitee = models.CharField(max_length=254)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from webapp.teams.access import visible_to
 from webapp.teams.models import Invitation, Membership, Team
@@ -28,3 +29,18 @@ def invitation_get_by_token(*, token: str) -> Invitation:
     if invitation is None:
         raise Http404("No such invitation")
     return invitation
+
+
+def invitations_for_user(*, user: AbstractBaseUser) -> QuerySet[Invitation]:
+    """Open invitations addressed to this user by username or e-mail, to teams they are not in."""
+    addressed = Q(invitee__iexact=user.get_username())
+    if email := getattr(user, "email", ""):
+        addressed |= Q(invitee__iexact=email)
+    return (
+        Invitation.objects.filter(
+            addressed, accepted_at__isnull=True, expires_at__gt=timezone.now()
+        )
+        .exclude(team__memberships__user=user)
+        .select_related("team", "invited_by")
+        .order_by("-created_at")
+    )

@@ -76,3 +76,60 @@ def invitation_accept(*, invitation: Invitation, user: AbstractBaseUser) -> Memb
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by"])
     return membership
+
+
+def _locked_membership(membership: Membership) -> Membership:
+    """Lock the team's row first: membership changes of one team run one at a time, so two
+    owners cannot demote each other at once and leave the team without one."""
+    Team.objects.select_for_update().filter(pk=membership.team_id).first()
+    current = Membership.objects.select_related("team", "user").filter(pk=membership.pk).first()
+    if current is None:
+        raise ValidationError(f"{membership.user} is no longer a member of {membership.team}.")
+    return current
+
+
+def _refuse_losing_last_owner(membership: Membership, action: str) -> None:
+    if membership.role != Role.OWNER:
+        return
+    if membership.team.memberships.filter(role=Role.OWNER).count() <= 1:
+        raise ValidationError(
+            f"{membership.user} is the last owner of {membership.team.name}; "
+            f"make another member an owner before you {action}."
+        )
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership) -> None:
+    """Remove a member. Their API keys for the team are revoked, so re-inviting them later
+    does not bring old keys back; the jobs they started keep running for the team."""
+    membership = _locked_membership(membership)
+    _refuse_losing_last_owner(membership, "remove them")
+    membership.team.api_keys.filter(created_by=membership.user, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    membership.delete()
+
+
+@transaction.atomic
+def membership_role_change(*, membership: Membership, role: str) -> Membership:
+    if role not in Role.values:
+        raise ValidationError({"role": f"Unknown role {role!r}."})
+    membership = _locked_membership(membership)
+    if role != Role.OWNER:
+        _refuse_losing_last_owner(membership, "change their role")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: Invitation) -> None:
+    """Delete a pending invitation: its link stops working at once."""
+    invitation = Invitation.objects.select_for_update().filter(pk=invitation.pk).first()
+    if invitation is None:
+        raise ValidationError("This invitation was already revoked.")
+    if invitation.accepted_at is not None:
+        raise ValidationError(
+            f"{invitation.invitee} already accepted this invitation; remove the member instead."
+        )
+    invitation.delete()

@@ -1,3 +1,6 @@
+from collections.abc import Callable
+from functools import partial
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -5,15 +8,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from webapp.core.forms import add_service_errors, error_text
-from webapp.datasets.selectors import dataset_list_for_team
-from webapp.jobs.selectors import job_list_for_team
-from webapp.projects.forms import ProjectForm
-from webapp.projects.selectors import project_list_for_team
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.forms import InvitationForm, TeamForm
-from webapp.teams.models import ROLE_CAN, Team
+from webapp.teams.models import ROLE_CAN, Invitation, Membership, Role, Team
 from webapp.teams.selectors import (
     invitation_get_by_token,
     team_members,
@@ -23,28 +23,36 @@ from webapp.teams.services import (
     invitation_accept,
     invitation_create,
     invitation_matches,
+    invitation_revoke,
+    membership_remove,
+    membership_role_change,
     team_create,
 )
+
+MEMBERSHIPS = Membership.objects.select_related("team", "user")
+INVITATIONS = Invitation.objects.select_related("team")
+
+
+def _members_context(request: HttpRequest, team: Team) -> dict[str, object]:
+    """What the members card (teams/_members.html) needs, on the page and alone for htmx."""
+    role = role_of(request.user, team)
+    return {
+        "team": team,
+        "role": role,
+        "is_owner": role in ROLE_CAN["own"],
+        "members": team_members(team=team),
+        "invitations": team_pending_invitations(team=team),
+        "roles": Role.choices,
+        "invite_form": InvitationForm(),
+    }
 
 
 def _team_page(
     request: HttpRequest, team: Team, *, status: int = 200, **extra: object
 ) -> HttpResponse:
-    role = role_of(request.user, team)
-    context = {
-        "team": team,
-        "role": role,
-        "can_edit": role in ROLE_CAN["edit"],
-        "is_owner": role in ROLE_CAN["own"],
-        "members": team_members(team=team),
-        "invitations": team_pending_invitations(team=team),
-        "projects": project_list_for_team(team=team),
-        "datasets": dataset_list_for_team(team=team),
-        "jobs": job_list_for_team(team=team, limit=10),
-        "invite_form": InvitationForm(),
-        "project_form": ProjectForm(),
-    }
-    context.update(extra)
+    # The notebooks, datasets and jobs cards come from their apps' template tags.
+    context = _members_context(request, team)
+    context.update(can_edit=context["role"] in ROLE_CAN["edit"], **extra)
     return render(request, "teams/team_detail.html", context, status=status)
 
 
@@ -107,3 +115,53 @@ def invitation_accept_view(request: HttpRequest, token: str) -> HttpResponse:
             messages.success(request, f"You joined {invitation.team.name}.")
             return redirect("team_detail", team_id=invitation.team_id)
     return render(request, "teams/invitation_accept.html", {"invitation": invitation})
+
+
+def _members_changed(
+    request: HttpRequest, team: Team, service: Callable[[], object], notice: str
+) -> HttpResponse:
+    """Run an owner's change to the members; htmx gets the members card back, a plain
+    form the team page. Whoever removed themselves goes to the dashboard."""
+    try:
+        service()
+    except ValidationError as exc:
+        notice, error = "", error_text(exc)
+    else:
+        error = ""
+    if role_of(request.user, team) is None:
+        messages.success(request, notice)
+        if request.htmx:
+            return HttpResponseClientRedirect(reverse("dashboard"))
+        return redirect("dashboard")
+    if request.htmx:
+        context = {**_members_context(request, team), "members_notice": notice}
+        return render(request, "teams/_members.html", {**context, "members_error": error})
+    (messages.error if error else messages.success)(request, error or notice)
+    return redirect("team_detail", team_id=team.pk)
+
+
+@login_required
+@require_POST
+def membership_remove_view(request: HttpRequest, membership_id: int) -> HttpResponse:
+    m = get_for_user(MEMBERSHIPS, request.user, membership_id, need="own")
+    notice = f"{m.user} is no longer a member of {m.team}."
+    return _members_changed(request, m.team, partial(membership_remove, membership=m), notice)
+
+
+@login_required
+@require_POST
+def membership_role_view(request: HttpRequest, membership_id: int) -> HttpResponse:
+    m = get_for_user(MEMBERSHIPS, request.user, membership_id, need="own")
+    role = request.POST.get("role", "")
+    notice = f"{m.user} is now {dict(Role.choices).get(role, role).lower()} of {m.team}."
+    change = partial(membership_role_change, membership=m, role=role)
+    return _members_changed(request, m.team, change, notice)
+
+
+@login_required
+@require_POST
+def invitation_revoke_view(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    invitation = get_for_user(INVITATIONS, request.user, invitation_id, need="own")
+    revoke = partial(invitation_revoke, invitation=invitation)
+    notice = f"The invitation of {invitation.invitee} is revoked."
+    return _members_changed(request, invitation.team, revoke, notice)

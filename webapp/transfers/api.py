@@ -15,6 +15,7 @@ from pydantic import Field
 from webapp.api.native.common import ERRORS, MAX_ID, ListOut, caller_of, id_path
 from webapp.jobs.models import Job
 from webapp.projects.models import CellRun, Project
+from webapp.projects.run_outputs import outputs_of
 from webapp.projects.services import (
     cell_create,
     cell_run_cancel,
@@ -89,8 +90,8 @@ class TransferableOut(Schema):
 
 
 def _out(run: CellRun) -> TransferOut:
-    outputs = run.outputs or {}
-    report = outputs.get("report") or {}
+    outputs = outputs_of(run)
+    report = outputs.report or {}
     synthesis = report.get("synthesis") or {}
     done = run.status == "succeeded" and report
     return TransferOut(
@@ -99,15 +100,15 @@ def _out(run: CellRun) -> TransferOut:
         cell=run.cell_id,
         version=run.version,
         status=run.status,
-        source_model=(outputs.get("source") or {}).get("base_model"),
+        source_model=(outputs.source or {}).get("base_model"),
         target_model=run.inputs.get("base_model"),
-        phases=outputs.get("phases") or {},
+        phases=outputs.phases or {},
         accuracy=report.get("accuracy") or {},
         acceptance_rate=synthesis.get("acceptance_rate"),
         distillation_pairs=report.get("distillation_pairs"),
         adapter_download=f"/api/transfers/{run.pk}/adapter.zip" if done else None,
         lineage=adapter_lineage(run=run),
-        error=outputs.get("error") or None,
+        error=outputs.error or None,
         created_at=run.created_at,
     )
 

@@ -102,4 +102,10 @@ def paper_bar(accuracy: dict[str, dict[str, Any]]) -> dict[str, bool] | None:
     if moved is None or base is None or source.get("accuracy") is None:
         return None
     low = source.get("low") if source.get("low") is not None else source["accuracy"]
-    return {"beats_target_base": moved >= base, "matches_source": moved >= low}
+    return {
+        "beats_target_base": moved >= base,
+        "matches_source": moved >= low,
+        # A source adapter no better than the target base learned nothing to carry over:
+        # then "transferred >= base" is met by doing nothing (0% = 0% = 0% is no success).
+        "source_learned": source["accuracy"] > base,
+    }

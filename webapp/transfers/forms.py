@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from webapp.projects.catalog import model_choices
+from webapp.core.catalog import model_choices
 from webapp.transfers.kind import target_choices
 
 

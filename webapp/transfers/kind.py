@@ -11,9 +11,14 @@ from typing import Any
 
 from django import forms
 
-from webapp.projects.catalog import model_choices
+from finetune_core.contracts.settings import FORM
+from finetune_core.contracts.transfer import transfer_settings
+from webapp.core.catalog import model_choices
+from webapp.jobs import queue as queues
 from webapp.projects.cell_kinds import CellConfigForm, CellKind, ref_field, register
 from webapp.projects.models import Cell, Project
+from webapp.projects.setting_fields import setting_field
+from webapp.transfers.selectors import transfer_blocker, transfer_source_status
 
 # The wider tiny model is no fine-tune base (NF4 on CPU needs widths that are multiples
 # of 64), but it is a second architecture to move tiny adapters to.
@@ -27,24 +32,6 @@ TARGET_MODULES = [
 
 def target_choices() -> list[tuple[str, str]]:
     return model_choices() + EXTRA_TARGETS
-
-
-def _int(label: str, initial: int | None, help_text: str, **kw: Any) -> forms.IntegerField:
-    return forms.IntegerField(
-        label=label, initial=initial, help_text=help_text, required=initial is None, **kw
-    )
-
-
-def _blank_int(label: str, help_text: str, **kw: Any) -> forms.IntegerField:
-    """An optional whole number: blank leaves the choice to the library."""
-    return forms.IntegerField(label=label, help_text=help_text, required=False, **kw)
-
-
-def _share(label: str, help_text: str, *, min_value: float) -> forms.FloatField:
-    """An optional share in (0, 1]: blank keeps the paper's behaviour."""
-    return forms.FloatField(
-        label=label, help_text=help_text, min_value=min_value, max_value=1.0, required=False
-    )
 
 
 def source_candidates(project: Project, position: int) -> list[Cell]:
@@ -71,36 +58,11 @@ class TransferForm(CellConfigForm):
         label="Target base model",
         help_text="The new base model the adapter moves to.",
     )
-    n_synthetic = _int(
-        "Synthetic samples",
-        250,
-        "Synthetic task inputs to accept (the paper matches the original data's size).",
-        min_value=1,
-        max_value=5000,
-    )
-    max_attempts = _blank_int(
-        "Attempt budget",
-        "Candidates sampled at most; the run stops there. Blank: 4 × samples.",
-        min_value=1,
-        max_value=100_000,
-    )
     unfiltered = forms.BooleanField(
         label="Unfiltered (no discriminator)",
         required=False,
         initial=False,
         help_text="Keep every candidate the target writes: the paper's ablation, as the main run.",
-    )
-    real_recall = _share(
-        "Stricter filter (share of real inputs kept)",
-        "E.g. 0.9: accept only candidates the discriminator scores above what 90% of "
-        "held-out real inputs scored when it was trained. Blank: the paper's p(yes) > p(no).",
-        min_value=0.01,
-    )
-    teacher_keep = _share(
-        "Teacher-confidence filter (share of answers kept)",
-        "E.g. 0.8: the student learns only the 80% of the teacher's answers it is surest "
-        "of; its wrong answers are mostly among the rest. Blank: all, as the paper.",
-        min_value=0.05,
     )
     ablation_unfiltered = forms.BooleanField(
         label="Also train an unfiltered student",
@@ -114,56 +76,23 @@ class TransferForm(CellConfigForm):
         initial=False,
         help_text="A student on the kept seeds alone: what the synthetic data buys.",
     )
-    distillation = forms.ChoiceField(
-        choices=[
-            ("sequence", "Sequence-level: learn the teacher's answers (any two models)"),
-            ("logits", "Logits: also match the teacher's token distributions (one tokenizer)"),
-        ],
-        initial="sequence",
-        required=False,
-        help_text="Logit distillation (KL) needs source and target to share a tokenizer.",
-    )
     eval_cell = ref_field("Evaluation dataset cell", required=False)
-    eval_limit = _int(
-        "Evaluation examples", 200, "Held-out examples scored per model.", min_value=1
-    )
-    epochs = _int("Student epochs", 12, "The paper trains up to 20.", min_value=1, max_value=50)
-    max_steps = _blank_int("Student max steps", "Blank: no limit.", min_value=1)
-    learning_rate = forms.FloatField(
-        initial=5e-4,
-        min_value=1e-7,
-        max_value=0.5,
-        required=False,
-        help_text="Paper: 2e-5 to 2e-4. Blank: 5e-4.",
-    )
-    lora_r = _blank_int(
-        "LoRA rank",
-        "The student adapter's rank. Blank: the source adapter's.",
-        min_value=1,
-        max_value=256,
-    )
     target_modules = forms.ChoiceField(
         choices=TARGET_MODULES,
         initial="",
         required=False,
         help_text="The paper's q, v measured far under the source adapter's own shape.",
     )
-    batch_size = _int(
-        "Batch size", 2, "Student micro-batch of packed rows.", min_value=1, max_value=256
+
+    # The engine's own settings (added below from its contract), in the order people choose.
+    field_order = (
+        *("source_cell", "source_checkpoint", "base_model", "n_synthetic", "max_attempts"),
+        *("unfiltered", "real_recall", "teacher_keep", "ablation_unfiltered"),
+        *("ablation_seeds_only", "distillation", "eval_cell", "eval_limit", "epochs"),
+        *("max_steps", "learning_rate", "lora_r", "target_modules", "batch_size"),
+        *("quantization", "temperature", "sample_max_new_tokens", "teacher_max_new_tokens"),
+        *("eval_max_new_tokens", "seed"),
     )
-    quantization = forms.ChoiceField(
-        choices=[("nf4", "nf4"), ("none", "none")],
-        initial="nf4",
-        required=False,
-        help_text="Source, discriminator, target and student load this way.",
-    )
-    temperature = forms.FloatField(initial=1.0, min_value=0.05, max_value=2.0, required=False)
-    sample_max_new_tokens = _blank_int(
-        "Tokens per synthetic input", "Blank: twice the longest seed's.", min_value=4, max_value=512
-    )
-    teacher_max_new_tokens = _int("Tokens per teacher answer", 64, "", min_value=1, max_value=1024)
-    eval_max_new_tokens = _int("Tokens per evaluated answer", 32, "", min_value=1, max_value=512)
-    seed = _int("Seed", 0, "", min_value=0)
 
     def __init__(self, *args: Any, project: Project, position: int, **kwargs: Any) -> None:
         super().__init__(*args, project=project, position=position, **kwargs)
@@ -186,6 +115,10 @@ class TransferForm(CellConfigForm):
         return value
 
 
+TransferForm.base_fields.update(
+    {s.name: setting_field(s, default=s.default, prefill=True) for s in transfer_settings(FORM)}
+)
+
 KIND = register(
     CellKind(
         "transfer",
@@ -194,8 +127,9 @@ KIND = register(
         cell_refs={"eval_cell": ("dataset",)},
         team_refs=("source_cell",),
         runnable=True,
-        queue="gpu",
+        queue=queues.GPU,
         cell_template="projects/kinds/transfer_cell.html",
         run_template="projects/kinds/transfer_run.html",
+        blocker=lambda cell: transfer_blocker(cell=cell, source=transfer_source_status(cell=cell)),
     )
 )

@@ -1,21 +1,20 @@
 """Reads for Trans-LoRA: where a transfer's source adapter is, whether it can be moved,
 where every adapter came from, and the transfers of a project.
 
-The web process never imports finetune_core: the files the worker leaves beside an
-adapter are checked by name here.
+The files the worker leaves beside an adapter are found through the engine's torch-free
+layout contract (finetune_core.contracts.layout).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from finetune_core.contracts.layout import DISCRIMINATOR, SEEDS, TRANSFER_REPORT, TRANSFERRED
+from webapp.core import storage
 from webapp.datasets.models import DatasetVersion
 from webapp.jobs.models import Job
 from webapp.projects.models import Cell, CellRun, Project, RunStatus
-
-SEEDS = Path("transfer") / "seeds.jsonl"
-DISCRIMINATOR = Path("discriminator") / "discriminator.json"
+from webapp.projects.run_outputs import FinetuneOutputs, TransferOutputs, outputs_of
 
 
 def latest_succeeded_run(*, cell_id: int | None) -> CellRun | None:
@@ -31,23 +30,23 @@ def latest_succeeded_run(*, cell_id: int | None) -> CellRun | None:
 
 def training_data_exists(*, run: CellRun) -> bool:
     """The file the fine-tune trained on is still there (seeds can still be kept)."""
-    data = ((run.outputs or {}).get("config") or {}).get("data")
-    return bool(data) and Path(data).is_file()
+    data = (outputs_of(run).config or {}).get("data")  # the upload's storage key
+    return bool(data) and storage.exists(data, store=storage.uploads())
 
 
 def transferable_files(*, run: CellRun) -> dict[str, bool]:
-    folder = (run.outputs or {}).get("output_dir")
+    folder = outputs_of(run).output_dir
     if not folder:
         return {"seeds": False, "discriminator": False}
     return {
-        "seeds": (Path(folder) / SEEDS).is_file(),
-        "discriminator": (Path(folder) / DISCRIMINATOR).is_file(),
+        "seeds": storage.exists(storage.join(folder, str(SEEDS))),
+        "discriminator": storage.exists(storage.join(folder, str(DISCRIMINATOR))),
     }
 
 
 def transferable_state(*, run: CellRun) -> dict[str, Any]:
     """What the run page and the transfer cell show about a fine-tune's Trans-LoRA readiness."""
-    state = dict((run.outputs or {}).get("transferable") or {})
+    state = dict(outputs_of(run).transferable or {})
     job = Job.objects.filter(pk=state["job"]).first() if state.get("job") else None
     files = transferable_files(run=run)
     return {
@@ -80,6 +79,20 @@ def transfer_source_status(*, cell: Cell) -> dict[str, Any]:
     }
 
 
+def transfer_blocker(*, cell: Cell, source: dict[str, Any]) -> str | None:
+    """Why this transfer cell cannot run now (its Run button is disabled), or None."""
+    if source["cell"] is None:
+        return "The source fine-tune cell is gone: pick another."
+    if source["run"] is None:
+        return f"The source {source['cell']} has no finished run yet: run it first."
+    state = source["state"]
+    if state["ready"] or state["active"]:
+        return None
+    if cell.config.get("unfiltered") and state["files"]["seeds"]:
+        return None  # an unfiltered transfer needs only the seeds
+    return "Its source adapter is not transferable yet: the cell says why and how to fix it."
+
+
 def _dataset_step(version_id: int | None, label: str | None = None) -> dict[str, Any]:
     version = (
         DatasetVersion.objects.select_related("dataset").filter(pk=version_id).first()
@@ -97,11 +110,11 @@ def adapter_lineage(*, run: CellRun) -> list[dict[str, Any]]:
     Each step: kind, label, and pk where it links somewhere; a transfer whose source run
     was deleted falls back to the snapshot it stored when it ran.
     """
-    outputs = run.outputs or {}
-    if run.cell.kind == "finetune":
-        final = outputs.get("final") or (outputs.get("config") or {}).get("final") or "last"
+    outputs = outputs_of(run)
+    if isinstance(outputs, FinetuneOutputs):
+        final = outputs.final or (outputs.config or {}).get("final") or "last"
         return [
-            _dataset_step(outputs.get("dataset_version"), outputs.get("dataset_label")),
+            _dataset_step(outputs.dataset_version, outputs.dataset_label),
             {
                 "kind": "finetune",
                 "label": f"{run.cell} v{run.version} on {run.inputs.get('base_model')}",
@@ -115,9 +128,9 @@ def adapter_lineage(*, run: CellRun) -> list[dict[str, Any]]:
                 "pk": None,
             },
         ]
-    if run.cell.kind != "transfer":
+    if not isinstance(outputs, TransferOutputs):
         return []
-    source = outputs.get("source") or {}
+    source = outputs.source or {}
     parent = CellRun.objects.select_related("cell").filter(pk=source.get("run")).first()
     if parent is not None:
         steps = adapter_lineage(run=parent)
@@ -141,17 +154,17 @@ def adapter_moves(*, run: CellRun) -> list[CellRun]:
     )
 
 
-def transfer_files(*, run: CellRun) -> list[tuple[Path, str]]:
-    """(file, name in the zip) of a succeeded transfer: adapter, manifest, report.json."""
+def transfer_files(*, run: CellRun) -> list[tuple[str, str]]:
+    """(storage key, name in the zip) of a succeeded transfer: adapter, manifest, report."""
     from webapp.projects.artifacts import artifact_files
 
-    out = (run.outputs or {}).get("output_dir")
-    if run.cell.kind != "transfer" or run.status != RunStatus.SUCCEEDED or not out:
+    out = outputs_of(run).output_dir if run.cell.kind == "transfer" else None
+    if run.status != RunStatus.SUCCEEDED or not out:
         return []
-    files = artifact_files(Path(out) / "transferred")
-    report = Path(out) / "report.json"
-    if files and report.is_file():
-        files.append((report, "report.json"))
+    files = artifact_files(storage.join(out, TRANSFERRED))
+    report = storage.join(out, TRANSFER_REPORT)
+    if files and storage.exists(report):
+        files.append((report, TRANSFER_REPORT))
     return files
 
 
@@ -168,7 +181,8 @@ def project_transfers(*, project: Project) -> list[dict[str, Any]]:
     for cell in cells.prefetch_related("runs"):
         run = max(cell.runs.all(), key=lambda r: r.version, default=None)
         source = Cell.objects.filter(pk=cell.config.get("source_cell")).first()
-        accuracy = ((run.outputs or {}).get("report") or {}).get("accuracy", {}) if run else {}
+        report = outputs_of(run, "transfer").report if run else None
+        accuracy = (report or {}).get("accuracy", {})
         rows.append(
             {
                 "cell": cell,

@@ -10,10 +10,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from webapp.jobs import queue
 from webapp.jobs.dispatch import job_enqueue_on_commit
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_create
 from webapp.projects.models import Cell, CellRun, Project, RunStatus
+from webapp.projects.run_lifecycle import cell_run_outputs_merge
 from webapp.projects.services import cell_create, cell_run_create
 from webapp.transfers.selectors import (
     latest_succeeded_run,
@@ -21,17 +23,6 @@ from webapp.transfers.selectors import (
     training_data_exists,
     transferable_state,
 )
-
-TRANSFERABLE_TASK = "workers.transfer_keep.make_transferable"
-
-
-def run_outputs_merge(*, run_id: int, values: dict[str, Any]) -> dict[str, Any]:
-    """Merge keys into a run's outputs under a row lock (other jobs write there too)."""
-    with transaction.atomic():
-        run = CellRun.objects.select_for_update().get(pk=run_id)
-        run.outputs = {**(run.outputs or {}), **values}
-        run.save(update_fields=["outputs"])
-    return run.outputs
 
 
 @transaction.atomic
@@ -53,8 +44,10 @@ def transferable_job_create(*, run: CellRun, created_by: AbstractBaseUser | None
         params={"cell_run_id": run.pk},
         created_by=created_by,
     )
-    job_enqueue_on_commit(job=job, task_path=TRANSFERABLE_TASK, args=[run.pk, job.pk], queue="gpu")
-    run_outputs_merge(run_id=run.pk, values={"transferable": {"status": "queued", "job": job.pk}})
+    job_enqueue_on_commit(job=job, task_path=queue.MAKE_TRANSFERABLE, args=[run.pk, job.pk])
+    cell_run_outputs_merge(
+        run_id=run.pk, values={"transferable": {"status": "queued", "job": job.pk}}
+    )
     return job
 
 
@@ -113,7 +106,7 @@ def transferable_after_finetune(*, run_id: int) -> Job | None:
         return transferable_job_create(run=run, created_by=run.created_by)
     except ValidationError as exc:
         error = " ".join(exc.messages)
-        run_outputs_merge(
+        cell_run_outputs_merge(
             run_id=run.pk, values={"transferable": {"status": "failed", "error": error}}
         )
         return None

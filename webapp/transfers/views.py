@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.core.forms import error_text
+from webapp.core.redirects import redirect_to_next
 from webapp.projects.artifacts import stream_zip
 from webapp.projects.models import CellRun, Project
 from webapp.teams.access import get_for_user, role_of
@@ -48,10 +49,7 @@ def transferable_train(request: HttpRequest, run_id: int) -> HttpResponse:
         messages.error(request, error_text(exc))
     else:
         messages.success(request, f"Training the discriminator (job #{job.pk}).")
-    back = request.POST.get("next") or ""
-    if back.startswith("/") and not back.startswith("//"):
-        return redirect(back)
-    return redirect("run_detail", run_id=run.pk)
+    return redirect_to_next(request, request.POST.get("next"), "run_detail", run.pk)
 
 
 @login_required

@@ -6,7 +6,7 @@ runs without a readable manifest keep no value (the API shows null, as before).
 
 from django.db import migrations
 
-from webapp.projects.artifacts import manifest_trained_tokens
+from finetune_core.contracts.layout import read_manifest
 
 
 def backfill(apps, schema_editor) -> None:  # noqa: ANN001 - migration signature
@@ -19,7 +19,9 @@ def backfill(apps, schema_editor) -> None:  # noqa: ANN001 - migration signature
         outputs = run.outputs or {}
         if outputs.get("trained_tokens") is not None:
             continue
-        tokens = manifest_trained_tokens(outputs.get("output_dir"))
+        # Rows then held the run folder's path on the shared disk (storage keys came later).
+        manifest = read_manifest(outputs.get("output_dir"))
+        tokens = manifest.trained_tokens if manifest else None
         if tokens is not None:
             CellRun.objects.filter(pk=run.pk).update(outputs={**outputs, "trained_tokens": tokens})
 

@@ -33,6 +33,7 @@ ROUTERS: list[tuple[str, str]] = [
     ("/cells", "webapp.api.native.cells:router"),
     ("/runs", "webapp.api.native.cells:runs_router"),
     ("/evaluations", "webapp.evaluations.api:router"),
+    ("/exports", "webapp.exports.api:router"),
 ]
 
 

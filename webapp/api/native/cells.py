@@ -9,10 +9,12 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
+from webapp.api.errors import ApiError
 from webapp.api.native.common import ERRORS, ListOut, Page, caller_of, id_path, paginate
 from webapp.jobs.models import Job
 from webapp.projects.models import Cell, CellRun
 from webapp.projects.services import (
+    CellEditConflict,
     cell_delete,
     cell_move,
     cell_run_cancel,
@@ -36,6 +38,7 @@ class CellOut(Schema):
     kind: str
     title: str
     config: dict[str, Any]
+    version: int = Field(description="Goes up by one with each saved edit.")
     created_at: datetime
     updated_at: datetime
     latest_run: int | None = None
@@ -51,6 +54,11 @@ class CellPatch(Schema):
     title: str | None = Field(None, max_length=100)
     # Merged into the saved config; the whole result is validated by the cell's kind.
     config: dict[str, Any] = Field(default_factory=dict)
+    version: int | None = Field(
+        None,
+        description="The version the edit starts from (from a GET). If someone saved the "
+        "cell since, nothing is saved and the answer is a 409 naming the version it is at.",
+    )
 
 
 class MoveIn(Schema):
@@ -86,6 +94,7 @@ def cell_out(cell: Cell) -> CellOut:
         kind=cell.kind,
         title=cell.title,
         config=cell.config or {},
+        version=cell.version,
         created_at=cell.created_at,
         updated_at=cell.updated_at,
         latest_run=latest,
@@ -132,7 +141,11 @@ def cell_get(request: HttpRequest, cell_id: int = id_path()) -> CellOut:
 @router.patch("/{cell_id}", response={200: CellOut, **ERRORS}, summary="Edit a cell")
 def cell_patch(request: HttpRequest, body: CellPatch, cell_id: int = id_path()) -> CellOut:
     cell = _cell(request, cell_id, need="edit")
-    cell = cell_update(cell=cell, config={**(cell.config or {}), **body.config}, title=body.title)
+    config = {**(cell.config or {}), **body.config}
+    try:
+        cell = cell_update(cell=cell, config=config, title=body.title, seen_version=body.version)
+    except CellEditConflict as exc:
+        raise ApiError(409, exc.messages[0], param="version", code="edit_conflict") from exc
     return cell_out(cell)
 
 

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from webapp.api.native.cells import CellIn, CellOut, cell_out
 from webapp.api.native.common import ERRORS, ListOut, Page, caller_of, id_path, paginate
-from webapp.api.selectors import team_for_write
+from webapp.api.v1.selectors import team_for_write
 from webapp.projects.models import Project
 from webapp.projects.recipes import recipe_check, recipe_from_project
 from webapp.projects.selectors import notebook_cells, project_list_for_team

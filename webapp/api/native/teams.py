@@ -6,7 +6,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 
 from webapp.api.native.common import ERRORS, ListOut, caller_of, id_path
-from webapp.api.selectors import team_slug
+from webapp.api.v1.selectors import team_slug
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.models import Team
 

@@ -9,7 +9,7 @@ from django import template
 from webapp.evaluations import selectors
 from webapp.evaluations.charts import ci_chart
 from webapp.evaluations.models import Evaluation
-from webapp.projects.models import Cell, CellRun
+from webapp.projects.models import CellRun
 
 register = template.Library()
 
@@ -22,17 +22,11 @@ def summary_context(ev: Evaluation | None) -> dict[str, Any]:
         "ev": ev,
         "chart": ci_chart(board),
         "pairs": ev.summary.get("pairs", []),
+        "exact_match": selectors.exact_match_rows(ev.summary or {}),
         "proposal": ev.summary.get("proposal"),
         "consistency": selectors.consistency(evaluation=ev),
         "agreement": selectors.agreement(evaluation=ev),
     }
-
-
-@register.inclusion_tag("evaluations/_summary.html", takes_context=True)
-def evaluation_summary(context: Any, cell: Cell) -> dict[str, Any]:
-    """The newest evaluation of a cell, for the notebook."""
-    out = summary_context(selectors.latest_evaluation(cell=cell))
-    return {**out, "can_edit": context.get("can_edit"), "csrf_token": context.get("csrf_token")}
 
 
 @register.inclusion_tag("evaluations/_summary.html", takes_context=True)

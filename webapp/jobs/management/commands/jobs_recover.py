@@ -16,12 +16,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stale-after", type=int, default=None, help="seconds; default from settings"
         )
-        parser.add_argument("--max-recoveries", type=int, default=None)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        outcomes = jobs_recover(
-            stale_after_s=options["stale_after"], max_recoveries=options["max_recoveries"]
-        )
+        outcomes = jobs_recover(stale_after_s=options["stale_after"])
         for outcome in outcomes:
             self.stdout.write(f"job {outcome.job_id}: {outcome.action}")
         self.stdout.write(f"{len(outcomes)} stale job(s) handled")

@@ -1,0 +1,52 @@
+"""A portable adapter: the run's PEFT folder, naming its base by public hub id rather than
+a cache folder, with the exact weights it trained against recorded in the manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from finetune_core.export.common import ExportRecord, FinishedRun, Reporter
+from finetune_core.models.prepare import gguf_path, prepare
+from finetune_core.models.registry import resolve
+from finetune_core.train.outputs import file_sha256
+
+
+def trained_against(run: FinishedRun) -> dict[str, Any]:
+    """The weights the adapter learned on: a GGUF file (dequantized, then quantized again
+    to the run's 4-bit) or the prepared safetensors, each with its sha256."""
+    spec = resolve(run.base_model)
+    facts: dict[str, Any] = {"model": spec.name, "hub_id": spec.hub_id or None}
+    if spec.kind == "gguf":
+        path = gguf_path(spec)
+        facts["source"] = "gguf, dequantized"
+    else:
+        path = prepare(run.base_model) / "model.safetensors"
+        facts["source"] = "safetensors"
+    facts.update(file=path.name, sha256=file_sha256(path) if path.is_file() else None)
+    facts["quantization"] = run.quantization
+    return facts
+
+
+def write_adapter(run: FinishedRun, out: Path, *, record: ExportRecord, hooks: Reporter) -> None:
+    hooks.report("copying the adapter", 0.3)
+    for item in run.adapter.iterdir():
+        if item.is_file():
+            shutil.copy2(item, out / item.name)
+    facts = trained_against(run)
+    config_path = out / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    record.facts["trained_against"] = facts
+    if facts["hub_id"]:
+        config["base_model_name_or_path"] = facts["hub_id"]
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    else:
+        record.warnings.append(
+            f"{facts['model']} has no public hub id: adapter_config.json keeps the local "
+            f"base {config.get('base_model_name_or_path')!r}"
+        )
+    record.facts["peft_type"] = config.get("peft_type")
+    record.facts["use_dora"] = bool(config.get("use_dora"))
+    record.facts["base_model_name_or_path"] = config["base_model_name_or_path"]

@@ -1,0 +1,143 @@
+"""SmolLM2-135M-Instruct exports checked in the tools they are for: the GGUF in llama.cpp
+itself (node-llama-cpp's prebuilt binary, tools/llama) against transformers on the merged
+model, and the portable adapter in plain peft by its recorded hub id.
+
+The run is the cached SmolLM2 with a small seeded LoRA adapter (a real fine-tune of
+SmolLM2 takes minutes per step on a shared CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from finetune_core.export import export_run
+from finetune_core.models import load_tokenizer, prepare
+from finetune_core.models.loading import end_of_turn_ids
+
+pytestmark = pytest.mark.integration
+MODEL = "smollm2-135m-instruct"
+LLAMA = Path(__file__).resolve().parents[2] / "tools" / "llama"
+NEW_TOKENS = 24
+Q8_AGREEMENT = 0.3  # share of greedy tokens q8_0 must match in place (measured: 0.42)
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Name three primary colours.",
+    "How do I boil an egg?",
+    "What is 12 plus 30?",
+    "Translate 'good morning' into Spanish.",
+    "Why is the sky blue?",
+    "Give me a synonym for happy.",
+    "Who wrote Romeo and Juliet?",
+    "Describe a cat in one sentence.",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A finished run folder: manifest + a seeded LoRA adapter on every linear layer."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path_factory.mktemp("run") / "smol"
+    base = AutoModelForCausalLM.from_pretrained(prepare(MODEL), dtype=torch.float32)
+    torch.manual_seed(0)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
+    model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(0.05)  # a nudge, not a new model: answers stay fluent
+    model.save_pretrained(folder / "adapter")
+    load_tokenizer(MODEL).save_pretrained(folder / "adapter")
+    manifest = {"base_model": MODEL, "method": "lora", "hyperparameters": {"quantization": "nf4"}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def llama_cpp(gguf_file: Path, prompts: list[str], tmp_path: Path) -> dict:
+    assert (LLAMA / "node_modules" / "node-llama-cpp").is_dir(), "run make setup (npm ci)"
+    prompts_file = tmp_path / "prompts.json"
+    prompts_file.write_text(json.dumps(prompts))
+    done = subprocess.run(
+        ["node", str(LLAMA / "greedy.mjs"), str(gguf_file), str(prompts_file), str(NEW_TOKENS)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "LLAMA_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def transformers_greedy(folder: Path, prompt_ids: list[list[int]], stop: list[int]) -> list:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    out = []
+    for ids in prompt_ids:
+        with torch.no_grad():
+            gen = model.generate(
+                torch.tensor([ids]), max_new_tokens=NEW_TOKENS, do_sample=False,
+                eos_token_id=stop, pad_token_id=stop[0],
+            )[0, len(ids) :].tolist()  # fmt: skip
+        out.append([t for t in gen if t not in stop])
+    return out
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    same = sum(x == y for p, q in zip(a, b, strict=True) for x, y in zip(p, q, strict=False))
+    return same / sum(max(len(p), len(q)) for p, q in zip(a, b, strict=True))
+
+
+def test_f16_gguf_matches_transformers_token_for_token_in_llama_cpp(run, tmp_path) -> None:
+    tok = load_tokenizer(MODEL)
+    texts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        for p in PROMPTS
+    ]
+    prompt_ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    merged = export_run(run, fmt="merged", type_="f16", out=tmp_path / "merged", measure=False)
+    f16 = export_run(run, fmt="gguf", type_="f16", out=tmp_path / "f16")
+    q8 = export_run(run, fmt="gguf", type_="q8_0", out=tmp_path / "q8")
+    assert merged["warnings"] == [] and f16["warnings"] == []
+
+    ours = transformers_greedy(tmp_path / "merged", prompt_ids, end_of_turn_ids(tok))
+    llama = llama_cpp(tmp_path / "f16" / f16["gguf_file"], texts, tmp_path)
+    # llama.cpp splits the text into the same tokens and answers with the same tokens
+    assert [r["prompt_tokens"] for r in llama["results"]] == prompt_ids
+    assert [r["tokens"] for r in llama["results"]] == ours
+    assert sum(len(t) for t in ours) >= 10 * 8  # real answers, not empty ones
+    quantized = llama_cpp(tmp_path / "q8" / q8["gguf_file"], texts, tmp_path)
+    assert agreement([r["tokens"] for r in quantized["results"]], ours) >= Q8_AGREEMENT
+
+
+def test_exported_adapter_loads_in_plain_peft_by_its_hub_id(run, tmp_path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from finetune_core.models.prepare import gguf_path
+    from finetune_core.models.registry import resolve
+    from finetune_core.train.outputs import file_sha256
+
+    manifest = export_run(run, fmt="adapter", out=tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    hub_id = config["base_model_name_or_path"]
+    assert hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct" and manifest["warnings"] == []
+    weights = manifest["trained_against"]
+    source = gguf_path(resolve(MODEL))
+    assert weights["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf" == source.name
+    assert weights["sha256"] == file_sha256(source)
+
+    local = {hub_id: prepare(MODEL)}  # a user's copy of the public weights
+    ids = torch.tensor([list(range(100, 140))])
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(local[hub_id], dtype=torch.float32)
+        exported = PeftModel.from_pretrained(base, tmp_path / "adapter")(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(local[hub_id], dtype=torch.float32)
+        original = PeftModel.from_pretrained(base, run / "adapter")(ids).logits
+    assert torch.equal(exported, original)

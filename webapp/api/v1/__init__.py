@@ -1,0 +1,1 @@
+"""The OpenAI-compatible surface, /v1/: files, fine-tuning jobs, models, chat."""

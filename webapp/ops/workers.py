@@ -1,0 +1,51 @@
+"""Worker hosts' records (WorkerHost): written by workers/announce.py, read by the admin
+and /metrics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from django.utils import timezone
+
+from webapp.ops.models import WorkerHost
+from webapp.projects.models import MeasuredThroughput
+
+
+def worker_host_announce(*, name: str, facts: dict[str, Any]) -> WorkerHost:
+    """A worker that starts (again, under the same node name) replaces its old record."""
+    now = timezone.now()
+    host, _ = WorkerHost.objects.update_or_create(
+        name=name,
+        defaults={**facts, "started_at": now, "last_seen_at": now, "stopped_at": None},
+    )
+    return host
+
+
+def worker_host_seen(*, name: str, cached_models: list[str]) -> None:
+    WorkerHost.objects.filter(name=name).update(
+        last_seen_at=timezone.now(), cached_models=cached_models, stopped_at=None
+    )
+
+
+def worker_host_stopped(*, name: str) -> None:
+    WorkerHost.objects.filter(name=name).update(stopped_at=timezone.now())
+
+
+def worker_states() -> Counter[str]:
+    return Counter(str(w.state) for w in WorkerHost.objects.all())
+
+
+def measured_throughput(host: WorkerHost) -> list[str]:
+    """What finished fine-tunes measured on the queues this worker serves, on its device:
+    '<model> (<quantization>): N tokens/s over K runs'."""
+    rows = MeasuredThroughput.objects.filter(lane__in=host.queues, device=host.device)
+    out = []
+    for row in rows.order_by("base_model"):
+        runs = [r for r in row.runs if r.get("train_s") and r.get("tokens")]
+        if runs:
+            rate = sum(r["tokens"] for r in runs) / sum(r["train_s"] for r in runs)
+            out.append(
+                f"{row.base_model} ({row.quantization}): {rate:.0f} tokens/s, {len(runs)} runs"
+            )
+    return out
