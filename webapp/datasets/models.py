@@ -101,6 +101,9 @@ class DatasetVersion(models.Model):
     validation_job = models.ForeignKey(
         Job, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Where a version made by Tunebook came from (lineage), e.g. preference data from an
+    # evaluation: {"kind", "label", "run", ...}; empty for an upload.
+    origin = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -97,9 +98,11 @@ def dataset_version_create(
     fmt: str = DatasetFormat.AUTO,
     preview_model: str = "",
     purpose: str = "",
+    origin: dict[str, Any] | None = None,
 ) -> DatasetVersion:
     """Adds a version; a new name makes a dataset of `purpose` (blank: fine-tuning data).
-    A new version keeps its dataset's purpose: a different one asked for is refused."""
+    A new version keeps its dataset's purpose: a different one asked for is refused.
+    `origin`: where a version Tunebook made came from (the lineage shows it)."""
     name = name.strip()
     if not name:
         raise ValidationError({"name": "Give the dataset a name."})
@@ -137,6 +140,7 @@ def dataset_version_create(
             sha256=sha256,
             format=fmt,
             preview_model=preview_model,
+            origin=origin or {},
             created_by=created_by,
         )
         _file_place(version=version, filename=filename, upload=upload)

@@ -1,6 +1,13 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django import forms
 
+from webapp.datasets.models import DatasetPurpose
+from webapp.datasets.selectors import datasets_for_purpose
 from webapp.evaluations.models import PromptKind
+from webapp.teams.models import Team
 
 
 class JudgeBackendForm(forms.Form):
@@ -41,3 +48,28 @@ class JudgePromptForm(forms.Form):
         "(pairwise), {answer} (single), {reference} (reference-guided). Write {{ and }} for "
         "literal braces.",
     )
+
+
+class PreferenceDataForm(forms.Form):
+    """Where "Make preference data" puts its version: a fine-tuning dataset of the team,
+    or a new one."""
+
+    dataset = forms.ModelChoiceField(
+        queryset=None,
+        required=False,
+        empty_label="A new dataset",
+        help_text="The pairs become this dataset's next version.",
+    )
+    name = forms.CharField(max_length=100, required=False, label="New dataset's name")
+
+    def __init__(self, *args: Any, team: Team, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["dataset"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = datasets_for_purpose(team_id=team.pk, purpose=DatasetPurpose.TRAINING)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("dataset") and not (data.get("name") or "").strip():
+            raise forms.ValidationError("Pick a dataset, or name a new one.")
+        return data

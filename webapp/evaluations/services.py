@@ -8,11 +8,14 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.db.models import Max
 
 from finetune_core.contracts.egress import EgressRefused
 from finetune_core.contracts.prompts import PromptTemplateError, prompt_check
+from webapp.datasets.models import Dataset, DatasetPurpose, DatasetVersion
+from webapp.datasets.services import dataset_version_create
 from webapp.evaluations.crypto import KeyUnreadable, encrypt, reencrypt
 from webapp.evaluations.models import (
     EvalAnswer,
@@ -27,6 +30,7 @@ from webapp.evaluations.models import (
     PromptKind,
     Vote,
 )
+from webapp.evaluations.preference import preference_selection
 from webapp.evaluations.selectors import egress_policy
 from webapp.projects.models import Cell, CellRun, Project, RunStatus
 from webapp.projects.run_outputs import outputs_of
@@ -274,3 +278,39 @@ def best_checkpoint_evaluate(
         created_by=by,
     )
     return cell_run_create(cell=eval_cell, created_by=by)
+
+
+def preference_data_create(
+    *,
+    evaluation: Evaluation,
+    created_by: AbstractBaseUser,
+    dataset: Dataset | None = None,
+    name: str = "",
+) -> DatasetVersion:
+    """The evaluation's votes and consistent judge verdicts as a new version of `dataset`,
+    or of a new fine-tuning dataset called `name` in the evaluation's team. The worker
+    validates it as it does an upload; its origin links it to the evaluation (lineage)."""
+    team = evaluation.run.cell.project.team
+    if dataset is not None and dataset.team_id != team.pk:
+        raise ValidationError({"dataset": "Pick a dataset of this evaluation's team."})
+    with transaction.atomic():
+        # A re-stored result replaces the evaluation's rows: read them under its lock.
+        Evaluation.objects.select_for_update().filter(pk=evaluation.pk).first()
+        selection = preference_selection(evaluation=evaluation)
+        if not selection.kept:
+            raise ValidationError(
+                "No pair has a winner yet: vote on some pairs, or judge them again."
+            )
+        upload = SimpleUploadedFile(
+            f"preferences-evaluation-{evaluation.pk}.jsonl",
+            selection.jsonl(),
+            content_type="application/jsonl",
+        )
+        return dataset_version_create(
+            team=team,
+            name=dataset.name if dataset is not None else name,
+            upload=upload,
+            created_by=created_by,
+            purpose=DatasetPurpose.TRAINING,  # the worker detects the preference format
+            origin=selection.origin(),
+        )

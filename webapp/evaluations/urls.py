@@ -10,6 +10,11 @@ urlpatterns = [
         name="evaluation_export",
     ),
     path("evaluations/<int:evaluation_id>/share/", views.evaluation_share, name="evaluation_share"),
+    path(
+        "evaluations/<int:evaluation_id>/preference-data/",
+        views.preference_data,
+        name="evaluation_preference_data",
+    ),
     path("evaluations/shared/<str:token>/", views.evaluation_shared, name="evaluation_shared"),
     path("verdicts/<int:verdict_id>/vote/", views.verdict_vote, name="verdict_vote"),
     path("verdicts/<int:verdict_id>/diff/", views.verdict_diff, name="verdict_diff"),

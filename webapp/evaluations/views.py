@@ -1,5 +1,6 @@
-"""Evaluation views: the comparison page, votes, diff, export, sharing, judge backends and
-prompts, and "pick the best checkpoint by judge". Parse, call a service, render."""
+"""Evaluation views: the comparison page, votes, diff, export, sharing, "make preference
+data", judge backends and prompts, and "pick the best checkpoint by judge". Parse, call a
+service, render."""
 
 from __future__ import annotations
 
@@ -11,18 +12,25 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.core.forms import error_text
 from webapp.evaluations import exports, selectors, services
 from webapp.evaluations.charts import ci_chart
-from webapp.evaluations.forms import JudgeBackendForm, JudgePromptForm
+from webapp.evaluations.forms import JudgeBackendForm, JudgePromptForm, PreferenceDataForm
 from webapp.evaluations.models import Evaluation, JudgeBackend, PairVerdict, PromptKind
+from webapp.evaluations.preference import preference_selection
 from webapp.projects.models import CellRun, Project
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.models import ROLE_CAN, Team
 
 EVALS = Evaluation.objects.select_related("run__cell__project__team")
+
+
+def _where(ev: Evaluation) -> dict[str, Any]:
+    """The evaluation and what holds it, for a page's heading and crumbs."""
+    run = ev.run
+    return {"ev": ev, "run": run, "cell": run.cell, "project": run.cell.project}
 
 
 def comparison_context(
@@ -32,10 +40,7 @@ def comparison_context(
     filters = selectors.Filters.from_query(request.GET)
     board = selectors.leaderboard(evaluation=ev)
     return {
-        "ev": ev,
-        "run": ev.run,
-        "cell": ev.run.cell,
-        "project": ev.run.cell.project,
+        **_where(ev),
         "team": team,
         "candidates": list(ev.candidates.all()),
         "board": board,
@@ -86,6 +91,39 @@ def evaluation_share(request: HttpRequest, evaluation_id: int) -> HttpResponse:
         link = request.build_absolute_uri(reverse("evaluation_shared", args=[token]))
         messages.success(request, f"Read-only link for team members: {link}")
     return redirect("evaluation_detail", evaluation_id=ev.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def preference_data(request: HttpRequest, evaluation_id: int) -> HttpResponse:
+    """The preview of what "Make preference data" keeps and drops; a POST makes the version."""
+    need = "edit" if request.method == "POST" else "view"
+    ev = get_for_user(EVALS, request.user, evaluation_id, need=need)
+    team = ev.run.cell.project.team
+    initial = {"name": f"Preferences from {ev.run.cell}"[:100]}
+    form = PreferenceDataForm(request.POST or None, team=team, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            version = services.preference_data_create(
+                evaluation=ev,
+                created_by=request.user,
+                dataset=form.cleaned_data["dataset"],
+                name=form.cleaned_data["name"],
+            )
+        except ValidationError as exc:
+            form.add_error(None, error_text(exc))
+        else:
+            messages.success(request, f"Made {version}; it is being validated.")
+            return redirect("dataset_version_detail", version_id=version.pk)
+    context = {
+        **_where(ev),
+        "team": team,
+        "selection": preference_selection(evaluation=ev),
+        "form": form,
+        "can_edit": role_of(request.user, team) in ROLE_CAN["edit"],
+    }
+    status = 400 if form.errors else 200
+    return render(request, "evaluations/preference_data.html", context, status=status)
 
 
 @login_required

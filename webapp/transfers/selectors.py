@@ -93,19 +93,33 @@ def transfer_blocker(*, cell: Cell, source: dict[str, Any]) -> str | None:
     return "Its source adapter is not transferable yet: the cell says why and how to fix it."
 
 
-def _dataset_step(version_id: int | None, label: str | None = None) -> dict[str, Any]:
+def _origin_steps(origin: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a version Tunebook made came from: the evaluation whose verdicts and votes
+    became preference data (its run's page links to the comparison)."""
+    if origin.get("kind") != "evaluation":
+        return []
+    label = origin.get("label") or "evaluation"
+    if not CellRun.objects.filter(pk=origin.get("run")).exists():
+        return [{"kind": "evaluation", "label": f"{label} (deleted)", "pk": None}]
+    return [{"kind": "evaluation", "label": label, "pk": origin["run"]}]
+
+
+def dataset_lineage(*, version_id: int | None, label: str | None = None) -> list[dict[str, Any]]:
+    """The dataset version's step, after the steps it came from."""
     version = (
         DatasetVersion.objects.select_related("dataset").filter(pk=version_id).first()
         if version_id
         else None
     )
     if version is None:
-        return {"kind": "dataset", "label": f"{label or 'dataset version'} (deleted)", "pk": None}
-    return {"kind": "dataset", "label": str(version), "pk": version.pk}
+        return [{"kind": "dataset", "label": f"{label or 'dataset version'} (deleted)", "pk": None}]
+    step = {"kind": "dataset", "label": str(version), "pk": version.pk}
+    return [*_origin_steps(version.origin or {}), step]
 
 
 def adapter_lineage(*, run: CellRun) -> list[dict[str, Any]]:
-    """dataset version -> fine-tune -> checkpoint -> transfer(s), oldest first.
+    """(evaluation ->) dataset version -> fine-tune -> checkpoint -> transfer(s), oldest
+    first.
 
     Each step: kind, label, and pk where it links somewhere; a transfer whose source run
     was deleted falls back to the snapshot it stored when it ran.
@@ -114,7 +128,7 @@ def adapter_lineage(*, run: CellRun) -> list[dict[str, Any]]:
     if isinstance(outputs, FinetuneOutputs):
         final = outputs.final or (outputs.config or {}).get("final") or "last"
         return [
-            _dataset_step(outputs.dataset_version, outputs.dataset_label),
+            *dataset_lineage(version_id=outputs.dataset_version, label=outputs.dataset_label),
             {
                 "kind": "finetune",
                 "label": f"{run.cell} v{run.version} on {run.inputs.get('base_model')}",

@@ -7,11 +7,13 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString
 
+from webapp.datasets.models import DatasetVersion
 from webapp.projects.models import Cell, CellRun
 from webapp.transfers.charts import LABELS, accuracy_bars, paper_bar
 from webapp.transfers.selectors import (
     adapter_lineage,
     adapter_moves,
+    dataset_lineage,
     transfer_source_status,
     transferable_state,
 )
@@ -32,6 +34,12 @@ def transfer_source_of(cell: Cell) -> dict[str, Any]:
 @register.simple_tag
 def lineage_of(run: CellRun) -> list[dict[str, Any]]:
     return adapter_lineage(run=run)
+
+
+@register.simple_tag
+def version_lineage_of(version: DatasetVersion) -> list[dict[str, Any]]:
+    """A dataset version's own lineage (where Tunebook made it from), for its page."""
+    return dataset_lineage(version_id=version.pk) if version.origin else []
 
 
 @register.simple_tag

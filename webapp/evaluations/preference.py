@@ -1,0 +1,145 @@
+"""Preference data from a comparison (reads only): which judged pairs become DPO pairs in
+OpenAI's preference format, and why the others are left out.
+
+The rules, per judged pair (one prompt, two candidates):
+- votes win: with votes, the majority decides (the judge is not asked); a split vote or a
+  majority for "tie" leaves the pair out;
+- without votes, the judge decides when its verdict agrees in both orders; a tie, a verdict
+  that flipped with the order, or no verdict (an error or a skip) leaves the pair out;
+- a pair whose answers are missing, failed or identical is left out: nothing to prefer.
+
+The write is services.preference_data_create.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db.models import Prefetch
+
+from webapp.evaluations.models import EvalAnswer, Evaluation, HumanVote, PairVerdict
+
+# Why a pair was left out, in the order the preview lists them.
+DROP_REASONS = {
+    "tie": "a tie: by the votes, or by the judge in both orders",
+    "inconsistent": "the judge's verdict flipped when the answers were swapped (no votes)",
+    "votes_split": "the votes are split evenly",
+    "judge_failed": "the judge gave no verdict: an error or a skip (no votes)",
+    "no_answer": "an answer is missing or failed",
+    "identical": "both answers are the same text",
+}
+
+
+def decide(*, outcome: str, inconsistent: bool, votes: list[str]) -> tuple[str | None, str]:
+    """("a" or "b", "human" or "judge") for a kept pair; (None, the drop reason) otherwise."""
+    if votes:
+        ranked = Counter(votes).most_common()
+        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+            return None, "votes_split"
+        pick = ranked[0][0]
+        return (pick, "human") if pick in ("a", "b") else (None, "tie")
+    if inconsistent:
+        return None, "inconsistent"
+    if outcome in ("a", "b"):
+        return outcome, "judge"
+    return (None, "tie") if outcome == "tie" else (None, "judge_failed")
+
+
+@dataclass(frozen=True)
+class KeptPair:
+    verdict: PairVerdict
+    source: str  # "human" | "judge"
+    preferred: str  # candidate labels
+    rejected: str
+    preferred_text: str
+    rejected_text: str
+    votes: int
+
+    def record(self, evaluation: Evaluation) -> dict[str, Any]:
+        """One JSONL line: OpenAI's preference format plus its provenance in "metadata"
+        (the parser reads only the three keys it knows)."""
+        v = self.verdict
+        return {
+            "input": {"messages": [{"role": "user", "content": v.prompt.text}]},
+            "preferred_output": [{"role": "assistant", "content": self.preferred_text}],
+            "non_preferred_output": [{"role": "assistant", "content": self.rejected_text}],
+            "metadata": {
+                "evaluation": evaluation.pk,
+                "run": evaluation.run_id,
+                "item": v.prompt.item_id,
+                "verdict": v.pk,
+                "source": self.source,
+                "votes": self.votes,
+                "judge": evaluation.judge,
+                "prompt_version": v.prompt_version,
+                "preferred": self.preferred,
+                "non_preferred": self.rejected,
+            },
+        }
+
+
+@dataclass
+class PreferenceSelection:
+    evaluation: Evaluation
+    kept: list[KeptPair] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def by_source(self) -> dict[str, int]:
+        counts = Counter(p.source for p in self.kept)
+        return {"human": counts["human"], "judge": counts["judge"]}
+
+    @property
+    def drop_rows(self) -> list[tuple[str, str, int]]:
+        """(code, why, count) of each reason that dropped a pair."""
+        return [(k, why, self.dropped[k]) for k, why in DROP_REASONS.items() if self.dropped[k]]
+
+    def jsonl(self) -> bytes:
+        lines = (json.dumps(p.record(self.evaluation), ensure_ascii=False) for p in self.kept)
+        return "".join(f"{line}\n" for line in lines).encode()
+
+    def origin(self) -> dict[str, Any]:
+        """The dataset version's origin, for the lineage view."""
+        run = self.evaluation.run
+        return {
+            "kind": "evaluation",
+            "evaluation": self.evaluation.pk,
+            "run": run.pk,
+            "label": f"{run.cell} v{run.version} ({self.evaluation.eval_set})",
+            "kept": len(self.kept),
+            "by_source": self.by_source,
+            "dropped": dict(self.dropped),
+        }
+
+
+def _answer(answers: dict[str, EvalAnswer], label: str) -> str:
+    a = answers.get(label)
+    return a.text if a is not None and a.status == "ok" else ""
+
+
+def preference_selection(*, evaluation: Evaluation) -> PreferenceSelection:
+    """Every judged pair of the evaluation, kept as a preference pair or counted by why not."""
+    votes = HumanVote.objects.only("verdict_id", "vote")
+    verdicts = evaluation.verdicts.select_related("prompt").prefetch_related(
+        Prefetch("votes", queryset=votes), "prompt__answers"
+    )
+    selection = PreferenceSelection(evaluation)
+    for v in verdicts:
+        cast = [h.vote for h in v.votes.all()]
+        pick, why = decide(outcome=v.outcome, inconsistent=v.inconsistent, votes=cast)
+        if pick is None:
+            selection.dropped[why] += 1
+            continue
+        answers = {a.candidate: a for a in v.prompt.answers.all()}
+        preferred, rejected = (v.a, v.b) if pick == "a" else (v.b, v.a)
+        texts = _answer(answers, preferred), _answer(answers, rejected)
+        if not all(t.strip() for t in texts):
+            selection.dropped["no_answer"] += 1
+        elif texts[0] == texts[1]:
+            selection.dropped["identical"] += 1
+        else:
+            selection.kept.append(KeptPair(v, why, preferred, rejected, *texts, len(cast)))
+    return selection
