@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from finetune_core.contracts.layout import ADAPTER, read_manifest
+from finetune_core.contracts.train import PREFERENCE_METRICS
 from webapp.core import storage
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.jobs.models import EventLevel, Job, JobStatus
@@ -38,6 +39,9 @@ METRIC_KEYS = (
     "eta_s",
     "peak_memory_bytes",
     "epoch",
+    # DPO and SimPO: rewards, margins and accuracy, per step and (val_) per evaluation
+    *PREFERENCE_METRICS,
+    *(f"val_{key}" for key in PREFERENCE_METRICS),
 )
 MAX_HISTORY = 500
 # The run's outcome must land even when the database restarted while it trained.

@@ -16,6 +16,10 @@ from finetune_core.errors import FinetuneError
 ENGINE_ONLY = frozenset({ENGINE})
 # beta when none is given: the DPO paper's and the SimPO paper's usual values.
 DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
+# The data format preference methods train on (finetune_core.data's name for it), and what
+# they log per step (and, prefixed val_, per evaluation) beside the loss.
+PREFERENCE_FORMAT = "preference"
+PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
 # The target_modules choices and the layer names they stand for (Llama and Gemma alike).
 TARGET_MODULES: dict[str, str | list[str]] = {
@@ -91,6 +95,7 @@ class TrainConfig:
         minimum=0.001,
         maximum=20.0,
         label="Beta",
+        openai_name="beta",
     )
     simpo_gamma: float = setting(
         1.0,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from finetune_core.contracts.train import PREFERENCE_METRICS
 from finetune_core.data.pack import IGNORE, Row, collate
 from finetune_core.data.render import Rendered, render_example
 from finetune_core.data.types import PreferenceExample
@@ -41,7 +42,7 @@ from finetune_core.train.config import TrainConfig
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-REWARDS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+REWARDS = PREFERENCE_METRICS
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def test_form_offers_exactly_the_form_settings_and_engine_only_ones_stay_out() -
 
 def test_api_names_map_onto_declared_api_settings() -> None:
     api_names = {s.name for s in train_settings(API)}
-    assert HYPER == {"n_epochs": "epochs", "batch_size": "batch_size"}
+    assert HYPER == {"beta": "beta", "n_epochs": "epochs", "batch_size": "batch_size"}
     assert set(HYPER.values()) <= api_names
     assert EXTRA_ALIASES == {"rank": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout"}
     assert set(EXTRA_ALIASES.values()) <= api_names

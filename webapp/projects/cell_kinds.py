@@ -13,11 +13,13 @@ from typing import Any
 from django import forms
 
 from webapp.core.catalog import DEFAULT_MODEL, model_choices
-from webapp.datasets.models import Dataset, DatasetPurpose
+from webapp.datasets.models import Dataset, DatasetPurpose, VersionStatus
 from webapp.jobs import queue as queues
 from webapp.projects.finetune_config import (
     DEFAULT_PRESET,
     PRESET_CHOICES,
+    data_method_problem,
+    effective_hparams,
     keep_transferable_field,
     param_fields,
 )
@@ -103,7 +105,29 @@ class FinetuneForm(CellConfigForm):
         help_text="Sets the defaults; any field below that you fill in overrides it.",
     )
 
+    def clean(self) -> dict[str, Any]:
+        """The datasets' format must suit the training method: preference pairs for DPO
+        and SimPO, answers for supervised training."""
+        from webapp.projects.selectors import dataset_cell_version  # selectors import us
 
+        cleaned = super().clean()
+        method = effective_hparams(cleaned)["training_method"]
+        for key in ("dataset_cell", "val_dataset_cell"):
+            source = Cell.objects.filter(pk=cleaned.get(key), kind="dataset").first()
+            version = dataset_cell_version(cell=source) if source else None
+            if version is None or version.status != VersionStatus.VALID:
+                continue  # not validated yet: the worker checks when the run starts
+            what = f"dataset “{version.dataset.name}” (v{version.version})"
+            problem = data_method_problem(method, (version.report or {}).get("format"), what)
+            if problem:
+                self.add_error(key, problem)
+        return cleaned
+
+
+FinetuneForm.base_fields["dataset_cell"].help_text = (
+    "Supervised training takes chat or prompt-completion data; DPO and SimPO take "
+    "preference pairs (a preferred and a non-preferred answer per prompt)."
+)
 FinetuneForm.base_fields.update(param_fields())
 FinetuneForm.base_fields["keep_transferable"] = keep_transferable_field()
 

@@ -15,6 +15,7 @@ from django import forms
 from finetune_core.contracts.settings import Setting
 from finetune_core.contracts.train import (
     DEFAULT_PRESET,
+    PREFERENCE_FORMAT,
     PRESET_LABELS,
     PRESETS,
     TARGET_MODULES,
@@ -56,6 +57,34 @@ def keep_transferable_field() -> forms.TypedChoiceField:
 
 def keeps_transferable(config: dict[str, Any]) -> bool:
     return config.get("keep_transferable", True) is not False
+
+
+METHOD_NAMES = {"supervised": "Supervised training", "dpo": "DPO", "simpo": "SimPO"}
+PAIR_SHAPE = (
+    '{"input": {"messages": [...]}, "preferred_output": [{"role": "assistant", ...}], '
+    '"non_preferred_output": [...]}'
+)
+
+
+def data_method_problem(training_method: str, data_format: str | None, what: str) -> str | None:
+    """Why `what` (a dataset, in words), validated as `data_format`, cannot train with
+    `training_method`: preference methods need preference pairs, supervised needs answers.
+    None when they go together or the format is not known yet (the worker checks again)."""
+    if not data_format:
+        return None
+    pairs = data_format == PREFERENCE_FORMAT
+    method = METHOD_NAMES.get(training_method, training_method)
+    if training_method == "supervised" and pairs:
+        return (
+            f"{method} learns answers, and {what} holds preference pairs: choose DPO or "
+            "SimPO as the training method, or a dataset of answers."
+        )
+    if training_method != "supervised" and not pairs:
+        return (
+            f"{method} trains on preference pairs, and {what} holds {data_format} examples: "
+            f"choose a dataset with one pair per line ({PAIR_SHAPE}), or supervised training."
+        )
+    return None
 
 
 def effective_hparams(config: dict[str, Any]) -> dict[str, Any]:

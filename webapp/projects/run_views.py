@@ -11,6 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from finetune_core.contracts.train import PREFERENCE_METRICS
 from webapp.core.forms import error_text
 from webapp.jobs.models import Job
 from webapp.projects.artifacts import artifact_files, stream_zip
@@ -35,6 +36,28 @@ def _eta_text(seconds: float | None) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s"
 
 
+# The engine's preference metrics, in words.
+PREFERENCE_LABELS = dict(
+    zip(
+        PREFERENCE_METRICS,
+        ("Reward, preferred", "Reward, not preferred", "Reward margin", "Preference accuracy"),
+        strict=True,
+    )
+)
+
+
+def preference_metrics(metrics: dict[str, Any]) -> list[tuple[str, float]]:
+    """A DPO or SimPO run's latest rewards and accuracy, on training pairs and (val_) on
+    validation pairs: (label, value) for those it has logged."""
+    found = []
+    for key, label in PREFERENCE_LABELS.items():
+        for name, shown in ((key, label), (f"val_{key}", f"{label} (validation)")):
+            value = metrics.get(name)
+            if isinstance(value, int | float):
+                found.append((shown, value))
+    return found
+
+
 def run_context(request: HttpRequest, run: CellRun) -> dict[str, Any]:
     job: Job | None = run.job
     metrics = dict(job.metrics) if job else {}
@@ -52,6 +75,7 @@ def run_context(request: HttpRequest, run: CellRun) -> dict[str, Any]:
         "metrics": metrics,
         "eta": _eta_text(metrics.get("eta_s")) if job and not finished else "",
         "peak_mib": (metrics.get("peak_memory_bytes") or 0) / 2**20,
+        "preference_metrics": preference_metrics(metrics),
         "chart": loss_chart(train, val, job.progress_total if job else None),
         "events": run_log(job=job) if job else [],
         "checkpoints": outputs.checkpoints if isinstance(outputs, FinetuneOutputs) else [],

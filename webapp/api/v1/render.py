@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from finetune_core.contracts.train import PREFERENCE_METRICS
 from webapp.api.models import FineTuningJob
+from webapp.api.v1.methods import method_object
 from webapp.api.v1.selectors import (
     checkpoints,
     fine_tuned_model_id,
@@ -119,7 +121,7 @@ def job_object(ft: FineTuningJob) -> dict[str, Any]:
         "training_file": ft.training_file_ref,
         "validation_file": (ft.requested or {}).get("validation_file"),
         "hyperparameters": hyper,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+        "method": method_object(run.inputs if run else {}, hyper),
         "trained_tokens": trained_tokens(ft),
         "error": error,
         "seed": ft.seed,
@@ -140,11 +142,20 @@ def job_object(ft: FineTuningJob) -> dict[str, Any]:
     }
 
 
+# What a metrics event's message names, in order: the loss, then DPO's rewards and accuracy.
+MESSAGE_METRICS = (
+    ("train_loss", "training loss"),
+    ("val_loss", "validation loss"),
+    *((key, key) for key in PREFERENCE_METRICS),
+    *((f"val_{key}", f"validation {key}") for key in PREFERENCE_METRICS),
+)
+
+
 def _metrics_message(data: dict[str, Any]) -> str:
     text = f"Step {data.get('step')}/{data.get('total_steps')}"
     parts = [
         f"{label}={data[key]:.4g}"
-        for key, label in (("train_loss", "training loss"), ("val_loss", "validation loss"))
+        for key, label in MESSAGE_METRICS
         if isinstance(data.get(key), int | float)
     ]
     return text + (": " + ", ".join(parts) if parts else "")

@@ -32,6 +32,7 @@ from webapp.projects.finetune_config import (
     PARAM_NAMES,
     PRESETS,
     TARGET_MODULES,
+    data_method_problem,
 )
 from webapp.projects.models import Cell, Project
 from webapp.projects.services import (
@@ -76,6 +77,8 @@ HYPER = openai_hyperparameters()
 EXTRA_KEYS = frozenset(PARAM_NAMES) | {"preset", "keep_transferable"}
 # Short names a client may use in `tunebook` for the library's settings.
 EXTRA_ALIASES = setting_aliases()
+# Set through OpenAI's `method` only, so the job object always says what trained.
+METHOD_KEYS = frozenset({"training_method", "beta"})
 
 
 def _api_project(team: Team, user: AbstractBaseUser) -> Project:
@@ -97,14 +100,26 @@ def _api_project(team: Team, user: AbstractBaseUser) -> Project:
 
 
 def finetune_config(
-    *, model: str, hyperparameters: dict[str, Any], extras: dict[str, Any], seed: int | None
+    *,
+    model: str,
+    hyperparameters: dict[str, Any],
+    extras: dict[str, Any],
+    seed: int | None,
+    training_method: str = "supervised",
 ) -> dict[str, Any]:
     """The fine-tune cell's config from OpenAI hyperparameters ("auto" = preset default)."""
     extras = {EXTRA_ALIASES.get(k, k): v for k, v in extras.items()}
     unknown = sorted(set(extras) - EXTRA_KEYS)
     if unknown:
         raise ValidationError({"tunebook": f"Unknown Tunebook option(s): {', '.join(unknown)}."})
-    config: dict[str, Any] = dict(extras)
+    if METHOD_KEYS & set(extras):
+        raise ValidationError(
+            {
+                "tunebook": "Give the training method as method.type ('supervised' or 'dpo') and "
+                "beta as method.dpo.hyperparameters.beta, not in tunebook."
+            }
+        )
+    config: dict[str, Any] = {**extras, "training_method": training_method}
     if "target_modules" in config:
         config["target_modules"] = _target_modules(config["target_modules"])
     preset = config.setdefault("preset", DEFAULT_PRESET)
@@ -133,12 +148,16 @@ def _target_modules(value: Any) -> str:
     raise ValidationError({"target_modules": f"Use one of {choices}, or its list of layers."})
 
 
-def _ready_file(version: DatasetVersion, field: str) -> str:
+def _ready_file(version: DatasetVersion, field: str, training_method: str) -> str:
+    """The file's `file-N`, once validated and in the format the method trains on."""
     ref = f"file-{version.pk}"
     if version.status == VersionStatus.INVALID:
         raise ValidationError({field: f"File {ref} did not pass validation."})
     if version.status != VersionStatus.VALID:
         raise ValidationError({field: f"File {ref} is not ready yet; try again soon."})
+    problem = data_method_problem(training_method, (version.report or {}).get("format"), ref)
+    if problem:
+        raise ValidationError({field: problem})
     return ref
 
 
@@ -155,10 +174,21 @@ def fine_tuning_job_create(
     hyperparameters: dict[str, Any],
     extras: dict[str, Any],
     validation_file: DatasetVersion | None = None,
+    training_method: str = "supervised",
 ) -> FineTuningJob:
-    ref = _ready_file(training_file, "training_file")
-    val_ref = _ready_file(validation_file, "validation_file") if validation_file else None
-    config = finetune_config(model=model, hyperparameters=hyperparameters, extras=extras, seed=seed)
+    config = finetune_config(
+        model=model,
+        hyperparameters=hyperparameters,
+        extras=extras,
+        seed=seed,
+        training_method=training_method,
+    )
+    ref = _ready_file(training_file, "training_file", training_method)
+    val_ref = (
+        _ready_file(validation_file, "validation_file", training_method)
+        if validation_file
+        else None
+    )
     project = _api_project(team, created_by)
     dataset_cell = _file_cell(project, training_file, ref, created_by)
     if validation_file is not None:
@@ -182,6 +212,7 @@ def fine_tuning_job_create(
         seed=int(config.get("seed") or 0),
         metadata=metadata,
         requested={
+            "method": training_method,
             "hyperparameters": hyperparameters,
             "tunebook": extras,
             "validation_file": val_ref,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -14,6 +13,7 @@ from webapp.api.body import field, json_body
 from webapp.api.errors import ApiError, from_validation_error
 from webapp.api.models import FineTuningJob
 from webapp.api.paging import listing, page, page_list, parse_limit, parse_ref
+from webapp.api.v1.methods import request_method
 from webapp.api.v1.render import checkpoint_objects, event_object, job_object
 from webapp.api.v1.selectors import (
     file_get,
@@ -41,28 +41,8 @@ PARAMS = {
     "batch_size": "hyperparameters.batch_size",
     "learning_rate": "hyperparameters.learning_rate_multiplier",
     "learning_rate_multiplier": "hyperparameters.learning_rate_multiplier",
+    "beta": "method.dpo.hyperparameters.beta",
 }
-
-
-def _hyperparameters(data: dict[str, Any]) -> dict[str, Any]:
-    method = field(data, "method", dict)
-    if method is None:
-        return field(data, "hyperparameters", dict, default={})
-    kind = method.get("type", "supervised")
-    if kind != "supervised":
-        raise ApiError(
-            400, f"Method {kind!r} is not supported; use 'supervised'.", param="method.type"
-        )
-    supervised = field(method, "supervised", dict, default={}, param="method.supervised")
-    hyper = field(
-        supervised, "hyperparameters", dict, default={}, param="method.supervised.hyperparameters"
-    )
-    for name, value in hyper.items():
-        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise ApiError(
-                400, f"{name} must be a number or 'auto'.", param=f"hyperparameters.{name}"
-            )
-    return hyper
 
 
 def _file(caller: Caller, ref: str, param: str) -> DatasetVersion:
@@ -89,7 +69,7 @@ def _create(request: HttpRequest, caller: Caller) -> HttpResponse:
     if len(metadata) > MAX_METADATA or not all(isinstance(v, str) for v in metadata.values()):
         raise ApiError(400, f"metadata: at most {MAX_METADATA} string values.", param="metadata")
     extras = field(data, "tunebook", dict, default={})
-    hyper = _hyperparameters(data)
+    training_method, hyper = request_method(data)
     training_file = _file(caller, training_ref, "training_file")
     validation_file = _file(caller, validation_ref, "validation_file") if validation_ref else None
     try:
@@ -104,6 +84,7 @@ def _create(request: HttpRequest, caller: Caller) -> HttpResponse:
             hyperparameters=hyper,
             extras=extras,
             validation_file=validation_file,
+            training_method=training_method,
         )
     except ValidationError as exc:
         extra_params = {EXTRA_ALIASES.get(k, k): f"tunebook.{k}" for k in extras}
