@@ -44,6 +44,7 @@ def checkpoint_overhead(
     """Trains `steps` steps, saving (and uploading) every `save_every`; returns the figures."""
     import torch
 
+    from finetune_core.contracts.hooks import Hooks
     from finetune_core.contracts.layout import checkpoint_dir
     from finetune_core.data import bigbench_task_path
     from finetune_core.kernels import ops
@@ -66,28 +67,28 @@ def checkpoint_overhead(
     step_s: dict[int, float] = {}
     saves: list[dict[str, Any]] = []
 
-    def clock(event: Any) -> None:
+    def clock(phase: str, step: int, total: int | None, event: dict[str, Any]) -> None:
         now = time.perf_counter()
-        if event.kind == "start":
+        if event["kind"] == "start":
             marks["from"] = now
-        elif event.kind == "step":
-            step_s[event.step] = now - marks["from"]
+        elif event["kind"] == "step":
+            step_s[step] = now - marks["from"]
             marks["from"] = marks["step"] = now
-        elif event.kind == "checkpoint":
-            folder = checkpoint_dir(space.folder, event.step)
+        elif event["kind"] == "checkpoint":
+            folder = checkpoint_dir(space.folder, step)
             sent = folder_bytes(folder) + sum(
                 p.stat().st_size for p in space.folder.iterdir() if p.is_file()
             )  # the run's top-level files go up with each checkpoint
             started = time.perf_counter()
-            space.publish_checkpoint(event.step)  # what the worker does, here, blocking
+            space.publish_checkpoint(step)  # what the worker does, here, blocking
             upload = time.perf_counter() - started
-            saves.append({"step": event.step, "checkpoint_mb": round(folder_bytes(folder) / MB, 2),
+            saves.append({"step": step, "checkpoint_mb": round(folder_bytes(folder) / MB, 2),
                           "sent_mb": round(sent / MB, 2), "save_s": round(now - marks["step"], 3),
                           "upload_s": round(upload, 3)})  # fmt: skip
             marks["from"] = time.perf_counter()  # the next step starts after the upload
 
     load = os.getloadavg()[0]
-    train(cfg, callback=clock)
+    train(cfg, hooks=Hooks(progress=clock))
     load = max(load, os.getloadavg()[0])  # a shared machine's load stretches every clock
     stored = storage.keys_under(storage.join(space.key, "checkpoints"))
     assert len({k.split("/")[3] for k in stored}) == len(saves), (stored, saves)

@@ -32,7 +32,7 @@ TARGET = "gemma-3-270m"
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from finetune_core.data import bigbench_task_path, read_examples, to_chat_jsonl
     from finetune_core.train import TrainConfig, train
-    from finetune_core.train.callbacks import TqdmCallback
+    from finetune_core.train.callbacks import TqdmBar
     from finetune_core.transfer import (
         DiscriminatorConfig,
         Hooks,
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 batch_size=args.source_batch, max_length=256, eval_every=10**6,
                 save_every=10**6, quantization=args.quantization, seed=args.seed,
             ),
-            callback=TqdmCallback(),
+            hooks=Hooks(progress=TqdmBar()),
         )  # fmt: skip
         phases["source_train"] = round(time.monotonic() - started, 2)
         timings.write_text(json.dumps(phases))
@@ -130,10 +130,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def target_on_real_data(args: argparse.Namespace, work: Path, phases: dict) -> dict[str, Any]:
     """The ceiling the transfer aims under: the target trained on the real training
     data with the students' settings (what a re-train would give if the data were kept)."""
+    from finetune_core.contracts.hooks import Hooks
     from finetune_core.data import read_examples
     from finetune_core.infer import load_chat_model
     from finetune_core.train import TrainConfig, train
-    from finetune_core.train.callbacks import TqdmCallback
+    from finetune_core.train.callbacks import TqdmBar
     from finetune_core.transfer.report import evaluate_chat
     from finetune_core.transfer.source import run_config
     from finetune_core.transfer.student import parse_target_modules
@@ -157,7 +158,7 @@ def target_on_real_data(args: argparse.Namespace, work: Path, phases: dict) -> d
                 learning_rate=args.learning_rate, epochs=args.epochs,
                 batch_size=args.batch, max_length=256, val_fraction=0.0, seed=args.seed,
             ),
-            callback=TqdmCallback(),
+            hooks=Hooks(progress=TqdmBar()),
         )  # fmt: skip
     phases["target_on_real_data_train"] = round(time.monotonic() - started, 2)
     chat = load_chat_model(TARGET, adapter=str(folder / "adapter"), quantization=args.quantization)

@@ -55,21 +55,22 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_ours(cfg: Any) -> dict[str, Any]:
+    from finetune_core.contracts.hooks import Hooks
     from finetune_core.train import train
 
     marks: dict[str, float] = {}
     losses: list[float] = []
     rates: list[float] = []
 
-    def clock(event: Any) -> None:
-        if event.kind == "start":
+    def clock(phase: str, step: int, total: int | None, event: dict[str, Any]) -> None:
+        if event["kind"] == "start":
             marks["start"] = time.perf_counter()
-        elif event.kind == "step":
+        elif event["kind"] == "step":
             marks["end"] = time.perf_counter()
-            losses.append(float(event.train_loss))
-            rates.append(float(event.tokens_per_s))
+            losses.append(float(event["train_loss"]))
+            rates.append(float(event["tokens_per_s"]))
 
-    result = train(cfg, callback=clock)
+    result = train(cfg, hooks=Hooks(progress=clock))
     seconds = marks["end"] - marks["start"]
     # The recipe reports its rate as real tokens seen / time since its loop began,
     # which is this clock's interval to within microseconds.

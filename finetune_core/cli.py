@@ -187,7 +187,8 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def _run_training(cfg: Any, resume: bool) -> int:
-    from finetune_core.train import TqdmCallback, train
+    from finetune_core.contracts.hooks import Hooks
+    from finetune_core.train import TqdmBar, train
 
     stop = {"asked": False}
 
@@ -202,7 +203,8 @@ def _run_training(cfg: Any, resume: bool) -> int:
         )
 
     signal.signal(signal.SIGINT, on_sigint)
-    result = train(cfg, callback=TqdmCallback(), should_stop=lambda: stop["asked"], resume=resume)
+    hooks = Hooks(progress=TqdmBar(), should_stop=lambda: stop["asked"])
+    result = train(cfg, hooks=hooks, resume=resume)
     print(
         f"{result.status}: {result.steps}/{result.total_steps} steps, adapter in {Path(cfg.output_dir) / 'adapter'}"
     )

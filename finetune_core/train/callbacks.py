@@ -1,10 +1,10 @@
-"""One progress interface for every consumer: the CLI's bar, the workers' database rows."""
+"""Training's progress events: what each step, eval and checkpoint reports through the
+engine's hooks (finetune_core/contracts/hooks.py), and the CLI's bar that shows them."""
 
 from __future__ import annotations
 
 import resource
 import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -35,9 +35,6 @@ class ProgressEvent:
         return flat | (self.metrics or {})
 
 
-Callback = Callable[[ProgressEvent], None]
-
-
 def peak_memory_bytes() -> int:
     """Peak accelerator memory on CUDA, else the process's peak resident set."""
     if torch.cuda.is_available():
@@ -46,29 +43,29 @@ def peak_memory_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
 
 
-class TqdmCallback:
-    """The CLI's progress bar: loss, learning rate, throughput and ETA."""
+class TqdmBar:
+    """The CLI's progress bar, as Hooks.progress: loss, learning rate, throughput and ETA
+    (info is the ProgressEvent's dict)."""
 
     def __init__(self) -> None:
         self.bar = None
 
-    def __call__(self, event: ProgressEvent) -> None:
+    def __call__(self, phase: str, step: int, total: int | None, info: dict[str, Any]) -> None:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(
-                total=event.total_steps, initial=event.step, unit="step", dynamic_ncols=True
-            )
-        if event.kind == "step":
-            self.bar.n = event.step
+            self.bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True)
+        kind = info.get("kind")
+        if kind == "step":
+            self.bar.n = step
             self.bar.set_postfix(
-                loss=f"{event.train_loss:.4f}",
-                lr=f"{event.learning_rate:.2e}",
-                tok_s=f"{event.tokens_per_s:.0f}",
+                loss=f"{info['train_loss']:.4f}",
+                lr=f"{info['learning_rate']:.2e}",
+                tok_s=f"{info['tokens_per_s']:.0f}",
                 refresh=False,
             )
             self.bar.refresh()
-        elif event.kind in ("eval", "checkpoint", "cancelled"):
-            self.bar.write(event.message)
-        if event.kind in ("done", "cancelled"):
+        elif kind in ("eval", "checkpoint", "cancelled"):
+            self.bar.write(info.get("message", ""))
+        if kind in ("done", "cancelled"):
             self.bar.close()

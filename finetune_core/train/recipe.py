@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from finetune_core.contracts.hooks import Hooks
 from finetune_core.data.pack import IGNORE, Row, collate
 from finetune_core.errors import Cancelled, EmptyDataset, NaNLoss, OutOfMemory
 from finetune_core.models.loading import load_tokenizer
-from finetune_core.train.callbacks import Callback, ProgressEvent, peak_memory_bytes
+from finetune_core.train.callbacks import ProgressEvent, peak_memory_bytes
 from finetune_core.train.checkpoint import (
     checkpoint_dir,
     disk_full_reported,
@@ -124,18 +123,19 @@ def evaluate(model: torch.nn.Module, rows: list[Row], batch_size: int, pad_id: i
 def train(
     cfg: TrainConfig,
     *,
-    callback: Callback | None = None,
-    should_stop: Callable[[], bool] | None = None,
     resume: bool = False,
     hooks: Hooks | None = None,
 ) -> TrainResult:
-    """Train. `hooks` (the engine's one protocol) hear progress("train", step, total,
-    event dict) next to `callback`, and stop it as `should_stop` does: a checkpoint, then
-    the "cancelled" result."""
+    """Train. `hooks` (the engine's one protocol, finetune_core/contracts/hooks.py) hear
+    progress("train", step, total, the ProgressEvent's dict) and phase("reference", ...);
+    their should_stop ends it with a checkpoint and the "cancelled" result."""
     cfg.validate()
-    emit = _emitter(callback, hooks)
-    if should_stop is None and hooks is not None:
-        should_stop = hooks.should_stop
+    watch = hooks or Hooks()
+    should_stop = watch.should_stop
+
+    def emit(event: ProgressEvent) -> None:
+        watch.progress("train", event.step, event.total_steps, event.to_dict())
+
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:  # `resume` reads it back
@@ -195,14 +195,14 @@ def train(
     # 4. The loop. Each optimizer step runs grad_accum micro-batches. DPO first takes the
     # reference's log-probabilities of every pair, once (a stop here stops at the loop's top).
     if objective is not None:
-        if hooks is not None:  # a phase of its own: train's progress events are steps
-            hooks.phase("reference", {"pairs": objective.uncached(train_rows + val_rows)})
+        # A phase of its own: train's progress events are steps.
+        watch.phase("reference", {"pairs": objective.uncached(train_rows + val_rows)})
         objective.cache_reference(train_rows + val_rows, should_stop)
     model.train()
     started, tokens_seen, last_loss = time.monotonic(), 0, None
     start_step = step
     while step < total_steps:
-        if should_stop is not None and should_stop():
+        if should_stop():
             checkpoint(step)
             emit(ProgressEvent("cancelled", step, total_steps, message=f"cancelled at step {step}"))
             return _result("cancelled", out, step, total_steps, last_loss, state, history)
@@ -293,16 +293,6 @@ def train(
         )
     )
     return result
-
-
-def _emitter(callback: Callback | None, hooks: Hooks | None) -> Callback:
-    def emit(event: ProgressEvent) -> None:
-        if callback is not None:
-            callback(event)
-        if hooks is not None:
-            hooks.progress("train", event.step, event.total_steps, event.to_dict())
-
-    return emit
 
 
 # CUDA raises OutOfMemoryError; the CPU allocator and oneDNN (which fails to build a

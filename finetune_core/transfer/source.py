@@ -236,8 +236,10 @@ def _train(
     )
     result = train(
         train_cfg,
-        callback=lambda e: hooks.progress("train", e.step, e.total_steps, {}),
-        should_stop=hooks.should_stop,
+        hooks=Hooks(
+            progress=lambda _p, step, total, _e: hooks.progress("train", step, total, {}),
+            should_stop=hooks.should_stop,
+        ),
         resume=bool(list_checkpoints(folder)),
     )
     if result.status == "cancelled":

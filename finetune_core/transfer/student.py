@@ -190,9 +190,9 @@ def train_student(
     data = folder / "distill.jsonl"
     to_chat_jsonl(examples, data)
 
-    def on_event(event: Any) -> None:
-        info = {"student": name, "train_loss": event.train_loss}
-        hooks.progress("train", event.step, event.total_steps, info)
+    def on_event(phase: str, step: int, total: int | None, event: dict[str, Any]) -> None:
+        info = {"student": name, "train_loss": event.get("train_loss")}
+        hooks.progress("train", step, total, info)
 
     result = train(
         TrainConfig(
@@ -212,8 +212,7 @@ def train_student(
             val_fraction=0.0,  # no real data to validate on; the report evaluates
             seed=cfg.seed,
         ),
-        callback=on_event,
-        should_stop=hooks.should_stop,
+        hooks=Hooks(progress=on_event, should_stop=hooks.should_stop),
         resume=resume,
     )
     if result.status == "cancelled":

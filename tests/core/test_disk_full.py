@@ -16,7 +16,7 @@ from finetune_core.train.checkpoint import (
     disk_full_reported,
     list_checkpoints,
 )
-from tests.core.test_train import config
+from tests.core.test_train import config, watching
 from tests.tmpfs import fill, small_tmpfs
 
 
@@ -58,7 +58,7 @@ def test_a_full_disk_stops_training_cleanly_and_the_run_resumes(tmp_path: Path) 
                 steps.append(event.step)
 
         with pytest.raises(DiskFull) as failed:
-            train(cfg, callback=on_event)
+            train(cfg, hooks=watching(on_event))
         message = str(failed.value)
         assert failed.value.code == "disk_full"
         assert f"The disk holding {out} is full (No space left on device)" in message
@@ -73,7 +73,7 @@ def test_a_full_disk_stops_training_cleanly_and_the_run_resumes(tmp_path: Path) 
         assert not [p for p in out.rglob(".*") if p != out]
 
         ballast[0].unlink()
-        resumed = train(cfg, resume=True, callback=on_event)
+        resumed = train(cfg, resume=True, hooks=watching(on_event))
         assert resumed.status == "succeeded" and resumed.steps == 6
         assert steps == [1, 2, 3, 4, 3, 4, 5, 6]  # from the checkpoint at step 2
         assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]

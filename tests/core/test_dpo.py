@@ -12,11 +12,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from finetune_core.contracts.hooks import Hooks
 from finetune_core.data.types import Message, PreferenceExample
 from finetune_core.errors import DataError
 from finetune_core.models import load_tokenizer
 from finetune_core.train import TrainConfig, train
 from finetune_core.train.preference import Pair, PreferenceObjective, render_pair
+from tests.core.test_train import watching
 
 PAIRS = [
     ("What is 2+3?", "5", "six"),
@@ -232,7 +234,7 @@ def test_dpo_run_trains_checkpoints_and_resumes_exactly(tmp_path) -> None:
     full = train(config(tmp_path, "full", max_steps=6))
     seen = []
     cfg = config(tmp_path, "stopped", max_steps=6)
-    first = train(cfg, callback=lambda e: seen.append(e.step), should_stop=lambda: 4 in seen)
+    first = train(cfg, hooks=watching(lambda e: seen.append(e.step), lambda: 4 in seen))
     assert first.status == "cancelled" and first.steps == 4
     state = json.loads(
         (Path(cfg.output_dir) / "checkpoints/step-000004/trainer_state.json").read_text()
@@ -266,8 +268,6 @@ def test_dpo_run_trains_checkpoints_and_resumes_exactly(tmp_path) -> None:
 
 
 def test_progress_events_and_hooks_carry_the_rewards(tmp_path) -> None:
-    from finetune_core.contracts.hooks import Hooks
-
     heard: list[tuple[str, int, dict]] = []
     phases: list[tuple[str, dict]] = []
     hooks = Hooks(
@@ -284,7 +284,7 @@ def test_progress_events_and_hooks_carry_the_rewards(tmp_path) -> None:
 def test_a_stop_while_caching_the_reference_checkpoints_it_and_resume_finishes(tmp_path) -> None:
     asked = []
     cfg = config(tmp_path, "early", max_steps=2, val_fraction=0.0, batch_size=3)
-    stopped = train(cfg, should_stop=lambda: asked.append(1) or len(asked) > 1)
+    stopped = train(cfg, hooks=Hooks(should_stop=lambda: asked.append(1) or len(asked) > 1))
     assert stopped.status == "cancelled" and stopped.steps == 0
     state = json.loads(
         (Path(cfg.output_dir) / "checkpoints/step-000000/trainer_state.json").read_text()

@@ -10,7 +10,7 @@ import torch
 
 from finetune_core.train import train
 from finetune_core.train.setup import build_model
-from tests.core.test_train import adapter_tensors, config
+from tests.core.test_train import adapter_tensors, config, watching
 
 
 def test_noise_only_while_training_and_within_its_bound(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_a_noisy_run_resumes_to_the_same_adapter(tmp_path: Path) -> None:
     full = train(config(tmp_path, "full", max_steps=4, neftune_alpha=5.0))
     seen: list[int] = []
     stopped = config(tmp_path, "stopped", max_steps=4, neftune_alpha=5.0)
-    first = train(stopped, callback=lambda e: seen.append(e.step), should_stop=lambda: 3 in seen)
+    first = train(stopped, hooks=watching(lambda e: seen.append(e.step), lambda: 3 in seen))
     assert first.status == "cancelled"
     second = train(stopped, resume=True)
     a, b = (

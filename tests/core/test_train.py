@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from finetune_core.contracts.hooks import Hooks
 from finetune_core.data.pack import collate
 from finetune_core.errors import EmptyDataset, NaNLoss
 from finetune_core.models import load_tokenizer, prepare
@@ -41,6 +45,17 @@ def write_chat(path: Path, rows: list[tuple[str, str]], weight: int = 1) -> Path
             ]
             f.write(json.dumps({"messages": msgs}) + "\n")
     return path
+
+
+def watching(
+    on_event: Callable[[Any], None], should_stop: Callable[[], bool] = lambda: False
+) -> Hooks:
+    """train()'s hooks: each progress event reaches `on_event` with its fields as
+    attributes (event.kind, event.step, ...)."""
+    return Hooks(
+        progress=lambda _phase, _step, _total, info: on_event(SimpleNamespace(**info)),
+        should_stop=should_stop,
+    )
 
 
 def config(tmp_path: Path, name: str, **kw) -> TrainConfig:
@@ -84,7 +99,7 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(tmp_path) -> None:
 def test_training_writes_a_plain_peft_adapter_and_manifest(tmp_path) -> None:
     cfg = config(tmp_path, "run", max_steps=4)
     events = []
-    result = train(cfg, callback=events.append)
+    result = train(cfg, hooks=watching(events.append))
     out = Path(cfg.output_dir)
     assert result.status == "succeeded" and result.steps == 4
     assert sorted(p.name for p in (out / "adapter").iterdir() if p.name.startswith("adapter")) == [
@@ -122,9 +137,7 @@ def test_resume_reaches_the_same_adapter_as_an_uninterrupted_run(tmp_path) -> No
     full = train(config(tmp_path, "full", max_steps=6))
     seen = []
     interrupted = config(tmp_path, "stopped", max_steps=6)
-    first = train(
-        interrupted, callback=lambda e: seen.append(e.step), should_stop=lambda: 4 in seen
-    )
+    first = train(interrupted, hooks=watching(lambda e: seen.append(e.step), lambda: 4 in seen))
     assert first.status == "cancelled" and first.steps == 4
     assert (Path(interrupted.output_dir) / "checkpoints" / "step-000004").exists()
     assert not (Path(interrupted.output_dir) / "adapter").exists()
@@ -211,13 +224,14 @@ def test_token_loss_equals_the_models_own_loss(tmp_path) -> None:
 
 OOM_SCRIPT = """
 import resource, sys
+from finetune_core.contracts.hooks import Hooks
 from finetune_core.errors import OutOfMemory
 from finetune_core.train import TrainConfig, train
 
-def squeeze(event):
+def squeeze(phase, step, total, event):
     # Once the model is loaded, cap the address space just above what is in use,
     # so the first training step cannot allocate its activations.
-    if event.kind == "start":
+    if event["kind"] == "start":
         with open("/proc/self/status") as f:
             vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize"))
         resource.setrlimit(resource.RLIMIT_AS, (vm + (64 << 20), resource.RLIM_INFINITY))
@@ -225,7 +239,7 @@ def squeeze(event):
 cfg = TrainConfig(model="tiny-llama", data=sys.argv[1], output_dir=sys.argv[2], max_steps=2,
                   batch_size=64, max_length=512, packing=False, quantization="none", val_fraction=0.0)
 try:
-    train(cfg, callback=squeeze)
+    train(cfg, hooks=Hooks(progress=squeeze))
 except OutOfMemory as exc:
     print("OOM:", exc)
 """
@@ -252,7 +266,7 @@ def test_out_of_memory_stops_with_a_clear_error(tmp_path) -> None:
 def test_keep_checkpoints_deletes_older_ones_and_resume_still_works(tmp_path) -> None:
     seen = []
     cfg = config(tmp_path, "kept", max_steps=5, save_every=1, keep_checkpoints=2)
-    stopped = train(cfg, callback=lambda e: seen.append(e.step), should_stop=lambda: 3 in seen)
+    stopped = train(cfg, hooks=watching(lambda e: seen.append(e.step), lambda: 3 in seen))
     assert stopped.status == "cancelled"
     checkpoints = Path(cfg.output_dir) / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-000002", "step-000003"]
