@@ -22,10 +22,12 @@ from webapp.projects.artifacts import run_key
 from webapp.projects.finetune_config import keeps_transferable, train_config_dict
 from webapp.projects.models import Cell, CellRun, RunStatus
 from webapp.projects.run_lifecycle import cell_run_fail, cell_run_progress, cell_run_settle
+from webapp.projects.run_outputs import outputs_of
+from webapp.transfers.selectors import latest_succeeded_run
 from webapp.transfers.services import transferable_after_finetune
 from workers import services_bridge
 from workers.db_retry import db_retrying
-from workers.workspace import RunSpace, fetch_upload, open_run_space
+from workers.workspace import RunSpace, fetch_upload, local_copy, open_run_space
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +201,24 @@ def _configs(space: RunSpace, inputs: dict[str, Any]) -> tuple[dict[str, Any], d
         )
         for paths, folder in ((local, space.folder), (keys, space.key))
     )
+    start = start_adapter(inputs)
+    if start:  # DPO (or more training) on an earlier cell's adapter
+        config["init_adapter"], recorded["init_adapter"] = str(local_copy(start)), start
     return config, recorded
+
+
+def start_adapter(inputs: dict[str, Any]) -> str | None:
+    """The storage key of the adapter the cell starts from (`init_cell`: its latest
+    finished run's), or None for a new adapter."""
+    if not inputs.get("init_cell"):
+        return None
+    source = latest_succeeded_run(cell_id=inputs["init_cell"])
+    adapter = outputs_of(source, "finetune").adapter_dir if source else None
+    if not adapter:
+        raise UserError(
+            "The fine-tune cell this one starts from has no finished run; run it first."
+        )
+    return adapter
 
 
 def _train_in(space: RunSpace, run: CellRun, job_id: int, task_id: str) -> None:

@@ -5,6 +5,7 @@ real Celery worker, its events carrying the rewards and accuracy the engine logs
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
@@ -12,9 +13,9 @@ import pytest
 
 from tests.api.test_api_worker import FAST, until
 from tests.web.preference_data import CHAT, PREFERENCE
-
-# The fine-tune's Tunebook settings (2 steps on tiny-llama), as the worker test uses them.
-DPO_FAST = {**FAST, "lora_r": 4}
+from tests.web.worker_harness import Worker
+from webapp.api.models import FineTuningJob
+from webapp.core import storage
 
 
 def dpo(**hyperparameters: Any) -> dict[str, Any]:
@@ -63,6 +64,15 @@ def test_method_goes_through_method_not_tunebook(sdk, owner_key) -> None:
         assert bad.value.param == "tunebook" and "method.type" in bad.value.message
 
 
+def finish(client: openai.OpenAI, job_id: str, worker: Worker) -> Any:
+    return until(
+        lambda: client.fine_tuning.jobs.retrieve(job_id),
+        lambda j: j.status in ("succeeded", "failed", "cancelled"),
+        worker,
+        f"job {job_id}",
+    )
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_sdk_runs_a_dpo_job_on_a_real_worker(start_worker, sdk, owner_key) -> None:
@@ -97,25 +107,46 @@ def test_sdk_runs_a_dpo_job_on_a_real_worker(start_worker, sdk, owner_key) -> No
         wrong.value.message
     )
 
+    # A supervised job first; DPO then continues from its model, as OpenAI allows.
+    sft = client.fine_tuning.jobs.create(
+        model="tiny-llama", training_file=chat.id, suffix="sft", extra_body={"tunebook": FAST}
+    )
+    sft = finish(client, sft.id, worker)
+    assert sft.status == "succeeded" and sft.method.type == "supervised", sft.error
+    checkpoint = client.fine_tuning.jobs.checkpoints.list(sft.id).data[0]
+    with pytest.raises(openai.BadRequestError) as wrong:
+        client.fine_tuning.jobs.create(
+            model=checkpoint.fine_tuned_model_checkpoint, training_file=pairs.id, method=dpo()
+        )
+    assert wrong.value.param == "model" and "final model" in wrong.value.message
+    with pytest.raises(openai.BadRequestError) as wrong:
+        client.fine_tuning.jobs.create(
+            model="ft:tiny-llama:lab:sft:ftjob-999", training_file=pairs.id, method=dpo()
+        )
+    assert wrong.value.param == "model" and wrong.value.code == "model_not_found"
+
     job = client.fine_tuning.jobs.create(
-        model="tiny-llama",
+        model=sft.fine_tuned_model,
         training_file=pairs.id,
         suffix="prefers",
         method=dpo(beta=0.25, n_epochs="auto", batch_size=2, learning_rate_multiplier=2),
-        extra_body={"tunebook": DPO_FAST},
+        # lora_r 8 asked, but the adapter it starts from has rank 4 and keeps it.
+        extra_body={"tunebook": {**FAST, "lora_r": 8}},
     )
+    assert job.model == sft.fine_tuned_model
     assert job.method.type == "dpo" and job.method.supervised is None
     hyper = job.method.dpo.hyperparameters
     assert (hyper.beta, hyper.batch_size, hyper.learning_rate_multiplier) == (0.25, 2, 2)
     assert job.model_extra["tunebook"]["config"]["training_method"] == "dpo"
-    job = until(
-        lambda: client.fine_tuning.jobs.retrieve(job.id),
-        lambda j: j.status in ("succeeded", "failed", "cancelled"),
-        worker,
-        "DPO job",
-    )
+    job = finish(client, job.id, worker)
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model == f"ft:tiny-llama:lab:prefers:{job.id}"
+    # The worker started from the supervised job's adapter: DPO's reference, and its rank.
+    outputs = FineTuningJob.objects.get(pk=int(job.id.split("-")[1])).cell_run.outputs
+    started = FineTuningJob.objects.get(pk=int(sft.id.split("-")[1])).cell_run.outputs
+    assert outputs["config"]["init_adapter"] == started["adapter_dir"]
+    adapter = storage.local_path(outputs["adapter_dir"])
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
     assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.25
     measured = job.model_extra["tunebook"]["metrics"]
     assert 0.0 <= measured["rewards/accuracies"] <= 1.0 and "rewards/margins" in measured
@@ -147,7 +178,7 @@ def test_sdk_runs_a_dpo_job_on_a_real_worker(start_worker, sdk, owner_key) -> No
         model="tiny-llama",
         training_file=pairs.id,
         method=dpo(beta="auto"),
-        extra_body={"tunebook": {**DPO_FAST, "max_steps": 400}},
+        extra_body={"tunebook": {**FAST, "max_steps": 400}},
     )
     assert auto.method.dpo.hyperparameters.beta == 0.1
     assert client.fine_tuning.jobs.cancel(auto.id).method.type == "dpo"

@@ -1,6 +1,7 @@
 """Preference tuning in the notebook, on a real Celery worker: a fine-tune cell chooses DPO
-(or SimPO) and a dataset of preference pairs; the form refuses a dataset that does not suit
-the method; the worker trains DPO and the run page shows its rewards and accuracy.
+(or SimPO) and a dataset of preference pairs, and may start from an earlier fine-tune
+cell's adapter; the form refuses a dataset that does not suit the method; the worker
+trains DPO from the supervised adapter and the run page shows its rewards and accuracy.
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ def test_a_dpo_cell_trains_on_pairs_and_its_run_shows_rewards(
         )
         for v in (pairs, chat)
     )
+    # A supervised cell first: the DPO cell continues from its adapter.
+    sft = cell_create(
+        project=project,
+        kind="finetune",
+        config={"dataset_cell": chat_cell.pk, **FAST, "max_steps": 2, "lora_r": 4},
+        created_by=owner,
+        title="Answers",
+    )
+    sft_run = run_cell(sft, editor)
+    wait_for(finished(sft_run), timeout=150, what="supervised training", worker=worker)
+    sft_run = CellRun.objects.get(pk=sft_run.pk)
+    assert sft_run.status == RunStatus.SUCCEEDED, (job_of(sft_run).error, worker.tail())
     add = reverse("cell_add", args=[project.pk])
     client = client_for(editor)
     form = {
@@ -64,6 +77,7 @@ def test_a_dpo_cell_trains_on_pairs_and_its_run_shows_rewards(
         "max_steps": 2,
         "eval_every": 1,
         "save_every": 2,
+        "init_cell": sft.pk,
     }
 
     # The dataset must suit the method, both ways round; nothing is saved until it does.
@@ -84,11 +98,18 @@ def test_a_dpo_cell_trains_on_pairs_and_its_run_shows_rewards(
         add, {**form, "dataset_cell": pair_cell.pk, "val_dataset_cell": chat_cell.pk}
     )
     assert wrong.status_code == 400 and "holds chat examples" in wrong.content.decode()
-    assert not project.cells.filter(kind="finetune").exists()
+    other_base = {**form, "dataset_cell": pair_cell.pk, "base_model": "smollm2-135m-instruct"}
+    wrong = client.post(add, other_base)
+    assert wrong.status_code == 400
+    assert "cell 3 · Answers trained on tiny-llama: choose it as the base model too" in (
+        wrong.content.decode()
+    )
+    assert list(project.cells.filter(kind="finetune")) == [sft]
     simpo = client.post(add, {**form, "training_method": "simpo", "dataset_cell": pair_cell.pk})
     assert simpo.status_code == 302
     assert client.post(add, {**form, "dataset_cell": pair_cell.pk}).status_code == 302
     cell = project.cells.filter(kind="finetune").order_by("-position").first()
+    assert cell.config["init_cell"] == sft.pk
     assert (cell.config["training_method"], cell.config["beta"]) == ("dpo", 0.2)
     assert Cell.objects.get(project=project, config__training_method="simpo").config["beta"] == 0.2
 
@@ -99,7 +120,10 @@ def test_a_dpo_cell_trains_on_pairs_and_its_run_shows_rewards(
     assert run.status == RunStatus.SUCCEEDED
     # The worker built a DPO config from the cell, and the engine trained it as one.
     assert (run.outputs["config"]["training_method"], run.outputs["config"]["beta"]) == ("dpo", 0.2)
+    # It started from the supervised cell's adapter (DPO's reference), keeping its rank.
+    assert run.outputs["config"]["init_adapter"] == sft_run.outputs["adapter_dir"]
     adapter = storage.local_path(run.outputs["adapter_dir"])
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
     manifest = json.loads((adapter.parent / "manifest.json").read_text())
     assert manifest["hyperparameters"]["training_method"] == "dpo"
     assert 0.0 <= job.metrics["rewards/accuracies"] <= 1.0

@@ -98,6 +98,12 @@ class FinetuneForm(CellConfigForm):
     val_dataset_cell = ref_field("Validation dataset cell", required=False)
     val_dataset_cell.help_text = "Measure validation loss on this dataset. Blank: hold out val_fraction of the training data."
     base_model = _model_field("The model the LoRA adapter is trained on.")
+    init_cell = ref_field(
+        "Start from",
+        required=False,
+        help_text="Continue from an earlier fine-tune cell's adapter (its latest finished run), "
+        "e.g. DPO on a supervised model; its rank and layers are kept. Blank: a new adapter.",
+    )
     preset = forms.ChoiceField(
         choices=PRESET_CHOICES,
         initial=DEFAULT_PRESET,
@@ -106,11 +112,19 @@ class FinetuneForm(CellConfigForm):
     )
 
     def clean(self) -> dict[str, Any]:
-        """The datasets' format must suit the training method: preference pairs for DPO
-        and SimPO, answers for supervised training."""
+        """An adapter to start from must be on the same base model, and the datasets'
+        format must suit the training method: preference pairs for DPO and SimPO, answers
+        for supervised training."""
         from webapp.projects.selectors import dataset_cell_version  # selectors import us
 
         cleaned = super().clean()
+        start = Cell.objects.filter(pk=cleaned.get("init_cell"), kind="finetune").first()
+        if start is not None and start.config.get("base_model") != cleaned.get("base_model"):
+            self.add_error(
+                "init_cell",
+                f"{cell_reference(start)} trained on {start.config.get('base_model')}: "
+                "choose it as the base model too, or start from a new adapter.",
+            )
         method = effective_hparams(cleaned)["training_method"]
         for key in ("dataset_cell", "val_dataset_cell"):
             source = Cell.objects.filter(pk=cleaned.get(key), kind="dataset").first()
@@ -229,7 +243,11 @@ register(
         "finetune",
         "Fine-tune",
         FinetuneForm,
-        cell_refs={"dataset_cell": ("dataset",), "val_dataset_cell": ("dataset",)},
+        cell_refs={
+            "dataset_cell": ("dataset",),
+            "val_dataset_cell": ("dataset",),
+            "init_cell": ("finetune",),
+        },
         runnable=True,
         queue=queues.GPU,
         cell_template="projects/kinds/finetune_cell.html",

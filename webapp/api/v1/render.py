@@ -111,7 +111,7 @@ def job_object(ft: FineTuningJob) -> dict[str, Any]:
     return {
         "object": "fine_tuning.job",
         "id": f"ftjob-{ft.pk}",
-        "model": ft.base_model,
+        "model": (ft.requested or {}).get("model") or ft.base_model,  # an ft: model as given
         "created_at": epoch(ft.created_at),
         "finished_at": epoch(job.finished_at) if job and status != "paused" else None,
         "fine_tuned_model": fine_tuned_model_id(ft) if model_succeeded(ft) else None,

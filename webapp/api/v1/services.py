@@ -175,7 +175,11 @@ def fine_tuning_job_create(
     extras: dict[str, Any],
     validation_file: DatasetVersion | None = None,
     training_method: str = "supervised",
+    start: FineTuningJob | None = None,
 ) -> FineTuningJob:
+    """`start`: the finished job an `ft:` model names; the new job continues from its
+    adapter (its cell, earlier in the API notebook) on the same base model."""
+    requested_model, model = model, start.base_model if start is not None else model
     config = finetune_config(
         model=model,
         hyperparameters=hyperparameters,
@@ -190,6 +194,8 @@ def fine_tuning_job_create(
         else None
     )
     project = _api_project(team, created_by)
+    if start is not None and start.cell_run is not None:
+        config["init_cell"] = start.cell_run.cell_id
     dataset_cell = _file_cell(project, training_file, ref, created_by)
     if validation_file is not None:
         val_cell = _file_cell(project, validation_file, val_ref, created_by)
@@ -199,7 +205,7 @@ def fine_tuning_job_create(
         kind="finetune",
         config={"dataset_cell": dataset_cell.pk, **config},
         created_by=created_by,
-        title=f"{model} on {ref}" + (f" ({suffix})" if suffix else ""),
+        title=f"{requested_model} on {ref}" + (f" ({suffix})" if suffix else ""),
     )
     run = cell_run_create(cell=cell, created_by=created_by)
     return FineTuningJob.objects.create(
@@ -212,6 +218,7 @@ def fine_tuning_job_create(
         seed=int(config.get("seed") or 0),
         metadata=metadata,
         requested={
+            "model": requested_model,
             "method": training_method,
             "hyperparameters": hyperparameters,
             "tunebook": extras,

@@ -16,10 +16,12 @@ from webapp.api.paging import listing, page, page_list, parse_limit, parse_ref
 from webapp.api.v1.methods import request_method
 from webapp.api.v1.render import checkpoint_objects, event_object, job_object
 from webapp.api.v1.selectors import (
+    RUN_MARK,
     file_get,
     fine_tuning_job_get,
     fine_tuning_job_page,
     fine_tuning_jobs_tagged,
+    resolve_fine_tuned,
     team_for_write,
 )
 from webapp.api.v1.services import (
@@ -42,7 +44,34 @@ PARAMS = {
     "learning_rate": "hyperparameters.learning_rate_multiplier",
     "learning_rate_multiplier": "hyperparameters.learning_rate_multiplier",
     "beta": "method.dpo.hyperparameters.beta",
+    "init_cell": "model",
 }
+
+
+def _start_from(caller: Caller, model: str) -> FineTuningJob | None:
+    """The finished job whose model an `ft:` model names, to train on further (OpenAI allows
+    DPO on a fine-tuned model); None for a base model."""
+    if not model.startswith("ft:"):
+        return None
+    try:
+        ft, step = resolve_fine_tuned(caller, model)
+    except ApiError as exc:
+        message = exc.message
+        if model.rsplit(":", 1)[-1].startswith(RUN_MARK):
+            message = (
+                "A notebook's model cannot be fine-tuned further through this API; start from "
+                "a fine-tuning job's model (ft:...:ftjob-N), or add a fine-tune cell that "
+                "starts from it in its notebook."
+            )
+        raise ApiError(400, message, param="model", code="model_not_found") from None
+    if step is not None:
+        raise ApiError(
+            400,
+            "Fine-tune from a job's final model, not from one of its checkpoints.",
+            param="model",
+            code="invalid_value",
+        )
+    return ft
 
 
 def _file(caller: Caller, ref: str, param: str) -> DatasetVersion:
@@ -70,6 +99,7 @@ def _create(request: HttpRequest, caller: Caller) -> HttpResponse:
         raise ApiError(400, f"metadata: at most {MAX_METADATA} string values.", param="metadata")
     extras = field(data, "tunebook", dict, default={})
     training_method, hyper = request_method(data)
+    start = _start_from(caller, model)
     training_file = _file(caller, training_ref, "training_file")
     validation_file = _file(caller, validation_ref, "validation_file") if validation_ref else None
     try:
@@ -85,6 +115,7 @@ def _create(request: HttpRequest, caller: Caller) -> HttpResponse:
             extras=extras,
             validation_file=validation_file,
             training_method=training_method,
+            start=start,
         )
     except ValidationError as exc:
         extra_params = {EXTRA_ALIASES.get(k, k): f"tunebook.{k}" for k in extras}
