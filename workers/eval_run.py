@@ -2,10 +2,10 @@
 finetune_core.evaluate.run_evaluation with live progress (phase + counts) into the Job,
 results stored in webapp.evaluations' models.
 
-Progress comes through the engine's hooks (workers/eval_progress.py): a phase event per
-candidate's answers and per judging phase, counts per finished batch of answers or
-judgments; its should_stop checks the job between batches, and the engine's Stopped
-unwinds the library call cleanly.
+Progress comes through the engine's hooks (workers/reporter.py, with Counts below): a
+phase event per candidate's answers and per judging phase, counts per finished batch of
+answers or judgments; its should_stop checks the job between batches, and the engine's
+Stopped unwinds the library call cleanly.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from webapp.projects.run_lifecycle import cell_run_fail, cell_run_settle
 from webapp.projects.run_outputs import outputs_of
 from webapp.transfers.selectors import latest_succeeded_run
 from workers import eval_sets, services_bridge
-from workers.eval_progress import Progress
 from workers.finetune_run import UserError, dataset_file
+from workers.reporter import Event, Line, Reporter, event
 from workers.workspace import fetch_upload, local_copy
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,63 @@ def proposal(result: dict[str, Any], checkpoints: dict[str, Any]) -> dict[str, A
     }
 
 
+def describe(name: str, info: dict[str, Any]) -> str:
+    """A phase as the run page's event line."""
+    if name == "answers":
+        return f"{info['candidate']}: {info['cached']} cached, {info['uncached']} to generate"
+    if name in ("judging", "grading"):
+        what = "judging pairs in both orders" if name == "judging" else "grading answers"
+        return f"{what}: {info['judgments']} judgments"
+    return "reference metrics" if name == "metrics" else name
+
+
+class Counts:
+    """Answers over all candidates and judgments over all judging phases, for the job's bar
+    (the Reporter calls these under its lock: endpoints answer in threads).
+
+    The totals start as the runner's expectation, so the bar never moves backwards, and
+    become the engine's own counts as each phase starts."""
+
+    def __init__(self, answers: int, judgments: int) -> None:
+        self.answers_total, self.judgments_total = answers, judgments
+        self.answers_done = self.judgments_done = 0
+        self.judged_before = 0  # judgments of an earlier judging phase
+        self.phase = "answers"
+
+    def start(self, name: str, info: dict[str, Any]) -> Event:
+        """Hooks.phase: the phase's job event."""
+        self.phase = name
+        if name in ("judging", "grading"):
+            self.judged_before = self.judgments_done
+            self.judgments_total = self.judged_before + info["judgments"]
+        return event(describe(name, info)[:500], {"kind": "eval_phase", "phase": name, **info})
+
+    def update(self, phase: str, current: int, total: int | None, info: dict[str, Any]) -> Line:
+        """Hooks.progress: answers over all candidates, or judgments of this phase."""
+        if phase == "answers":
+            self.answers_done, self.answers_total = current, total or self.answers_total
+        else:
+            self.judgments_done = self.judged_before + current
+        return self.line()
+
+    def line(self) -> Line:
+        count = f"{self.answers_done}/{self.answers_total} answers"
+        if self.judgments_total:
+            count += f", {self.judgments_done}/{self.judgments_total} judgments"
+        return Line(
+            self.answers_done + self.judgments_done,
+            self.answers_total + self.judgments_total,
+            f"{self.phase}: {count}",
+            metrics={
+                "phase": self.phase,
+                "answers_done": self.answers_done,
+                "answers_total": self.answers_total,
+                "judgments_done": self.judgments_done,
+                "judgments_total": self.judgments_total,
+            },
+        )
+
+
 def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
     """Evaluate; settles the CellRun and the Job whatever happens."""
     from finetune_core.evaluate import AnswerCache, Decoding, ModelPool, run_evaluation
@@ -229,10 +286,11 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
         # The expected totals, so the bar's total is right from the start.
         judgments = len(evalset) * (len(cands) if mode == "single" else 2 * n_pairs)
         judgments = 0 if mode == REFERENCE_ONLY else judgments
-        progress = Progress(job_id, task_id, len(evalset) * len(cands), judgments)
+        counts = Counts(len(evalset) * len(cands), judgments)
+        progress = Reporter(job_id, task_id, line=counts.update, phase=counts.start)
         if progress.should_stop():  # cancelled while queued: load and call nothing
             raise Stopped("start")
-        progress.report(force=True)
+        progress.write(counts.line())
         pool = ModelPool(quantization=inputs.get("quantization") or "nf4")
         the_judge = (
             None
@@ -256,8 +314,8 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
             result["judge"]["backend"] = (
                 f"endpoint {b.name}" if (b := _judge_row(inputs)) else "local"
             )
-        progress.phase = "storing results"
-        progress.report(force=True)  # the last counts, past the throttle
+        counts.phase = "storing results"
+        progress.write(counts.line())  # the last counts, past the throttle
         if checkpoints:
             result["proposal"] = proposal(result, checkpoints)
         result["errors"] = _errors(result)

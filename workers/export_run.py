@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
-import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,47 +19,36 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from finetune_core.contracts.hooks import Hooks, Stopped
+from finetune_core.contracts.hooks import Stopped
 from finetune_core.contracts.layout import ADAPTER, EXPORT_MANIFEST, MANIFEST
 from webapp.core import storage
 from webapp.exports.models import Export
 from webapp.exports.selectors import export_source_key
 from webapp.exports.services import export_replace_older, export_succeed
 from webapp.jobs import queue
-from webapp.jobs.models import Job
-from webapp.jobs.services import job_event_add, job_fail, job_progress, job_start
+from webapp.jobs.services import job_fail, job_start
 from workers import services_bridge
 from workers.celery import app
-from workers.db_retry import db_retrying
-from workers.finetune_run import StopCheck
+from workers.reporter import Event, Line, Reporter, event
 from workers.workspace import make_room, scratch_root
 
 log = logging.getLogger(__name__)
-WRITE_EVERY_S = 1.0
 
 
-class ExportProgress:
-    """Hooks.phase and Hooks.progress of an export: a job event when it starts, then its
-    percent and stage on the job's bar (throttled; every new stage is written at once)."""
+def exporting(name: str, info: dict[str, Any]) -> Event:
+    """Hooks.phase of an export: a job event when it starts."""
+    what = info["format"] if info["format"] == "adapter" else f"{info['format']} {info['type']}"
+    return event(
+        f"Exporting as {what}",
+        {"kind": "export", "format": info["format"], "type": info["type"]},
+    )
 
-    def __init__(self, job_id: int) -> None:
-        self.job_id, self.last, self.stage = job_id, 0.0, ""
 
-    def phase(self, name: str, info: dict[str, Any]) -> None:
-        what = info["format"] if info["format"] == "adapter" else f"{info['format']} {info['type']}"
-        job_event_add(
-            job=Job(pk=self.job_id),
-            message=f"Exporting as {what}",
-            data={"kind": "export", "format": info["format"], "type": info["type"]},
-        )
-
-    @db_retrying
-    def progress(self, phase: str, current: int, total: int | None, info: dict[str, Any]) -> None:
-        stage, now = str(info.get("stage", phase)), time.monotonic()
-        if stage == self.stage and now - self.last < WRITE_EVERY_S and current != total:
-            return
-        self.stage, self.last = stage, now
-        job_progress(job_id=self.job_id, current=current, total=total or 100, message=stage)
+def stage(phase: str, current: int, total: int | None, info: dict[str, Any]) -> Line:
+    """Hooks.progress of an export: its percent and stage on the job's bar (every new
+    stage is written at once)."""
+    name = str(info.get("stage", phase))
+    return Line(current, total or 100, name, key=name)
 
 
 def _fetch_source(source: str, folder: Path) -> Path:
@@ -98,10 +86,7 @@ def export_job(export: Export, job_id: int, task_id: str) -> None:
         job_fail(job_id=job_id, error="The run or its output folder is gone.")
         return
     n_prompts = settings.EXPORT_MEASURE_PROMPTS
-    progress = ExportProgress(job_id)
-    hooks = Hooks(
-        progress=progress.progress, phase=progress.phase, should_stop=StopCheck(job_id, task_id)
-    )
+    hooks = Reporter(job_id, task_id, line=stage, phase=exporting).hooks()
     local_run, local_out = storage.local_path(source), storage.local_path(export.key)
     scratch = scratch_root() / "runs" / f"export-{export.pk}"
     try:

@@ -9,30 +9,29 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from typing import Any
 
 from finetune_core.contracts.layout import ADAPTER, read_manifest
 from finetune_core.contracts.train import PREFERENCE_METRICS
 from webapp.core import storage
 from webapp.datasets.models import DatasetVersion, VersionStatus
-from webapp.jobs.models import EventLevel, Job, JobStatus
-from webapp.jobs.services import job_event_add, job_progress
+from webapp.jobs.models import EventLevel, Job
+from webapp.jobs.services import job_event_add
 from webapp.projects.artifacts import run_key
 from webapp.projects.finetune_config import keeps_transferable, train_config_dict
 from webapp.projects.models import Cell, CellRun, RunStatus
-from webapp.projects.run_lifecycle import cell_run_fail, cell_run_progress, cell_run_settle
+from webapp.projects.run_lifecycle import cell_run_fail, cell_run_settle
 from webapp.projects.run_outputs import outputs_of
 from webapp.transfers.selectors import latest_succeeded_run
 from webapp.transfers.services import transferable_after_finetune
 from workers import services_bridge
 from workers.db_retry import db_retrying
+from workers.reporter import Line, Reporter
+from workers.reporter import event as event_of
 from workers.workspace import RunSpace, fetch_upload, local_copy, open_run_space
 
 log = logging.getLogger(__name__)
 
-WRITE_EVERY_S = 1.0
-STOP_CHECK_EVERY_S = 1.0
 METRIC_KEYS = (
     "train_loss",
     "val_loss",
@@ -78,76 +77,44 @@ def dataset_file(inputs: dict[str, Any], key: str = "dataset_cell") -> tuple[Dat
     return version, str(fetch_upload(version.file.name))
 
 
-class Progress:
-    """The train() callback: Job progress and JobEvents, DB writes throttled."""
+def train_reporter(run: CellRun, job_id: int, task_id: str, space: RunSpace) -> Reporter:
+    """Training's events (progress info: the engine's ProgressEvent dict) as the job's bar,
+    its metrics and an event each (steps at debug level); a checkpoint is published (on
+    object storage, resumable from any host) and offered in the run's outputs."""
+    outputs: dict[str, Any] = dict(run.outputs or {})
+    outputs.setdefault("checkpoints", [])
+    # The device goes with the metrics: the measured figures are kept per device.
+    metrics: dict[str, Any] = {"device": services_bridge.device_kind()}
 
-    def __init__(self, run: CellRun, job_id: int, space: RunSpace) -> None:
-        self.run, self.job_id, self.space = run, job_id, space
-        self.outputs: dict[str, Any] = dict(run.outputs or {})
-        self.outputs.setdefault("checkpoints", [])
-        # The device goes with the metrics: the measured figures are kept per device.
-        self.metrics: dict[str, Any] = {"device": services_bridge.device_kind()}
-        self.last_write = 0.0
-
-    def save_outputs(self) -> None:
-        cell_run_progress(run=self.run, outputs=self.outputs)
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind, step, total = event["kind"], event["step"], event["total_steps"]
-        self.metrics.update({k: event[k] for k in METRIC_KEYS if k in event})
-        self.metrics.update(step=step, total_steps=total)
-        now = time.monotonic()
-        if kind == "step" and now - self.last_write < WRITE_EVERY_S and step < total:
-            return
-        self.last_write = now
-        self.write(event)
-
-    @db_retrying  # a database restart mid-run delays these writes; it loses none of them
-    def write(self, event: dict[str, Any]) -> None:
-        kind, step, total = event["kind"], event["step"], event["total_steps"]
-        job_progress(
-            job_id=self.job_id,
-            current=step,
-            total=total,
-            message=event.get("message") or f"step {step} of {total}",
-            metrics=dict(self.metrics),
-        )
-        job = Job(pk=self.job_id)
+    def line(phase: str, step: int, total: int | None, event: dict[str, Any]) -> Line:
+        kind = event["kind"]
+        metrics.update({k: event[k] for k in METRIC_KEYS if k in event})
+        metrics.update(step=step, total_steps=total)
         data = {"kind": kind, **{k: v for k, v in event.items() if k != "message"}}
-        if kind == "step":
-            job_event_add(job=job, level=EventLevel.DEBUG, message=f"step {step}", data=data)
-            return
+        said = event.get("message") or ""
         if kind == "checkpoint":
-            self.space.publish_checkpoint(step)  # on object storage, resumable from any host
-            point = {"step": step, **{k: self.metrics.get(k) for k in ("train_loss", "val_loss")}}
-            kept = [c for c in self.outputs["checkpoints"] if c["step"] != step]
+            space.publish_checkpoint(step)
+            point = {"step": step, **{k: metrics.get(k) for k in ("train_loss", "val_loss")}}
+            kept = [c for c in outputs["checkpoints"] if c["step"] != step]
             points = sorted([*kept, point], key=lambda c: c["step"])
             # The engine deleted all but the newest keep_checkpoints: offer only those.
-            keep = int(self.run.inputs.get("keep_checkpoints") or 0)
-            self.outputs["checkpoints"] = points[-keep:] if keep else points
-            self.save_outputs()
-        job_event_add(job=job, message=event.get("message") or kind, data=data)
+            keep = int(run.inputs.get("keep_checkpoints") or 0)
+            outputs["checkpoints"] = points[-keep:] if keep else points
+        return Line(
+            step,
+            total,
+            said or f"step {step} of {total}",
+            metrics=dict(metrics),
+            events=[
+                event_of(f"step {step}", data, EventLevel.DEBUG)
+                if kind == "step"
+                else event_of(said or kind, data)
+            ],
+            force=kind != "step",
+            save=kind == "checkpoint",
+        )
 
-
-class StopCheck:
-    """should_stop: the job was cancelled, or another delivery of the task took it over."""
-
-    def __init__(self, job_id: int, task_id: str) -> None:
-        self.job_id, self.task_id = job_id, task_id
-        self.last_check, self.stop = 0.0, False
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if not self.stop and now - self.last_check >= STOP_CHECK_EVERY_S:
-            self.last_check = now
-            status, owner = self.job_state()
-            self.stop = status != JobStatus.RUNNING or bool(owner and owner != self.task_id)
-        return self.stop
-
-    @db_retrying
-    def job_state(self) -> tuple[str, str]:
-        row = Job.objects.filter(pk=self.job_id).values_list("status", "celery_task_id")
-        return row.first() or (JobStatus.CANCELLED, "")
+    return Reporter(job_id, task_id, line=line, run=run, outputs=outputs)
 
 
 def _downsample(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -222,7 +189,7 @@ def start_adapter(inputs: dict[str, Any]) -> str | None:
 
 
 def _train_in(space: RunSpace, run: CellRun, job_id: int, task_id: str) -> None:
-    progress = Progress(run, job_id, space)
+    progress = train_reporter(run, job_id, task_id, space)
     try:
         version = dataset_version(run.inputs)
         config, recorded = _configs(space, run.inputs)
@@ -239,13 +206,8 @@ def _train_in(space: RunSpace, run: CellRun, job_id: int, task_id: str) -> None:
             dataset_label=str(version),  # lineage keeps the name if the dataset is deleted
             config=recorded,
         )
-        progress.save_outputs()
-        result = services_bridge.train(
-            config,
-            on_event=progress,
-            should_stop=StopCheck(job_id, task_id),
-            resume=bool(done_steps),
-        )
+        progress.save()
+        result = services_bridge.train(config, hooks=progress.hooks(), resume=bool(done_steps))
     except UserError as exc:
         fail(run=run, error=str(exc), outputs=progress.outputs)
         return

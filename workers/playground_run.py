@@ -12,11 +12,12 @@ from typing import Any
 from webapp.core.catalog import DEFAULT_MODEL
 from webapp.projects.finetune_config import effective_hparams
 from webapp.projects.models import CellRun, RunStatus
-from webapp.projects.run_lifecycle import cell_run_fail, cell_run_progress, cell_run_settle
+from webapp.projects.run_lifecycle import cell_run_fail, cell_run_settle
 from webapp.projects.run_outputs import outputs_of
 from webapp.transfers.selectors import latest_succeeded_run
 from workers import services_bridge
-from workers.finetune_run import StopCheck, UserError
+from workers.finetune_run import UserError
+from workers.reporter import Reporter
 
 FLUSH_EVERY_S = 0.3
 
@@ -37,23 +38,20 @@ class Stopped(Exception):
 
 class Stream:
     """Collects deltas for one answer and writes the outputs at most every FLUSH_EVERY_S;
-    stops the generation once `should_stop` says so."""
+    stops the generation once the reporter's should_stop says so."""
 
-    def __init__(
-        self, run: CellRun, outputs: dict[str, Any], index: int, should_stop: StopCheck
-    ) -> None:
-        self.run, self.outputs, self.index = run, outputs, index
-        self.should_stop = should_stop
+    def __init__(self, progress: Reporter, index: int) -> None:
+        self.progress, self.index = progress, index
         self.last = 0.0
 
     def flush(self) -> None:
         self.last = time.monotonic()
-        cell_run_progress(run=self.run, outputs=self.outputs)
+        self.progress.save()
 
     def __call__(self, delta: str) -> None:
-        if self.should_stop():
+        if self.progress.should_stop():
             raise Stopped()
-        self.outputs["answers"][self.index]["text"] += delta
+        self.progress.outputs["answers"][self.index]["text"] += delta
         if time.monotonic() - self.last >= FLUSH_EVERY_S:
             self.flush()
 
@@ -80,10 +78,10 @@ def run_playground(run: CellRun, job_id: int, task_id: str) -> None:
     for answer in answers:
         answer.update(text="", done=False)
     outputs: dict[str, Any] = {"model": model, "messages": messages, "answers": answers}
-    should_stop = StopCheck(job_id, task_id)
+    progress = Reporter(job_id, task_id, run=run, outputs=outputs)
     try:
         for index, answer in enumerate(answers):
-            stream = Stream(run, outputs, index, should_stop)
+            stream = Stream(progress, index)
             result = services_bridge.generate_one(
                 model=model,
                 adapter=answer["adapter"],

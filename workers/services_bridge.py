@@ -7,7 +7,10 @@ import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from finetune_core.contracts.hooks import Hooks
 
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 600
@@ -115,22 +118,14 @@ def checkpoint_steps(output_dir: Path) -> list[int]:
     return [int(p.name.rsplit("-", 1)[-1]) for p in list_checkpoints(output_dir)]
 
 
-def train(
-    config: dict[str, Any],
-    *,
-    on_event: Callable[[dict[str, Any]], None],
-    should_stop: Callable[[], bool],
-    resume: bool,
-) -> dict[str, Any]:
-    """Train; raises finetune_core's FinetuneError (a message for the user) on bad input."""
-    from finetune_core.contracts.hooks import Hooks
+def train(config: dict[str, Any], *, hooks: Hooks, resume: bool) -> dict[str, Any]:
+    """Train; raises finetune_core's FinetuneError (a message for the user) on bad input.
+    `hooks` hear progress("train", step, total, the event's dict) and stop it."""
     from finetune_core.train import TrainConfig
     from finetune_core.train import train as run_training
 
     cfg = TrainConfig(**config)
     cfg.validate()
-    # The engine's one hooks protocol: training's progress info is its event's dict.
-    hooks = Hooks(progress=lambda _p, _n, _t, event: on_event(event), should_stop=should_stop)
     result = run_training(cfg, hooks=hooks, resume=resume)
     return {
         "status": result.status,

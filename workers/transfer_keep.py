@@ -9,19 +9,11 @@ import time
 from typing import Any
 
 from celery import Task
-from django.conf import settings
 
 from webapp.datasets.models import DatasetVersion
 from webapp.jobs import queue
 from webapp.jobs.models import Job, JobStatus
-from webapp.jobs.selectors import person_job_waiting
-from webapp.jobs.services import (
-    job_fail,
-    job_progress,
-    job_start,
-    job_step_aside,
-    job_succeed,
-)
+from webapp.jobs.services import job_fail, job_start, job_step_aside, job_succeed
 from webapp.projects.finetune_config import effective_hparams
 from webapp.projects.job_names import job_title
 from webapp.projects.models import CellRun
@@ -29,7 +21,7 @@ from webapp.projects.run_lifecycle import cell_run_outputs_merge
 from webapp.projects.run_outputs import outputs_of
 from webapp.projects.selectors import cell_run_find
 from workers.celery import app
-from workers.finetune_run import STOP_CHECK_EVERY_S, StopCheck
+from workers.reporter import Line, Reporter
 from workers.workspace import localize_run_config, open_run_space
 
 log = logging.getLogger(__name__)
@@ -37,28 +29,18 @@ log = logging.getLogger(__name__)
 # Sized for the product: 100 real inputs and as many synthetic ones, 6 epochs (fewer left
 # the discriminator unable to tell 3-digit sums from real 2-digit ones; transfer README).
 N_SEEDS, N_REAL, EPOCHS = 5, 100, 6
-WRITE_EVERY_S = 1.0
 ASIDE = (
     "Paused for '{title}', which a person started and is waiting for on this worker; "
     "it goes on from its last checkpoint after that."
 )
 
 
-class KeepProgress:
-    """Hooks.progress for the discriminator: the job's progress bar, throttled."""
+LABELS = {"generate": "sampling synthetic inputs", "train": "training the discriminator"}
 
-    LABELS = {"generate": "sampling synthetic inputs", "train": "training the discriminator"}
 
-    def __init__(self, job_id: int) -> None:
-        self.job_id, self.last, self.phase = job_id, 0.0, ""
-
-    def __call__(self, phase: str, current: int, total: int | None, info: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if phase == self.phase and now - self.last < WRITE_EVERY_S and current != total:
-            return
-        self.phase, self.last = phase, now
-        message = f"{self.LABELS.get(phase, phase)}: {current} / {total}"
-        job_progress(job_id=self.job_id, current=current, total=total, message=message)
+def keep_line(phase: str, current: int, total: int | None, info: dict[str, Any]) -> Line:
+    """Hooks.progress for the discriminator: the job's progress bar."""
+    return Line(current, total, f"{LABELS.get(phase, phase)}: {current} / {total}", key=phase)
 
 
 def _task_name(run: CellRun) -> str | None:
@@ -71,41 +53,16 @@ def _task_name(run: CellRun) -> str | None:
     return found.dataset.name if found else None
 
 
-class MakeWay:
-    """should_stop for background work: a job a person started (a playground answer, a
-    chat, a fine-tune, ...) has waited longer than INTERACTIVE_WAIT_S on a queue this
-    worker serves, so this job steps aside (checked every STOP_CHECK_EVERY_S; with free
-    workers elsewhere, the wait never gets that long)."""
-
-    def __init__(self) -> None:
-        self.last = 0.0
-        self.waiting: Job | None = None
-
-    @property
-    def fired(self) -> bool:
-        return self.waiting is not None
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if not self.fired and now - self.last >= STOP_CHECK_EVERY_S:
-            self.last = now
-            # The queues of this worker's -Q: a job only another worker takes is no reason.
-            served = list(app.amqp.queues.consume_from)
-            wait = settings.INTERACTIVE_WAIT_S
-            self.waiting = person_job_waiting(queues=served, longer_than_s=wait)
-        return self.fired
-
-
 def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
     """Train the discriminator; the run's outputs["transferable"] says how it went."""
     from finetune_core.errors import FinetuneError
-    from finetune_core.transfer import DiscriminatorConfig, Hooks, TransferStopped
+    from finetune_core.transfer import DiscriminatorConfig, TransferStopped
     from finetune_core.transfer import train_discriminator as train
 
     state: dict[str, Any] = {"job": job_id, "status": "running"}
     cell_run_outputs_merge(run_id=run.pk, values={"transferable": state})
     started = time.monotonic()
-    cancelled, make_way = StopCheck(job_id, task_id), MakeWay()
+    progress = Reporter(job_id, task_id, line=keep_line, make_way=True)
     space = open_run_space(outputs_of(run).output_dir or "")  # the seeds go beside the adapter
     if space.remote:
         localize_run_config(space.folder, (outputs_of(run).config or {}).get("data"))
@@ -120,14 +77,13 @@ def keep_transferable(run: CellRun, job_id: int, task_id: str) -> None:
                 quantization=effective_hparams(run.inputs)["quantization"],
                 seed=int(effective_hparams(run.inputs)["seed"]),
             ),
-            hooks=Hooks(
-                progress=KeepProgress(job_id), should_stop=lambda: cancelled() or make_way()
-            ),
+            hooks=progress.hooks(),
             resume=True,  # a job that stepped aside (or crashed) goes on from its checkpoint
         )
     except TransferStopped:
-        aside = ASIDE.format(title=job_title(make_way.waiting)) if make_way.waiting else ""
-        if aside and not cancelled() and job_step_aside(job_id=job_id, reason=aside):
+        waiting = progress.make_way.waiting if progress.make_way else None
+        aside = ASIDE.format(title=job_title(waiting)) if waiting else ""
+        if aside and not progress.cancelled() and job_step_aside(job_id=job_id, reason=aside):
             cell_run_outputs_merge(
                 run_id=run.pk, values={"transferable": {**state, "status": "queued"}}
             )

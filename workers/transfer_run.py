@@ -14,14 +14,14 @@ from typing import Any
 
 from finetune_core.contracts.layout import TRAINER_STATE, checkpoint_dir
 from webapp.core import storage
-from webapp.jobs.services import job_progress
 from webapp.projects.artifacts import run_key
 from webapp.projects.models import CellRun, RunStatus
-from webapp.projects.run_lifecycle import cell_run_fail, cell_run_progress, cell_run_settle
+from webapp.projects.run_lifecycle import cell_run_fail, cell_run_settle
 from webapp.projects.run_outputs import outputs_of
 from webapp.projects.setting_fields import blank
 from webapp.transfers.selectors import adapter_lineage, latest_succeeded_run, transferable_files
-from workers.finetune_run import StopCheck, UserError, dataset_file
+from workers.finetune_run import UserError, dataset_file
+from workers.reporter import Line, Reporter
 from workers.workspace import RunSpace, local_copy, localize_run_config, open_run_space
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,12 @@ PHASES = (
 )
 # Sampling and filtering run as one loop: its events move both rows.
 SHOWN_AS = {"generate": ("generate", "filter")}
-WRITE_EVERY_S = 1.0
 
 
-class PhaseProgress:
-    """Hooks.progress: per-phase counters and seconds in outputs["phases"], DB writes throttled."""
+class Phases:
+    """Per-phase counters and seconds in outputs["phases"], from the engine's progress."""
 
-    def __init__(self, run: CellRun, job_id: int, outputs: dict[str, Any], filtered: bool) -> None:
-        self.run, self.job_id, self.outputs = run, job_id, outputs
+    def __init__(self, outputs: dict[str, Any], filtered: bool) -> None:
         self.phases: dict[str, dict[str, Any]] = {
             key: {"label": label, "status": "pending", "current": 0, "total": None, "seconds": 0.0}
             for key, label in PHASES
@@ -50,22 +48,22 @@ class PhaseProgress:
         if not filtered:
             self.phases["filter"].update(status="skipped", detail="unfiltered: no discriminator")
         outputs["phases"] = self.phases
-        self.current, self.last_write, self.last_tick = "", 0.0, time.monotonic()
+        self.current, self.last_tick = "", time.monotonic()
 
     def _set(self, key: str, current: int, total: int | None, detail: str) -> None:
         phase = self.phases[key]
         if phase["status"] != "skipped":
             phase.update(current=current, total=total, detail=detail, status="running")
 
-    def __call__(self, phase: str, current: int, total: int | None, info: dict[str, Any]) -> None:
+    def update(self, phase: str, current: int, total: int | None, info: dict[str, Any]) -> Line:
+        """Hooks.progress: the phase's row, and the job's bar (with the outputs)."""
         now = time.monotonic()
         if self.current:  # time since the last event belongs to the phase that was running
             self.phases[self.current]["seconds"] = round(
                 self.phases[self.current]["seconds"] + now - self.last_tick, 1
             )
         self.last_tick = now
-        changed = phase != self.current
-        if changed and self.current:
+        if phase != self.current and self.current:
             for key in SHOWN_AS.get(self.current, (self.current,)):
                 if self.phases[key]["status"] == "running":
                     self.phases[key]["status"] = "done"
@@ -84,19 +82,9 @@ class PhaseProgress:
             self._set("train", current, total, f"{info.get('student')}{loss_text}")
         elif phase == "evaluate":
             self._set("evaluate", current, total, f"{info.get('model')}: {current} of {total}")
-        if not changed and now - self.last_write < WRITE_EVERY_S and current != total:
-            return
-        self.flush()
-        job_progress(
-            job_id=self.job_id,
-            current=current,
-            total=total,
-            message=f"{self.phases[phase]['label']}: {self.phases[phase].get('detail', '')}",
-        )
-
-    def flush(self) -> None:
-        self.last_write = time.monotonic()
-        cell_run_progress(run=self.run, outputs=self.outputs)
+        shown = self.phases[phase]
+        message = f"{shown['label']}: {shown.get('detail', '')}"
+        return Line(current, total, message, key=phase, save=True)
 
     def close(self, status: str) -> None:
         """The run ended: phases still running are marked done, cancelled or failed."""
@@ -196,10 +184,11 @@ def run_transfer(run: CellRun, job_id: int, task_id: str) -> None:
 
 def _transfer_in(space: RunSpace, run: CellRun, job_id: int, task_id: str) -> None:
     from finetune_core.errors import FinetuneError
-    from finetune_core.transfer import Hooks, TransferStopped, transfer
+    from finetune_core.transfer import TransferStopped, transfer
 
     outputs: dict[str, Any] = {"output_dir": space.key}
-    progress = PhaseProgress(run, job_id, outputs, filtered=not run.inputs.get("unfiltered"))
+    phases = Phases(outputs, filtered=not run.inputs.get("unfiltered"))
+    progress = Reporter(job_id, task_id, line=phases.update, run=run, outputs=outputs)
     try:
         source, adapter = _source(run.inputs)
         outputs["source"] = {
@@ -211,7 +200,7 @@ def _transfer_in(space: RunSpace, run: CellRun, job_id: int, task_id: str) -> No
             "adapter": adapter,
             "lineage": adapter_lineage(run=source),
         }
-        progress.flush()
+        progress.save()
         cfg = transfer_config(
             run.inputs, source, local_copy(adapter), space.folder, source_run_copy(source)
         )
@@ -219,26 +208,26 @@ def _transfer_in(space: RunSpace, run: CellRun, job_id: int, task_id: str) -> No
         try:
             report = transfer(
                 cfg,
-                hooks=Hooks(progress=progress, should_stop=StopCheck(job_id, task_id)),
+                hooks=progress.hooks(),
                 resume=True,
             )
         finally:
             space.publish()  # what was done, kept for a resume on any host
     except TransferStopped as stopped:
         outputs["partial"] = stopped.partial
-        progress.close("cancelled")
+        phases.close("cancelled")
         cell_run_settle(run=run, outcome=RunStatus.CANCELLED, outputs=outputs)
         return
     except (UserError, FinetuneError) as exc:
-        progress.close("failed")
+        phases.close("failed")
         cell_run_fail(run=run, error=str(exc), outputs=outputs)
         return
     except Exception as exc:  # noqa: BLE001 - every failure must land on the job
         log.exception("transfer run %s failed", run.pk)
-        progress.close("failed")
+        phases.close("failed")
         cell_run_fail(run=run, error=f"{type(exc).__name__}: {exc}", outputs=outputs)
         return
-    progress.close("done")
+    phases.close("done")
     adapter_key = storage.join(
         space.key, Path(report["adapter"]).relative_to(space.folder).as_posix()
     )

@@ -11,7 +11,8 @@ from celery import Task
 from webapp.jobs.services import job_start, job_step_aside, job_succeed
 from webapp.projects.job_names import job_title
 from workers.celery import app
-from workers.transfer_keep import ASIDE, MakeWay
+from workers.reporter import MakeWay
+from workers.transfer_keep import ASIDE
 
 BACKGROUND_SLEEP = "tests.web.fair_tasks.background_sleep"
 PERSON_JOB = "tests.web.fair_tasks.person_job"

@@ -479,7 +479,8 @@ def test_live_answer_counts_move_per_batch_and_cancel_between_batches(
         make_item,
     )
     from webapp.jobs.services import job_cancel, job_create
-    from workers.eval_progress import Progress
+    from workers.eval_run import Counts
+    from workers.reporter import Line, Reporter
 
     evalset = EvalSet("five", [make_item([Message("user", f"Say {n}.")]) for n in range(5)])
     cands = [Candidate("base", "tiny-llama", label="tiny")]
@@ -488,12 +489,15 @@ def test_live_answer_counts_move_per_batch_and_cancel_between_batches(
     def run(job_id: int) -> list[int]:
         seen: list[int] = []
 
-        class Recording(Progress):
-            def report(self, force: bool = False) -> None:
-                seen.append(self.answers_done)
-                super().report(force=True)  # every update reaches the job (and its check)
+        counts = Counts(len(evalset) * len(cands), 0)
 
-        progress = Recording(job_id, "task-1", len(evalset) * len(cands), 0)
+        def recording(phase: str, current: int, total: int | None, info: dict) -> Line:
+            line = counts.update(phase, current, total, info)
+            seen.append(counts.answers_done)
+            return line
+
+        # every_s=0: every update reaches the job (and its check)
+        progress = Reporter(job_id, "task-1", line=recording, phase=counts.start, every_s=0.0)
         dec = Decoding(max_new_tokens=2)
         kwargs = {"decoding": dec, "cache": cache, "pool": ModelPool("none"), "batch_size": 2}
         generate_answers(cands, evalset, hooks=progress.hooks(), **kwargs)

@@ -20,7 +20,7 @@ from webapp.projects.artifacts import run_key
 from webapp.projects.finetune_config import train_config_dict
 from webapp.projects.models import CellRun
 from webapp.projects.services import cell_run_cancel, cell_run_create, cell_run_resume
-from workers.finetune_run import Progress
+from workers.finetune_run import train_reporter
 from workers.workspace import open_run_space
 
 
@@ -106,9 +106,11 @@ def test_checkpoints_kept_travels_to_the_engine_which_prunes(
     prune_checkpoints(tmp_path, keep=config["keep_checkpoints"])
     assert list_checkpoints(tmp_path) == [checkpoint_dir(tmp_path, s) for s in (20, 30)]
     # The runner offers only the kept ones to choose the final adapter from.
-    progress = Progress(run, run.job_id, open_run_space(run_key(run.job_id)))
+    progress = train_reporter(run, run.job_id, "task-1", open_run_space(run_key(run.job_id)))
     for step in (10, 20, 30):
-        progress({"kind": "checkpoint", "step": step, "total_steps": 30})
+        progress.progress(
+            "train", step, 30, {"kind": "checkpoint", "step": step, "total_steps": 30}
+        )
     run.refresh_from_db()
     assert [c["step"] for c in run.outputs["checkpoints"]] == [20, 30]
     settings.TEAM_CHECKPOINTS_KEPT = 0
