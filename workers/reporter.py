@@ -1,19 +1,11 @@
 """The workers' one reporter: the engine's Hooks (finetune_core/contracts/hooks.py) as the
-Job's progress bar and events, and its should_stop. Every runner that calls the engine
-(fine-tune, evaluation, export, transfer, keep transferable, playground) builds one.
-
-What differs by kind is a function passed in, `line`: from a progress call to the Line
-the job shows (and the events to add with it). The Reporter owns the rest:
-
-- the throttle: a line is written once WRITE_EVERY_S passed since the last write, or at
-  once when its key (phase, stage) changed, it reached its total, or it says `force`;
-- the writes (job_progress, job_event_add, the run's outputs with cell_run_progress),
-  retried through a database restart (db_retrying);
-- should_stop: the job was cancelled, another delivery of the task took it over, or
-  (`make_way`) a person's job has waited too long for this worker; asked of the database
-  at most every STOP_CHECK_EVERY_S, and once true it stays true;
-- thread-safety (an evaluation's endpoints report from threads), giving back a pool
-  thread's database connection after each write.
+Job's bar and events, and its should_stop. Each kind passes `line`, a function from a
+progress call to the Line the job shows; the Reporter owns the rest: the throttle (a line
+waits WRITE_EVERY_S unless its key changed, it reached its total, or it says `force`),
+the writes (job_progress, job_event_add, the run's outputs), retried through a database
+restart; should_stop (cancelled, taken over by another delivery, or with `make_way` a
+person's job waiting for this worker; asked at most every STOP_CHECK_EVERY_S, sticky);
+thread safety, and a pool thread's database connection given back after each write.
 """
 
 from __future__ import annotations
