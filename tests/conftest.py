@@ -1,8 +1,16 @@
 """Root conftest. pytest-django reads DJANGO_SETTINGS_MODULE from pyproject; tests that do
-not ask for the `db` fixture (tests/core) never touch a database."""
+not ask for the `db` fixture (tests/core) never touch a database.
 
+Every /v1 response any test produces (test client or live server) is checked against
+OpenAI's OpenAPI document (tests/api/contract.py): a response that breaks it fails the
+test that produced it."""
+
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 # Models and tokenizers build into the repo's cache, never a user's home.
 os.environ.setdefault("FINETUNE_CORE_CACHE", str(Path(__file__).resolve().parents[1] / ".cache"))
@@ -13,3 +21,45 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 from django.conf import settings  # noqa: E402 - after the environment it reads
 
 os.environ.setdefault("SECRET_KEY", settings.SECRET_KEY)
+
+from tests.api import contract  # noqa: E402 - after the settings it needs
+
+RECORDER = "tests.api.contract.Recorder"
+# Where a run writes how many responses of each kind it validated (the contract's own test).
+REPORT_ENV = "TB_OPENAPI_REPORT"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Outermost middleware, before any handler is built: the live server loads its
+    middleware once, when it starts."""
+    if RECORDER not in settings.MIDDLEWARE:
+        settings.MIDDLEWARE = [RECORDER, *settings.MIDDLEWARE]
+
+
+@pytest.fixture(autouse=True)
+def _openapi_contract() -> Iterator[None]:
+    contract.take_records()  # another test's leftovers are not this test's
+    contract.RECORDING.set()
+    try:
+        yield
+    finally:
+        contract.RECORDING.clear()
+    found = []
+    for record in contract.take_records():
+        problems, seen = contract.violations(record)
+        found += problems
+        contract.COUNTS.update(seen)
+    if found:
+        pytest.fail("Responses break OpenAI's OpenAPI document:\n" + "\n".join(found[:20]))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    report = os.environ.get(REPORT_ENV)
+    if report:
+        Path(report).write_text(json.dumps({k: contract.COUNTS[k] for k in contract.KINDS}))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if contract.COUNTS:
+        counts = ", ".join(f"{contract.COUNTS[k]} {k}s" for k in contract.KINDS)
+        terminalreporter.write_line(f"OpenAI OpenAPI contract: validated {counts}")

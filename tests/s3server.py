@@ -1,8 +1,9 @@
 """A real S3-compatible server for tests: moto's standalone server, a separate process that
 the real boto3 client (through django-storages) reaches over HTTP on loopback.
 
-moto is the most faithful S3 server the package registries install (MinIO and Ceph's
-gateway are not there); production uses AWS S3, MinIO or any other S3-compatible store.
+moto is the most faithful S3 server the package registries install that runs on its own:
+MinIO is not packaged, and Debian's Ceph gateway (radosgw) needs a whole Ceph cluster
+behind it. Production uses AWS S3, MinIO or any other S3-compatible store.
 """
 
 from __future__ import annotations

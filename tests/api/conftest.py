@@ -1,21 +1,17 @@
 """API tests: the web personas, a live server, the real `openai` SDK, a real Celery worker.
 
-Every /v1 response these tests produce is checked against OpenAI's OpenAPI document
-(tests/api/contract.py): a response that breaks it fails the test that produced it.
+Every /v1 response these tests (and the web and browser tests) produce is checked against
+OpenAI's OpenAPI document by the root conftest (tests/api/contract.py).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from openai import OpenAI
 
-from tests.api import contract
 from tests.web import conftest as web
 from tests.web.worker_harness import Worker, broker, worker_broker_url
 from webapp.api.keys import api_key_create
@@ -32,47 +28,6 @@ dataset_version, project, cells, cell_run = (
     web.cells,
     web.cell_run,
 )
-
-
-RECORDER = "tests.api.contract.Recorder"
-# Where a run writes how many responses of each kind it validated (the contract's own test).
-REPORT_ENV = "TB_OPENAPI_REPORT"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Outermost middleware, before any handler is built: the live server loads its
-    middleware once, when it starts."""
-    if RECORDER not in settings.MIDDLEWARE:
-        settings.MIDDLEWARE = [RECORDER, *settings.MIDDLEWARE]
-
-
-@pytest.fixture(autouse=True)
-def _openapi_contract() -> Iterator[None]:
-    contract.take_records()  # another test's leftovers are not this test's
-    contract.RECORDING.set()
-    try:
-        yield
-    finally:
-        contract.RECORDING.clear()
-    found = []
-    for record in contract.take_records():
-        problems, seen = contract.violations(record)
-        found += problems
-        contract.COUNTS.update(seen)
-    if found:
-        pytest.fail("Responses break OpenAI's OpenAPI document:\n" + "\n".join(found[:20]))
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    report = os.environ.get(REPORT_ENV)
-    if report:
-        Path(report).write_text(json.dumps({k: contract.COUNTS[k] for k in contract.KINDS}))
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if contract.COUNTS:
-        counts = ", ".join(f"{contract.COUNTS[k]} {k}s" for k in contract.KINDS)
-        terminalreporter.write_line(f"OpenAI OpenAPI contract: validated {counts}")
 
 
 @pytest.fixture(autouse=True)

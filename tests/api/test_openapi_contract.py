@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import REPORT_ENV
 from tests.api.contract import Record, violations
+from tests.conftest import REPORT_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 FILE = {
