@@ -144,8 +144,8 @@ def validate_prompt_file(path: str | Path) -> dict[str, Any]:
     report: dict[str, Any] = {
         "ok": pf.ok,
         "purpose": "evaluation",
-        # DatasetVersion.format's vocabulary: a BIG-bench task is JSON, a prompt file JSONL.
-        "format": "json" if pf.source == "bigbench" else "jsonl",
+        # The engine's name for a BIG-bench task; a prompt JSONL is none of its formats.
+        "format": "bigbench" if pf.source == "bigbench" else "prompts",
         "source": "BIG-bench task" if pf.source == "bigbench" else "prompt JSONL",
         "errors": pf.errors,
         "errors_truncated": pf.truncated,

@@ -4,6 +4,7 @@ Torch-free by rule (a test imports it in a fresh interpreter and checks): the we
 process imports these modules to build its forms, its `/v1` mapping and its readers of
 run folders, so each fact about the engine is written here once.
 
+- `data`: the data formats the engine reads, and their labels;
 - `train`: every training setting (type, default, bounds, help, surfaces) and the presets;
 - `layout`: where a run keeps its checkpoints, adapter and manifest, and the manifest reader.
 - `prompts`: judge prompt placeholders per kind, their check and plain rendering.

@@ -16,9 +16,7 @@ from finetune_core.errors import FinetuneError
 ENGINE_ONLY = frozenset({ENGINE})
 # beta when none is given: the DPO paper's and the SimPO paper's usual values.
 DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
-# The data format preference methods train on (finetune_core.data's name for it), and what
-# they log per step (and, prefixed val_, per evaluation) beside the loss.
-PREFERENCE_FORMAT = "preference"
+# What preference methods log per step (and, prefixed val_, per evaluation) beside the loss.
 PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
 # The target_modules choices and the layer names they stand for (Llama and Gemma alike).

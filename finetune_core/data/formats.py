@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from finetune_core.contracts.data import DATA_FORMATS
 from finetune_core.data.types import Example, Message
 from finetune_core.errors import DataError
 
-FORMATS = ("chat", "prompt_completion", "alpaca", "bigbench", "csv", "preference")
+FORMATS = tuple(name for name, _ in DATA_FORMATS)
 ROLES = ("system", "user", "assistant")
 
 # Stable codes: the web app and API clients match on them, so never rename one.

@@ -207,7 +207,7 @@ def test_not_utf8_and_empty_prompt_files_say_why(team, editor) -> None:
 def test_bigbench_task_uploads_as_prompts(team, editor) -> None:
     task = Path(settings.BASE_DIR) / "finetune_core/assets/bigbench/sports_understanding.json"
     version = validated(client_for(editor), team, "sports", task.read_bytes(), "evaluation")
-    assert version.status == VersionStatus.VALID and version.format == "json"
+    assert version.status == VersionStatus.VALID and version.format == "bigbench"
     assert version.report["source"] == "BIG-bench task"
     assert version.report["prompts"]["with_choices"] == version.n_examples > 100
     assert version.report["preview"][0]["where"] == "example"
@@ -244,3 +244,39 @@ def test_cells_offer_only_datasets_of_their_purpose(team, editor, project) -> No
         **position,
     )
     assert not wrong.is_valid() and "prompt_dataset" in wrong.errors
+
+
+def test_the_chosen_format_is_one_the_engine_reads(team, editor, viewer) -> None:
+    """The form offers the engine's formats; choosing the right one validates, the wrong one
+    names the line and what it lacks, and "detect" records what validation found."""
+    from workers import tasks
+
+    form = client_for(editor).get(reverse("dataset_upload", args=[team.pk])).content.decode()
+    assert 'value="chat"' in form and "Preference pairs (JSONL)" in form
+    assert 'value="jsonl"' not in form  # a container, not a format the engine reads
+
+    def send(name: str, fmt: str) -> DatasetVersion:
+        data = {"name": name, "format": fmt, "file": Upload.make("data.jsonl", CHAT_JSONL)}
+        response = client_for(editor).post(reverse("dataset_upload", args=[team.pk]), data)
+        assert response.status_code == 302, response.content.decode()[:500]
+        version = DatasetVersion.objects.get(dataset__name=name)
+        tasks.validate_dataset_version.apply(args=[version.pk])
+        version.refresh_from_db()
+        return version
+
+    chat = send("as-chat", "chat")
+    assert chat.status == VersionStatus.VALID and chat.report["format"] == "chat", chat.report
+    pairs = send("as-pairs", "preference")
+    assert pairs.status == VersionStatus.INVALID
+    assert pairs.report["issues"][0]["line"] == 1, pairs.report["issues"]
+    assert pairs.report["issues"][0]["code"] == "missing_input"
+    detected = send("detected", "")
+    assert detected.status == VersionStatus.VALID and detected.format == "chat"
+    page = client_for(viewer).get(reverse("dataset_version_detail", args=[detected.pk]))
+    assert "Chat messages (JSONL)" in page.content.decode()
+    refused = client_for(editor).post(
+        reverse("dataset_upload", args=[team.pk]),
+        {"name": "old", "format": "jsonl", "file": Upload.make("data.jsonl", CHAT_JSONL)},
+    )
+    assert refused.status_code == 400 and not Dataset.objects.filter(name="old").exists()
+    assert "Select a valid choice" in refused.content.decode()

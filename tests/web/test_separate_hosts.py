@@ -222,7 +222,8 @@ def test_train_on_a_then_resume_on_b_after_a_dies_then_chat_and_download(cluster
 
     site = f"http://{web.address}:8000"
     with requests.Session() as browser:
-        browser.get(f"{site}/accounts/login/", timeout=60)
+        page = browser.get(f"{site}/accounts/login/", timeout=60)
+        assert page.status_code == 200 and "csrftoken" in browser.cookies, (page, page.headers)
         token = browser.cookies["csrftoken"]
         form = {"username": "ada", "password": "correct-horse-battery-9"}
         login = browser.post(

@@ -1,7 +1,7 @@
 from django import forms
 
 from webapp.core.catalog import DEFAULT_MODEL, model_choices
-from webapp.datasets.models import DatasetFormat, DatasetPurpose
+from webapp.datasets.models import FORMAT_CHOICES, DatasetPurpose
 
 
 def _preview_choices() -> list[tuple[str, str]]:
@@ -22,7 +22,7 @@ class UploadForm(forms.Form):
         '(JSONL of {"prompt": ..., optional "reference"/"target", "category"}, or a '
         "BIG-bench task.json).",
     )
-    format = forms.ChoiceField(choices=DatasetFormat.choices, required=False)
+    format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
     preview_model = forms.ChoiceField(
         choices=_preview_choices,
         initial=DEFAULT_MODEL,

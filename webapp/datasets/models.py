@@ -10,6 +10,7 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.db import models
 from django.utils.text import get_valid_filename
 
+from finetune_core.contracts.data import DATA_FORMATS
 from webapp.jobs.models import Job
 from webapp.teams.models import Team
 
@@ -44,11 +45,11 @@ class Dataset(models.Model):
         return self.name
 
 
-class DatasetFormat(models.TextChoices):
-    AUTO = "", "Detect from file"
-    JSONL = "jsonl", "JSON Lines"
-    JSON = "json", "JSON"
-    CSV = "csv", "CSV"
+# The format a version is read as: the engine's formats, or "" to detect it from the file
+# (validation then records what it found).
+FORMAT_AUTO = ""
+FORMAT_CHOICES = [(FORMAT_AUTO, "Detect from file"), *DATA_FORMATS]
+FORMAT_VALUES = frozenset(value for value, _ in FORMAT_CHOICES)
 
 
 class VersionStatus(models.TextChoices):
@@ -90,7 +91,7 @@ class DatasetVersion(models.Model):
     size = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
     # What the user asked for ("" = detect); the validator's answer goes to report["format"].
-    format = models.CharField(max_length=10, choices=DatasetFormat.choices, blank=True)
+    format = models.CharField(max_length=20, choices=FORMAT_CHOICES, blank=True)
     # Base model whose tokenizer and chat template the report uses ("" = estimate only).
     preview_model = models.CharField(max_length=100, blank=True)
     status = models.CharField(

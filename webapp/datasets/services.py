@@ -16,8 +16,9 @@ from django.template.defaultfilters import filesizeformat
 
 from webapp.core.limits import LimitExceeded, StorageFailed
 from webapp.datasets.models import (
+    FORMAT_AUTO,
+    FORMAT_VALUES,
     Dataset,
-    DatasetFormat,
     DatasetPurpose,
     DatasetVersion,
     VersionStatus,
@@ -95,7 +96,7 @@ def dataset_version_create(
     name: str,
     upload: UploadedFile,
     created_by: AbstractBaseUser,
-    fmt: str = DatasetFormat.AUTO,
+    fmt: str = FORMAT_AUTO,
     preview_model: str = "",
     purpose: str = "",
     origin: dict[str, Any] | None = None,
@@ -110,7 +111,7 @@ def dataset_version_create(
         raise ValidationError({"name": "Dataset names are at most 100 characters."})
     if purpose and purpose not in DatasetPurpose.values:
         raise ValidationError({"purpose": f"Unknown purpose {purpose!r}."})
-    if fmt not in DatasetFormat.values:
+    if fmt not in FORMAT_VALUES:
         raise ValidationError({"format": f"Unknown format {fmt!r}."})
     if not upload.size:
         raise ValidationError({"file": "The file is empty."})
@@ -201,7 +202,7 @@ def dataset_version_mark(
         changes["n_examples"] = n_examples
     DatasetVersion.objects.filter(pk=version_id).update(**changes)
     version = DatasetVersion.objects.get(pk=version_id)
-    if detected_format and not version.format and detected_format in DatasetFormat.values:
+    if detected_format and not version.format and detected_format in FORMAT_VALUES:
         version.format = detected_format
         version.save(update_fields=["format"])
     return version

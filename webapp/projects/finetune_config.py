@@ -12,10 +12,10 @@ from typing import Any
 
 from django import forms
 
+from finetune_core.contracts.data import PREFERENCE_FORMAT
 from finetune_core.contracts.settings import Setting
 from finetune_core.contracts.train import (
     DEFAULT_PRESET,
-    PREFERENCE_FORMAT,
     PRESET_LABELS,
     PRESETS,
     TARGET_MODULES,
