@@ -155,6 +155,15 @@ class TrainConfig:
         choices=("lora", "dora"),
         label="Adapter method",
     )
+    lora_scaling: str = setting(
+        "standard",
+        "How the adapter's update is scaled: alpha / rank (LoRA's), or alpha / sqrt(rank) "
+        "(rank-stabilised LoRA: keeps learning at high ranks, where the standard scale shrinks "
+        "the update).",
+        choices=("standard", "rslora"),
+        choice_labels=(("standard", "alpha / rank"), ("rslora", "alpha / √rank (rsLoRA)")),
+        label="LoRA scaling",
+    )
     target_modules: str | list[str] = setting(
         "all-linear",
         "Which layers get an adapter: every linear layer (QLoRA's choice), "

@@ -98,6 +98,7 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
         lora_dropout=cfg.lora_dropout,
         target_modules=resolve_target_modules(cfg.target_modules),
         use_dora=cfg.method == "dora",
+        use_rslora=cfg.lora_scaling == "rslora",
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
