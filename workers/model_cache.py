@@ -15,13 +15,15 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from finetune_core.contracts.layout import ADAPTER_WEIGHTS
+
 MAX_BASES = 2
 MAX_ADAPTERS = 4
 
 
 def _adapter_key(folder: str) -> str:
     """A module-safe name that changes when the folder's weights are replaced."""
-    weights = Path(folder) / "adapter_model.safetensors"
+    weights = Path(folder) / ADAPTER_WEIGHTS
     stamp = f"{Path(folder).resolve()}:{weights.stat().st_mtime_ns}"
     return "a" + hashlib.sha1(stamp.encode()).hexdigest()[:16]
 

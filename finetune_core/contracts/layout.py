@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 ADAPTER = "adapter"
+# PEFT's files in an adapter folder; the weights are written last.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "step-"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from finetune_core.contracts.hooks import Hooks
-from finetune_core.contracts.layout import ADAPTER
+from finetune_core.contracts.layout import ADAPTER, ADAPTER_CONFIG, ADAPTER_FILES
 from finetune_core.errors import FinetuneError
 from finetune_core.evaluate.cache import AnswerCache, answer_key
 from finetune_core.evaluate.endpoint import Budget, Endpoint, OnDone, Tally
@@ -19,7 +19,6 @@ from finetune_core.evaluate.sets import EvalSet
 if TYPE_CHECKING:
     from finetune_core.infer import ChatModel
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 
@@ -27,7 +26,7 @@ def adapter_folder(path: str | Path) -> Path:
     """An adapter folder, a checkpoint folder, or a run folder (its adapter/ is used)."""
     p = Path(path).expanduser().resolve()
     for folder in (p, p / ADAPTER):
-        if (folder / "adapter_config.json").is_file():
+        if (folder / ADAPTER_CONFIG).is_file():
             return folder
     raise FinetuneError(f"{path}: no adapter_config.json (not an adapter or checkpoint folder)")
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from finetune_core.contracts.layout import ADAPTER_CONFIG
 from finetune_core.export.common import ExportRecord, FinishedRun, Reporter
 from finetune_core.models.prepare import gguf_path, prepare
 from finetune_core.models.registry import resolve
@@ -36,7 +37,7 @@ def write_adapter(run: FinishedRun, out: Path, *, record: ExportRecord, hooks: R
         if item.is_file():
             shutil.copy2(item, out / item.name)
     facts = trained_against(run)
-    config_path = out / "adapter_config.json"
+    config_path = out / ADAPTER_CONFIG
     config = json.loads(config_path.read_text())
     record.facts["trained_against"] = facts
     if facts["hub_id"]:

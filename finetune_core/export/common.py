@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from finetune_core.contracts.hooks import Hooks
-from finetune_core.contracts.layout import ADAPTER, EXPORT_MANIFEST, MANIFEST, read_manifest
+from finetune_core.contracts.layout import (
+    ADAPTER,
+    ADAPTER_WEIGHTS,
+    EXPORT_MANIFEST,
+    MANIFEST,
+    read_manifest,
+)
 from finetune_core.errors import FinetuneError
 from finetune_core.train.checkpoint import atomic_dir
 from finetune_core.train.outputs import file_sha256, write_json
@@ -69,7 +75,7 @@ def finished_run(run: str | Path) -> FinishedRun:
             "adapter to export yet",
             code="export_unfinished_run",
         )
-    if not (folder / ADAPTER / "adapter_model.safetensors").is_file():
+    if not (folder / ADAPTER / ADAPTER_WEIGHTS).is_file():
         raise ExportError(
             f"{folder} has a manifest but no {ADAPTER}/ folder", code="export_no_adapter"
         )

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from finetune_core.contracts.layout import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
 # Which one the engine takes unless told: the faster in the measurement above.
 LORA_CHOICE = "batched"
 BASE = "__base__"  # peft's name for "no adapter" in adapter_names
@@ -43,11 +45,11 @@ BASE = "__base__"  # peft's name for "no adapter" in adapter_names
 def read_adapter(folder: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """A peft LoRA folder: its config and its weights (keys as peft saves them)."""
     folder = Path(folder)
-    config = json.loads((folder / "adapter_config.json").read_text())
-    if (folder / "adapter_model.safetensors").exists():
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())
+    if (folder / ADAPTER_WEIGHTS).exists():
         from safetensors.torch import load_file
 
-        weights = load_file(str(folder / "adapter_model.safetensors"))
+        weights = load_file(str(folder / ADAPTER_WEIGHTS))
     else:
         weights = torch.load(folder / "adapter_model.bin", map_location="cpu", weights_only=True)
     if config.get("peft_type", "LORA") != "LORA":

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from finetune_core.contracts.layout import (
+    ADAPTER_WEIGHTS,
     CHECKPOINT_PREFIX,
     CHECKPOINTS,
     TRAINER_STATE,
@@ -150,7 +151,7 @@ def load_checkpoint(
     """Restore everything saved; returns the trainer state (step, metrics, ...)."""
     from peft.utils import set_peft_model_state_dict
 
-    adapter = load_file(folder / "adapter_model.safetensors")
+    adapter = load_file(folder / ADAPTER_WEIGHTS)
     result = set_peft_model_state_dict(model, adapter)
     if getattr(result, "unexpected_keys", None):
         raise RuntimeError(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from finetune_core.contracts.layout import ADAPTER, MANIFEST
+from finetune_core.contracts.layout import ADAPTER, ADAPTER_FILES, ADAPTER_WEIGHTS, MANIFEST
 from finetune_core.errors import FinetuneError
 from finetune_core.train.checkpoint import atomic_dir, checkpoint_dir, list_checkpoints
 
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from finetune_core.train.config import TrainConfig
-
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -73,7 +71,7 @@ def select_final(output_dir: str | Path, which: str) -> Path:
         source = checkpoint_dir(out, int(which))
     else:
         raise FinetuneError(f"final adapter must be 'last', 'best' or a step number, not {which!r}")
-    if not (source / "adapter_model.safetensors").exists():
+    if not (source / ADAPTER_WEIGHTS).exists():
         steps = [p.name for p in list_checkpoints(out)]
         raise FinetuneError(f"{source} holds no adapter; available: last, best, {', '.join(steps)}")
     with atomic_dir(out / ADAPTER) as staging:

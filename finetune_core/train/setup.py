@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from finetune_core.contracts.layout import ADAPTER
+from finetune_core.contracts.layout import ADAPTER, ADAPTER_CONFIG
 from finetune_core.contracts.train import resolve_target_modules
 from finetune_core.data.pack import Row, pack
 from finetune_core.data.render import render_example
@@ -60,7 +60,7 @@ def prepare_rows(
 def adapter_folder(path: str) -> Path:
     """A PEFT adapter folder given as itself or as the run folder that holds it."""
     for folder in (Path(path), Path(path) / ADAPTER):
-        if (folder / "adapter_config.json").is_file():
+        if (folder / ADAPTER_CONFIG).is_file():
             return folder
     raise FinetuneError(
         f"init_adapter {path} holds no adapter (adapter_config.json): give an adapter folder, "

@@ -19,6 +19,7 @@ from typing import Any
 
 from finetune_core.contracts.layout import (
     ADAPTER,
+    ADAPTER_CONFIG,
     DISCRIMINATOR_DIR,
     SEEDS_DIR,
 )
@@ -63,7 +64,7 @@ def default_task(run: str | Path) -> str:
 
 def run_adapter(run: str | Path) -> Path:
     adapter = Path(run) / ADAPTER
-    if not (adapter / "adapter_config.json").exists():
+    if not (adapter / ADAPTER_CONFIG).exists():
         raise FinetuneError(f"no adapter in {run}: train the source adapter first")
     return adapter
 
