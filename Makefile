@@ -136,3 +136,10 @@ bench-storage: setup
 .PHONY: bench-sampling
 bench-sampling: setup
 	$(BIN)/python -m benchmarks.bench_sampling
+
+# Issue 23: SFT, then DPO and SimPO from it on its own wrong answers (2-digit addition,
+# SmolLM2-135M); exact match with 95% CIs, phase times, JSON in benchmarks/results/dpo.json.
+# Smoke: BENCH_DPO_ARGS="--train-examples 40 --eval 16 --sft-steps 6 --samples 2 --dpo-steps 3".
+.PHONY: bench-dpo
+bench-dpo: setup
+	$(BIN)/python -m benchmarks.bench_dpo $(BENCH_DPO_ARGS)

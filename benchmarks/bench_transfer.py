@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.work_dir import in_work_dir
 
 SOURCE = "smollm2-135m-instruct"
 TARGET = "gemma-3-270m"
@@ -216,12 +217,7 @@ def main() -> None:
     )  # fmt: skip
     p.add_argument("--work-dir", help="keep the runs here (default: a temporary folder)")
     args = p.parse_args()
-    if args.work_dir:
-        Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-        result = run(args, Path(args.work_dir))
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            result = run(args, Path(tmp))
+    result = in_work_dir(args.work_dir, lambda work: run(args, work))
     print(json.dumps(result))
 
 
