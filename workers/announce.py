@@ -55,8 +55,21 @@ class Heartbeat(threading.Thread):
     def __init__(self, name: str, queues: list[str]) -> None:
         super().__init__(name="tunebook-heartbeat", daemon=True)
         self.node, self.queues, self.done = name, queues, threading.Event()
+        # The prefork pool forks new children from this process while this thread may be
+        # mid-beat (holding an import lock, or the database driver's): a child forked then
+        # inherits the lock held and hangs at its first task. No fork during a beat.
+        self.busy = threading.Lock()
+        os.register_at_fork(
+            before=self.busy.acquire,
+            after_in_parent=self.busy.release,
+            after_in_child=self.busy.release,
+        )
 
     def _write(self, what: str, **kwargs: Any) -> None:
+        with self.busy:
+            self._write_now(what, **kwargs)
+
+    def _write_now(self, what: str, **kwargs: Any) -> None:
         from webapp.ops import workers
 
         try:
@@ -67,12 +80,14 @@ class Heartbeat(threading.Thread):
             connection.close()
 
     def run(self) -> None:
-        facts = {"host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues}
-        facts |= device_facts() | {"cached_models": cached_models()}
-        self._write("worker_host_announce", facts=facts)
-        log.info("worker %s announced: %s", self.node, facts)
+        with self.busy:
+            facts = {"host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues}
+            facts |= device_facts() | {"cached_models": cached_models()}
+            self._write_now("worker_host_announce", facts=facts)
+            log.info("worker %s announced: %s", self.node, facts)
         while not self.done.wait(settings.WORKER_HEARTBEAT_S):
-            self._write("worker_host_seen", cached_models=cached_models())
+            with self.busy:
+                self._write_now("worker_host_seen", cached_models=cached_models())
 
     def stop(self) -> None:
         self.done.set()
