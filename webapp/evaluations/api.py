@@ -1,4 +1,5 @@
-"""/api/evaluations: an evaluation's results, its per-pair verdicts and human votes.
+"""/api/evaluations: an evaluation's results, its per-pair verdicts and human votes, and
+"Make preference data" (its preview, and the dataset version it makes).
 
 Registered with one line in webapp/api/native/app.py ROUTERS. Every object is fetched
 through webapp.teams.access with the key's user, limited to the key's team.
@@ -10,12 +11,27 @@ from datetime import datetime
 from typing import Any, Literal
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
+from pydantic import Field
 
-from webapp.api.native.common import ERRORS, ListOut, Page, caller_of, id_path, paginate
+from webapp.api.native.common import (
+    ERRORS,
+    MAX_ID,
+    ListOut,
+    Page,
+    caller_of,
+    id_path,
+    paginate,
+)
+from webapp.datasets.models import Dataset, DatasetVersion
 from webapp.evaluations import selectors
 from webapp.evaluations.models import Evaluation, PairVerdict
-from webapp.evaluations.services import human_vote_cast
+from webapp.evaluations.preference import (
+    PreferenceSelection,
+    default_dataset_name,
+    preference_selection,
+)
+from webapp.evaluations.services import human_vote_cast, preference_data_create
 from webapp.teams.access import get_for_user
 
 router = Router(tags=["evaluations"])
@@ -74,10 +90,61 @@ class VoteOut(Schema):
     vote: str
 
 
-def _evaluation(request: HttpRequest, evaluation_id: int) -> Evaluation:
+class DroppedOut(Schema):
+    code: str
+    reason: str
+    pairs: int
+
+
+class PreferencePairOut(Schema):
+    verdict: int
+    item_id: str
+    preferred: str
+    non_preferred: str
+    source: str
+    votes: int
+    prompt_version: str
+
+
+class PreferencePreviewOut(Schema):
+    object: str = "evaluation.preference_data"
+    evaluation: int
+    kept: int
+    by_source: dict[str, int]
+    dropped: list[DroppedOut]
+    pairs: list[PreferencePairOut]
+    has_more: bool
+    default_name: str
+
+
+class PreferenceDataIn(Schema):
+    dataset: int | None = Field(
+        None, ge=1, le=MAX_ID, description="A fine-tuning dataset of the team: its next version"
+    )
+    name: str | None = Field(
+        None, max_length=100, description="Or a new dataset's name (default: the preview's)"
+    )
+
+
+class DatasetVersionOut(Schema):
+    id: int
+    object: str = "dataset.version"
+    dataset: int
+    name: str
+    version: int
+    status: str
+    origin: dict[str, Any]
+    created_at: datetime
+
+
+# The preview lists the first kept pairs; the dataset version holds them all.
+PREVIEW_PAIRS = 100
+
+
+def _evaluation(request: HttpRequest, evaluation_id: int, need: str = "view") -> Evaluation:
     caller = caller_of(request)
-    qs = Evaluation.objects.filter(run__cell__project__team=caller.team).select_related("run")
-    return get_for_user(qs, caller.user, evaluation_id)  # type: ignore[arg-type]
+    qs = Evaluation.objects.filter(run__cell__project__team=caller.team).select_related("run__cell")
+    return get_for_user(qs, caller.user, evaluation_id, need=need)  # type: ignore[arg-type]
 
 
 def _out(ev: Evaluation) -> EvaluationOut:
@@ -162,3 +229,74 @@ def verdict_vote(request: HttpRequest, body: VoteIn, verdict_id: int = id_path()
     verdict = get_for_user(qs, caller.user, verdict_id, need="edit")  # type: ignore[arg-type]
     vote = human_vote_cast(verdict=verdict, user=caller.user, vote=body.vote)
     return VoteOut(verdict=verdict.pk, user=caller.user.get_username(), vote=vote.vote)
+
+
+def _preview(selection: PreferenceSelection) -> PreferencePreviewOut:
+    pairs = [
+        PreferencePairOut(
+            verdict=p.verdict.pk,
+            item_id=p.verdict.prompt.item_id,
+            preferred=p.preferred,
+            non_preferred=p.rejected,
+            source=p.source,
+            votes=p.votes,
+            prompt_version=p.verdict.prompt_version,
+        )
+        for p in selection.kept[:PREVIEW_PAIRS]
+    ]
+    return PreferencePreviewOut(
+        evaluation=selection.evaluation.pk,
+        kept=len(selection.kept),
+        by_source=selection.by_source,
+        dropped=[DroppedOut(code=c, reason=why, pairs=n) for c, why, n in selection.drop_rows],
+        pairs=pairs,
+        has_more=len(selection.kept) > PREVIEW_PAIRS,
+        default_name=default_dataset_name(selection.evaluation),
+    )
+
+
+@router.get(
+    "/{evaluation_id}/preference-data",
+    response={200: PreferencePreviewOut, **ERRORS},
+    summary="Preview: the pairs that would become preference data, and why others are left out",
+)
+def preference_data_preview(
+    request: HttpRequest, evaluation_id: int = id_path()
+) -> PreferencePreviewOut:
+    ev = _evaluation(request, evaluation_id)
+    return _preview(preference_selection(evaluation=ev))
+
+
+@router.post(
+    "/{evaluation_id}/preference-data",
+    response={201: DatasetVersionOut, **ERRORS},
+    summary="Make preference data: votes and consistent verdicts as a dataset version (editors)",
+)
+def preference_data_make(
+    request: HttpRequest, body: PreferenceDataIn, evaluation_id: int = id_path()
+) -> Status:
+    caller = caller_of(request)
+    ev = _evaluation(request, evaluation_id, need="edit")
+    dataset = None
+    if body.dataset is not None:  # the key's team only: any other id is a 404
+        qs = Dataset.objects.filter(team=caller.team)
+        dataset = get_for_user(qs, caller.user, body.dataset, need="edit")
+    version = preference_data_create(
+        evaluation=ev,
+        created_by=caller.user,
+        dataset=dataset,
+        name=(body.name or "").strip() or default_dataset_name(ev),
+    )
+    return Status(201, _version_out(version))
+
+
+def _version_out(version: DatasetVersion) -> DatasetVersionOut:
+    return DatasetVersionOut(
+        id=version.pk,
+        dataset=version.dataset_id,
+        name=version.dataset.name,
+        version=version.version,
+        status=version.status,
+        origin=version.origin,
+        created_at=version.created_at,
+    )

@@ -115,6 +115,11 @@ class PreferenceSelection:
         }
 
 
+def default_dataset_name(evaluation: Evaluation) -> str:
+    """The name "Make preference data" offers for a new dataset (the page and the API)."""
+    return f"Preferences from {evaluation.run.cell}"[:100]
+
+
 def _answer(answers: dict[str, EvalAnswer], label: str) -> str:
     a = answers.get(label)
     return a.text if a is not None and a.status == "ok" else ""

@@ -19,7 +19,7 @@ from webapp.evaluations import exports, selectors, services
 from webapp.evaluations.charts import ci_chart
 from webapp.evaluations.forms import JudgeBackendForm, JudgePromptForm, PreferenceDataForm
 from webapp.evaluations.models import Evaluation, JudgeBackend, PairVerdict, PromptKind
-from webapp.evaluations.preference import preference_selection
+from webapp.evaluations.preference import default_dataset_name, preference_selection
 from webapp.projects.models import CellRun, Project
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.models import ROLE_CAN, Team
@@ -100,7 +100,7 @@ def preference_data(request: HttpRequest, evaluation_id: int) -> HttpResponse:
     need = "edit" if request.method == "POST" else "view"
     ev = get_for_user(EVALS, request.user, evaluation_id, need=need)
     team = ev.run.cell.project.team
-    initial = {"name": f"Preferences from {ev.run.cell}"[:100]}
+    initial = {"name": default_dataset_name(ev)}
     form = PreferenceDataForm(request.POST or None, team=team, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
