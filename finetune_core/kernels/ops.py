@@ -35,6 +35,8 @@ CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "
 CUDA_ARCHS = ("80", "90")
 # No -std: torch picks the one its headers need (the .cu files are C++17 and C++20 clean).
 CUDA_FLAGS = ["-O3", *(f"-gencode=arch=compute_{a},code=sm_{a}" for a in CUDA_ARCHS)]
+# Why each build ("cpu", "cuda") is not in use, for the worker's start-up report.
+_failures: dict[str, str] = {}
 
 
 def backend() -> str:
@@ -103,10 +105,11 @@ def load_extension() -> bool:
             verbose=False,
         )
     except Exception as exc:  # no compiler, no ninja, a build error: all mean "use the reference"
+        _failures["cpu"] = f"{type(exc).__name__}: {exc}"
         log.warning("tunebook NF4 kernels unavailable, using the PyTorch reference: %s", exc)
         return False
     _register_fakes()
-    return True
+    return _agrees_with_reference("cpu")
 
 
 @functools.cache
@@ -119,25 +122,63 @@ def load_cuda_extension() -> bool:
     if not torch.cuda.is_available():
         return False
     if not load_extension():  # the op schemas live in the CPU extension
+        _failures["cuda"] = f"the CPU extension (the ops' schemas) did not load: {_failures['cpu']}"
         return False
     try:
-        from torch.utils.cpp_extension import load
-
-        sources = [str(p) for p in _sources("cuda") if p.suffix in (".cpp", ".cu")]
-        load(
-            name="tunebook_nf4_cuda",
-            sources=sources,
-            extra_cflags=["-O3"],
-            extra_cuda_cflags=CUDA_FLAGS,
-            extra_include_paths=[str(CSRC / "cuda")],
-            build_directory=str(build_dir("cuda")),
-            is_python_module=False,
-            verbose=bool(os.environ.get("TUNEBOOK_VERBOSE_BUILD")),
-        )
+        build_cuda_extension()
     except Exception as exc:  # no nvcc, a toolkit / torch mismatch, a build error
+        _failures["cuda"] = f"{type(exc).__name__}: {exc}"
         log.warning("tunebook CUDA NF4 kernels unavailable, using the PyTorch reference: %s", exc)
         return False
-    return True
+    return _agrees_with_reference("cuda")
+
+
+def build_cuda_extension() -> None:
+    """Compile (or reuse) and load csrc/cuda/ into the cache. Needs nvcc and a CUDA build of
+    torch but no GPU, so an image build can run it (`python -m finetune_core.kernels build
+    --cuda`); the explicit -gencode flags keep torch from asking a device for its arch."""
+    from torch.utils.cpp_extension import load
+
+    sources = [str(p) for p in _sources("cuda") if p.suffix in (".cpp", ".cu")]
+    if not sources:
+        raise FileNotFoundError(f"no CUDA kernel sources under {CSRC / 'cuda'}")
+    load(
+        name="tunebook_nf4_cuda",
+        sources=sources,
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=CUDA_FLAGS,
+        extra_include_paths=[str(CSRC / "cuda")],
+        build_directory=str(build_dir("cuda")),
+        is_python_module=False,
+        verbose=bool(os.environ.get("TUNEBOOK_VERBOSE_BUILD")),
+    )
+
+
+def load_failure(kind: str) -> str:
+    """Why the `kind` ("cpu" or "cuda") kernels are not in use ("" when nothing failed)."""
+    return _failures.get(kind, "")
+
+
+def _agrees_with_reference(kind: str) -> bool:
+    """A few blocks dequantized by the loaded op and by the reference must match bitwise: a
+    kernel that loads but computes wrong (a bad flag, an unsupported CPU) is not used."""
+    gen = torch.Generator().manual_seed(0)
+    packed = torch.randint(0, 256, (200,), dtype=torch.uint8, generator=gen)  # 400 weights
+    absmax = torch.rand(7, generator=gen) + 0.5  # plain fp32 scales, blocks of 64
+    empty = torch.empty(0)
+    args = [t.to(kind) for t in (packed, absmax, empty, empty)]
+    args += [0.0, 64, 256, [20, 20], torch.bfloat16]
+    try:
+        got = torch.ops.tunebook.dequantize_nf4(*args).cpu()
+    except Exception as exc:  # a library that loads but whose op cannot run here
+        problem = f"dequantize_nf4 fails: {type(exc).__name__}: {exc}"
+    else:
+        if torch.equal(got, reference.dequantize_nf4(*args).cpu()):
+            return True
+        problem = "dequantize_nf4 disagrees with the PyTorch reference"
+    _failures[kind] = problem
+    log.warning("tunebook %s NF4 kernels failed their check: %s", kind, _failures[kind])
+    return False
 
 
 def _register_fakes() -> None:
