@@ -73,6 +73,9 @@ test: lint
 demo: setup
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python -m finetune_core prepare smollm2-135m-instruct gemma-3-270m tiny-llama
+	# The engine's built-in offline models become base-model records (operators add more:
+	# manage.py model_register, or the admin).
+	$(BIN)/python -m workers.catalog
 	$(BIN)/python manage.py demo_setup
 
 # The embedded default: SQLite, a broker with no server, and beside the web server one

@@ -23,6 +23,10 @@ class ModelNotFound(FinetuneError):
     pass
 
 
+class ModelUnreadable(ModelNotFound):
+    """A model's files are there but cannot be read as a model (registering, loading)."""
+
+
 class DataError(FinetuneError):
     pass
 

@@ -5,10 +5,12 @@ Every /v1 response any test produces (test client or live server) is checked aga
 OpenAI's OpenAPI document (tests/api/contract.py): a response that breaks it fails the
 test that produced it."""
 
+import functools
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +53,30 @@ def _openapi_contract() -> Iterator[None]:
         contract.COUNTS.update(seen)
     if found:
         pytest.fail("Responses break OpenAI's OpenAPI document:\n" + "\n".join(found[:20]))
+
+
+@functools.cache
+def _builtin_records() -> list[dict[str, Any]]:
+    from workers.catalog import builtin_records
+
+    return builtin_records()
+
+
+@pytest.fixture(autouse=True)
+def _builtin_models(request: pytest.FixtureRequest) -> None:
+    """Every test with a database starts with the engine's built-in models registered, as
+    `make run` registers them (a transactional test's flush removes them, so per test)."""
+    marker = request.node.get_closest_marker("django_db")
+    names = set(request.fixturenames)
+    if names & {"transactional_db", "live_server"} or (marker and marker.kwargs.get("transaction")):
+        request.getfixturevalue("transactional_db")
+    elif marker or names & {"db", "django_db_reset_sequences"}:
+        request.getfixturevalue("db")
+    else:
+        return
+    from workers.catalog import register_builtins
+
+    register_builtins(_builtin_records())
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

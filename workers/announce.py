@@ -1,11 +1,13 @@
-"""A worker announces itself: its host, device (and memory), the queues it serves and the
-base models its host has converted, in an ops.WorkerHost record it refreshes every
+"""A worker announces itself: its host, device (and memory), the NF4 path it checked at
+start, the queues it serves and the base models its host has converted, in an
+ops.WorkerHost record it refreshes every
 WORKER_HEARTBEAT_S from a thread of its main process (each write on that thread's own
 database connection, closed after it, so a pool child never inherits it). The admin shows
 the records; one quiet for WORKER_LOST_AFTER_S shows as lost."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -44,11 +46,38 @@ def device_facts() -> dict[str, Any]:
     return {"device": device, "device_name": name, "device_memory_bytes": memory}
 
 
-def cached_models() -> list[str]:
-    from finetune_core.models import is_cached
-    from finetune_core.models.registry import BUILTIN
+@functools.cache
+def check_nf4_kernels() -> str:
+    """Once per process: builds or loads the compiled NF4 kernels and logs the path NF4
+    layers take; loudly, with the reason, when they failed and the worker falls back (it
+    still starts: the fallback computes the same, slower). An unknown TUNEBOOK_NF4_BACKEND,
+    or =compiled with kernels that fail, stops the worker instead."""
+    from finetune_core.kernels.paths import nf4_path
 
-    return sorted(name for name, spec in BUILTIN.items() if is_cached(spec))
+    try:
+        found = nf4_path()
+    except ValueError as exc:
+        raise SystemExit(f"cannot start: {exc}") from None
+    if not found.fell_back:
+        log.info("NF4 path: %s", found.describe())
+    elif found.backend == "compiled":
+        raise SystemExit(f"cannot start: TUNEBOOK_NF4_BACKEND=compiled, but {found.problem}")
+    else:
+        log.error(
+            "NF4 kernels FAILED on %s, falling back to %s: %s",
+            found.device,
+            found.describe(),
+            found.problem,
+        )
+    return found.path
+
+
+def cached_models() -> list[str]:
+    """The registered models (built-ins included) this host has converted or holds."""
+    from finetune_core.models import is_cached
+    from workers.base_models import registered_specs
+
+    return sorted(spec.name for spec in registered_specs() if is_cached(spec))
 
 
 class Heartbeat(threading.Thread):
@@ -83,6 +112,7 @@ class Heartbeat(threading.Thread):
         with self.busy:
             facts = {"host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues}
             facts |= device_facts() | {"cached_models": cached_models()}
+            facts["nf4_path"] = check_nf4_kernels()  # checked at worker_init: cached
             self._write_now("worker_host_announce", facts=facts)
             log.info("worker %s announced: %s", self.node, facts)
         while not self.done.wait(settings.WORKER_HEARTBEAT_S):
@@ -96,6 +126,12 @@ class Heartbeat(threading.Thread):
 
 
 _beats: list[Heartbeat] = []
+
+
+@signals.worker_init.connect
+def check_kernels_at_start(**kwargs: object) -> None:
+    # In the main process, before the pool forks: children inherit the loaded kernels.
+    check_nf4_kernels()
 
 
 @signals.worker_ready.connect

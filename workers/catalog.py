@@ -1,47 +1,57 @@
-"""Write webapp/core/model_catalog.json from finetune_core's registry.
-
-Run in the worker environment (`python -m workers.catalog`, e.g. from `make run`); the
-web process only reads the JSON file. Throughput numbers already in the file are kept.
-"""
+"""Register the engine's built-in offline models as base-model records (`make run` runs
+`python -m workers.catalog`; so does a worker image at start). A record registered before
+keeps what the operator set: its label, whether it is offered, its licence, throughput."""
 
 from __future__ import annotations
 
-import json
+import os
 from typing import Any
 
-from webapp.core.catalog import CATALOG_PATH
+# Trained tokens per second on a 2-core CPU (LoRA, batch 4, max_length 512): the estimate's
+# fallback before a run of the model has been measured on the workers.
+DEFAULT_TOKENS_PER_S = {"smollm2-135m-instruct": 110, "gemma-3-270m": 80, "tiny-llama": 370}
+# Built for tests only: forms never offer it.
+HIDDEN = {"tiny-llama-wide"}
 
-# Trained tokens per second on a 2-core CPU (LoRA, batch 4, max_length 512).
-DEFAULT_TOKENS_PER_S = {"smollm2-135m-instruct": 150, "gemma-3-270m": 80, "tiny-llama": 370}
 
-
-def build() -> dict[str, Any]:
+def builtin_records() -> list[dict[str, Any]]:
+    """The built-ins' facts, read from their GGUF headers (or the tiny models' configs)."""
     from finetune_core.models.catalog import describe_all
 
-    old = json.loads(CATALOG_PATH.read_text()) if CATALOG_PATH.exists() else {"models": []}
-    known = {m["name"]: m for m in old.get("models", [])}
     rows = []
     for facts in describe_all():
-        name = facts["name"]
-        if name == "tiny-llama-wide":
+        if "parameters" not in facts:  # its package is not installed on this host
             continue
-        row = dict(known.get(name, {"name": name, "label": name}))
-        row["description"] = facts.get("description", "")
-        for key in ("parameters", "context_length", "model_type"):
-            if facts.get(key):
-                row[key] = facts[key]
-        # A GGUF header's architecture is the Hugging Face model_type (llama, gemma3); the
-        # web app refuses GGUF exports of the ones the writer does not know.
-        if "model_type" not in row and facts.get("architecture", "").islower():
-            row["model_type"] = facts["architecture"]
-        row.setdefault("tokens_per_s_cpu", DEFAULT_TOKENS_PER_S.get(name, 100))
-        rows.append(row)
-    return {"_comment": old.get("_comment", ""), "models": rows}
+        rows.append(
+            {
+                "name": facts["name"],
+                "label": facts["label"],
+                "hub_id": facts["hub_id"],
+                "licence": facts["licence"],
+                "description": facts["description"],
+                "model_type": facts.get("model_type") or facts["architecture"].lower(),
+                "parameters": facts["parameters"],
+                "context_length": facts.get("context_length") or 0,
+                "tokens_per_s_cpu": DEFAULT_TOKENS_PER_S.get(facts["name"]),
+                "offered": facts["name"] not in HIDDEN,
+            }
+        )
+    return rows
+
+
+def register_builtins(records: list[dict[str, Any]] | None = None) -> list[str]:
+    from webapp.ops.base_models import base_model_builtin_register
+
+    return [base_model_builtin_register(facts=r).name for r in records or builtin_records()]
 
 
 def main() -> None:
-    CATALOG_PATH.write_text(json.dumps(build(), indent=2) + "\n")
-    print(f"wrote {CATALOG_PATH}")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    import django
+
+    django.setup()
+    for name in register_builtins():
+        print(f"registered built-in model {name}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from django.conf import settings  # noqa: E402 - the settings module must be nam
 from webapp.core.request_id import bound  # noqa: E402
 from webapp.jobs import queue  # noqa: E402
 from webapp.jobs.queue import app  # noqa: E402
+from workers import base_models  # noqa: E402
+
+base_models.install()  # the engine resolves registered models' names through their records
 
 __all__ = ["app"]
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from typing import Any
 
 from finetune_core.contracts.layout import ADAPTER_CONFIG
 from finetune_core.export.common import ExportRecord, FinishedRun, Reporter
-from finetune_core.models.prepare import gguf_path, prepare
-from finetune_core.models.registry import resolve
+from finetune_core.models.prepare import prepare
+from finetune_core.models.registry import gguf_path, resolve
 from finetune_core.train.outputs import file_sha256
 
 

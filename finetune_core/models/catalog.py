@@ -4,31 +4,50 @@ from __future__ import annotations
 
 from typing import Any
 
-from finetune_core.models.registry import BUILTIN, ModelSpec, is_cached, package_dir, read_marker
+from finetune_core.contracts.model_facts import gguf_facts
+from finetune_core.errors import ModelNotFound
+from finetune_core.models.registry import BUILTIN, ModelSpec, gguf_path, is_cached, read_marker
 
 
 def _gguf_facts(spec: ModelSpec) -> dict[str, Any]:
     """Read architecture, context and parameter count from the GGUF header (memory-mapped)."""
-    folder = package_dir(spec.source)
-    path = folder / spec.gguf_file if folder else None
-    if path is None or not path.exists():
+    try:
+        path = gguf_path(spec)
+    except (ModelNotFound, OSError, ValueError):  # package missing, chunks not assembled
         return {}
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
-    field = reader.fields.get("general.architecture")
-    arch = bytes(field.parts[field.data[0]]).decode() if field else "?"
-    ctx = reader.fields.get(f"{arch}.context_length")
+    if not path.exists():
+        return {}
+    facts = gguf_facts(path)
     return {
-        "architecture": arch,
-        "context_length": int(ctx.parts[ctx.data[0]][0]) if ctx else None,
-        "parameters": sum(int(t.n_elements) for t in reader.tensors),
+        "architecture": facts.architecture,
+        "context_length": facts.context_length or None,
+        "parameters": facts.parameters,
+    }
+
+
+def _tiny_facts(spec: ModelSpec) -> dict[str, Any]:
+    """A tiny model's facts without building it: its config, counted on the meta device."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from finetune_core.models.prepare import tiny_config
+
+    config, _ = tiny_config(spec)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    return {
+        "architecture": "LlamaForCausalLM",
+        "model_type": config.model_type,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "context_length": config.max_position_embeddings,
     }
 
 
 def describe(spec: ModelSpec) -> dict[str, Any]:
     cached = is_cached(spec)
     facts = read_marker(spec) if cached else {}
+    if not facts and spec.kind == "tiny":
+        facts = _tiny_facts(spec)
     if not facts and spec.kind == "gguf":
         facts = _gguf_facts(spec)
         if not facts:
@@ -36,6 +55,9 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "kind": spec.kind,
+        "label": spec.label or spec.name,
+        "licence": spec.licence,
+        "hub_id": spec.hub_id,
         "description": spec.description,
         "cached": cached,
         **facts,

