@@ -98,11 +98,15 @@ def _backend(pk: int, team_id: int) -> JudgeBackend:
     return backend
 
 
-def candidates(inputs: dict[str, Any], team_id: int) -> tuple[list[Any], dict[str, Any]]:
-    """The candidates, and for checkpoints_of: {"run_id", "base", "steps": {label: step}}."""
+def candidates(
+    inputs: dict[str, Any], team_id: int
+) -> tuple[list[Any], dict[str, Any], dict[str, list[str]]]:
+    """The candidates; for checkpoints_of: {"run_id", "base", "steps": {label: step}}; and
+    the runs whose adapters they are, {run id: labels} (the lineage's last link)."""
     from finetune_core.evaluate import Candidate
 
     out: list[Any] = []
+    sources: list[tuple[Any, int]] = []  # (adapter candidate, the run it comes from)
     for key in ("base_model", "base_model_2"):
         if inputs.get(key):
             out.append(Candidate("base", inputs[key], label=f"{inputs[key]} (base)"))
@@ -113,6 +117,7 @@ def candidates(inputs: dict[str, Any], team_id: int) -> tuple[list[Any], dict[st
             label = f"{source.cell} v{source.version}" + (f" @{step}" if step else "")
             path = _checkpoint_path(source, step)
             out.append(Candidate("adapter", source.inputs["base_model"], adapter=path, label=label))
+            sources.append((out[-1], source.pk))
     checkpoints: dict[str, Any] = {}
     if inputs.get("checkpoints_of"):
         source = _latest_adapter_run(inputs["checkpoints_of"])
@@ -122,6 +127,7 @@ def candidates(inputs: dict[str, Any], team_id: int) -> tuple[list[Any], dict[st
             label = f"{source.cell} v{source.version} @{step}"
             path = _checkpoint_path(source, step)
             out.append(Candidate("adapter", source.inputs["base_model"], adapter=path, label=label))
+            sources.append((out[-1], source.pk))
             checkpoints["steps"][label] = step
     for key in ("endpoint", "endpoint_2"):
         if inputs.get(key):
@@ -135,7 +141,10 @@ def candidates(inputs: dict[str, Any], team_id: int) -> tuple[list[Any], dict[st
         seen[c.label] = seen.get(c.label, 0) + 1
         if seen[c.label] > 1:
             c.label = f"{c.label} #{seen[c.label]}"
-    return out, checkpoints
+    compared: dict[str, list[str]] = {}
+    for c, run_id in sources:  # the labels as made unique above
+        compared.setdefault(str(run_id), []).append(c.label)
+    return out, checkpoints, compared
 
 
 def _judge_row(inputs: dict[str, Any]) -> JudgeBackend | None:
@@ -273,7 +282,7 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
     cell = Cell.objects.select_related("project").get(pk=run.cell_id)
     try:
         evalset = eval_set(inputs)
-        cands, checkpoints = candidates(inputs, cell.project.team_id)
+        cands, checkpoints, compared = candidates(inputs, cell.project.team_id)
         mode = {"single": "single", "none": REFERENCE_ONLY}.get(inputs.get("judge_mode") or "")
         mode = mode or "pairwise"
         if mode == REFERENCE_ONLY and not any(it.references for it in evalset):
@@ -342,6 +351,7 @@ def run_evaluation_cell(run: CellRun, job_id: int, task_id: str) -> None:
         "evaluation_id": ev.pk,
         "n_prompts": len(result["items"]),
         "candidates": [c["label"] for c in result["candidates"]],
+        "candidate_runs": compared,
         "proposal": result.get("proposal"),
         "errors": len(result["errors"]),
     }

@@ -63,6 +63,9 @@ class EvaluationOutputs(RunOutputs):
     evaluation_id: int | None = None
     n_prompts: int | None = None
     candidates: list[str] | None = None
+    # The fine-tune or transfer runs compared: run id (a JSON key, so a string) -> their
+    # candidates' labels. The lineage finds a run's evaluations by it.
+    candidate_runs: dict[str, list[str]] | None = None
     proposal: dict[str, Any] | None = None
     errors: int | None = None
 

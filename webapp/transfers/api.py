@@ -26,6 +26,7 @@ from webapp.teams.access import get_for_user
 from webapp.transfers.selectors import (
     adapter_lineage,
     project_transfers,
+    run_lineage,
     transfer_files,
     transferable_state,
 )
@@ -152,10 +153,10 @@ def transfer_create(request: HttpRequest, body: TransferIn) -> Status:
 @router.get(
     "/lineage/{run_id}",
     response={200: list[dict[str, Any]], **ERRORS},
-    summary="Where an adapter came from (fine-tune or transfer run)",
+    summary="Where an adapter came from (fine-tune or transfer run), and what evaluated it",
 )
 def adapter_lineage_get(request: HttpRequest, run_id: int = id_path()) -> list[dict[str, Any]]:
-    return adapter_lineage(run=_run(request, run_id, kinds=("finetune", "transfer")))
+    return run_lineage(run=_run(request, run_id, kinds=("finetune", "transfer")))
 
 
 def _transferable_out(run: CellRun) -> TransferableOut:

@@ -117,9 +117,36 @@ def dataset_lineage(*, version_id: int | None, label: str | None = None) -> list
     return [*_origin_steps(version.origin or {}), step]
 
 
+def run_lineage(*, run: CellRun) -> list[dict[str, Any]]:
+    """Where the run's adapter came from, then the evaluations that compared it: the loop
+    evaluation -> preference data -> DPO fine-tune -> new evaluation, for the pages."""
+    return [*adapter_lineage(run=run), *evaluated_steps(run=run)]
+
+
+def evaluated_steps(*, run: CellRun) -> list[dict[str, Any]]:
+    """The succeeded evaluations of the team whose candidates include this run's adapter
+    (the worker records them in EvaluationOutputs.candidate_runs), oldest first."""
+    evaluations = (
+        CellRun.objects.select_related("cell")
+        .filter(
+            cell__kind="evaluation",
+            cell__project__team_id=run.cell.project.team_id,
+            status=RunStatus.SUCCEEDED,
+            outputs__candidate_runs__has_key=str(run.pk),
+        )
+        .order_by("pk")
+    )
+    steps = []
+    for ev in evaluations:
+        compared = " vs ".join(outputs_of(ev, "evaluation").candidates or [])
+        label = f"{ev.cell} v{ev.version}" + (f": {compared}" if compared else "")
+        steps.append({"kind": "evaluation", "label": label, "pk": ev.pk})
+    return steps
+
+
 def adapter_lineage(*, run: CellRun) -> list[dict[str, Any]]:
-    """(evaluation ->) dataset version -> fine-tune -> checkpoint -> transfer(s), oldest
-    first.
+    """Where an adapter came from: (evaluation ->) dataset version -> fine-tune ->
+    checkpoint -> transfer(s), oldest first (a transfer stores it as it ran).
 
     Each step: kind, label, and pk where it links somewhere; a transfer whose source run
     was deleted falls back to the snapshot it stored when it ran.

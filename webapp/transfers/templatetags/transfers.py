@@ -11,9 +11,9 @@ from webapp.datasets.models import DatasetVersion
 from webapp.projects.models import Cell, CellRun
 from webapp.transfers.charts import LABELS, accuracy_bars, paper_bar
 from webapp.transfers.selectors import (
-    adapter_lineage,
     adapter_moves,
     dataset_lineage,
+    run_lineage,
     transfer_source_status,
     transferable_state,
 )
@@ -33,7 +33,7 @@ def transfer_source_of(cell: Cell) -> dict[str, Any]:
 
 @register.simple_tag
 def lineage_of(run: CellRun) -> list[dict[str, Any]]:
-    return adapter_lineage(run=run)
+    return run_lineage(run=run)
 
 
 @register.simple_tag
