@@ -73,11 +73,10 @@ def check_nf4_kernels() -> str:
 
 
 def cached_models() -> list[str]:
-    """The registered models (built-ins included) this host has converted or holds."""
     from finetune_core.models import is_cached
-    from workers.base_models import registered_specs
+    from finetune_core.models.registry import BUILTIN
 
-    return sorted(spec.name for spec in registered_specs() if is_cached(spec))
+    return sorted(name for name, spec in BUILTIN.items() if is_cached(spec))
 
 
 class Heartbeat(threading.Thread):
@@ -112,7 +111,7 @@ class Heartbeat(threading.Thread):
         with self.busy:
             facts = {"host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues}
             facts |= device_facts() | {"cached_models": cached_models()}
-            facts["nf4_path"] = check_nf4_kernels()  # checked at worker_init: cached
+            facts["nf4_path"] = check_nf4_kernels()  # checked at start: cached
             self._write_now("worker_host_announce", facts=facts)
             log.info("worker %s announced: %s", self.node, facts)
         while not self.done.wait(settings.WORKER_HEARTBEAT_S):
@@ -128,9 +127,10 @@ class Heartbeat(threading.Thread):
 _beats: list[Heartbeat] = []
 
 
-@signals.worker_init.connect
+@signals.celeryd_after_setup.connect
 def check_kernels_at_start(**kwargs: object) -> None:
-    # In the main process, before the pool forks: children inherit the loaded kernels.
+    # Once logging is set up, in the main process before the pool forks (children inherit
+    # the loaded kernels) and before any task is taken.
     check_nf4_kernels()
 
 

@@ -55,8 +55,8 @@ class JobAdmin(ReadOnlyAdmin):
 @admin.register(WorkerHost)
 class WorkerHostAdmin(ReadOnlyAdmin):
     list_display = (
-        "name", "state", "device", "device_name", "memory", "queue_list", "model_list",
-        "last_seen_at",
+        "name", "state", "device", "device_name", "memory", "nf4_path", "queue_list",
+        "model_list", "last_seen_at",
     )  # fmt: skip
     search_fields = ("name", "host", "device_name")
     readonly_fields = ("measured",)

@@ -15,8 +15,8 @@ class WorkerState(models.TextChoices):
 
 class WorkerHost(models.Model):
     """A worker process as it announced itself (workers/announce.py): where it runs, on
-    what device, which queues it serves and which base models its host has converted;
-    refreshed every WORKER_HEARTBEAT_S while it lives."""
+    what device with which NF4 path (its start-up check), which queues it serves and which
+    base models its host has converted; refreshed every WORKER_HEARTBEAT_S while it lives."""
 
     name = models.CharField(max_length=200, unique=True)  # Celery's node name
     host = models.CharField(max_length=200)
@@ -24,6 +24,8 @@ class WorkerHost(models.Model):
     device = models.CharField(max_length=20)  # cpu | cuda
     device_name = models.CharField(max_length=200, blank=True)
     device_memory_bytes = models.BigIntegerField(null=True, blank=True)
+    # finetune_core.kernels.paths: compiled-cuda | compiled-cpu | bitsandbytes | reference
+    nf4_path = models.CharField("NF4 path", max_length=20, blank=True)
     queues = models.JSONField(default=list)
     cached_models = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField()
