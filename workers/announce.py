@@ -73,10 +73,11 @@ def check_nf4_kernels() -> str:
 
 
 def cached_models() -> list[str]:
+    """The registered models (built-ins included) this host has converted or holds."""
     from finetune_core.models import is_cached
-    from finetune_core.models.registry import BUILTIN
+    from workers.base_models import registered_specs
 
-    return sorted(name for name, spec in BUILTIN.items() if is_cached(spec))
+    return sorted(spec.name for spec in registered_specs() if is_cached(spec))
 
 
 class Heartbeat(threading.Thread):
