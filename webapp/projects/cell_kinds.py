@@ -6,7 +6,7 @@ which kinds), which keys reference team datasets, and how it runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +17,13 @@ from webapp.datasets.models import Dataset, DatasetPurpose, VersionStatus
 from webapp.jobs import queue as queues
 from webapp.projects.finetune_config import (
     DEFAULT_PRESET,
+    METHOD_NAMES,
+    PREFERENCE_METHODS,
     PRESET_CHOICES,
     data_method_problem,
     effective_hparams,
     keep_transferable_field,
+    methods_for,
     param_fields,
 )
 from webapp.projects.models import Cell, Project
@@ -92,6 +95,33 @@ def _model_field(help_text: str, *, required: bool = True) -> forms.ChoiceField:
     )
 
 
+def _named(methods: tuple[str, ...]) -> str:
+    return " or ".join(METHOD_NAMES[m] for m in methods)
+
+
+# The fine-tune form's dataset groups, by the training methods their data suits.
+DATA_GROUPS = {
+    PREFERENCE_METHODS: f"Preference pairs: for {_named(PREFERENCE_METHODS)}",
+    ("supervised",): f"Answers (chat, prompt-completion, ...): for {_named(('supervised',))}",
+    tuple(METHOD_NAMES): "Not validated yet: checked when the run starts",
+}
+
+
+def dataset_cell_choices(cells: Iterable[Cell]) -> list[tuple[Any, Any]]:
+    """The dataset cells a fine-tune may pick, grouped by the methods their data suits
+    (the version each stands for, as validated), each named with its dataset."""
+    from webapp.projects.selectors import dataset_cell_version  # selectors import us
+
+    groups: dict[tuple[str, ...], list[tuple[int, str]]] = {key: [] for key in DATA_GROUPS}
+    for cell in cells:
+        version = dataset_cell_version(cell=cell)
+        valid = version is not None and version.status == VersionStatus.VALID
+        data_format = (version.report or {}).get("format") if valid else None
+        named = f" · “{version.dataset.name}” v{version.version}" if version else ""
+        groups[methods_for(data_format)].append((cell.pk, cell_reference(cell) + named))
+    return [("", "—")] + [(DATA_GROUPS[k], rows) for k, rows in groups.items() if rows]
+
+
 class FinetuneForm(CellConfigForm):
     kind_key = "finetune"
     dataset_cell = ref_field("Dataset cell")
@@ -110,6 +140,13 @@ class FinetuneForm(CellConfigForm):
         required=False,
         help_text="Sets the defaults; any field below that you fill in overrides it.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        earlier = kwargs["project"].cells.filter(position__lt=kwargs["position"])
+        choices = dataset_cell_choices(earlier.filter(kind="dataset"))
+        for key in ("dataset_cell", "val_dataset_cell"):
+            self.fields[key].choices = choices
 
     def clean(self) -> dict[str, Any]:
         """An adapter to start from must be on the same base model, and the datasets'

@@ -66,25 +66,33 @@ PAIR_SHAPE = (
 )
 
 
+PREFERENCE_METHODS = tuple(m for m in METHOD_NAMES if m != "supervised")
+
+
+def methods_for(data_format: str | None) -> tuple[str, ...]:
+    """The training methods a dataset validated as `data_format` suits: preference pairs
+    suit DPO and SimPO, answers suit supervised training; every method while not known."""
+    if not data_format:
+        return tuple(METHOD_NAMES)
+    return PREFERENCE_METHODS if data_format == PREFERENCE_FORMAT else ("supervised",)
+
+
 def data_method_problem(training_method: str, data_format: str | None, what: str) -> str | None:
     """Why `what` (a dataset, in words), validated as `data_format`, cannot train with
     `training_method`: preference methods need preference pairs, supervised needs answers.
     None when they go together or the format is not known yet (the worker checks again)."""
-    if not data_format:
+    if training_method in methods_for(data_format):
         return None
-    pairs = data_format == PREFERENCE_FORMAT
     method = METHOD_NAMES.get(training_method, training_method)
-    if training_method == "supervised" and pairs:
+    if training_method == "supervised":
         return (
             f"{method} learns answers, and {what} holds preference pairs: choose DPO or "
             "SimPO as the training method, or a dataset of answers."
         )
-    if training_method != "supervised" and not pairs:
-        return (
-            f"{method} trains on preference pairs, and {what} holds {data_format} examples: "
-            f"choose a dataset with one pair per line ({PAIR_SHAPE}), or supervised training."
-        )
-    return None
+    return (
+        f"{method} trains on preference pairs, and {what} holds {data_format} examples: "
+        f"choose a dataset with one pair per line ({PAIR_SHAPE}), or supervised training."
+    )
 
 
 def effective_hparams(config: dict[str, Any]) -> dict[str, Any]:
