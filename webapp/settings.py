@@ -99,6 +99,27 @@ API_IDEMPOTENCY_TTL_S = env_int("API_IDEMPOTENCY_TTL_S", 24 * 60 * 60, minimum=6
 API_REQUEST_TIME_LIMIT_S = env_int("API_REQUEST_TIME_LIMIT_S", 600, minimum=1)
 if API_REQUEST_TIME_LIMIT_S <= API_CHAT_TIMEOUT_S:
     raise ImproperlyConfigured("API_REQUEST_TIME_LIMIT_S must be larger than API_CHAT_TIMEOUT_S")
+# The serving path (python -m workers.serve, issue 25): with a Redis broker, chat answers
+# (/v1/chat/completions, the playground) go to the serving process through this Redis, not
+# to a Celery task; "off" keeps the Celery path. Empty (the SQLite broker): the Celery path.
+_serving_default = (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+SERVING_URL = env_str("SERVING_URL", _serving_default)
+SERVING_URL = "" if SERVING_URL == "off" else SERVING_URL
+if SERVING_URL and not SERVING_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured(f"SERVING_URL must be a redis:// URL or off, got {SERVING_URL!r}")
+# Requests waiting for the serving process beyond this many: 429 with Retry-After.
+SERVE_QUEUE_MAX = env_int("SERVE_QUEUE_MAX", 64, minimum=1)
+SERVE_RETRY_AFTER_S = env_int("SERVE_RETRY_AFTER_S", 2, minimum=1)
+# A request not started by the serving process within this fails with queue_timeout.
+SERVE_QUEUE_TIMEOUT_S = env_int("SERVE_QUEUE_TIMEOUT_S", 30, minimum=1)
+# Requests one serving process decodes at once (its continuous batch's rows).
+SERVE_MAX_BATCH = env_int("SERVE_MAX_BATCH", 32, minimum=1)
+# Base models the serving process keeps loaded; "fp32": exact answers (a greedy answer in a
+# batch is token for token the one alone), "auto": the device's fastest dtype (bf16 parts).
+SERVE_MAX_BASES = env_int("SERVE_MAX_BASES", 2, minimum=1)
+SERVE_DTYPE = env_choice("SERVE_DTYPE", "auto", ("auto", "fp32"))
 # Judge and candidate endpoints (base URLs users type) may reach public addresses only; these
 # hosts are the exceptions, e.g. an on-premises judge: "judge.internal,10.0.0.5:8080"
 # (finetune_core/contracts/egress.py). The web checks URLs with it; workers pass it on.
@@ -166,6 +187,10 @@ if WORKER_LOST_AFTER_S <= WORKER_HEARTBEAT_S:
         f"({WORKER_HEARTBEAT_S}), or every worker would show as lost between heartbeats"
     )
 WORKER_DEVICE_MEMORY_BYTES = env_int("WORKER_DEVICE_MEMORY_BYTES", 0, minimum=0)
+# The queues a fine-tune may be routed to, named by the operator by what their workers
+# hold (e.g. gpu-80g,gpu-24g,cpu): each job goes to the smallest that its memory estimate
+# fits among those alive workers serve; none alive: the first, where it waits.
+TRAINING_QUEUES = env_list("TRAINING_QUEUES", ["gpu"])
 # A background job (keeping an adapter transferable) steps aside for any job a person
 # started (a playground answer, a fine-tune, ...) that has waited this long on a queue its
 # worker serves.

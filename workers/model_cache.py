@@ -21,7 +21,7 @@ MAX_BASES = 2
 MAX_ADAPTERS = 4
 
 
-def _adapter_key(folder: str) -> str:
+def adapter_key(folder: str) -> str:
     """A module-safe name that changes when the folder's weights are replaced."""
     weights = Path(folder) / ADAPTER_WEIGHTS
     stamp = f"{Path(folder).resolve()}:{weights.stat().st_mtime_ns}"
@@ -58,7 +58,7 @@ class ModelCache:
     def _attach(self, entry: _Entry, folder: str) -> None:
         from peft import PeftModel
 
-        key = _adapter_key(folder)
+        key = adapter_key(folder)
         model = entry.chat.model
         if key not in entry.adapters:
             if isinstance(model, PeftModel):

@@ -301,9 +301,11 @@ def chat_completion_create(
     top_p: float = 1.0,
     seed: int | None = None,
     stop: list[str] | None = None,
+    serving: bool = False,
 ) -> ChatCompletion:
-    """Queue a generation on a worker; the view follows the row as its text grows."""
-    job = job_create(team=team, kind="api.chat", created_by=created_by)
+    """Queue a generation on a worker; the view follows the row as its text grows. With
+    `serving`, only the record: the caller sends it to the serving process (no job)."""
+    job = None if serving else job_create(team=team, kind="api.chat", created_by=created_by)
     completion = ChatCompletion.objects.create(
         team=team,
         created_by=created_by,
@@ -319,6 +321,8 @@ def chat_completion_create(
         stop=stop or [],
         job=job,
     )
+    if job is None:
+        return completion
     job.params = {"chat_completion_id": completion.pk}
     job_enqueue_on_commit(job=job, task_path=queue.CHAT_COMPLETION, args=[completion.pk])
     return completion

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,8 +11,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 
 from webapp.api.auth import Caller, api_view
 from webapp.api.body import field, json_body
-from webapp.api.errors import ApiError, error_body
+from webapp.api.errors import ApiError
 from webapp.api.models import ChatCompletion, CompletionStatus
+from webapp.api.v1 import chat_serving
+from webapp.api.v1.chat_sse import Chunks, completion_object
 from webapp.api.v1.render import checkpoint_objects, epoch, model_object
 from webapp.api.v1.selectors import (
     chat_completion_poll,
@@ -28,6 +29,7 @@ from webapp.api.v1.selectors import (
 )
 from webapp.api.v1.services import chat_completion_create, fine_tuned_model_delete
 from webapp.core.catalog import models as catalog_models
+from webapp.jobs import serving
 
 POLL_S = 0.05
 MAX_TOKENS = 4096
@@ -120,10 +122,6 @@ def _usage(row: ChatCompletion) -> dict[str, int]:
     }
 
 
-def _finish_reason(row: ChatCompletion) -> str:
-    return "length" if row.finish_reason == "length" else "stop"
-
-
 def _wait(pk: int, deadline: float) -> Iterator[ChatCompletion]:
     """The row each time it changes, until it settles or the deadline passes."""
     last = None
@@ -140,39 +138,21 @@ def _wait(pk: int, deadline: float) -> Iterator[ChatCompletion]:
         time.sleep(POLL_S)
 
 
-def _sse(payload: dict[str, Any] | str) -> bytes:
-    text = payload if isinstance(payload, str) else json.dumps(payload)
-    return f"data: {text}\n\n".encode()
-
-
 def _stream(row: ChatCompletion, deadline: float, include_usage: bool) -> Iterator[bytes]:
-    base = {
-        "id": f"chatcmpl-{row.pk}",
-        "object": "chat.completion.chunk",
-        "created": epoch(row.created_at),
-        "model": row.model,
-    }
-
-    def chunk(delta: dict[str, str], finish: str | None = None, **extra: Any) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return _sse({**base, "choices": [choice], **extra})
-
-    yield chunk({"role": "assistant", "content": ""})
+    chunks = Chunks(f"chatcmpl-{row.pk}", epoch(row.created_at), row.model)
+    yield chunks.start()
     sent = 0
     last = row
     for last in _wait(row.pk, deadline):
         if len(last.text) > sent:
-            yield chunk({"content": last.text[sent:]})
+            yield chunks.chunk({"content": last.text[sent:]})
             sent = len(last.text)
     if last.status == CompletionStatus.SUCCEEDED:
-        yield chunk({}, _finish_reason(last), usage=None if include_usage else _usage(last))
-        if include_usage:
-            yield _sse({**base, "choices": [], "usage": _usage(last)})
+        yield from chunks.end(last.finish_reason, _usage(last), include_usage)
     elif last.status == CompletionStatus.FAILED:
-        yield _sse(error_body(last.error or "Generation failed.", status=500))
+        yield from chunks.error(last.error or "Generation failed.", status=500)
     else:
-        yield _sse(error_body("Generation timed out.", status=504, code="timeout"))
-    yield _sse("[DONE]")
+        yield from chunks.error("Generation timed out.", status=504, code="timeout")
 
 
 def _stop(data: dict[str, Any]) -> list[str]:
@@ -218,6 +198,12 @@ def _chat(request: HttpRequest, caller: Caller) -> HttpResponse:
     stream = field(data, "stream", bool, default=False)
     options = field(data, "stream_options", dict, default={})
     target = resolve_model(caller, model)
+    if serving.enabled():
+        return chat_serving.respond(
+            caller, model, target, messages,
+            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            stop=_stop(data), stream=stream, include_usage=bool(options.get("include_usage")),
+        )  # fmt: skip
     row = chat_completion_create(
         team=caller.team, created_by=caller.user, model=model, target=target,
         messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
@@ -237,24 +223,12 @@ def _chat(request: HttpRequest, caller: Caller) -> HttpResponse:
         raise ApiError(500, last.error or "Generation failed.", code="generation_failed")
     if last.status != CompletionStatus.SUCCEEDED:
         raise ApiError(504, "Generation timed out; try again.", code="timeout")
-    message = {"role": "assistant", "content": last.text, "refusal": None}
     return JsonResponse(
-        {
-            "id": f"chatcmpl-{last.pk}",
-            "object": "chat.completion",
-            "created": epoch(last.created_at),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": _finish_reason(last),
-                }
-            ],
-            "usage": _usage(last),
-        }
-    )
+        completion_object(
+            f"chatcmpl-{last.pk}", epoch(last.created_at), model, last.text,
+            last.finish_reason, _usage(last),
+        )
+    )  # fmt: skip
 
 
 models_view = api_view({"GET": _list})

@@ -1,0 +1,200 @@
+"""The serving path (issue 25) on real processes: a `python -m workers.serve` process and a
+real Redis (database SERVING_DB, which no other test uses), the live test server, and the
+real `openai` SDK. Streaming and not; greedy answers batched equal alone; 429 with
+Retry-After over the queue's bound and a clear error for a request that waited too long;
+a client that goes away cancels its request."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.web.worker_harness import ROOT, database_url, wait_for
+from webapp.api.models import ChatCompletion, CompletionStatus
+from webapp.jobs import serving
+from workers.serve import CANCELLED
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+SERVING_DB = 14
+REDIS = os.environ.get("SERVING_TEST_REDIS", "redis://127.0.0.1:6379")
+MODEL = "tiny-llama"
+ASK = [{"role": "user", "content": "Tell me a long story about a cat."}]
+
+
+def _redis_url() -> str:
+    import redis
+
+    url = f"{REDIS}/{SERVING_DB}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+    except redis.ConnectionError:
+        pytest.skip(f"no Redis at {REDIS}")
+    return url
+
+
+class Serve:
+    """A real `python -m workers.serve` against the test database and SERVING_DB."""
+
+    def __init__(self, url: str, tmp_path: Path, **environ: str) -> None:
+        self.log = tmp_path / "serve.log"
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "webapp.settings",
+            "DATABASE_URL": database_url(),
+            "SERVING_URL": url,
+            "SERVE_DTYPE": "fp32",  # exact: a greedy answer in a batch equals it alone
+            "DATA_DIR": str(tmp_path),
+            "MEDIA_ROOT": str(tmp_path / "media"),
+            **environ,
+        }
+        self.out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.serve", "--preload", MODEL],
+            cwd=ROOT, env=env, stdout=self.out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(lambda: "serve: ready" in self.tail(), timeout=120, what="serve", worker=None)
+
+    def tail(self) -> str:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"serve exited:\n{self.log.read_text()[-4000:]}")
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.out.close()
+
+
+@pytest.fixture
+def start_serve(transactional_db, settings, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
+    url = _redis_url()
+    settings.SERVING_URL = url  # the live server's side
+    started: list[Serve] = []
+
+    def start(**environ: str) -> Serve:
+        started.append(Serve(url, tmp_path, **environ))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for serve in started:
+            serve.stop()
+
+
+@pytest.fixture
+def client(sdk, owner_key) -> openai.OpenAI:
+    return sdk(owner_key)
+
+
+def _ask(client: openai.OpenAI, content: str, max_tokens: int) -> str:
+    messages = [{"role": "user", "content": content}]
+    answer = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=max_tokens, temperature=0
+    )
+    return answer.choices[0].message.content
+
+
+def test_chat_streamed_and_not_through_the_serving_process(start_serve, client) -> None:
+    start_serve()
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=ASK, max_tokens=12, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-2].choices[0].finish_reason == "length"
+    usage = chunks[-1].usage
+    assert usage.completion_tokens == 12 and usage.prompt_tokens > 0
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    answer = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=12, temperature=0)
+    assert answer.choices[0].message.content == streamed
+    assert answer.choices[0].finish_reason == "length"
+    assert answer.usage.total_tokens == usage.total_tokens
+
+    # The database has each answer once, settled by the serving process; no Celery job.
+    rows = wait_for(
+        lambda: [r for r in ChatCompletion.objects.all() if r.status == CompletionStatus.SUCCEEDED]
+        if ChatCompletion.objects.filter(status=CompletionStatus.SUCCEEDED).count() == 2
+        else None,
+        timeout=30, what="both records", worker=None,
+    )  # fmt: skip
+    assert [r.text for r in rows] == [streamed, streamed]
+    assert all(r.completion_tokens == 12 and r.job_id is None for r in rows)
+
+
+def test_greedy_answers_batched_equal_each_alone(start_serve, client) -> None:
+    start_serve()
+    asks = [(f"Question {i}: " + "why? " * (i % 4), 8 + 3 * i) for i in range(8)]
+    alone = [_ask(client, content, n) for content, n in asks]
+    with ThreadPoolExecutor(len(asks)) as pool:
+        batched = list(pool.map(lambda a: _ask(client, *a), asks))
+    assert batched == alone
+    assert len(set(alone)) > 1  # the questions differ, and so do the answers
+
+
+def test_over_the_bound_429_and_a_queued_request_times_out(start_serve, client, settings) -> None:
+    settings.SERVE_QUEUE_MAX, settings.SERVE_RETRY_AFTER_S = 1, 3
+    settings.SERVE_QUEUE_TIMEOUT_S = 3
+    start_serve(SERVE_MAX_BATCH="1")
+    busy = client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=4000, temperature=0, stream=True
+    )
+    chunks = iter(busy)
+    next(chunks), next(chunks)  # text came: the batch's one row is taken
+    with ThreadPoolExecutor(1) as pool:
+        queued = pool.submit(_ask, client, "Hi", 4)  # waits in the queue (its bound: 1)
+        wait_for(lambda: _queue_length() == 1, timeout=10, what="a queued request", worker=None)
+        with pytest.raises(openai.RateLimitError) as refused:
+            _ask(client, "Hi", 4)
+        assert refused.value.response.headers["retry-after"] == "3"
+        assert refused.value.code == "server_busy"
+        with pytest.raises(openai.InternalServerError) as late:
+            queued.result(timeout=60)
+    assert late.value.status_code == 503
+    assert late.value.code == "queue_timeout"
+    busy.close()
+    # Every request has its outcome in the database: none is left queued.
+    wait_for(
+        lambda: not ChatCompletion.objects.exclude(status=CompletionStatus.FAILED).exists(),
+        timeout=30, what="every record settled", worker=None,
+    )  # fmt: skip
+    errors = set(ChatCompletion.objects.values_list("error", flat=True))
+    assert errors == {CANCELLED, "Refused: the serving queue was full.", serving.QUEUE_TIMEOUT}
+
+
+def _queue_length() -> int:
+    return serving.client().llen(serving.QUEUE)
+
+
+def test_a_client_that_goes_away_cancels_its_request(start_serve, client) -> None:
+    serve = start_serve()
+    stream = client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=4000, temperature=0, stream=True
+    )
+    for i, _chunk in enumerate(stream):
+        if i == 3:
+            break
+    stream.close()
+    row = wait_for(
+        lambda: ChatCompletion.objects.filter(status=CompletionStatus.FAILED).first(),
+        timeout=30, what="the cancelled record", worker=None,
+    )  # fmt: skip
+    assert row.error.startswith("Cancelled"), row.error
+    # The serving process goes on: the next request is answered.
+    assert _ask(client, "Hi", 3)
+    assert serve.proc.poll() is None

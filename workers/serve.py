@@ -1,0 +1,233 @@
+"""The serving process: `python -m workers.serve`, one per worker host, beside the Celery
+worker. Chat answers (/v1/chat/completions, the playground) come to it through Redis
+(settings.SERVING_URL; the wire is webapp/jobs/serving.py) and run in one
+continuous-batching loop per base model (finetune_core/infer/engine.py): a request joins
+the batch at the next step and leaves when it ends, whatever its adapter.
+
+Each turn of the loop: take as many queued requests as the batch has room for (so the
+Redis queue is the backlog the web side bounds), step every engine with work once, then,
+in one Redis round trip, push each request's new text and ends and read which requests
+were cancelled. The outcome goes to the database once per request, off the loop's thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from finetune_core.infer.engine import Engine
+    from finetune_core.infer.handle import Handle
+    from webapp.jobs.serving import ServeRequest
+    from workers.serve_engines import Engines
+
+log = logging.getLogger("workers.serve")
+IDLE_WAIT_S = 1  # the blocking pop's timeout while nothing runs
+CANCELLED = "Cancelled: the client went away."
+
+
+@dataclass
+class _Live:
+    request: ServeRequest
+    engine: Engine
+    handle: Handle
+    sent: int = 0  # characters of the text pushed so far
+
+
+class Server:
+    def __init__(self, redis: Any, engines: Engines, *, max_batch: int) -> None:
+        self.redis, self.engines, self.max_batch = redis, engines, max_batch
+        self.live: dict[str, _Live] = {}
+        self.running = True
+        self.records = ThreadPoolExecutor(1, thread_name_prefix="serve-records")
+
+    def run(self) -> None:
+        log.info("serve: ready (batch %d)", self.max_batch)
+        while self.running:
+            self.turn()
+        self.shutdown()
+
+    def turn(self) -> None:
+        self._take()
+        for engine in self.engines.busy():
+            try:
+                engine.step()
+            except Exception:  # noqa: BLE001 - its requests carry the error; go on
+                log.exception("serve: engine step failed")
+        self._report()
+
+    # --- taking requests ----------------------------------------------------------------
+
+    def _take(self) -> None:
+        from webapp.jobs.serving import QUEUE
+
+        room = self.max_batch - len(self.live)
+        if room <= 0:
+            return
+        if self.live:
+            raws = self.redis.rpop(QUEUE, room) or []
+        else:
+            popped = self.redis.brpop([QUEUE], timeout=IDLE_WAIT_S)
+            raws = [popped[1]] if popped else []
+        for raw in raws:
+            self._start(raw)
+
+    def _start(self, raw: bytes) -> None:
+        from webapp.jobs.serving import QUEUE_TIMEOUT, ServeRequest, cancel_key, error_event
+
+        request = ServeRequest.from_json(raw)
+        if time.time() > request.deadline:
+            self._end(request, error_event("queue_timeout", QUEUE_TIMEOUT))
+        elif self.redis.exists(cancel_key(request.id)):
+            self._end(request, error_event("cancelled", CANCELLED))
+        else:
+            try:
+                engine = self.engines.get(request.model, request.quantization)
+                handle = engine.submit(self._engine_request(engine, request))
+            except Exception as exc:  # noqa: BLE001 - the request ends with it, not the loop
+                self._end(request, _failure(exc))
+                return
+            self.live[request.id] = _Live(request, engine, handle)
+
+    def _engine_request(self, engine: Engine, request: ServeRequest) -> Any:
+        from finetune_core.infer.handle import Request
+
+        adapter = self.engines.adapter(engine, request.adapter) if request.adapter else None
+        return Request(
+            messages=request.messages,
+            adapter=adapter,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=request.stop,
+        )
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def _report(self) -> None:
+        from webapp.jobs.serving import EVENTS_TTL_S, cancel_key, events_key
+
+        if not self.live:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for rid, live in list(self.live.items()):
+            key, text = events_key(rid), live.handle.text
+            if len(text) > live.sent:
+                pipe.rpush(key, json.dumps({"t": "text", "text": text[live.sent :]}))
+                live.sent = len(text)
+            if live.handle.done:
+                outcome = _outcome(live.handle)
+                pipe.rpush(key, json.dumps(outcome))
+                del self.live[rid]
+                self.records.submit(_write_record, live.request, outcome, text)
+            pipe.expire(key, EVENTS_TTL_S)
+        rids = list(self.live)
+        pipe.mget([cancel_key(rid) for rid in rids] or ["-"])
+        flags = pipe.execute()[-1]
+        for rid, flag in zip(rids, flags, strict=False):
+            if flag:
+                self.live[rid].engine.cancel(self.live[rid].handle)
+
+    def _end(self, request: ServeRequest, event: dict[str, Any]) -> None:
+        """A request that never ran: its one event, and its record."""
+        from webapp.jobs.serving import EVENTS_TTL_S, events_key
+
+        key = events_key(request.id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(key, json.dumps(event)).expire(key, EVENTS_TTL_S).execute()
+        self.records.submit(_write_record, request, event, "")
+
+    def shutdown(self) -> None:
+        """Requests in flight end with an error that says why; queued ones stay queued."""
+        from webapp.jobs.serving import error_event
+
+        for live in self.live.values():
+            self._end(live.request, error_event("unavailable", "The server is shutting down."))
+        self.live.clear()
+        self.records.shutdown(wait=True)
+
+
+def _outcome(handle: Handle) -> dict[str, Any]:
+    from webapp.jobs.serving import error_event
+
+    if handle.error is not None:
+        return _failure(handle.error)
+    if handle.finish_reason == "cancelled":
+        return error_event("cancelled", CANCELLED)
+    return {"t": "done", "finish_reason": handle.finish_reason, "usage": handle.usage}
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    from webapp.jobs.serving import error_event
+    from workers.services_bridge import is_user_error
+
+    if is_user_error(exc) or isinstance(exc, (ValueError, FileNotFoundError)):
+        return error_event("user_error", str(exc))
+    log.error("serve: request failed", exc_info=exc)
+    return error_event("server_error", f"{type(exc).__name__}: {exc}")
+
+
+def _write_record(request: ServeRequest, outcome: dict[str, Any], text: str) -> None:
+    """The request's outcome, written once: the API's completion row."""
+    from webapp.api.v1.services import chat_completion_fail, chat_completion_finish
+    from workers.db_retry import db_retrying
+
+    if request.completion_id is None:
+        return
+    try:
+        if outcome["t"] == "done":
+            result = {"text": text, "finish_reason": outcome["finish_reason"], **outcome["usage"]}
+            db_retrying(chat_completion_finish)(completion_id=request.completion_id, result=result)
+        else:
+            error = outcome["message"]
+            db_retrying(chat_completion_fail)(completion_id=request.completion_id, error=error)
+    except Exception:  # noqa: BLE001 - a lost record must not stop serving
+        log.exception("serve: could not record completion %s", request.completion_id)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workers.serve", description=__doc__)
+    parser.add_argument("-l", "--log-level", default="info")
+    parser.add_argument(
+        "--preload", action="append", default=[], metavar="MODEL[:QUANTIZATION]",
+        help="load this base model before taking requests (repeatable; quantization nf4)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from webapp.jobs import serving
+    from workers.serve_engines import Engines
+
+    if not serving.enabled():
+        raise SystemExit("SERVING_URL is off (or the broker is not Redis): nothing to serve.")
+    engines = Engines()
+    for name in args.preload:
+        model, _, quantization = name.partition(":")
+        engines.get(model, quantization or "nf4")
+    server = Server(serving.client(), engines, max_batch=settings.SERVE_MAX_BATCH)
+
+    def stop(_signum: int, _frame: Any) -> None:
+        server.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.run()
+
+
+if __name__ == "__main__":
+    main()
