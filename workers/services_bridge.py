@@ -25,22 +25,54 @@ def device_kind() -> str:
     return default_device().type
 
 
-def _char_stats(lengths: list[int]) -> dict[str, Any]:
-    if not lengths:
-        return {"rows": 0}
-    ordered = sorted(lengths)
-    tokens = [math.ceil(n / CHARS_PER_TOKEN) for n in ordered]
+def _is_pair(example: Any) -> bool:
+    """A preference pair (finetune_core's PreferenceExample), without importing the engine."""
+    return hasattr(example, "rejected")
+
+
+def _approx(lengths: list[int]) -> dict[str, Any]:
+    """Estimated tokens of texts `lengths` characters long: min, median, p95, max, total."""
+    tokens = sorted(math.ceil(n / CHARS_PER_TOKEN) for n in lengths)
     return {
-        "rows": len(ordered),
-        "approx_tokens": {
-            "min": tokens[0],
-            "median": int(statistics.median(tokens)),
-            "p95": tokens[math.ceil(0.95 * len(tokens)) - 1],
-            "max": tokens[-1],
-            "total": sum(tokens),
-        },
+        "min": tokens[0],
+        "median": int(statistics.median(tokens)),
+        "p95": tokens[math.ceil(0.95 * len(tokens)) - 1],
+        "max": tokens[-1],
+        "total": sum(tokens),
+    }
+
+
+def _char_stats(examples: list[Any]) -> dict[str, Any]:
+    """Estimated token statistics; preference pairs' prompt and answers apart too, as the
+    engine's exact statistics have them."""
+    if not examples:
+        return {"rows": 0}
+    stats = {
+        "rows": len(examples),
+        "approx_tokens": _approx([sum(len(m.content) for m in e.messages) for e in examples]),
         "chars_per_token": CHARS_PER_TOKEN,
     }
+    if _is_pair(examples[0]):
+        prompts = [sum(len(m.content) for m in e.prompt) for e in examples]
+        stats["prompt_tokens"] = _approx(prompts)
+        stats["chosen_tokens"] = _approx([len(e.chosen.content) for e in examples])
+        stats["rejected_tokens"] = _approx([len(e.rejected.content) for e in examples])
+    return stats
+
+
+def _preview_row(example: Any) -> dict[str, Any]:
+    """An example's first characters; a preference pair's non-preferred answer beside it."""
+    row: dict[str, Any] = {
+        "line": example.line,
+        "messages": [_shown(m) for m in example.messages],
+    }
+    if _is_pair(example):
+        row["rejected"] = _shown(example.rejected)
+    return row
+
+
+def _shown(m: Any) -> dict[str, Any]:
+    return {"role": m.role, "content": m.content[:PREVIEW_CHARS], "weight": m.weight}
 
 
 def _template_segments(tokenizer: Any, messages: list[Any]) -> list[dict[str, Any]]:
@@ -75,6 +107,9 @@ def _model_view(examples: list[Any], model: str, preview: list[dict[str, Any]]) 
     stats = dataset_stats(examples, tokenizer, TrainConfig.max_length)
     for row, example in zip(preview, examples, strict=False):
         row["segments"] = _template_segments(tokenizer, list(example.messages))
+        if _is_pair(example):  # both answers, each after the prompt
+            rejected = [*example.prompt, example.rejected]
+            row["rejected_segments"] = _template_segments(tokenizer, rejected)
     return {**stats, "model": model}
 
 
@@ -89,18 +124,10 @@ def validate_dataset_file(path: str, *, fmt: str | None = None, model: str = "")
     result.setdefault("n_examples", report.n_examples)
     result.setdefault("format", report.format)
     if report.ok:
-        preview, lengths = [], []
         examples = list(read_examples(path, fmt=report.format))  # read once, used twice
-        for example in examples:
-            lengths.append(sum(len(m.content) for m in example.messages))
-            if len(preview) < PREVIEW_ROWS:
-                messages = [
-                    {"role": m.role, "content": m.content[:PREVIEW_CHARS], "weight": m.weight}
-                    for m in example.messages
-                ]
-                preview.append({"line": example.line, "messages": messages})
+        preview = [_preview_row(e) for e in examples[:PREVIEW_ROWS]]
         result["preview"] = preview
-        result["stats"] = _char_stats(lengths)
+        result["stats"] = _char_stats(examples)
         if model:
             try:
                 result["stats"] = _model_view(examples, model, preview)

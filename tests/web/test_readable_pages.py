@@ -63,8 +63,8 @@ def test_cells_show_settings_by_label_and_references_by_number_and_title(
     assert shown["Base model"] == dict(model_choices())["tiny-llama"]  # the catalog's label
     assert "dataset_cell" not in shown and "keep_transferable" not in shown
     assert settings_of(body, ds)["Dataset"] == "greetings"  # the dataset's name, not its id
-    # The edit form names the cells it offers the same way.
-    option = f'<option value="{ds.pk}" selected>cell {ds.position} · Greetings</option>'
+    # The edit form names the cells it offers the same way (a dataset cell with its data).
+    option = f'<option value="{ds.pk}" selected>cell {ds.position} · Greetings · “greetings” v1'
     assert option in body.split(f'id="cell-{ft.pk}"', 1)[1]
 
 
