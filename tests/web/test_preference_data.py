@@ -144,6 +144,11 @@ def test_the_version_validates_as_preference_data_with_provenance(ev, editor) ->
     version = validated(version)
     assert version.status == VersionStatus.VALID, version.report
     assert version.report["format"] == "preference" and version.n_examples == 3
+    # Counted and previewed under the evaluated model's chat template.
+    assert (
+        version.preview_model == "tiny-llama" and version.report["stats"]["model"] == "tiny-llama"
+    )
+    assert version.report["preview"][0]["rejected_segments"]
     with version.file.open("rb") as f:
         records = [json.loads(line) for line in f.read().decode().splitlines()]
     first = records[0]

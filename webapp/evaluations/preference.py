@@ -101,6 +101,12 @@ class PreferenceSelection:
         lines = (json.dumps(p.record(self.evaluation), ensure_ascii=False) for p in self.kept)
         return "".join(f"{line}\n" for line in lines).encode()
 
+    def preview_model(self) -> str:
+        """The model the pairs were answered by (its chat template renders the dataset's
+        preview and counts its tokens): the first local candidate's, else none."""
+        local = self.evaluation.candidates.filter(kind__in=("base", "adapter")).first()
+        return local.model if local is not None else ""
+
     def origin(self) -> dict[str, Any]:
         """The dataset version's origin, for the lineage view."""
         run = self.evaluation.run

@@ -312,5 +312,6 @@ def preference_data_create(
             upload=upload,
             created_by=created_by,
             purpose=DatasetPurpose.TRAINING,  # the worker detects the preference format
+            preview_model=selection.preview_model(),
             origin=selection.origin(),
         )
