@@ -233,7 +233,10 @@ def gguf_header(path: Path) -> tuple[dict[str, Any], int]:
         if version not in (2, 3):
             raise ModelUnreadable(f"{path} is GGUF version {version}; versions 2 and 3 are read")
         n_tensors, n_meta = r.count(), r.count()
-        meta = {r.string(): r.value(r.take("I")) for _ in range(n_meta)}
+        try:
+            meta = {r.string(): r.value(r.take("I")) for _ in range(n_meta)}
+        except RecursionError:  # arrays nested thousands deep: no model writes that
+            raise ModelUnreadable(f"{path}: GGUF arrays nested too deep") from None
         params = 0
         for _ in range(n_tensors):
             r.string()

@@ -23,7 +23,9 @@ class RecordPages:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         html = response.get("Content-Type", "").startswith("text/html")
-        if html and not getattr(response, "streaming", False):
+        # The admin is the operators' (staff only): it shows where a registered model lies.
+        operators = request.path.startswith("/admin/")
+        if html and not operators and not getattr(response, "streaming", False):
             PAGES.append((request.get_full_path(), response.content.decode(errors="replace")))
         return response
 

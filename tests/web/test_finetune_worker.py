@@ -65,7 +65,8 @@ def start_worker(transactional_db: None, tmp_path: Path) -> Iterator[Callable[..
             broker_url=broker_url,
             data_dir=tmp_path,
             media_root=tmp_path / "media",
-            log=tmp_path / "worker.log",
+            # A second worker of one test logs apart, so a test can tell which ran a job.
+            log=tmp_path / ("worker.log" if not started else f"worker-{len(started)}.log"),
             **options,
         )
         started.append(worker)

@@ -21,6 +21,7 @@ CHANGELISTS = [
     "jobs_job",
     "projects_cellrun",
     "datasets_dataset",
+    "core_basemodel",
 ]
 
 

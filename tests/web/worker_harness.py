@@ -132,6 +132,7 @@ class Worker:
         include: tuple[str, ...] = (),
         database: str = "",
         pool: str = "solo",
+        queues: str = "",  # default: every lane's queues
         **environ: str,
     ) -> None:
         self.log = log
@@ -145,8 +146,8 @@ class Worker:
             "PYTHONUNBUFFERED": "1",
             **environ,
         }
-        every_queue = ",".join(queue for lane in LANES for queue in lane)
-        single = ["celery", "-A", "workers", "worker", "-Q", every_queue, "-c", "1", "-P", pool]
+        queues = queues or ",".join(queue for lane in LANES for queue in lane)
+        single = ["celery", "-A", "workers", "worker", "-Q", queues, "-c", "1", "-P", pool]
         start = ["workers.embedded"] if embedded else single
         cmd = [
             sys.executable, "-m", *start, "-l", "info",

@@ -8,7 +8,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from webapp.ops.models import WorkerHost
+from webapp.jobs.fleet import QueueCapacity
+from webapp.ops.models import WorkerHost, WorkerState
 from webapp.projects.models import MeasuredThroughput
 
 
@@ -34,6 +35,25 @@ def worker_host_stopped(*, name: str) -> None:
 
 def worker_states() -> Counter[str]:
     return Counter(str(w.state) for w in WorkerHost.objects.all())
+
+
+def queue_capacities() -> list[QueueCapacity]:
+    """Per queue, what its alive workers offer (webapp.jobs.fleet's source)."""
+    alive = [w for w in WorkerHost.objects.filter(stopped_at=None) if w.state == WorkerState.ALIVE]
+    out = []
+    for queue in sorted({q for w in alive for q in w.queues}):
+        serving = [w for w in alive if queue in w.queues]
+        sizes = [w.device_memory_bytes for w in serving if w.device_memory_bytes]
+        out.append(
+            QueueCapacity(
+                queue=queue,
+                workers=len(serving),
+                memory_bytes=max(sizes) if sizes else None,
+                devices=tuple(sorted({w.device_name or w.device for w in serving})),
+                cached_models=frozenset(m for w in serving for m in w.cached_models),
+            )
+        )
+    return out
 
 
 def measured_throughput(host: WorkerHost) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +29,7 @@ from webapp.jobs.models import Job
 from webapp.projects import throughput
 from webapp.projects.finetune_config import effective_hparams
 from webapp.projects.models import CellRun
+from webapp.projects.routing import Route, route
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ ACTIVATION_BYTES_PER_TOKEN = 40_000
 # (issue 27: 5 to 8 times), and peaked at up to this many times the formula's memory.
 CATALOG_SLOWER = 8.0
 FORMULA_LARGER = 4.0
-LANE = queue.GPU  # the fine-tune cell kind's queue (cell_kinds: queue=queues.GPU)
+LANE = queue.GPU  # measured figures' lane when routing names no other (TRAINING_QUEUES)
 # The job params key of the estimate a run was queued with (Estimate.as_dict).
 ESTIMATE = "estimate"
 
@@ -62,6 +63,7 @@ class Estimate:
     memory_high: int = 0
     basis: str = ""
     measured_runs: int = 0  # earlier runs the figures come from; 0: catalog and formula
+    route: Route | None = None  # where it would run (preflight), and whether it fits
 
     @property
     def time_text(self) -> str:
@@ -86,6 +88,7 @@ class Estimate:
             "memory_high": self.memory_high,
             "measured_runs": self.measured_runs,
             "basis": self.basis,
+            **({"queue": self.route.queue} if self.route else {}),
         }
 
 
@@ -151,14 +154,26 @@ def formula_memory(config: dict[str, Any]) -> int:
     return int(weights + adapter + activations + OVERHEAD_BYTES)
 
 
-def estimate(config: dict[str, Any], version: DatasetVersion | None) -> Estimate | None:
+def preflight(config: dict[str, Any], version: DatasetVersion | None) -> Estimate | None:
+    """The estimate on the queue the run would be routed to (webapp.projects.routing)."""
+    first = estimate(config, version)
+    if first is None:
+        return None
+    where = route(config, lambda c: estimate(c, version).memory_bytes)  # type: ignore[union-attr]
+    found = estimate(config, version, lane=where.queue) if where.queue != LANE else first
+    return replace(found, route=where)  # type: ignore[arg-type]
+
+
+def estimate(
+    config: dict[str, Any], version: DatasetVersion | None, *, lane: str = LANE
+) -> Estimate | None:
     if version is None or not version.n_examples:
         return None
     found = counts(config, version)
     model = config.get("base_model", "")
     quantization = effective_hparams(config)["quantization"]
     memory = formula_memory(config)
-    figures = throughput.figures_for(lane=LANE, base_model=model, quantization=quantization)
+    figures = throughput.figures_for(lane=lane, base_model=model, quantization=quantization)
     head = (found.examples, found.train_examples, found.steps, found.tokens)
     if figures is None:
         rate = model_info(model).get("tokens_per_s_cpu")

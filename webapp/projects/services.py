@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from webapp.datasets.models import Dataset
-from webapp.jobs import queue
+from webapp.jobs import queue, serving
 from webapp.jobs.dispatch import job_enqueue_on_commit
 from webapp.jobs.limits import team_job_slot_check
 from webapp.jobs.models import MEMORY_ESTIMATE, Job
@@ -22,8 +22,9 @@ from webapp.projects.cell_kinds import (
     team_ref_kinds,
     team_referenced_ids,
 )
-from webapp.projects.estimate import ESTIMATE, estimate, steps_cap_check
+from webapp.projects.estimate import ESTIMATE, preflight, steps_cap_check
 from webapp.projects.models import Cell, CellRun, Project, RunStatus
+from webapp.projects.routing import route_check
 from webapp.projects.run_lifecycle import cell_run_requeue
 from webapp.projects.run_outputs import outputs_of
 from webapp.projects.selectors import finetune_dataset_version
@@ -242,7 +243,8 @@ def cell_run_create(*, cell: Cell, created_by: AbstractBaseUser) -> CellRun:
     if cell.kind == "finetune":
         version = finetune_dataset_version(cell=cell)
         steps_cap_check(inputs, version)
-        found = estimate(inputs, version)  # named if its worker keeps dying (job_died_text)
+        found = preflight(inputs, version)  # named if its worker keeps dying (job_died_text)
+        route_check(found.route if found else None)  # fits no worker: refused, saying why
         # The estimate as queued, with its range and basis: the /v1 job shows it.
         known = {MEMORY_ESTIMATE: found.memory_bytes, ESTIMATE: found.as_dict()} if found else {}
         inputs = _checkpoints_capped(inputs)
@@ -257,7 +259,12 @@ def cell_run_create(*, cell: Cell, created_by: AbstractBaseUser) -> CellRun:
     )
     run.job = job
     run.save(update_fields=["job"])
-    job_enqueue_on_commit(job=job, task_path=queue.RUN_CELL, args=[run.pk], queue=spec.queue)
+    routed = (known.get(ESTIMATE) or {}).get("queue")  # a fine-tune: the queue that fits it
+    if spec.served and serving.enabled():
+        routed = queue.DEFAULT
+    job_enqueue_on_commit(
+        job=job, task_path=queue.RUN_CELL, args=[run.pk], queue=routed or spec.queue
+    )
     return run
 
 

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.core.forms import add_service_errors, error_text
 from webapp.projects.cell_display import cell_settings, referenced_cells
 from webapp.projects.cell_kinds import REGISTRY, CellConfigForm, get_kind
-from webapp.projects.estimate import estimate
+from webapp.projects.estimate import preflight
 from webapp.projects.forms import CellKindForm, ProjectForm
 from webapp.projects.live_views import cell_live_response
 from webapp.projects.models import Cell, Project
@@ -77,7 +77,7 @@ def _notebook(
             cell.dataset_version = dataset_cell_version(cell=cell)
             cell.dataset_deleted = cell.dataset_version is None and dataset_cell_deleted(cell=cell)
         elif cell.kind == "finetune":
-            cell.estimate = estimate(cell.config, finetune_dataset_version(cell=cell))
+            cell.estimate = preflight(cell.config, finetune_dataset_version(cell=cell))
     if add_kind in REGISTRY and add_form is None and can_edit:
         add_form = _config_form(project, add_kind, next_position)
     context = {
@@ -250,6 +250,6 @@ def cell_estimate(request: HttpRequest, project_id: int) -> HttpResponse:
     form.is_valid()  # estimate from whatever is valid so far
     config = {k: v for k, v in form.cleaned_data.items() if v not in (None, "")}
     source = Cell(project=project, kind="finetune", config=config)
-    e = estimate(config, finetune_dataset_version(cell=source)) if "base_model" in config else None
+    e = preflight(config, finetune_dataset_version(cell=source)) if "base_model" in config else None
     target = "add-estimate" if position == 10**9 else ""
     return render(request, "projects/_estimate.html", {"e": e, "estimate_id": target})

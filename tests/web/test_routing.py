@@ -1,0 +1,93 @@
+"""Routing by what fits (issue 22), with real worker processes that report a simulated
+device size (WORKER_DEVICE_MEMORY_BYTES): a fine-tune goes to the smallest queue whose
+workers it fits, never to a worker too small for its memory estimate; one that fits no
+alive worker is refused before it is queued, naming the nearest settings that fit; and
+with no worker alive the estimate shows a wait with the queue's length, not a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.urls import reverse
+
+from tests.web.conftest import client_for
+from tests.web.test_finetune_worker import FAST, finished, job_of, notebook, start_worker
+from tests.web.worker_harness import Worker, wait_for
+from webapp.jobs.models import Job, JobStatus
+from webapp.ops.models import WorkerHost
+from webapp.projects.models import Cell, CellRun
+from webapp.projects.services import cell_create
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+__all__ = ["start_worker"]
+
+MIB = 2**20
+# The estimate's formula for tiny-llama: ~600 MiB, plus 40 kB a token of batch x length.
+BIG = {"batch_size": 16, "max_length": 512}  # ~912 MiB
+SMALL = {"batch_size": 1, "max_length": 160}  # ~606 MiB
+
+
+def announced(worker: Worker, queue: str) -> None:
+    wait_for(
+        lambda: any(queue in w.queues for w in WorkerHost.objects.filter(stopped_at=None)),
+        timeout=90,
+        what=f"the {queue} worker's announcement",
+        worker=worker,
+    )
+
+
+def finetune_cell(cells: dict[str, Any], owner: Any, title: str, **hp: Any) -> Cell:
+    return cell_create(
+        project=cells["project"],
+        kind="finetune",
+        config={"dataset_cell": cells["dataset"].pk, **FAST, "max_steps": 1, **hp},
+        created_by=owner,
+        title=title,
+    )
+
+
+def run_and_finish(cell: Cell, user: Any, worker: Worker) -> Job:
+    response = client_for(user).post(reverse("cell_run", args=[cell.pk]))
+    assert response.status_code == 302
+    run = CellRun.objects.filter(cell=cell).latest("version")
+    wait_for(finished(run), timeout=150, what=f"{cell.title} training", worker=worker)
+    job = job_of(run)
+    assert job.status == JobStatus.SUCCEEDED, (job.error, worker.tail())
+    return job
+
+
+def test_jobs_go_to_the_smallest_worker_they_fit(start_worker, settings, team, owner, editor):
+    settings.TRAINING_QUEUES = ["gpu-small", "gpu-big"]
+    # No worker serves a training queue yet: the estimate shows a wait, not a place.
+    small = start_worker(queues="default", WORKER_DEVICE_MEMORY_BYTES=str(700 * MIB))
+    cells = notebook(team, owner, small, max_steps=1, **SMALL)
+    page = client_for(editor).get(reverse("project_detail", args=[cells["project"].pk]))
+    assert (
+        "No worker serving gpu-small is alive now: the run waits for one" in page.content.decode()
+    )
+    small.stop()
+
+    small = start_worker(queues="gpu-small,default", WORKER_DEVICE_MEMORY_BYTES=str(700 * MIB))
+    announced(small, "gpu-small")
+    big_cell = finetune_cell(cells, owner, "Big batch", **BIG)
+    page = client_for(editor).get(reverse("project_detail", args=[cells["project"].pk]))
+    text = page.content.decode()
+    assert "needs about 0.9 GiB, more than any worker has" in text
+    refused = client_for(editor).post(reverse("cell_run", args=[big_cell.pk]), follow=True)
+    said = refused.content.decode()
+    assert "the largest alive is gpu-small with 0.7 GiB" in said
+    assert "It would fit with batch size 4, gradient accumulation 4" in said
+    assert not CellRun.objects.filter(cell=big_cell).exists()  # refused before queueing
+
+    big = start_worker(queues="gpu-big", WORKER_DEVICE_MEMORY_BYTES=str(4096 * MIB))
+    announced(big, "gpu-big")
+    job = run_and_finish(big_cell, editor, big)
+    assert job.params["_task"]["queue"] == "gpu-big"
+    assert job.params["estimate"]["queue"] == "gpu-big"
+    assert job.celery_task_id in big.tail(10**7) and job.celery_task_id not in small.tail(10**7)
+
+    # A job that fits the small worker goes there, leaving the big one free.
+    job = run_and_finish(cells["finetune"], editor, small)
+    assert job.params["_task"]["queue"] == "gpu-small"
+    assert job.celery_task_id in small.tail(10**7) and job.celery_task_id not in big.tail(10**7)
