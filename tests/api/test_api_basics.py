@@ -286,3 +286,36 @@ def test_a_stream_no_worker_answers_ends_with_an_error_event(live_server, owner_
     assert "system_fingerprint" not in first
     assert error["error"]["code"] == "timeout" and set(error["error"]) == ERROR_KEYS
     assert events[-1] == "[DONE]"
+
+
+def test_base_models_list_their_size_context_and_the_workers_that_can_take_them(
+    sdk, owner_key, settings
+) -> None:
+    """The catalog's user side in /v1/models: each offered base model with its facts and
+    which training queues' alive workers fit a default fine-tune of it now."""
+    from django.utils import timezone
+
+    from webapp.core.models import BaseModel
+    from webapp.ops.models import WorkerHost
+
+    settings.TRAINING_QUEUES = ["gpu-small", "gpu"]
+    now = timezone.now()
+    for name, queue, size in (("w1", "gpu-small", 2**20), ("w2", "gpu", 8 * 2**30)):
+        WorkerHost.objects.create(
+            name=name, host="h", pid=1, device="cuda", device_memory_bytes=size, queues=[queue],
+            cached_models=["tiny-llama"], started_at=now, last_seen_at=now,
+        )  # fmt: skip
+    BaseModel.objects.filter(name="gemma-3-270m").update(offered=False)
+    client = sdk(owner_key)
+    listed = {m.id: m for m in client.models.list()}
+    assert "gemma-3-270m" not in listed and "tiny-llama-wide" not in listed
+    smol = listed["smollm2-135m-instruct"].model_extra["tunebook"]
+    assert (smol["parameters"], smol["context_length"]) == (134_515_008, 8192)
+    assert smol["label"] == "SmolLM2 135M Instruct" and smol["default_finetune_memory_bytes"] > 0
+    workers = {w["queue"]: w for w in smol["workers"]}
+    assert [w["queue"] for w in smol["workers"]] == ["gpu-small", "gpu"]  # the operator's order
+    assert not workers["gpu-small"]["fits_default_settings"]  # 1 MiB fits nothing
+    assert workers["gpu"]["fits_default_settings"] and workers["gpu"]["workers"] == 1
+    assert not workers["gpu"]["model_ready"]
+    tiny = {w["queue"]: w for w in listed["tiny-llama"].model_extra["tunebook"]["workers"]}
+    assert tiny["gpu"]["model_ready"]

@@ -29,7 +29,7 @@ from webapp.jobs.models import Job
 from webapp.projects import throughput
 from webapp.projects.finetune_config import effective_hparams
 from webapp.projects.models import CellRun
-from webapp.projects.routing import Route, route
+from webapp.projects.routing import Route, route, training_capacities
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,22 @@ def formula_memory(config: dict[str, Any]) -> int:
     adapter = params * ADAPTER_SHARE_PER_RANK * int(hp["lora_r"]) * 16  # fp32 + grads + AdamW
     activations = int(hp["batch_size"]) * int(hp["max_length"]) * ACTIVATION_BYTES_PER_TOKEN
     return int(weights + adapter + activations + OVERHEAD_BYTES)
+
+
+def availability(model: str) -> list[dict[str, Any]]:
+    """Which training queues' alive workers can take a fine-tune of `model` now, at the
+    default settings (the catalog's user side: /v1/models)."""
+    need = formula_memory({"base_model": model})
+    return [
+        {
+            "queue": c.queue,
+            "workers": c.workers,
+            "memory_bytes": c.memory_bytes,
+            "fits_default_settings": c.memory_bytes is None or c.memory_bytes >= need,
+            "model_ready": model in c.cached_models,
+        }
+        for c in training_capacities()
+    ]
 
 
 def preflight(config: dict[str, Any], version: DatasetVersion | None) -> Estimate | None:

@@ -30,6 +30,7 @@ class Route:
     waiting: int  # jobs queued there now
     fits: bool = True
     reason: str = ""  # why it fits nowhere, and what would
+    cached: bool = False  # a worker there has the model converted already
 
     @property
     def text(self) -> str:
@@ -42,21 +43,24 @@ class Route:
                 f"({ahead}), however long that takes."
             )
         size = f", {_gib(self.capacity_bytes)}" if self.capacity_bytes else ""
-        return f"Runs on {self.queue} ({self.workers} worker(s){size}); {ahead}."
+        cached = ", the model ready there" if self.cached else ", the model not yet loaded there"
+        return f"Runs on {self.queue} ({self.workers} worker(s){size}{cached}); {ahead}."
 
 
 def _gib(size: int | None) -> str:
     return f"{(size or 0) / 2**30:.1f} GiB"
 
 
-def _training(capacities: list[QueueCapacity]) -> list[QueueCapacity]:
+def training_capacities() -> list[QueueCapacity]:
+    """The alive training queues, in the operator's order."""
     named = settings.TRAINING_QUEUES
-    return sorted((c for c in capacities if c.queue in named), key=lambda c: named.index(c.queue))
+    found = (c for c in fleet.capacities() if c.queue in named)
+    return sorted(found, key=lambda c: named.index(c.queue))
 
 
 def route(config: dict[str, Any], memory_of: MemoryOf) -> Route:
     """Where a fine-tune with `config` goes (see the module's docstring)."""
-    queues = _training(fleet.capacities())
+    queues = training_capacities()
     if not queues:
         first = settings.TRAINING_QUEUES[0]
         return Route(first, 0, None, fleet.queued_count(first))
@@ -64,7 +68,9 @@ def route(config: dict[str, Any], memory_of: MemoryOf) -> Route:
     fits = [c for c in queues if c.memory_bytes is None or c.memory_bytes >= need]
     if fits:
         best = min(fits, key=lambda c: c.memory_bytes or float("inf"))
-        return Route(best.queue, best.workers, best.memory_bytes, fleet.queued_count(best.queue))
+        waiting = fleet.queued_count(best.queue)
+        cached = config.get("base_model") in best.cached_models
+        return Route(best.queue, best.workers, best.memory_bytes, waiting, cached=cached)
     largest = max(queues, key=lambda c: c.memory_bytes or 0)
     reason = (
         f"This fine-tune needs about {_gib(need)}, more than any worker has: the largest "
