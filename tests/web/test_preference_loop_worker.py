@@ -21,7 +21,7 @@ from webapp.evaluations.services import evaluation_store
 from webapp.jobs.models import Job, JobStatus
 from webapp.projects.models import CellRun, RunStatus
 from webapp.projects.services import cell_create, cell_run_create, project_create
-from webapp.transfers.selectors import run_lineage
+from webapp.transfers.selectors import evaluation_lineage, run_lineage
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 __all__ = ["start_worker"]  # the worker fixture, shared with the fine-tune tests
@@ -134,3 +134,15 @@ def test_comparison_to_preference_data_to_dpo_to_a_new_evaluation(
     links = [reverse("run_detail", args=[first.pk]), reverse("run_detail", args=[new_run.pk])]
     assert lineage.index(links[0]) < lineage.index(f"{new_cell} v1: tiny-llama (base) vs {label}")
     assert links[1] in lineage
+
+    # The new evaluation's page shows the same chain, ending with itself.
+    (chain,) = evaluation_lineage(run=new_run)
+    assert [(s["kind"], s["pk"]) for s in chain] == steps
+    page = client_for(viewer).get(reverse("run_detail", args=[new_run.pk])).content.decode()
+    shown = page[page.index('<ol class="lineage">') :]
+    assert shown.index(links[0]) < shown.index(reverse("dataset_version_detail", args=[version.pk]))
+    assert reverse("run_detail", args=[dpo_run.pk]) in shown[: shown.index("</ol>")]
+    CellRun.objects.filter(pk=dpo_run.pk).delete()  # the chain keeps the compared label
+    (chain,) = evaluation_lineage(run=new_run)
+    assert chain[0] == {"kind": "finetune", "label": f"{label} (deleted)", "pk": None}
+    assert (chain[1]["kind"], chain[1]["pk"]) == ("evaluation", new_run.pk)

@@ -136,12 +136,30 @@ def evaluated_steps(*, run: CellRun) -> list[dict[str, Any]]:
         )
         .order_by("pk")
     )
-    steps = []
-    for ev in evaluations:
-        compared = " vs ".join(outputs_of(ev, "evaluation").candidates or [])
-        label = f"{ev.cell} v{ev.version}" + (f": {compared}" if compared else "")
-        steps.append({"kind": "evaluation", "label": label, "pk": ev.pk})
-    return steps
+    return [_evaluation_step(ev) for ev in evaluations]
+
+
+def _evaluation_step(run: CellRun) -> dict[str, Any]:
+    compared = " vs ".join(outputs_of(run, "evaluation").candidates or [])
+    label = f"{run.cell} v{run.version}" + (f": {compared}" if compared else "")
+    return {"kind": "evaluation", "label": label, "pk": run.pk}
+
+
+def evaluation_lineage(*, run: CellRun) -> list[list[dict[str, Any]]]:
+    """For an evaluation run: where each adapter it compared came from, ending with this
+    evaluation (one chain per compared fine-tune or transfer run)."""
+    compared = outputs_of(run, "evaluation").candidate_runs or {}
+    sources = CellRun.objects.select_related("cell").in_bulk([int(pk) for pk in compared])
+    chains = []
+    for pk, labels in compared.items():
+        source = sources.get(int(pk))
+        start = (
+            adapter_lineage(run=source)
+            if source is not None
+            else [{"kind": "finetune", "label": f"{', '.join(labels)} (deleted)", "pk": None}]
+        )
+        chains.append([*start, _evaluation_step(run)])
+    return chains
 
 
 def adapter_lineage(*, run: CellRun) -> list[dict[str, Any]]:

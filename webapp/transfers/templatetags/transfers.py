@@ -13,6 +13,7 @@ from webapp.transfers.charts import LABELS, accuracy_bars, paper_bar
 from webapp.transfers.selectors import (
     adapter_moves,
     dataset_lineage,
+    evaluation_lineage,
     run_lineage,
     transfer_source_status,
     transferable_state,
@@ -34,6 +35,12 @@ def transfer_source_of(cell: Cell) -> dict[str, Any]:
 @register.simple_tag
 def lineage_of(run: CellRun) -> list[dict[str, Any]]:
     return run_lineage(run=run)
+
+
+@register.simple_tag
+def evaluation_lineage_of(run: CellRun) -> list[list[dict[str, Any]]]:
+    """An evaluation run's chains: each compared adapter's lineage, then the evaluation."""
+    return evaluation_lineage(run=run)
 
 
 @register.simple_tag
