@@ -297,6 +297,7 @@ def main() -> None:
         subprocess.run(
             [py, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
         )
+        subprocess.run([py, "-m", "workers.catalog"], cwd=ROOT, env=env, check=True)
         seeded = subprocess.run(
             [py, "-m", "benchmarks.bench_api", "--seed-only", "--jobs", str(args.jobs)],
             cwd=ROOT, env=env, check=True, capture_output=True, text=True,
