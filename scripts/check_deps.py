@@ -51,6 +51,8 @@ PARTS: dict[str, tuple[str, ...]] = {
     "tests": ("", "web", "dev", "demo-models"),
     "benchmarks": ("", "web", "dev", "demo-models"),
     "scripts": ("", "web", "dev"),
+    # The web image's gunicorn settings and healthcheck: that image has the web extra only.
+    "docker": ("web",),
 }
 # Extras a part may use only lazily (inside a function, with a clear error when absent).
 LAZY_EXTRAS: dict[str, tuple[str, ...]] = {"finetune_core": ("demo-models",)}
