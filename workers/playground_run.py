@@ -1,7 +1,8 @@
 """The playground cell run: the base model and base + adapter answer the same prompt.
 
 Answers stream into the CellRun's outputs as they grow (writes throttled), so the page
-polls and shows the text arriving.
+polls and shows the text arriving. On the serving path (a Redis broker) the answers come
+from the serving process instead, both at once (workers/playground_serve.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from typing import Any
 
 from webapp.core.catalog import DEFAULT_MODEL
+from webapp.jobs import serving
 from webapp.projects.finetune_config import effective_hparams
 from webapp.projects.models import CellRun, RunStatus
 from webapp.projects.run_lifecycle import cell_run_fail, cell_run_settle
@@ -17,6 +19,7 @@ from webapp.projects.run_outputs import outputs_of
 from webapp.transfers.selectors import latest_succeeded_run
 from workers import services_bridge
 from workers.finetune_run import UserError
+from workers.playground_serve import served_run
 from workers.reporter import Reporter
 
 FLUSH_EVERY_S = 0.3
@@ -79,6 +82,9 @@ def run_playground(run: CellRun, job_id: int, task_id: str) -> None:
         answer.update(text="", done=False)
     outputs: dict[str, Any] = {"model": model, "messages": messages, "answers": answers}
     progress = Reporter(job_id, task_id, run=run, outputs=outputs)
+    if serving.enabled():
+        served_run(run, progress, quantization, inputs)
+        return
     try:
         for index, answer in enumerate(answers):
             stream = Stream(progress, index)

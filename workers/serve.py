@@ -13,7 +13,6 @@ were cancelled. The outcome goes to the database once per request, off the loop'
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -113,22 +112,22 @@ class Server:
     # --- reporting ----------------------------------------------------------------------
 
     def _report(self) -> None:
-        from webapp.jobs.serving import EVENTS_TTL_S, cancel_key, events_key
+        from webapp.jobs.serving import add_events, cancel_key
 
         if not self.live:
             return
         pipe = self.redis.pipeline(transaction=False)
         for rid, live in list(self.live.items()):
-            key, text = events_key(rid), live.handle.text
+            text, events = live.handle.text, []
             if len(text) > live.sent:
-                pipe.rpush(key, json.dumps({"t": "text", "text": text[live.sent :]}))
+                events.append({"t": "text", "text": text[live.sent :]})
                 live.sent = len(text)
             if live.handle.done:
-                outcome = _outcome(live.handle)
-                pipe.rpush(key, json.dumps(outcome))
+                events.append(_outcome(live.handle))
                 del self.live[rid]
-                self.records.submit(_write_record, live.request, outcome, text)
-            pipe.expire(key, EVENTS_TTL_S)
+                self.records.submit(_write_record, live.request, events[-1], text)
+            if events:
+                add_events(pipe, rid, events)
         rids = list(self.live)
         pipe.mget([cancel_key(rid) for rid in rids] or ["-"])
         flags = pipe.execute()[-1]
@@ -138,11 +137,11 @@ class Server:
 
     def _end(self, request: ServeRequest, event: dict[str, Any]) -> None:
         """A request that never ran: its one event, and its record."""
-        from webapp.jobs.serving import EVENTS_TTL_S, events_key
+        from webapp.jobs.serving import add_events
 
-        key = events_key(request.id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(key, json.dumps(event)).expire(key, EVENTS_TTL_S).execute()
+        add_events(pipe, request.id, [event])
+        pipe.execute()
         self.records.submit(_write_record, request, event, "")
 
     def shutdown(self) -> None:

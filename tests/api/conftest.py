@@ -64,12 +64,13 @@ def start_worker(
 ) -> Iterator[Callable[[], Worker]]:
     started: list[Worker] = []
 
-    def start() -> Worker:
+    def start(**environ: str) -> Worker:
         worker = Worker(
             broker_url=_private_broker,
             data_dir=tmp_path,
             media_root=tmp_path / "media",
             log=tmp_path / "worker.log",
+            **environ,
         )
         started.append(worker)
         return worker

@@ -2,10 +2,12 @@
 real Redis (database SERVING_DB, which no other test uses), the live test server, and the
 real `openai` SDK. Streaming and not; greedy answers batched equal alone; 429 with
 Retry-After over the queue's bound and a clear error for a request that waited too long;
-a client that goes away cancels its request."""
+a client that goes away cancels its request; the playground's answers from the serving
+process, streamed to its page."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,9 +18,14 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.web.conftest import client_for
+from tests.web.test_transfers_worker import cell_create, run_cell, unlocked
 from tests.web.worker_harness import ROOT, database_url, wait_for
 from webapp.api.models import ChatCompletion, CompletionStatus
 from webapp.jobs import serving
+from webapp.jobs.models import Job
+from webapp.projects.models import CellRun, RunStatus
+from webapp.projects.services import project_create
 from workers.serve import CANCELLED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -198,3 +205,30 @@ def test_a_client_that_goes_away_cancels_its_request(start_serve, client) -> Non
     # The serving process goes on: the next request is answered.
     assert _ask(client, "Hi", 3)
     assert serve.proc.poll() is None
+
+
+def test_the_playground_answers_from_the_serving_process(
+    start_serve, start_worker, client, team, owner, settings
+) -> None:
+    start_serve()
+    worker = start_worker(SERVING_URL=settings.SERVING_URL)
+    project = unlocked(lambda: project_create(team=team, name="Chat", created_by=owner))
+    prompt, tokens = "Tell me a long story about a cat.", 16
+    config = {"base_model": MODEL, "prompt": prompt, "temperature": 0.0, "max_new_tokens": tokens}
+    cell = cell_create(project=project, kind="playground", config=config, created_by=owner)
+    run = run_cell(cell, owner)
+    # Its task only waits for the serving process: the CPU lane, not the GPU queue.
+    assert Job.objects.get(pk=run.job_id).params["_task"]["queue"] == "default"
+    page = client_for(owner).get(f"/runs/{run.pk}/stream/")
+    events = [line for line in b"".join(page.streaming_content).decode().split("\n\n") if line]
+    assert events[-1] == "event: end\ndata: {}"
+    streamed = "".join(
+        json.loads(e[6:]).get("text", "") for e in events if e.startswith('data: {"answer')
+    )
+    wait_for(
+        lambda: CellRun.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED,
+        timeout=60, what="the playground run", worker=worker,
+    )  # fmt: skip
+    (answer,) = CellRun.objects.get(pk=run.pk).outputs["answers"]
+    assert answer["done"] and answer["completion_tokens"] == tokens
+    assert answer["text"] == streamed == _ask(client, prompt, tokens)

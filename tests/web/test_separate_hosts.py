@@ -149,6 +149,8 @@ def test_train_on_a_then_resume_on_b_after_a_dies_then_chat_and_download(cluster
     web, a, b = (cluster.hosts[n] for n in ("web", "worker-a", "worker-b"))
     python = str(BIN / "python")
     cluster.run(web, [python, "manage.py", "migrate", "--noinput"], "migrate")
+    # The built-in models' records, written from a worker host (where models live).
+    cluster.run(a, [python, "-m", "workers.catalog"], "models")
     key = re.search(
         r"KEY=(\S+)", cluster.run(web, [python, "manage.py", "shell", "-c", MAKE_KEY], "key")
     )[1]
@@ -161,7 +163,7 @@ def test_train_on_a_then_resume_on_b_after_a_dies_then_chat_and_download(cluster
     def logs() -> str:
         tails = [
             f"--- {h.name}\n{h.log(n)[-3000:]}"
-            for h, n in ((a, "worker"), (b, "worker"), (web, "web"))
+            for h, n in ((a, "worker"), (b, "worker"), (b, "serve"), (web, "web"))
         ]
         return "\n".join(tails)
 
@@ -191,6 +193,8 @@ def test_train_on_a_then_resume_on_b_after_a_dies_then_chat_and_download(cluster
     assert a.kill_all(), "worker A had no process to kill"
     assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
     cluster.worker("worker-b", beat=True)
+    # Chat answers on a Redis broker: the serving process beside B's training worker.
+    b.start([python, "-m", "workers.serve"], cluster.env(b), "serve", cwd=ROOT)
     done = until(
         lambda: client.fine_tuning.jobs.retrieve(job.id),
         lambda j: j.status in ("succeeded", "failed", "cancelled"),

@@ -5,10 +5,11 @@ Redis (settings.SERVING_URL). One place for the keys and the message shapes.
   past SERVE_QUEUE_MAX is refused atomically (a Lua script), so the bound holds across web
   processes; the serving process pops only while its batch has room, so the list's length
   is the real backlog.
-- Events: each request has its own list `out:<id>` of JSON events, RPUSHed by the serving
-  process and BLPOPped here: `{"t": "text", "text": delta}`, then one end,
+- Events: each request has its own Redis stream `out:<id>` of JSON events (field `e`),
+  added by the serving process: `{"t": "text", "text": delta}`, then one end,
   `{"t": "done", "finish_reason", "usage"}` or `{"t": "error", "code", "message"}`.
-  A list, not pub/sub: nothing is lost between the push and the first read.
+  A stream, not pub/sub: nothing is lost before the first read, and every reader (an API
+  call, a playground page opened twice) reads it from its start.
 - Cancel: the key `cancel:<id>`; the serving process reads the keys of its requests once
   a step and drops those set (a client that went away).
 
@@ -114,29 +115,41 @@ def cancel(request_id: str) -> None:
     client().set(cancel_key(request_id), 1, ex=EVENTS_TTL_S)
 
 
-def events(raw: str, deadline: float) -> Iterator[dict[str, Any] | None]:
-    """The request's events until its end; None every WAIT_S with nothing new (a chance
-    to send a keep-alive). Past `deadline`, or the queue deadline with the request still
-    queued, it ends with a timeout error of its own."""
-    request = ServeRequest.from_json(raw)
-    key = events_key(request.id)
+def events(
+    request_id: str, deadline: float, *, queued: str | None = None
+) -> Iterator[dict[str, Any] | None]:
+    """The request's events from the first, until its end; None every WAIT_S with nothing
+    new (a chance to send a keep-alive). Past `deadline` it ends with a timeout; past the
+    queue deadline with the request still `queued` (its JSON, as submitted: the caller
+    owns it) it takes the request back and ends with queue_timeout."""
+    key, last = events_key(request_id), "0-0"
+    queue_deadline = ServeRequest.from_json(queued).deadline if queued else None
     while True:
-        popped = client().blpop([key], timeout=WAIT_S)
-        if popped is not None:
-            event = json.loads(popped[1])
+        reply = client().xread({key: last}, block=WAIT_S * 1000)
+        for entry_id, fields in reply[0][1] if reply else []:
+            last, event = entry_id, json.loads(fields[b"e"])
             yield event
             if event["t"] in ("done", "error"):
                 return
+        if reply:
             continue
-        now = time.time()
-        if now > request.deadline and withdraw(raw):
+        if queue_deadline and time.time() > queue_deadline and withdraw(queued or ""):
             yield {**error_event("queue_timeout", QUEUE_TIMEOUT), "withdrawn": True}
             return
         if time.monotonic() > deadline:
-            cancel(request.id)
+            if queued:
+                cancel(request_id)
             yield error_event("timeout", "Generation timed out; try again.")
             return
         yield None
+
+
+def add_events(pipe: Any, request_id: str, events: list[dict[str, Any]]) -> None:
+    """Queue `events` for `request_id` on a pipeline (the serving process's side)."""
+    key = events_key(request_id)
+    for event in events:
+        pipe.xadd(key, {"e": json.dumps(event)})
+    pipe.expire(key, EVENTS_TTL_S)
 
 
 def error_event(code: str, message: str) -> dict[str, Any]:

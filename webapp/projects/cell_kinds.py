@@ -215,6 +215,9 @@ class CellKind:
     team_refs: tuple[str, ...] = ()
     runnable: bool = False
     queue: str = queues.DEFAULT
+    # Its answers come from the serving process when the serving path is on
+    # (webapp/jobs/serving.py): its task then only waits, on the CPU lane, not behind GPU jobs.
+    served: bool = False
     # Templates for the kind's own part of the notebook cell and of the run page.
     cell_template: str = ""
     run_template: str = ""
@@ -299,6 +302,7 @@ register(
         cell_refs={"model_cell": ("finetune", "transfer")},
         runnable=True,
         queue=queues.GPU,
+        served=True,
         run_template="projects/kinds/playground_run.html",
     )
 )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.projects import live_views, recipe_views, run_views, views
+from webapp.projects import live_views, recipe_views, run_stream, run_views, views
 
 urlpatterns = [
     path("teams/<int:team_id>/projects/new/", views.project_new, name="project_new"),
@@ -19,6 +19,7 @@ urlpatterns = [
     path("cells/<int:cell_id>/run/", views.cell_run, name="cell_run"),
     path("cells/<int:cell_id>/live/", live_views.cell_live, name="cell_live"),
     path("runs/<int:run_id>/", run_views.run_detail, name="run_detail"),
+    path("runs/<int:run_id>/stream/", run_stream.run_stream, name="run_stream"),
     path("runs/<int:run_id>/cancel/", run_views.run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/resume/", run_views.run_resume, name="run_resume"),
     path("runs/<int:run_id>/final/", run_views.run_select_final, name="run_select_final"),

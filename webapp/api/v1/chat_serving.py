@@ -72,7 +72,7 @@ def _stream(row: ChatCompletion, raw: str, deadline: float, include_usage: bool)
     finished = False
     try:
         yield chunks.start()
-        for event in serving.events(raw, deadline):
+        for event in serving.events(f"chatcmpl-{row.pk}", deadline, queued=raw):
             if event is None:
                 yield KEEP_ALIVE  # a client that went away fails this write
             elif event["t"] == "text":
@@ -87,12 +87,12 @@ def _stream(row: ChatCompletion, raw: str, deadline: float, include_usage: bool)
                 yield from chunks.error(event["message"], status=status, code=event["code"])
     finally:
         if not finished:  # the client disconnected: its request leaves at the next step
-            serving.cancel(serving.ServeRequest.from_json(raw).id)
+            serving.cancel(f"chatcmpl-{row.pk}")
 
 
 def _whole(row: ChatCompletion, raw: str, deadline: float) -> HttpResponse:
     text = []
-    for event in serving.events(raw, deadline):
+    for event in serving.events(f"chatcmpl-{row.pk}", deadline, queued=raw):
         if event is None:
             continue
         if event["t"] == "text":
