@@ -145,3 +145,10 @@ bench-sampling: setup
 .PHONY: bench-dpo
 bench-dpo: setup
 	$(BIN)/python -m benchmarks.bench_dpo $(BENCH_DPO_ARGS)
+
+# Issue 25: 16 openai-SDK clients streaming at once, today's Celery path against the serving
+# process (python -m workers.serve), 1 and 4 adapters of SmolLM2-135M NF4; Redis: REDIS_URL's
+# server, database 12. Smoke: BENCH_SERVE_ARGS="--clients 4 --tokens 8 --model tiny-llama".
+.PHONY: bench-serve
+bench-serve: setup
+	$(BIN)/python -m benchmarks.bench_serve --redis $(REDIS_URL) $(BENCH_SERVE_ARGS)
