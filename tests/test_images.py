@@ -127,23 +127,34 @@ def commands(service: dict, stage: Stage) -> list[list[str]]:
     return [cmd, *[exec_form(c.split("CMD ", 1)[1]) for c in stage.args("HEALTHCHECK")]]
 
 
+def copies_of(stage: Stage, stages: dict[str, Stage]) -> set[str]:
+    """The top-level repo paths a stage COPYs into /app: from the build context, or from
+    another stage of the file (what that stage holds under the path taken)."""
+    found: set[str] = set()
+    for args in stage.args("COPY"):
+        words = [w for w in shlex.split(args) if not w.startswith("--chown")]
+        origin = words[0].removeprefix("--from=") if words[0].startswith("--from=") else None
+        sources = words[1:-1] if origin else words[:-1]
+        if origin is None:
+            found |= {Path(src).parts[0] for src in sources}
+        elif origin in stages:
+            inner = copies_of(stages[origin], stages)
+            for src in (Path(s) for s in sources if s.startswith("/app")):
+                taken = src.relative_to("/app")
+                found |= inner if taken == Path(".") else inner & {taken.parts[0]}
+    return found
+
+
 @dataclass
 class Image:
     """An image as docker/Dockerfile builds a stage: what a command run in it finds."""
 
     stages: list[Stage]  # the stage and those it is built FROM
-    queues: set[str]  # the queues webapp.jobs.queue knows
+    every: dict[str, Stage]  # every stage of its Dockerfile, by name
+    queues: set[str]  # the queues webapp.jobs.queue and the settings know
 
     def copied(self) -> set[str]:
-        """The top-level repo paths the stages COPY into /app."""
-        return {
-            Path(src).parts[0]
-            for stage in self.stages
-            for args in stage.args("COPY")
-            if not args.startswith("--from")
-            for src in shlex.split(args)[:-1]
-            if not src.startswith("--")
-        }
+        return set().union(*(copies_of(stage, self.every) for stage in self.stages))
 
     def present(self, path: str) -> list[str]:
         if not (ROOT / path).exists():
@@ -179,14 +190,22 @@ class Image:
         return found + ([] if args[2] in ("worker", "beat") else [f"celery {args[2]}?"])
 
 
-def image_of(service: dict) -> Image:
+def known_queues() -> set[str]:
+    from django.conf import settings
+
     from webapp.jobs.queue import LANES
 
+    return {q for lane in LANES for q in lane} | set(settings.TRAINING_QUEUES)
+
+
+def image_of(service: dict) -> Image:
     _, stages = parse_dockerfile(dockerfile_of(service))
-    return Image(chain(stages, service["build"]["target"]), {q for lane in LANES for q in lane})
+    return Image(chain(stages, service["build"]["target"]), stages, known_queues())
 
 
 def test_every_command_runs_something_the_image_holds_and_every_queue_is_served() -> None:
+    from django.conf import settings
+
     from webapp.jobs.queue import ROUTES
 
     served: set[str] = set()
@@ -196,12 +215,13 @@ def test_every_command_runs_something_the_image_holds_and_every_queue_is_served(
             assert not image.problems(argv), (name, argv, image.problems(argv))
             if argv[0] == "celery" and argv[3] == "worker":
                 served |= set(argv[argv.index("-Q") + 1].split(","))
-    assert set(ROUTES.values()) <= served, "a queue no compose worker serves"
+    routed = set(ROUTES.values()) | set(settings.TRAINING_QUEUES)
+    assert routed <= served, "a queue no compose worker serves"
 
 
 def test_the_command_check_names_what_an_image_lacks(tmp_path: Path) -> None:
     """The issue's first finding: a worker image that does not hold what it runs."""
-    text = (DOCKER / "Dockerfile").read_text().replace("COPY workers ./workers\n", "")
+    text = (DOCKER / "Dockerfile").read_text().replace("COPY workers /app/workers\n", "")
     (tmp_path / "docker").mkdir()
     (tmp_path / "docker" / "Dockerfile").write_text(text)
     service = {
@@ -217,9 +237,9 @@ def test_every_worker_image_compiles_the_kernels_at_build() -> None:
     workers = [s for s in stages.values() if s.args("CMD") and "worker" in s.args("CMD")[-1]]
     assert {s.name for s in workers} == {"worker-cpu", "worker-gpu"}
     for stage in workers:
-        copies = " ".join(stage.args("COPY"))
+        holds = Image(chain(stages, stage.name), stages, set()).copied()
         runs = stage.args("RUN")
-        assert "csrc" in copies and any("install_worker.sh build" in r for r in runs), stage.name
+        assert "csrc" in holds and any("install_worker.sh build" in r for r in runs), stage.name
     gpu_build = [r for r in stages["worker-gpu"].args("RUN") if "install_worker.sh build" in r]
     assert gpu_build == ["docker/install_worker.sh build --cuda"]
 
