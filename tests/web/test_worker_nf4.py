@@ -5,10 +5,13 @@ falls back to the PyTorch reference; asked for compiled kernels only, it refuses
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
 
@@ -27,6 +30,10 @@ def announced(worker: Worker) -> WorkerHost:
     return wait_for(host, timeout=90, what="the announcement", worker=worker)
 
 
+@pytest.mark.skipif(
+    not (shutil.which("ninja") and shutil.which(os.environ.get("CXX", "c++"))),
+    reason="no C++ compiler or no ninja on PATH: the kernels cannot compile here",
+)
 def test_a_worker_logs_and_announces_its_compiled_nf4_path(
     start_worker: Callable[..., Worker],
 ) -> None:
