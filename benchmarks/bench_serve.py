@@ -10,7 +10,10 @@ The web side is gunicorn (gthread, one process, 32 threads) on loopback.
   of one worker (concurrency 1, its model cache warm), the view polling the row;
 - serving, 1 adapter: SERVING_URL set, `python -m workers.serve --preload` (warm), every
   client on the same adapter;
-- serving, 4 adapters: the same, client i on adapter i % 4.
+- serving, 4 adapters: the same, client i on adapter i % 4;
+- serving, 4 adapters, +train: the same while a LoRA fine-tune of the base
+  (`python -m finetune_core train`, its own process) trains on the same CPUs
+  (--no-finetune skips it); training_slowdown_of_serving is its tokens/s ratio.
 
 Every client asks for 64 tokens at temperature 0 (ignoring end of turn is not offered by
 the API, so a short answer ends early; the table counts the tokens actually produced).
@@ -32,6 +35,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -241,9 +246,41 @@ def measure(
         for label, use in plans.items():
             say(f"{label}: {args.clients} clients x {args.tokens} tokens ...")
             rows[label] = run_clients(stack.port, seeded["key"], use, args.clients, args.tokens)
+        if serving and args.finetune:
+            label = "serving, 4 adapters, +train"
+            say(f"{label}: the same while a fine-tune of the base trains on this machine ...")
+            with fine_tune(env, tmp, args.model):
+                rows[label] = run_clients(
+                    stack.port, seeded["key"], models, args.clients, args.tokens
+                )
     finally:
         stack.stop()
     return rows
+
+
+@contextmanager
+def fine_tune(env: dict[str, str], tmp: Path, model: str) -> Iterator[None]:
+    """A LoRA fine-tune of `model` (the CLI, its own process) training for the block."""
+    data = tmp / "train.jsonl"
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": q}]}
+            for q in QUESTIONS] * 20  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log = tmp / "train.log"
+    cmd = [PY, "-m", "finetune_core", "train", "--model", model, "--data", str(data),
+           "--output-dir", str(tmp / "ft"), "--max-steps", "100000", "--batch-size", "4",
+           "--save-every", "100000", "--eval-every", "100000"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "loss=" not in log.read_text(errors="replace"):  # its first step's bar
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the fine-tune did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        time.sleep(3)  # past its first steps
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
@@ -265,6 +302,8 @@ def main() -> None:
     ap.add_argument("--adapters", type=int, default=4)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="its host is used")
+    ap.add_argument("--no-finetune", dest="finetune", action="store_false",
+                    help="skip the row measured while a fine-tune trains")  # fmt: skip
     ap.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.seed_only:
@@ -280,7 +319,7 @@ def main() -> None:
         seeded = set_up(env, args.model, args.adapters)
         rows = measure({**env, "SERVING_URL": "off"}, tmp, seeded, args, serving=False)
         rows |= measure({**env, "SERVING_URL": serving_url}, tmp, seeded, args, serving=True)
-    serial, one, four = rows.values()
+    serial, one, four = list(rows.values())[:3]
     result = {
         "bench": "serve",
         "model": f"{args.model} nf4",
@@ -295,6 +334,11 @@ def main() -> None:
         "ttft_p50_s": round(four["ttft_p50_s"], 3),
         "ttft_p99_s": round(four["ttft_p99_s"], 3),
         "serial_ttft_p50_s": round(serial["ttft_p50_s"], 3),
+        "training_slowdown_of_serving": round(
+            four["tokens_per_s"] / rows["serving, 4 adapters, +train"]["tokens_per_s"], 2
+        )
+        if args.finetune
+        else None,
         "rows": {
             k: {m: round(v, 4) if isinstance(v, float) else v for m, v in r.items()}
             for k, r in rows.items()

@@ -186,8 +186,12 @@ def _write_record(request: ServeRequest, outcome: dict[str, Any], text: str) -> 
             result = {"text": text, "finish_reason": outcome["finish_reason"], **outcome["usage"]}
             db_retrying(chat_completion_finish)(completion_id=request.completion_id, result=result)
         else:
-            error = outcome["message"]
-            db_retrying(chat_completion_fail)(completion_id=request.completion_id, error=error)
+            db_retrying(chat_completion_fail)(
+                completion_id=request.completion_id,
+                error=outcome["message"],
+                # the web side wrote why it stopped waiting (a timeout): that stays
+                unless_settled=outcome["code"] == "cancelled",
+            )
     except Exception:  # noqa: BLE001 - a lost record must not stop serving
         log.exception("serve: could not record completion %s", request.completion_id)
 

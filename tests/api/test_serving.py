@@ -184,6 +184,21 @@ def test_over_the_bound_429_and_a_queued_request_times_out(start_serve, client, 
     assert errors == {CANCELLED, "Refused: the serving queue was full.", serving.QUEUE_TIMEOUT}
 
 
+def test_no_answer_in_time_is_a_504_and_the_record_says_so(
+    transactional_db, settings, client
+) -> None:
+    settings.SERVING_URL = _redis_url()  # and no serving process
+    settings.API_CHAT_TIMEOUT_S = 2
+    with pytest.raises(openai.APIStatusError) as late:
+        _ask(client, "Hi", 4)
+    assert late.value.status_code == 504 and late.value.code == "timeout"
+    row = ChatCompletion.objects.get()
+    assert row.status == CompletionStatus.FAILED and row.error.startswith("Generation timed out")
+    # It is still queued, marked cancelled: a serving process that comes later drops it.
+    assert _queue_length() == 1
+    assert serving.client().exists(serving.cancel_key(f"chatcmpl-{row.pk}"))
+
+
 def _queue_length() -> int:
     return serving.client().llen(serving.QUEUE)
 

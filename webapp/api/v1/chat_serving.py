@@ -62,9 +62,13 @@ def respond(
 
 
 def _settle_withdrawn(row: ChatCompletion, event: dict[str, Any]) -> None:
-    """The one outcome the serving process never saw: the request left its queue unread."""
+    """The outcomes the serving process may never write: the request left its queue unread,
+    or no answer came in time (the serving process may be gone; if it is not, it ends the
+    request as cancelled and writes that)."""
     if event.get("withdrawn"):
         chat_completion_fail(completion_id=row.pk, error=event["message"])
+    elif event["code"] == "timeout":
+        chat_completion_fail(completion_id=row.pk, error=event["message"], unless_settled=True)
 
 
 def _stream(row: ChatCompletion, raw: str, deadline: float, include_usage: bool) -> Iterator[bytes]:

@@ -347,7 +347,8 @@ def chat_completion_finish(*, completion_id: int, result: dict[str, Any]) -> Non
     )
 
 
-def chat_completion_fail(*, completion_id: int, error: str) -> None:
-    ChatCompletion.objects.filter(pk=completion_id).update(
-        status=CompletionStatus.FAILED, error=error
-    )
+def chat_completion_fail(*, completion_id: int, error: str, unless_settled: bool = False) -> None:
+    rows = ChatCompletion.objects.filter(pk=completion_id)
+    if unless_settled:  # a late outcome from elsewhere must not overwrite a written one
+        rows = rows.filter(status__in=(CompletionStatus.QUEUED, CompletionStatus.RUNNING))
+    rows.update(status=CompletionStatus.FAILED, error=error)
