@@ -1,6 +1,6 @@
 """Issue 22, images that run: docker/compose.yml and docker/Dockerfile agree with each other
 and with the code. Images cannot be built here (no base images offline), so this checks what
-can be: `docker compose config` where compose is installed, and everywhere the file read
+can be: `docker compose config` (or docker-compose) where installed, and everywhere the file read
 with PyYAML against the Dockerfile's stages, the commands against the modules, files and
 queues they name, and the compose environment against the settings module."""
 
@@ -96,14 +96,24 @@ def exec_form(text: str) -> list[str]:
     return json.loads(text) if text.startswith("[") else shlex.split(text)
 
 
+def compose_command() -> list[str] | None:
+    """Docker's compose plugin, else the standalone docker-compose; None without either."""
+    for command in (["docker", "compose"], ["docker-compose"]):
+        try:
+            probe = subprocess.run([*command, "version"], capture_output=True, timeout=30)
+        except FileNotFoundError:
+            continue
+        if probe.returncode == 0:
+            return command
+    return None
+
+
 def test_docker_compose_config_accepts_the_file() -> None:
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(
-            f"`docker compose` is not installed here: {probe.stderr.strip().splitlines()[0]}"
-        )
+    command = compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed here")
     env = {**os.environ, **REQUIRED}
-    config = ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"]
+    config = [*command, "-f", str(COMPOSE), "config", "--quiet"]
     done = subprocess.run(config, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     bare = {k: v for k, v in env.items() if k != "SECRET_KEY"}
