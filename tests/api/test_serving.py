@@ -36,7 +36,7 @@ MODEL = "tiny-llama"
 ASK = [{"role": "user", "content": "Tell me a long story about a cat."}]
 
 
-def _redis_url() -> str:
+def serving_redis_url() -> str:
     import redis
 
     url = f"{REDIS}/{SERVING_DB}"
@@ -86,7 +86,7 @@ class Serve:
 
 @pytest.fixture
 def start_serve(transactional_db, settings, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
-    url = _redis_url()
+    url = serving_redis_url()
     settings.SERVING_URL = url  # the live server's side
     started: list[Serve] = []
 
@@ -187,7 +187,7 @@ def test_over_the_bound_429_and_a_queued_request_times_out(start_serve, client, 
 def test_no_answer_in_time_is_a_504_and_the_record_says_so(
     transactional_db, settings, client
 ) -> None:
-    settings.SERVING_URL = _redis_url()  # and no serving process
+    settings.SERVING_URL = serving_redis_url()  # and no serving process
     settings.API_CHAT_TIMEOUT_S = 2
     with pytest.raises(openai.APIStatusError) as late:
         _ask(client, "Hi", 4)
