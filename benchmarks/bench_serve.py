@@ -13,7 +13,9 @@ The web side is gunicorn (gthread, one process, 32 threads) on loopback.
 - serving, 4 adapters: the same, client i on adapter i % 4;
 - serving, 4 adapters, +train: the same while a LoRA fine-tune of the base
   (`python -m finetune_core train`, its own process) trains on the same CPUs
-  (--no-finetune skips it); training_slowdown_of_serving is its tokens/s ratio.
+  (--no-finetune skips it). training_slowdown_of_serving: serving's tokens/s without
+  the fine-tune over with it; serving_slowdown_of_training: the fine-tune's tokens/s
+  alone (its steps before the clients) over during the clients.
 
 Every client asks for 64 tokens at temperature 0 (ignoring end of turn is not offered by
 the API, so a short answer ends early; the table counts the tokens actually produced).
@@ -29,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -249,18 +253,28 @@ def measure(
         if serving and args.finetune:
             label = "serving, 4 adapters, +train"
             say(f"{label}: the same while a fine-tune of the base trains on this machine ...")
-            with fine_tune(env, tmp, args.model):
+            with fine_tune(env, tmp, args.model) as training:
                 rows[label] = run_clients(
                     stack.port, seeded["key"], models, args.clients, args.tokens
                 )
+            rows[label]["training_tok_s"] = training
     finally:
         stack.stop()
     return rows
 
 
+STEPS_ALONE = 4  # training steps timed before the clients start
+
+
+def step_rates(text: str) -> list[float]:
+    """The training bar's tokens/s, step by step (tqdm rewrites its line with \\r)."""
+    return [float(x) for x in re.findall(r"tok_s=([\d.]+)", text)]
+
+
 @contextmanager
-def fine_tune(env: dict[str, str], tmp: Path, model: str) -> Iterator[None]:
-    """A LoRA fine-tune of `model` (the CLI, its own process) training for the block."""
+def fine_tune(env: dict[str, str], tmp: Path, model: str) -> Iterator[dict[str, float]]:
+    """A LoRA fine-tune of `model` (the CLI, its own process) training for the block; fills
+    the dict it yields with its tokens/s alone (before the block) and during the block."""
     data = tmp / "train.jsonl"
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": q}]}
             for q in QUESTIONS] * 20  # fmt: skip
@@ -270,17 +284,30 @@ def fine_tune(env: dict[str, str], tmp: Path, model: str) -> Iterator[None]:
            "--output-dir", str(tmp / "ft"), "--max-steps", "100000", "--batch-size", "4",
            "--save-every", "100000", "--eval-every", "100000"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    rates: dict[str, float] = {}
     try:
-        deadline = time.monotonic() + 120
-        while "loss=" not in log.read_text(errors="replace"):  # its first step's bar
+        deadline = time.monotonic() + 240
+        while len(step_rates(log.read_text(errors="replace"))) < STEPS_ALONE + 1:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the fine-tune did not start:\n{log.read_text()[-2000:]}")
             time.sleep(0.5)
-        time.sleep(3)  # past its first steps
-        yield
+        before = log.read_text(errors="replace")
+        yield rates
+        during = log.read_text(errors="replace")[len(before) :]
+        rates["alone"] = statistics.median(step_rates(before)[1:])  # the first step warms up
+        rates["during"] = statistics.median(step_rates(during) or [float("nan")])
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def slowdowns(alone: dict[str, Any], beside: dict[str, Any]) -> dict[str, float]:
+    """What serving and a fine-tune on the same CPUs cost each other (ratios >= 1: slower)."""
+    training = beside["training_tok_s"]
+    return {
+        "training_slowdown_of_serving": round(alone["tokens_per_s"] / beside["tokens_per_s"], 2),
+        "serving_slowdown_of_training": round(training["alone"] / training["during"], 2),
+    }
 
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
@@ -334,11 +361,7 @@ def main() -> None:
         "ttft_p50_s": round(four["ttft_p50_s"], 3),
         "ttft_p99_s": round(four["ttft_p99_s"], 3),
         "serial_ttft_p50_s": round(serial["ttft_p50_s"], 3),
-        "training_slowdown_of_serving": round(
-            four["tokens_per_s"] / rows["serving, 4 adapters, +train"]["tokens_per_s"], 2
-        )
-        if args.finetune
-        else None,
+        **(slowdowns(four, rows["serving, 4 adapters, +train"]) if args.finetune else {}),
         "rows": {
             k: {m: round(v, 4) if isinstance(v, float) else v for m, v in r.items()}
             for k, r in rows.items()
