@@ -9,7 +9,7 @@ REDIS_URL ?= redis://127.0.0.1:6379/0
 export FINETUNE_CORE_CACHE ?= $(CURDIR)/.cache
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup check-deps lock test test-core test-web test-web-pg test-e2e lint format run worker recover demo bench-train bench-eval bench-kernels bench-transfer bench-demo bench-api
+.PHONY: setup check-deps lock test test-core test-web test-web-pg test-e2e lint format run worker recover demo bench-train bench-eval bench-kernels bench-transfer bench-demo bench-api bench-estimate
 
 setup: $(STAMP)
 
@@ -143,6 +143,9 @@ bench-sampling: setup
 # SmolLM2-135M); exact match with 95% CIs, phase times, JSON in benchmarks/results/dpo.json.
 # Smoke: BENCH_DPO_ARGS="--train-examples 40 --eval 16 --sft-steps 6 --samples 2 --dpo-steps 3".
 .PHONY: bench-dpo
+bench-estimate: setup
+	$(BIN)/python -m benchmarks.bench_estimate $(BENCH_ESTIMATE_ARGS)
+
 bench-dpo: setup
 	$(BIN)/python -m benchmarks.bench_dpo $(BENCH_DPO_ARGS)
 

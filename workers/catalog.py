@@ -32,6 +32,7 @@ def builtin_records() -> list[dict[str, Any]]:
                 "model_type": facts.get("model_type") or facts["architecture"].lower(),
                 "parameters": facts["parameters"],
                 "context_length": facts.get("context_length") or 0,
+                **{k: facts.get(k) or 0 for k in ("vocab_size", "layers", "hidden_size")},
                 "tokens_per_s_cpu": DEFAULT_TOKENS_PER_S.get(facts["name"]),
                 "offered": facts["name"] not in HIDDEN,
             }

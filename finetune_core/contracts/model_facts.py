@@ -37,6 +37,10 @@ class ModelFacts:
     context_length: int
     chat_template: str  # the tokenizer's own; "" when it has none
     hub_id: str = ""
+    # What training memory follows besides the weights (webapp's estimate): 0 if unknown.
+    vocab_size: int = 0
+    layers: int = 0
+    hidden_size: int = 0
 
 
 def source_kind(source: str) -> SourceKind:
@@ -92,7 +96,7 @@ def folder_facts(folder: Path, *, kind: SourceKind, source: str, hub_id: str = "
         )
     # Text models nest their sizes under text_config in multimodal configs (Gemma 3).
     sizes = {**config, **(config.get("text_config") or {})}
-    context = next((int(sizes[k]) for k in CONTEXT_KEYS if isinstance(sizes.get(k), int)), 0)
+    context = _first_int(sizes, CONTEXT_KEYS)
     architectures = config.get("architectures") or [model_type]
     tokenizer = (folder / "tokenizer_config.json").exists() and _json(
         folder / "tokenizer_config.json"
@@ -109,7 +113,14 @@ def folder_facts(folder: Path, *, kind: SourceKind, source: str, hub_id: str = "
         context_length=context,
         chat_template=template if isinstance(template, str) else "",
         hub_id=hub_id,
+        vocab_size=_first_int(sizes, ("vocab_size",)),
+        layers=_first_int(sizes, ("num_hidden_layers", "n_layer", "num_layers")),
+        hidden_size=_first_int(sizes, ("hidden_size", "n_embd", "d_model")),
     )
+
+
+def _first_int(sizes: dict[str, Any], keys: tuple[str, ...]) -> int:
+    return next((int(sizes[k]) for k in keys if isinstance(sizes.get(k), int)), 0)
 
 
 def safetensors_parameters(folder: Path) -> int:
@@ -262,4 +273,12 @@ def gguf_facts(path: Path) -> ModelFacts:
         parameters=params,
         context_length=int(meta.get(f"{arch}.context_length") or 0),
         chat_template=template if isinstance(template, str) else "",
+        vocab_size=_gguf_int(meta, f"{arch}.vocab_size", "tokenizer.ggml.tokens"),
+        layers=_gguf_int(meta, f"{arch}.block_count"),
+        hidden_size=_gguf_int(meta, f"{arch}.embedding_length"),
     )
+
+
+def _gguf_int(meta: dict[str, Any], *keys: str) -> int:
+    """The first key that holds a number (a long string array reads as its length)."""
+    return next((int(meta[k]) for k in keys if isinstance(meta.get(k), int)), 0)

@@ -22,6 +22,9 @@ def _gguf_facts(spec: ModelSpec) -> dict[str, Any]:
         "architecture": facts.architecture,
         "context_length": facts.context_length or None,
         "parameters": facts.parameters,
+        "vocab_size": facts.vocab_size,
+        "layers": facts.layers,
+        "hidden_size": facts.hidden_size,
     }
 
 
@@ -40,16 +43,19 @@ def _tiny_facts(spec: ModelSpec) -> dict[str, Any]:
         "model_type": config.model_type,
         "parameters": sum(p.numel() for p in model.parameters()),
         "context_length": config.max_position_embeddings,
+        "vocab_size": config.vocab_size,
+        "layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
     }
 
 
 def describe(spec: ModelSpec) -> dict[str, Any]:
     cached = is_cached(spec)
     facts = read_marker(spec) if cached else {}
-    if not facts and spec.kind == "tiny":
-        facts = _tiny_facts(spec)
-    if not facts and spec.kind == "gguf":
-        facts = _gguf_facts(spec)
+    if spec.kind == "tiny":
+        facts |= _tiny_facts(spec)
+    if spec.kind == "gguf":
+        facts |= _gguf_facts(spec)
         if not facts:
             facts = {"note": f"package {spec.source} not installed"}
     return {

@@ -168,12 +168,14 @@ def test_memory_fits_fixed_and_per_token_parts_once_runs_differ() -> None:
         },
     )
     figures = Figures(lane="gpu", device="cuda", runs=runs)
-    memory = figures.memory(5000, per_token=1.0)
+    memory = figures.memory(5000, lambda tokens: 1.0)  # the formula is not needed here
     assert memory.value == pytest.approx(3 * GIB)  # 0.5 GiB fixed + 0.5 GiB per 1000 tokens
     assert memory.low < memory.value < memory.high
-    # One batch size only: the fixed part is measured, the per-token share is the formula's.
-    same = Figures(lane="gpu", device="cuda", runs=runs[:1]).memory(2000, per_token=1000.0)
-    assert same.value == pytest.approx(GIB + 1000 * 1000)
+    # One batch size only: the formula's shape, scaled to the measured peak (here the
+    # formula says 1.5 GiB at 1000 tokens and 2 GiB at 2000, and 1 GiB was measured).
+    formula = lambda tokens: GIB + tokens * GIB / 2000  # noqa: E731
+    same = Figures(lane="gpu", device="cuda", runs=runs[:1]).memory(2000, formula)
+    assert same.value == pytest.approx(GIB * 2 / 1.5)
 
 
 def test_the_notebook_and_the_api_show_the_range_and_the_basis(

@@ -6,6 +6,7 @@ with no worker alive the estimate shows a wait with the queue's length, not a ti
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -16,16 +17,23 @@ from tests.web.test_finetune_worker import FAST, finished, job_of, notebook, sta
 from tests.web.worker_harness import Worker, wait_for
 from webapp.jobs.models import Job, JobStatus
 from webapp.ops.models import WorkerHost
+from webapp.projects.estimate import formula_memory
 from webapp.projects.models import Cell, CellRun
 from webapp.projects.services import cell_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 __all__ = ["start_worker"]
 
-MIB = 2**20
-# The estimate's formula for tiny-llama: ~600 MiB, plus 40 kB a token of batch x length.
-BIG = {"batch_size": 16, "max_length": 512}  # ~912 MiB
-SMALL = {"batch_size": 1, "max_length": 160}  # ~606 MiB
+BIG = {"batch_size": 16, "max_length": 512}
+SMALL = {"batch_size": 1, "max_length": 160}
+
+
+def sizes() -> tuple[int, int]:
+    """Simulated device sizes: the small worker fits SMALL's estimate but not BIG's (the
+    formula's, webapp.projects.estimate), the big one both."""
+    small, big = (formula_memory({**FAST, **hp}) for hp in (SMALL, BIG))
+    assert small < big
+    return (small + big) // 2, 4 * big
 
 
 def announced(worker: Worker, queue: str) -> None:
@@ -60,7 +68,8 @@ def run_and_finish(cell: Cell, user: Any, worker: Worker) -> Job:
 def test_jobs_go_to_the_smallest_worker_they_fit(start_worker, settings, team, owner, editor):
     settings.TRAINING_QUEUES = ["gpu-small", "gpu-big"]
     # No worker serves a training queue yet: the estimate shows a wait, not a place.
-    small = start_worker(queues="default", WORKER_DEVICE_MEMORY_BYTES=str(700 * MIB))
+    small_size, big_size = sizes()
+    small = start_worker(queues="default", WORKER_DEVICE_MEMORY_BYTES=str(small_size))
     cells = notebook(team, owner, small, max_steps=1, **SMALL)
     page = client_for(editor).get(reverse("project_detail", args=[cells["project"].pk]))
     assert (
@@ -68,19 +77,25 @@ def test_jobs_go_to_the_smallest_worker_they_fit(start_worker, settings, team, o
     )
     small.stop()
 
-    small = start_worker(queues="gpu-small,default", WORKER_DEVICE_MEMORY_BYTES=str(700 * MIB))
+    small = start_worker(queues="gpu-small,default", WORKER_DEVICE_MEMORY_BYTES=str(small_size))
     announced(small, "gpu-small")
     big_cell = finetune_cell(cells, owner, "Big batch", **BIG)
     page = client_for(editor).get(reverse("project_detail", args=[cells["project"].pk]))
     text = page.content.decode()
-    assert "needs about 0.9 GiB, more than any worker has" in text
+    need = formula_memory({**FAST, **BIG})
+    assert f"needs about {need / 2**30:.1f} GiB, more than any worker has" in text
     refused = client_for(editor).post(reverse("cell_run", args=[big_cell.pk]), follow=True)
     said = refused.content.decode()
-    assert "the largest alive is gpu-small with 0.7 GiB" in said
-    assert "It would fit with batch size 4, gradient accumulation 4" in said
+    assert f"the largest alive is gpu-small with {small_size / 2**30:.1f} GiB" in said
+    # The nearest fit halves the batch (keeping the examples a step) until it fits.
+    found = re.search(r"It would fit with batch size (\d+), gradient accumulation (\d+)", said)
+    batch, accum = int(found[1]), int(found[2])
+    assert batch * accum == BIG["batch_size"] and batch < BIG["batch_size"]
+    assert formula_memory({**FAST, **BIG, "batch_size": batch}) <= small_size
+    assert formula_memory({**FAST, **BIG, "batch_size": 2 * batch}) > small_size
     assert not CellRun.objects.filter(cell=big_cell).exists()  # refused before queueing
 
-    big = start_worker(queues="gpu-big", WORKER_DEVICE_MEMORY_BYTES=str(4096 * MIB))
+    big = start_worker(queues="gpu-big", WORKER_DEVICE_MEMORY_BYTES=str(big_size))
     announced(big, "gpu-big")
     job = run_and_finish(big_cell, editor, big)
     assert job.params["_task"]["queue"] == "gpu-big"

@@ -8,7 +8,10 @@ from typing import Any
 from webapp.core.models import BaseModel
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-INFO_FIELDS = ("name", "label", "parameters", "context_length", "model_type", "tokens_per_s_cpu")
+INFO_FIELDS = (
+    "name", "label", "parameters", "context_length", "model_type", "tokens_per_s_cpu",
+    "vocab_size", "layers", "hidden_size",
+)  # fmt: skip
 
 
 def _info(model: BaseModel) -> dict[str, Any]:

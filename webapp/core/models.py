@@ -27,6 +27,10 @@ class BaseModel(models.Model):
     model_type = models.CharField(max_length=50)
     parameters = models.BigIntegerField()
     context_length = models.IntegerField()
+    # What training memory follows besides the weights (the pre-flight estimate); 0: unknown.
+    vocab_size = models.IntegerField(default=0)
+    layers = models.IntegerField(default=0)
+    hidden_size = models.IntegerField(default=0)
     # Blank: the tokenizer's own template.
     chat_template = models.TextField(blank=True)
     licence = models.TextField(help_text="The licence's text or URL.")

@@ -36,12 +36,21 @@ log = logging.getLogger(__name__)
 BYTES_PER_PARAM = {"nf4": 0.55, "none": 2.0}
 # LoRA adds about 2 * r * hidden parameters per adapted matrix; ~7 matrices a layer.
 ADAPTER_SHARE_PER_RANK = 0.0004
-OVERHEAD_BYTES = 600 * 2**20  # framework, tokenizer, Python
-ACTIVATION_BYTES_PER_TOKEN = 40_000
+OVERHEAD_BYTES = 940 * 2**20  # framework, tokenizer, Python, the model's loading
+# A token of the batch holds its logits (in bf16 and fp32), their softmax and gradients,
+# per vocabulary entry, and per layer what checkpointing keeps plus the layer recomputed:
+# fitted to measured peaks of SmolLM2 and Gemma 3 (make bench-estimate).
+LOGIT_BYTES_PER_VOCAB = 5.3
+LAYER_BYTES_PER_HIDDEN = 54
+ACTIVATION_BYTES_PER_TOKEN = 1_200_000  # a model whose sizes are not known
+# An unquantized base keeps about half as much a token as a 4-bit one, whose training
+# upcasts the embedding and head to fp32 (peft's k-bit preparation).
+TOKEN_SHARE = {"nf4": 1.0, "none": 0.5}
 # With no measured run: runs have taken up to this many times the catalog's time
-# (issue 27: 5 to 8 times), and peaked at up to this many times the formula's memory.
+# (issue 27: 5 to 8 times); the formula's memory has been within this range of measured
+# peaks (make bench-estimate).
 CATALOG_SLOWER = 8.0
-FORMULA_LARGER = 4.0
+FORMULA_RANGE = (0.7, 1.5)
 LANE = queue.GPU  # measured figures' lane when routing names no other (TRAINING_QUEUES)
 # The job params key of the estimate a run was queued with (Estimate.as_dict).
 ESTIMATE = "estimate"
@@ -144,13 +153,36 @@ def counts(config: dict[str, Any], version: DatasetVersion) -> Counts:
     return Counts(n, n_train, steps, tokens, batch_tokens, tuple(notes))
 
 
-def formula_memory(config: dict[str, Any]) -> int:
-    """Memory by formula alone: weights, adapter with its optimizer state, activations."""
+def per_token_bytes(facts: dict[str, Any]) -> float:
+    """Training memory a token of the batch adds, from the model's sizes."""
+    vocab, layers, hidden = (
+        int(facts.get(k) or 0) for k in ("vocab_size", "layers", "hidden_size")
+    )
+    if not vocab:
+        return float(ACTIVATION_BYTES_PER_TOKEN)
+    return LOGIT_BYTES_PER_VOCAB * vocab + LAYER_BYTES_PER_HIDDEN * layers * hidden
+
+
+def _formula_at(config: dict[str, Any]) -> Any:
+    """The formula's memory of `config` at a batch of `tokens` (batch_size x max_length)."""
+    facts = model_info(config.get("base_model", ""))
+    return lambda tokens: formula_memory(
+        {**config, "batch_size": 1, "max_length": tokens}, facts=facts
+    )
+
+
+def formula_memory(config: dict[str, Any], *, facts: dict[str, Any] | None = None) -> int:
+    """Memory by formula alone: weights, adapter with its optimizer state, activations
+    (`facts`: the model's sizes, else its record's)."""
     hp = effective_hparams(config)
-    params = model_info(config.get("base_model", "")).get("parameters") or 0
-    weights = params * BYTES_PER_PARAM.get(hp["quantization"], 2.0)
+    facts = facts or model_info(config.get("base_model", ""))
+    params = facts.get("parameters") or 0
+    # 4-bit quantizes the linear layers; the embedding table stays 16-bit.
+    embedding = min(params, int(facts.get("vocab_size") or 0) * int(facts.get("hidden_size") or 0))
+    weights = (params - embedding) * BYTES_PER_PARAM.get(hp["quantization"], 2.0) + 2 * embedding
     adapter = params * ADAPTER_SHARE_PER_RANK * int(hp["lora_r"]) * 16  # fp32 + grads + AdamW
-    activations = int(hp["batch_size"]) * int(hp["max_length"]) * ACTIVATION_BYTES_PER_TOKEN
+    tokens = int(hp["batch_size"]) * int(hp["max_length"])
+    activations = tokens * per_token_bytes(facts) * TOKEN_SHARE.get(hp["quantization"], 1.0)
     return int(weights + adapter + activations + OVERHEAD_BYTES)
 
 
@@ -199,8 +231,8 @@ def estimate(
         basis = (
             f"No run of {model} has finished on the workers yet: the time is from {catalog} "
             f"on an idle 2-core CPU, without loading the model, and the memory from a "
-            f"formula; runs have taken up to {CATALOG_SLOWER:.0f} times that time and "
-            f"{FORMULA_LARGER:.0f} times that memory."
+            f"formula fitted to measured peaks; runs have taken up to {CATALOG_SLOWER:.0f} "
+            f"times that time."
         )
         return Estimate(
             *head,
@@ -209,13 +241,12 @@ def estimate(
             found.notes,
             seconds_low=seconds,
             seconds_high=slower,
-            memory_low=memory,
-            memory_high=int(memory * FORMULA_LARGER),
+            memory_low=int(memory * FORMULA_RANGE[0]),
+            memory_high=int(memory * FORMULA_RANGE[1]),
             basis=basis,
         )
     time = figures.seconds(found.tokens)
-    per_token = float(ACTIVATION_BYTES_PER_TOKEN)
-    measured = figures.memory(found.batch_tokens, per_token)
+    measured = figures.memory(found.batch_tokens, _formula_at(config))
     device = f" ({figures.device})" if figures.device else ""
     runs = "1 earlier run" if figures.count == 1 else f"{figures.count} earlier runs"
     basis = (
@@ -225,7 +256,7 @@ def estimate(
     )
     if measured is None:
         basis += "; memory from a formula, no peak measured yet"
-        low, high = memory, int(memory * FORMULA_LARGER)
+        low, high = (int(memory * share) for share in FORMULA_RANGE)
     else:
         basis += ", and their peak memory"
         memory, low, high = int(measured.value), int(measured.low), int(measured.high)

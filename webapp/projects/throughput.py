@@ -19,6 +19,7 @@ a range, for a run not made yet:
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,9 +106,10 @@ class Figures:
         high = max(max(alone), value * (1 + TIME_MARGIN))
         return Range(value, low, high)
 
-    def memory(self, batch_tokens: int, per_token: float) -> Range | None:
-        """Peak memory for batch_size x max_length = batch_tokens; `per_token` is the
-        formula's share, used until the samples differ enough to fit their own."""
+    def memory(self, batch_tokens: int, formula: Callable[[int], float]) -> Range | None:
+        """Peak memory for batch_size x max_length = batch_tokens. `formula` is the formula's
+        memory at a batch's tokens: its shape, scaled to the measured peaks, is used until
+        the samples differ enough to fit a line of their own."""
         points = [(r["batch_tokens"], r["peak_bytes"]) for r in self.runs if r.get("peak_bytes")]
         if not points:
             return None
@@ -116,12 +118,18 @@ class Figures:
             mean_x, mean_y = statistics.fmean(xs), statistics.fmean(y for _, y in points)
             var = sum((x - mean_x) ** 2 for x in xs)
             per_token = max(0.0, sum((x - mean_x) * (y - mean_y) for x, y in points) / var)
-            fixed = mean_y - per_token * mean_x
+            fixed = max(0.0, mean_y - per_token * mean_x)
+
+            def predict(x: float) -> float:
+                return fixed + per_token * x
         else:
-            fixed = statistics.median(y - per_token * x for x, y in points)
-        fixed = max(0.0, fixed)
-        value = fixed + per_token * batch_tokens
-        misfit = [y / max(1.0, fixed + per_token * x) - 1 for x, y in points]
+            scale = statistics.median(y / max(1.0, formula(x)) for x, y in points)
+
+            def predict(x: float) -> float:
+                return scale * formula(int(x))
+
+        value = predict(batch_tokens)
+        misfit = [y / max(1.0, predict(x)) - 1 for x, y in points]
         below = max(MEMORY_MARGIN, -min(misfit))
         above = max(MEMORY_MARGIN, max(misfit))
         return Range(value, value * (1 - below), value * (1 + above))
