@@ -91,6 +91,7 @@ def estimated(
     from webapp.projects.estimate import (
         CATALOG_SLOWER,
         FORMULA_RANGE,
+        catalog_seconds,
         formula_memory,
     )
     from webapp.projects.throughput import Figures
@@ -102,7 +103,7 @@ def estimated(
     low, high = (int(memory * share) for share in FORMULA_RANGE)
     out = {"memory": memory, "memory_low": low, "memory_high": high}
     if row is None:
-        seconds = tokens / DEFAULT_TOKENS_PER_S[config["base_model"]]
+        seconds = catalog_seconds(tokens, DEFAULT_TOKENS_PER_S[config["base_model"]])
         return out | {
             "seconds": seconds,
             "seconds_low": seconds,

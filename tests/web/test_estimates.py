@@ -102,7 +102,8 @@ def test_a_finished_run_updates_the_figures_the_next_estimate_uses(cells, owner,
     before = estimate(CONFIG, version)
     # No run yet: the catalog's idle-CPU figure, said so, with a range up from it.
     rate = model_info(SMOL)["tokens_per_s_cpu"]
-    assert before.measured_runs == 0 and before.seconds == pytest.approx(9000 / rate)
+    # Loading, then the tokens at the catalog's rate.
+    assert before.measured_runs == 0 and before.seconds == pytest.approx(60 + 9000 / rate)
     assert "No run of smollm2-135m-instruct has finished" in before.basis
     assert "idle 2-core CPU" in before.basis and "catalog" in before.basis
     assert before.seconds_high == pytest.approx(8 * before.seconds)
@@ -185,8 +186,9 @@ def test_the_notebook_and_the_api_show_the_range_and_the_basis(
     page = client_for(viewer).get(reverse("project_detail", args=[cell.project.pk]))
     text = page.content.decode()
     assert "Pre-flight estimate" in text and "idle 2-core CPU" in text
-    rate = model_info(SMOL)["tokens_per_s_cpu"]
-    assert f"{9000 / rate:.0f} s to {8 * 9000 / rate / 60:.0f} min" in text
+    seconds = 60 + 9000 / model_info(SMOL)["tokens_per_s_cpu"]  # loading, then the catalog's rate
+    shown = estimate(CONFIG, version).time_range_text
+    assert shown == f"{seconds / 60:.0f} min to {8 * seconds / 60:.0f} min" and shown in text
 
     _finish(cell, owner, version, loading_s=20, train_s=100, saving_s=10, peak=3 * GIB)
     text = client_for(viewer).get(reverse("project_detail", args=[cell.project.pk])).content

@@ -50,6 +50,7 @@ TOKEN_SHARE = {"nf4": 1.0, "none": 0.5}
 # (issue 27: 5 to 8 times); the formula's memory has been within this range of measured
 # peaks (make bench-estimate).
 CATALOG_SLOWER = 8.0
+CATALOG_STARTUP_S = 60.0  # imports, loading and quantizing the model, reading the data
 FORMULA_RANGE = (0.7, 1.5)
 LANE = queue.GPU  # measured figures' lane when routing names no other (TRAINING_QUEUES)
 # The job params key of the estimate a run was queued with (Estimate.as_dict).
@@ -202,6 +203,11 @@ def availability(model: str) -> list[dict[str, Any]]:
     ]
 
 
+def catalog_seconds(tokens: int, rate: float | None) -> float | None:
+    """Before any measured run: loading, then the tokens at the catalog's CPU rate."""
+    return CATALOG_STARTUP_S + tokens / rate if rate else None
+
+
 def preflight(config: dict[str, Any], version: DatasetVersion | None) -> Estimate | None:
     """The estimate on the queue the run would be routed to (webapp.projects.routing)."""
     first = estimate(config, version)
@@ -225,12 +231,12 @@ def estimate(
     head = (found.examples, found.train_examples, found.steps, found.tokens)
     if figures is None:
         rate = model_info(model).get("tokens_per_s_cpu")
-        seconds = found.tokens / rate if rate else None
+        seconds = catalog_seconds(found.tokens, rate)
         slower = seconds * CATALOG_SLOWER if seconds is not None else None
         catalog = f"the model catalog's {rate} tokens/s" if rate else "no catalog figure"
         basis = (
             f"No run of {model} has finished on the workers yet: the time is from {catalog} "
-            f"on an idle 2-core CPU, without loading the model, and the memory from a "
+            f"on an idle 2-core CPU after ~{CATALOG_STARTUP_S:.0f} s loading, and the memory from a "
             f"formula fitted to measured peaks; runs have taken up to {CATALOG_SLOWER:.0f} "
             f"times that time."
         )
