@@ -221,3 +221,13 @@ def test_the_notebook_and_the_api_show_the_range_and_the_basis(
     running = api.get(url).json()
     started = FineTuningJob.objects.get(pk=ft.pk).job.started_at.timestamp()
     assert running["estimated_finish"] == int(started + shown["seconds"])
+
+
+def test_time_comes_from_runs_of_the_nearest_batch_size() -> None:
+    """A CPU trains big batches faster a token: the rate is taken from runs of a like batch."""
+    small = {"tokens": 500, "train_s": 10, "startup_s": 30, "batch_tokens": 256}  # 50 tokens/s
+    big = {"tokens": 4000, "train_s": 20, "startup_s": 40, "batch_tokens": 2048}  # 200 tokens/s
+    figures = Figures(lane="gpu", device="cpu", runs=(small, big))
+    assert figures.seconds(8000, 4096).value == pytest.approx(35 + 8000 / 200)
+    assert figures.seconds(8000, 128).value == pytest.approx(35 + 8000 / 50)
+    assert figures.seconds(8000).value == pytest.approx(35 + 8000 / 125)  # no batch: all runs

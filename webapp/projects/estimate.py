@@ -251,7 +251,7 @@ def estimate(
             memory_high=int(memory * FORMULA_RANGE[1]),
             basis=basis,
         )
-    time = figures.seconds(found.tokens)
+    time = figures.seconds(found.tokens, found.batch_tokens)
     measured = figures.memory(found.batch_tokens, _formula_at(config))
     device = f" ({figures.device})" if figures.device else ""
     runs = "1 earlier run" if figures.count == 1 else f"{figures.count} earlier runs"

@@ -18,6 +18,7 @@ a range, for a run not made yet:
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,9 +100,22 @@ class Figures:
     def startup_s(self) -> float:
         return statistics.median(r["startup_s"] for r in self.runs)
 
-    def seconds(self, tokens: int) -> Range:
-        value = self.startup_s + tokens / self.tokens_per_s
-        alone = [r["startup_s"] + tokens * r["train_s"] / r["tokens"] for r in self.runs]
+    def nearest(self, batch_tokens: int | None) -> tuple[dict[str, Any], ...]:
+        """The runs whose batch (batch_size x max_length) is closest to `batch_tokens`: a
+        CPU trains a batch of 4 x 512 several times faster a token than one of 1 x 256,
+        so a rate is taken from runs of a like batch where there are any."""
+        sized = [r for r in self.runs if r.get("batch_tokens")]
+        if not batch_tokens or not sized:
+            return self.runs
+        gap = min(abs(math.log(r["batch_tokens"] / batch_tokens)) for r in sized)
+        return tuple(
+            r for r in sized if abs(math.log(r["batch_tokens"] / batch_tokens)) <= gap + 0.01
+        )
+
+    def seconds(self, tokens: int, batch_tokens: int | None = None) -> Range:
+        like = Figures(self.lane, self.device, self.nearest(batch_tokens))
+        value = self.startup_s + tokens / like.tokens_per_s
+        alone = [r["startup_s"] + tokens * r["train_s"] / r["tokens"] for r in like.runs]
         low = min(min(alone), value * (1 - TIME_MARGIN))
         high = max(max(alone), value * (1 + TIME_MARGIN))
         return Range(value, low, high)
