@@ -45,10 +45,12 @@ EXPORT_TYPES = {
     "gguf": ("f16", "q8_0", "q4_0"),
     "adapter": ("as-trained",),
 }
-# The Hugging Face model_type values the GGUF writer knows (the keys of
-# finetune_core.export.gguf_arch.ARCHITECTURES; tests/core/test_export_contract.py keeps
-# the two equal), so the web app can refuse a GGUF export before queueing it.
-GGUF_ARCHITECTURES = ("llama",)
+# The architectures the GGUF writer knows, as the model catalog names them: Hugging Face's
+# model_type (the keys of finetune_core.export.gguf_arch.ARCHITECTURES) or, for a model
+# registered from a GGUF file, its general.architecture (each entry's gguf_name);
+# tests/core/test_export_contract.py keeps them equal, so the web app can refuse a GGUF
+# export before queueing it.
+GGUF_ARCHITECTURES = ("llama", "gemma3_text", "gemma3")
 
 
 def checkpoint_dir(run: str | Path, step: int) -> Path:

@@ -1,5 +1,6 @@
 """What the GGUF writer knows per architecture: how Hugging Face tensor names map to
-llama.cpp's, which tensors it reorders, and the hyperparameters it writes as metadata.
+llama.cpp's, which tensors it reorders or rescales, the hyperparameters it writes as
+metadata, and the settings llama.cpp cannot be told (refused by each entry's check).
 Adding an architecture is one `Architecture(...)` entry in ARCHITECTURES."""
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ def _rope_theta(config: Any) -> float:
     return float(params.get("rope_theta") or getattr(config, "rope_theta", 10000.0))
 
 
+def _fail(reason: str) -> None:
+    raise ExportError(reason, code="export_unsupported_architecture")
+
+
 def _head_dim(config: Any) -> int:
     return int(
         getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     )
 
 
-def llama_metadata(config: Any) -> Metadata:
+def shared_metadata(config: Any) -> Metadata:
+    """The hyperparameters every decoder family here writes under the same keys."""
     return {
         "context_length": config.max_position_embeddings,
         "embedding_length": config.hidden_size,
@@ -36,6 +42,12 @@ def llama_metadata(config: Any) -> Metadata:
         "attention.head_count": config.num_attention_heads,
         "attention.head_count_kv": config.num_key_value_heads,
         "attention.layer_norm_rms_epsilon": float(config.rms_norm_eps),
+    }
+
+
+def llama_metadata(config: Any) -> Metadata:
+    return {
+        **shared_metadata(config),
         "rope.freq_base": _rope_theta(config),
         "rope.dimension_count": _head_dim(config),
         "vocab_size": config.vocab_size,
@@ -45,10 +57,7 @@ def llama_metadata(config: Any) -> Metadata:
 def _llama_checks(config: Any) -> None:
     params = getattr(config, "rope_parameters", None) or {}
     if params.get("rope_type", "default") != "default":
-        raise ExportError(
-            f"the GGUF writer handles llama with plain RoPE, not {params['rope_type']!r} scaling",
-            code="export_unsupported_architecture",
-        )
+        _fail(f"the GGUF writer handles llama with plain RoPE, not {params['rope_type']!r} scaling")
 
 
 def permute_rotary(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -60,6 +69,45 @@ def permute_rotary(weight: np.ndarray, heads: int) -> np.ndarray:
         .swapaxes(1, 2)
         .reshape(weight.shape)
     )
+
+
+def gemma3_metadata(config: Any) -> Metadata:
+    # The sliding layers' RoPE base (10000) and pattern (every 6th layer global) are fixed
+    # in llama.cpp's gemma3 loader, as is the sqrt(hidden) embedding scale: _gemma3_checks.
+    return {
+        **shared_metadata(config),
+        "attention.key_length": _head_dim(config),
+        "attention.value_length": _head_dim(config),
+        "attention.sliding_window": config.sliding_window,
+        "rope.freq_base": float(config.rope_parameters["full_attention"]["rope_theta"]),
+    }
+
+
+def _gemma3_checks(config: Any) -> None:
+    """Refuse what llama.cpp's gemma3 graph would silently compute differently."""
+    pattern = ["full_attention" if (i + 1) % 6 == 0 else "sliding_attention"
+               for i in range(config.num_hidden_layers)]  # fmt: skip
+    if list(config.layer_types) != pattern:
+        _fail("the GGUF writer handles gemma3 with every 6th layer global, as llama.cpp does")
+    rope = config.rope_parameters
+    if any(r.get("rope_type", "default") != "default" for r in rope.values()):
+        _fail("the GGUF writer handles gemma3 with plain RoPE, not scaled RoPE")
+    if float(rope["sliding_attention"]["rope_theta"]) != 10000.0:
+        _fail("llama.cpp fixes gemma3's sliding-window RoPE base at 10000")
+    if config.query_pre_attn_scalar != _head_dim(config):
+        _fail("llama.cpp scales gemma3's attention by 1/sqrt(head_dim) only")
+    if config.final_logit_softcapping or config.attn_logit_softcapping:
+        _fail("llama.cpp's gemma3 graph applies no logit soft-capping")
+
+
+def plus_one(weight: np.ndarray, config: Any) -> np.ndarray:
+    """Gemma's RMSNorm multiplies by (1 + w) in transformers; llama.cpp stores the factor."""
+    return weight + 1
+
+
+def suffix(gguf_name: str) -> str:
+    """A tensor's name without its block ("blk.3.attn_q.weight" -> "attn_q.weight")."""
+    return gguf_name.split(".", 2)[-1] if gguf_name.startswith("blk.") else gguf_name
 
 
 @dataclass(frozen=True)
@@ -83,26 +131,37 @@ class Architecture:
         return self.tensors[key].format(i=block.group(1) if block else "")
 
     def transform(self, gguf_name: str, weight: np.ndarray, config: Any) -> np.ndarray:
-        suffix = gguf_name.split(".", 2)[-1] if gguf_name.startswith("blk.") else gguf_name
-        fn = self.transforms.get(suffix)
+        fn = self.transforms.get(suffix(gguf_name))
         return fn(weight, config) if fn else weight
 
+
+# Hugging Face's names of the tensors both families share, and llama.cpp's for them.
+_BLOCK = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "model.layers.{i}.input_layernorm.weight": "blk.{i}.attn_norm.weight",
+    "model.layers.{i}.self_attn.q_proj.weight": "blk.{i}.attn_q.weight",
+    "model.layers.{i}.self_attn.k_proj.weight": "blk.{i}.attn_k.weight",
+    "model.layers.{i}.self_attn.v_proj.weight": "blk.{i}.attn_v.weight",
+    "model.layers.{i}.self_attn.o_proj.weight": "blk.{i}.attn_output.weight",
+    "model.layers.{i}.mlp.gate_proj.weight": "blk.{i}.ffn_gate.weight",
+    "model.layers.{i}.mlp.up_proj.weight": "blk.{i}.ffn_up.weight",
+    "model.layers.{i}.mlp.down_proj.weight": "blk.{i}.ffn_down.weight",
+}
+_GEMMA3_NORMS = {
+    "model.layers.{i}.self_attn.q_norm.weight": "blk.{i}.attn_q_norm.weight",
+    "model.layers.{i}.self_attn.k_norm.weight": "blk.{i}.attn_k_norm.weight",
+    "model.layers.{i}.post_attention_layernorm.weight": "blk.{i}.post_attention_norm.weight",
+    "model.layers.{i}.pre_feedforward_layernorm.weight": "blk.{i}.ffn_norm.weight",
+    "model.layers.{i}.post_feedforward_layernorm.weight": "blk.{i}.post_ffw_norm.weight",
+}
 
 LLAMA = Architecture(
     gguf_name="llama",
     tensors={
-        "model.embed_tokens.weight": "token_embd.weight",
-        "model.norm.weight": "output_norm.weight",
+        **_BLOCK,
         "lm_head.weight": "output.weight",
-        "model.layers.{i}.input_layernorm.weight": "blk.{i}.attn_norm.weight",
-        "model.layers.{i}.self_attn.q_proj.weight": "blk.{i}.attn_q.weight",
-        "model.layers.{i}.self_attn.k_proj.weight": "blk.{i}.attn_k.weight",
-        "model.layers.{i}.self_attn.v_proj.weight": "blk.{i}.attn_v.weight",
-        "model.layers.{i}.self_attn.o_proj.weight": "blk.{i}.attn_output.weight",
         "model.layers.{i}.post_attention_layernorm.weight": "blk.{i}.ffn_norm.weight",
-        "model.layers.{i}.mlp.gate_proj.weight": "blk.{i}.ffn_gate.weight",
-        "model.layers.{i}.mlp.up_proj.weight": "blk.{i}.ffn_up.weight",
-        "model.layers.{i}.mlp.down_proj.weight": "blk.{i}.ffn_down.weight",
     },
     metadata=llama_metadata,
     transforms={
@@ -112,8 +171,21 @@ LLAMA = Architecture(
     check=_llama_checks,
 )
 
+GEMMA3 = Architecture(
+    gguf_name="gemma3",
+    tensors={**_BLOCK, **_GEMMA3_NORMS},  # embeddings always tied: no lm_head
+    metadata=gemma3_metadata,
+    # No rotary permute: llama.cpp's gemma3 uses the NeoX layout Hugging Face stores.
+    transforms={
+        suffix(name): plus_one
+        for hf, name in {**_BLOCK, **_GEMMA3_NORMS}.items()
+        if hf.endswith("norm.weight")
+    },
+    check=_gemma3_checks,
+)
+
 # Keyed by the Hugging Face config's model_type.
-ARCHITECTURES: dict[str, Architecture] = {"llama": LLAMA}
+ARCHITECTURES: dict[str, Architecture] = {"llama": LLAMA, "gemma3_text": GEMMA3}
 
 
 def architecture_for(config: Any) -> Architecture:

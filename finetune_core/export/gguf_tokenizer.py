@@ -1,10 +1,12 @@
 """The tokenizer in a GGUF's metadata, so llama.cpp splits text into the same tokens the
-run trained on and applies the same chat template. Byte-level BPE ("gpt2" in llama.cpp)
-is what the llama-family models here use."""
+run trained on and applies the same chat template. Two kinds: byte-level BPE ("gpt2" in
+llama.cpp: SmolLM2, the tiny models) and SentencePiece-style BPE with byte fallback
+("llama" in llama.cpp: Gemma), which llama.cpp merges by score instead of by merge list."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import gguf
@@ -37,8 +39,14 @@ def _merges(model: dict[str, Any]) -> list[str]:
     return [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
 
 
-def _tokens(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[list[str], list[int]]:
-    """Every id's token text and llama.cpp token type; ids the tokenizer lacks are unused."""
+BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
+
+
+def token_table(
+    tokenizer: PreTrainedTokenizerBase, vocab_size: int, byte_fallback: bool
+) -> tuple[list[str], list[int]]:
+    """Every id's token text and llama.cpp token type; ids the tokenizer lacks are unused.
+    With byte fallback, <0xNN> pieces are the bytes llama.cpp falls back to."""
     types = gguf.TokenType
     by_id = {i: t for t, i in tokenizer.get_vocab().items()}
     added = tokenizer.added_tokens_decoder
@@ -53,8 +61,54 @@ def _tokens(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[list[s
             kinds.append(types.CONTROL if added[i].special else types.USER_DEFINED)
         else:
             tokens.append(by_id[i])
-            kinds.append(types.NORMAL)
+            byte = byte_fallback and BYTE_TOKEN.fullmatch(by_id[i])
+            kinds.append(types.BYTE if byte else types.NORMAL)
     return tokens, [int(k) for k in kinds]
+
+
+def merge_scores(tokens: list[str], kinds: list[int], merges: list[str]) -> list[float]:
+    """SentencePiece scores from BPE merges: llama.cpp merges the adjacent pair whose result
+    scores highest, so a piece scores minus the rank of the first merge that makes it.
+    Pieces no merge makes (single characters) follow in id order; control and user-defined
+    tokens are never merged into (-1000, as SentencePiece writes them)."""
+    rank: dict[str, int] = {}
+    for r, merge in enumerate(merges):
+        rank.setdefault(merge.replace(" ", "", 1), r)
+    scores = []
+    for i, (token, kind) in enumerate(zip(tokens, kinds, strict=True)):
+        if kind == gguf.TokenType.NORMAL:
+            scores.append(-float(rank.get(token, len(merges) + i)))
+        else:
+            scores.append(0.0 if kind == gguf.TokenType.BYTE else -1000.0)
+    return scores
+
+
+def _prepends_space(spec: dict[str, Any]) -> bool:
+    """Whether the normalizer puts "▁" before the text (SentencePiece's dummy prefix)."""
+    norm = spec.get("normalizer") or {}
+    parts = norm.get("normalizers", [norm])
+    return any(p.get("type") == "Prepend" for p in parts)
+
+
+def _add_vocabulary(
+    writer: gguf.GGUFWriter, spec: dict[str, Any], tokens: list[str], kinds: list[int]
+) -> dict[str, Any]:
+    """The vocabulary in the form llama.cpp reads for this kind of tokenizer."""
+    model = spec["model"]
+    merges = _merges(model)
+    writer.add_token_list(tokens)
+    writer.add_token_types(kinds)
+    if model.get("byte_fallback"):
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_scores(merge_scores(tokens, kinds, merges))
+        writer.add_add_space_prefix(_prepends_space(spec))
+        return {"tokenizer": "llama", "pre_tokenizer": "default", "merges": len(merges)}
+    pre = _pre_tokenizer(spec.get("pre_tokenizer"), bool(merges))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_merges(merges)
+    return {"tokenizer": "gpt2", "pre_tokenizer": pre, "merges": len(merges)}
 
 
 def add_tokenizer(
@@ -63,20 +117,14 @@ def add_tokenizer(
     """Write the tokenizer, its special tokens and chat template; returns what was written."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec["model"]
-    if model["type"] != "BPE" or model.get("byte_fallback"):
+    if model["type"] != "BPE":
         raise ExportError(
-            f"the GGUF writer handles byte-level BPE tokenizers, not {model['type']}"
-            f"{' with byte fallback (SentencePiece style)' if model.get('byte_fallback') else ''}",
+            f"the GGUF writer handles BPE tokenizers (byte-level, or SentencePiece-style with "
+            f"byte fallback), not {model['type']}",
             code="export_unsupported_tokenizer",
         )
-    merges = _merges(model)
-    pre = _pre_tokenizer(spec.get("pre_tokenizer"), bool(merges))
-    tokens, kinds = _tokens(tokenizer, vocab_size)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(kinds)
-    writer.add_token_merges(merges)
+    tokens, kinds = token_table(tokenizer, vocab_size, bool(model.get("byte_fallback")))
+    written = _add_vocabulary(writer, spec, tokens, kinds)
     special = {
         "bos": tokenizer.bos_token_id,
         "eos": tokenizer.eos_token_id,
@@ -95,4 +143,4 @@ def add_tokenizer(
         writer.add_eot_token_id(end_of_turn[0])
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
-    return {"tokenizer": "gpt2", "pre_tokenizer": pre, "tokens": len(tokens), "merges": len(merges)}
+    return {**written, "tokens": len(tokens)}

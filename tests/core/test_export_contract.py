@@ -7,4 +7,5 @@ from finetune_core.export.gguf_arch import ARCHITECTURES
 
 
 def test_contract_names_exactly_the_architectures_the_gguf_writer_knows() -> None:
-    assert set(GGUF_ARCHITECTURES) == set(ARCHITECTURES)
+    gguf_names = {arch.gguf_name for arch in ARCHITECTURES.values()}
+    assert set(GGUF_ARCHITECTURES) == set(ARCHITECTURES) | gguf_names

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 import torch
 
@@ -82,7 +83,9 @@ def test_unknown_architecture_names_the_supported_ones(run, tmp_path) -> None:
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=300)).save_pretrained(
         base
     )
-    with pytest.raises(ExportError, match="architecture 'gpt2'; it supports llama") as err:
+    with pytest.raises(
+        ExportError, match="architecture 'gpt2'; it supports gemma3_text, llama"
+    ) as err:
         export_run(fake_run(tmp_path, run, base), fmt="gguf", out=tmp_path / "out")
     assert err.value.code == "export_unsupported_architecture"
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
@@ -104,3 +107,42 @@ def test_a_type_that_does_not_fit_the_rows_is_refused(run, tmp_path) -> None:
     assert tensor_type("blk.0.attn_q.weight", (48, 48), "f16") == gguf.GGMLQuantizationType.F16
     with pytest.raises(ExportError, match="choose f16"):
         tensor_type("blk.0.attn_q.weight", (64, 48), "q4_0")
+
+
+def test_sentencepiece_scores_order_pieces_as_llama_cpps_own_converter() -> None:
+    """Gemma's scores, made from its BPE merges, rank every merged piece as the scores
+    llama.cpp's converter wrote into the GGUF that gemma-3-270m comes from."""
+    from finetune_core.export.gguf_tokenizer import merge_scores, token_table
+    from finetune_core.models import load_tokenizer
+    from finetune_core.models.prepare import gguf_path
+    from finetune_core.models.registry import resolve
+
+    tokenizer = load_tokenizer("gemma-3-270m")
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    tokens, kinds = token_table(tokenizer, len(tokenizer.get_vocab()), byte_fallback=True)
+    merges = [" ".join(m) if isinstance(m, list) else m for m in spec["model"]["merges"]]
+    ours = np.array(merge_scores(tokens, kinds, merges))
+    source = gguf.GGUFReader(gguf_path(resolve("gemma-3-270m"))).fields
+    theirs = np.array(source["tokenizer.ggml.scores"].contents())
+    their_types = np.array(source["tokenizer.ggml.token_type"].contents())
+    # Both normal: all but the 30 runs of spaces, which the converter made user-defined.
+    normal = (np.array(kinds) == gguf.TokenType.NORMAL) & (their_types == gguf.TokenType.NORMAL)
+    assert normal.sum() == (np.array(kinds) == gguf.TokenType.NORMAL).sum() - 30
+    # Same order for every pair of neighbouring pieces (what llama.cpp compares).
+    assert np.array_equal(np.sign(np.diff(ours[normal])), np.sign(np.diff(theirs[normal])))
+    byte = np.array(kinds) == gguf.TokenType.BYTE
+    assert byte.sum() == 256 and (their_types[byte] == gguf.TokenType.BYTE).all()
+
+
+def test_gemma3_settings_llama_cpp_cannot_be_told_are_refused() -> None:
+    from transformers import Gemma3TextConfig
+
+    from finetune_core.export.gguf_arch import architecture_for
+
+    assert architecture_for(Gemma3TextConfig(num_hidden_layers=6)).gguf_name == "gemma3"
+    every_other = Gemma3TextConfig(num_hidden_layers=4, sliding_window_pattern=2)
+    with pytest.raises(ExportError, match="every 6th layer global") as err:
+        architecture_for(every_other)
+    assert err.value.code == "export_unsupported_architecture"
+    with pytest.raises(ExportError, match="soft-capping"):
+        architecture_for(Gemma3TextConfig(num_hidden_layers=6, final_logit_softcapping=30.0))

@@ -15,6 +15,7 @@ from django.urls import reverse
 from tests.web.conftest import client_for
 from tests.web.export_fixtures import ADAPTER_BYTES, finish_finetune, finished_export
 from webapp.core import storage
+from webapp.core.models import BaseModel
 from webapp.exports.models import Export
 from webapp.exports.selectors import export_choices, export_source_key
 from webapp.exports.services import export_create, export_replace_older
@@ -59,18 +60,31 @@ def test_unknown_format_and_type_are_refused_naming_the_choices(done_run: CellRu
 def test_gguf_of_an_architecture_the_writer_does_not_know_names_the_supported_ones(
     cells, owner
 ) -> None:
+    BaseModel.objects.create(
+        name="gpt2-local", label="GPT-2", kind="local", source="/models/gpt2",
+        model_type="gpt2", parameters=124_000_000, context_length=1024, licence="MIT",
+    )  # fmt: skip
     run = finish_finetune(
-        cell_run_create(cell=cells["finetune"], created_by=owner), base_model="gemma-3-270m"
+        cell_run_create(cell=cells["finetune"], created_by=owner), base_model="gpt2-local"
     )
     field, code, message = refusal(run, format="gguf", type="q8_0")
     assert (field, code) == ("format", "export_unsupported_architecture")
     assert message == (
-        "The GGUF writer does not know the gemma3 architecture of gemma-3-270m; it supports "
-        "llama. Merged and adapter exports work for any architecture."
+        "The GGUF writer does not know the gpt2 architecture of gpt2-local; it supports "
+        "llama, gemma3_text, gemma3. Merged and adapter exports work for any architecture."
     )
     gguf = next(c for c in export_choices(run=run) if c["format"] == "gguf")
     assert gguf["unavailable"] == message
     assert export_create(run=run, format="merged", by=owner).type == "bf16"  # others still go
+
+
+def test_gemma_3_registered_from_its_gguf_offers_gguf_export(cells, owner) -> None:
+    run = finish_finetune(
+        cell_run_create(cell=cells["finetune"], created_by=owner), base_model="gemma-3-270m"
+    )
+    gguf = next(c for c in export_choices(run=run) if c["format"] == "gguf")
+    assert gguf["unavailable"] is None
+    assert export_create(run=run, format="gguf", type="q4_0", by=owner).type == "q4_0"
 
 
 def test_a_run_whose_adapter_is_gone_is_refused(done_run: CellRun) -> None:
