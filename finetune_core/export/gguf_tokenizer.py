@@ -84,10 +84,15 @@ def merge_scores(tokens: list[str], kinds: list[int], merges: list[str]) -> list
 
 
 def _prepends_space(spec: dict[str, Any]) -> bool:
-    """Whether the normalizer puts "▁" before the text (SentencePiece's dummy prefix)."""
-    norm = spec.get("normalizer") or {}
-    parts = norm.get("normalizers", [norm])
-    return any(p.get("type") == "Prepend" for p in parts)
+    """Whether the tokenizer puts "▁" before the text (SentencePiece's dummy prefix): a
+    Prepend normalizer (older llama-style files) or a Metaspace pre-tokenizer that does."""
+    norm, pre = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}
+    parts = norm.get("normalizers", [norm]) + pre.get("pretokenizers", [pre])
+    return any(
+        p.get("type") == "Prepend"
+        or (p.get("type") == "Metaspace" and p.get("prepend_scheme", "always") != "never")
+        for p in parts
+    )
 
 
 def _add_vocabulary(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.bench_export_speed import seeded_run
 from finetune_core.export import export_run
 from finetune_core.models import load_tokenizer, prepare
 from finetune_core.models.loading import end_of_turn_ids
@@ -38,28 +39,6 @@ PROMPTS = [
     "Who wrote Romeo and Juliet?",
     "Describe a cat in one sentence.",
 ]
-
-
-def seeded_run(folder: Path, model_name: str) -> Path:
-    """A finished run folder: manifest + a seeded LoRA adapter on every linear layer."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(prepare(model_name), dtype=torch.float32)
-    torch.manual_seed(0)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
-    model = get_peft_model(base, config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.mul_(0.05)  # a nudge, not a new model: answers stay fluent
-    model.save_pretrained(folder / "adapter")
-    load_tokenizer(model_name).save_pretrained(folder / "adapter")
-    manifest = {
-        "base_model": model_name, "method": "lora", "hyperparameters": {"quantization": "nf4"},
-    }  # fmt: skip
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
 
 
 @pytest.fixture(scope="module")
