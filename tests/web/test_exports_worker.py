@@ -1,5 +1,5 @@
 """Exports as jobs on a real Celery worker process: tiny-llama is fine-tuned there, then
-exported (adapter, merged, GGUF) from the run page; the files land in storage with the
+exported (adapter, merged, GGUF) from the run page, and a transfer run's adapter too; the files land in storage with the
 sizes and hashes recorded and download intact, on a local folder and on S3 (moto's
 server over HTTP). Cancel and failure run the worker's export runner in this process
 against the real engine, so the moment they land is certain; both leave no files."""
@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
+from benchmarks.bench_export_speed import seeded_run
+from finetune_core.contracts.layout import TRANSFERRED
 from tests.s3server import S3Server, credentials_env, s3, use_s3
 from tests.web.conftest import client_for
 from tests.web.export_fixtures import finish_finetune
@@ -28,6 +30,7 @@ from webapp.exports.services import export_create
 from webapp.jobs.models import Job, JobStatus
 from webapp.jobs.services import job_cancel, job_start
 from webapp.projects.models import CellRun, RunStatus
+from webapp.projects.services import cell_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 __all__ = ["s3"]  # the fixture
@@ -165,6 +168,44 @@ def test_on_s3_the_export_is_uploaded_under_the_run_key_and_scratch_is_emptied(
     )
     leftovers = tmp_path / "worker-scratch" / "runs" / f"export-{export.pk}"
     assert not leftovers.exists()
+
+
+def finished_transfer(cells: dict[str, Any], owner: Any) -> CellRun:
+    """A succeeded transfer of the fine-tune to tiny-llama-wide, its folder laid out as the
+    engine's distillation leaves it: transferred/ with the manifest naming the target and a
+    (seeded) LoRA adapter trained on that target."""
+    cell = cell_create(
+        project=cells["finetune"].project, kind="transfer",
+        config={"source_cell": cells["finetune"].pk, "base_model": "tiny-llama-wide"},
+        created_by=owner,
+    )  # fmt: skip
+    key = "runs/transfer-1"
+    seeded_run(storage.local_path(storage.join(key, TRANSFERRED)), "tiny-llama-wide")
+    return CellRun.objects.create(
+        cell=cell, version=1, status=RunStatus.SUCCEEDED,
+        inputs={"base_model": "tiny-llama-wide"}, outputs={"output_dir": key}, created_by=owner,
+    )  # fmt: skip
+
+
+def test_a_transfer_runs_export_is_the_transferred_adapter_on_the_target(
+    start_worker, cells, owner, editor, viewer
+) -> None:
+    import gguf
+
+    worker = start_worker()
+    run = finished_transfer(cells, owner)
+    adapter = export_from_the_page(run, editor, "adapter/as-trained", worker)
+    assert adapter.key == "runs/transfer-1/transferred/exports/adapter-as-trained"
+    assert check_stored(adapter, viewer)["trained_against"]["model"] == "tiny-llama-wide"
+
+    exported = export_from_the_page(run, editor, "gguf/q8_0", worker)
+    check_stored(exported, viewer)
+    path = storage.local_path(storage.join(exported.key, exported.manifest["gguf_file"]))
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items()
+              if k.startswith("llama.")}  # fmt: skip
+    assert fields["llama.embedding_length"] == 96  # the target's width, not the source's 64
+    page = client_for(viewer).get(reverse("run_detail", args=[run.pk])).content.decode()
+    assert all(f["sha256"] in page for e in (adapter, exported) for f in e.files)
 
 
 @pytest.fixture
