@@ -27,8 +27,9 @@ from webapp.projects.models import CellRun
 from webapp.teams.models import Membership, Team
 from webapp.teams.services import team_create
 
-# Key lookup, then the view's reads: /v1/models lists fine-tuned jobs and notebook runs.
-MODELS_QUERIES = 3
+# Key lookup, then the view's reads: /v1/models lists the base models, fine-tuned jobs
+# and notebook runs.
+MODELS_QUERIES = 13  # 1 + 3 for each of the 3 offered base models (facts, workers) + the rest
 JOBS_QUERIES = 2
 
 
