@@ -29,7 +29,7 @@ from webapp.teams.services import team_create
 
 # Key lookup, then the view's reads: /v1/models lists the base models, fine-tuned jobs
 # and notebook runs.
-MODELS_QUERIES = 13  # 1 + 3 for each of the 3 offered base models (facts, workers) + the rest
+MODELS_QUERIES = 5  # + the base models and the workers' records, each read once
 JOBS_QUERIES = 2
 
 

@@ -25,11 +25,12 @@ from webapp.core.catalog import model_info
 from webapp.core.limits import LimitExceeded
 from webapp.datasets.models import DatasetVersion
 from webapp.jobs import queue
+from webapp.jobs.fleet import QueueCapacity
 from webapp.jobs.models import Job
 from webapp.projects import throughput
 from webapp.projects.finetune_config import effective_hparams
 from webapp.projects.models import CellRun
-from webapp.projects.routing import Route, route, training_capacities
+from webapp.projects.routing import Route, route
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +188,14 @@ def formula_memory(config: dict[str, Any], *, facts: dict[str, Any] | None = Non
     return int(weights + adapter + activations + OVERHEAD_BYTES)
 
 
-def availability(model: str) -> list[dict[str, Any]]:
-    """Which training queues' alive workers can take a fine-tune of `model` now, at the
-    default settings (the catalog's user side: /v1/models)."""
-    need = formula_memory({"base_model": model})
-    return [
+def availability(
+    facts: dict[str, Any], capacities: list[QueueCapacity]
+) -> tuple[int, list[dict[str, Any]]]:
+    """A default fine-tune's memory of the model with these catalog `facts`, and which of
+    the training queues' `capacities` (training_capacities(), read once for a listing) can
+    take it now: the catalog's user side, /v1/models."""
+    model, need = facts["name"], formula_memory({"base_model": facts["name"]}, facts=facts)
+    return need, [
         {
             "queue": c.queue,
             "workers": c.workers,
@@ -199,7 +203,7 @@ def availability(model: str) -> list[dict[str, Any]]:
             "fits_default_settings": c.memory_bytes is None or c.memory_bytes >= need,
             "model_ready": model in c.cached_models,
         }
-        for c in training_capacities()
+        for c in capacities
     ]
 
 

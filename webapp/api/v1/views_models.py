@@ -30,7 +30,9 @@ from webapp.api.v1.selectors import (
 from webapp.api.v1.services import chat_completion_create, fine_tuned_model_delete
 from webapp.core.catalog import models as catalog_models
 from webapp.jobs import serving
-from webapp.projects.estimate import availability, formula_memory
+from webapp.jobs.fleet import QueueCapacity
+from webapp.projects.estimate import availability
+from webapp.projects.routing import training_capacities
 
 POLL_S = 0.05
 MAX_TOKENS = 4096
@@ -38,20 +40,18 @@ MAX_STOP, MAX_STOP_CHARS = 4, 200  # OpenAI allows up to 4 stop sequences
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
-def _base_model(info: dict[str, Any]) -> dict[str, Any]:
+def _base_model(info: dict[str, Any], capacities: list[QueueCapacity]) -> dict[str, Any]:
     """A base model as OpenAI lists one, plus what Tunebook knows of it: its size, context,
     the default fine-tune's memory and which workers can take one now."""
-    facts = {k: info[k] for k in ("label", "parameters", "context_length", "hub_id")}
-    extra = {
-        **facts,
-        "default_finetune_memory_bytes": formula_memory({"base_model": info["name"]}),
-        "workers": availability(info["name"]),
-    }
+    memory, workers = availability(info, capacities)
+    extra = {k: info[k] for k in ("label", "parameters", "context_length", "hub_id")}
+    extra |= {"default_finetune_memory_bytes": memory, "workers": workers}
     return model_object(info["name"], created=0, owned_by="tunebook") | {"tunebook": extra}
 
 
 def _all_models(caller: Caller) -> list[dict[str, Any]]:
-    rows = [_base_model(info) for info in catalog_models().values()]
+    capacities = training_capacities()  # the workers' records, read once for every model
+    rows = [_base_model(info, capacities) for info in catalog_models().values()]
     owner = team_slug(caller.team)
     for ft in fine_tuned_models(caller):
         created = epoch(ft.job.finished_at) if ft.job else None
