@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0001_initial'),
+        ("core", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='basemodel',
-            name='hidden_size',
+            model_name="basemodel",
+            name="hidden_size",
             field=models.IntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='basemodel',
-            name='layers',
+            model_name="basemodel",
+            name="layers",
             field=models.IntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='basemodel',
-            name='vocab_size',
+            model_name="basemodel",
+            name="vocab_size",
             field=models.IntegerField(default=0),
         ),
     ]
