@@ -92,6 +92,7 @@ def estimated(
         CATALOG_SLOWER,
         FORMULA_RANGE,
         catalog_seconds,
+        formula_at,
         formula_memory,
     )
     from webapp.projects.throughput import Figures
@@ -112,10 +113,7 @@ def estimated(
         }
     figures = Figures(lane="gpu", device="cpu", runs=tuple(earlier))
     time_range = figures.seconds(tokens, hp["batch_size"] * hp["max_length"])
-    mem = figures.memory(
-        hp["batch_size"] * hp["max_length"],
-        lambda t: formula_memory({**config, "batch_size": 1, "max_length": t}, facts=facts),
-    )
+    mem = figures.memory(hp["batch_size"] * hp["max_length"], formula_at(config, facts))
     if mem is not None:
         out = {"memory": int(mem.value), "memory_low": int(mem.low), "memory_high": int(mem.high)}
     return out | {

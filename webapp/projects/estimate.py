@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -165,9 +166,9 @@ def per_token_bytes(facts: dict[str, Any]) -> float:
     return LOGIT_BYTES_PER_VOCAB * vocab + LAYER_BYTES_PER_HIDDEN * layers * hidden
 
 
-def _formula_at(config: dict[str, Any]) -> Any:
+def formula_at(config: dict[str, Any], facts: dict[str, Any] | None = None) -> Callable[[int], int]:
     """The formula's memory of `config` at a batch of `tokens` (batch_size x max_length)."""
-    facts = model_info(config.get("base_model", ""))
+    facts = facts or model_info(config.get("base_model", ""))
     return lambda tokens: formula_memory(
         {**config, "batch_size": 1, "max_length": tokens}, facts=facts
     )
@@ -256,7 +257,7 @@ def estimate(
             basis=basis,
         )
     time = figures.seconds(found.tokens, found.batch_tokens)
-    measured = figures.memory(found.batch_tokens, _formula_at(config))
+    measured = figures.memory(found.batch_tokens, formula_at(config))
     device = f" ({figures.device})" if figures.device else ""
     runs = "1 earlier run" if figures.count == 1 else f"{figures.count} earlier runs"
     basis = (
