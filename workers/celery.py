@@ -22,8 +22,6 @@ from webapp.jobs import queue  # noqa: E402
 from webapp.jobs.queue import app  # noqa: E402
 from workers import base_models  # noqa: E402
 
-base_models.install()  # the engine resolves registered models' names through their records
-
 __all__ = ["app"]
 log = logging.getLogger(__name__)
 
@@ -46,6 +44,13 @@ app.conf.update(
         }
     },
 )
+
+
+@signals.worker_init.connect
+def resolve_registered_models(**kwargs: object) -> None:
+    """A worker's engine resolves registered models' names through their records; only a
+    worker does, so a process that merely imports the app never reads the database there."""
+    base_models.install()
 
 
 @signals.worker_init.connect

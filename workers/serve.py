@@ -214,8 +214,10 @@ def main(argv: list[str] | None = None) -> None:
     from django.conf import settings
 
     from webapp.jobs import serving
+    from workers import base_models
     from workers.serve_engines import Engines
 
+    base_models.install()
     if not serving.enabled():
         raise SystemExit("SERVING_URL is off (or the broker is not Redis): nothing to serve.")
     engines = Engines()

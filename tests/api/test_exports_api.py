@@ -12,6 +12,7 @@ import requests
 
 from tests.web.export_fixtures import ADAPTER_BYTES, finish_finetune, finished_export
 from webapp.api.keys import api_key_create
+from webapp.core.models import BaseModel
 from webapp.exports.models import Export
 from webapp.jobs.models import JobStatus
 from webapp.projects.services import cell_run_create
@@ -69,14 +70,17 @@ def test_exports_through_the_api(
     assert (error["param"], error["code"]) == ("format", "export_bad_format")
     error = error_of(_call("POST", base, key, {"run": run.pk}), 400)
     assert error["param"] == "format"
-    gemma = finish_finetune(
-        cell_run_create(cell=cells["finetune"], created_by=owner), base_model="gemma-3-270m"
+    BaseModel.objects.create(
+        name="gpt2-local", label="GPT-2", kind="local", source="/models/gpt2",
+        model_type="gpt2", parameters=124_000_000, context_length=1024, licence="MIT",
+    )  # fmt: skip
+    gpt2 = finish_finetune(
+        cell_run_create(cell=cells["finetune"], created_by=owner), base_model="gpt2-local"
     )
-    error = error_of(_call("POST", base, key, {"run": gemma.pk, "format": "gguf"}), 400)
+    error = error_of(_call("POST", base, key, {"run": gpt2.pk, "format": "gguf"}), 400)
     assert (error["param"], error["code"]) == ("format", "export_unsupported_architecture")
     assert (
-        "does not know the gemma3 architecture of gemma-3-270m; it supports llama"
-        in (error["message"])
+        "does not know the gpt2 architecture of gpt2-local; it supports llama" in (error["message"])
     )
 
     assert error_of(_call("POST", base, read_only, {"run": run.pk, "format": "adapter"}), 403)

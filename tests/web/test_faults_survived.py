@@ -106,7 +106,10 @@ def test_a_postgres_restart_mid_run_delays_progress_and_fails_nothing(
     own_postgres: PostgresCluster, tmp_path: Path
 ) -> None:
     env = {"DATABASE_URL": own_postgres.url}
-    migrate = "from django.core.management import call_command as c; c('migrate', verbosity=0)"
+    migrate = (  # and the built-in models registered, as `make run` does
+        "from django.core.management import call_command as c; c('migrate', verbosity=0); "
+        "from workers.catalog import register_builtins; register_builtins()"
+    )
     code = "import django; django.setup(); "
     assert run_with_sqlite_broker(code + migrate, tmp_path, **env).returncode == 0
     worker = Worker(
