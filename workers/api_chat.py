@@ -50,6 +50,7 @@ def chat_completion(self: Task, completion_id: int) -> None:
     if job_start(job_id=row.job_id, celery_task_id=self.request.id or "") is None:
         return  # cancelled or finished already
     chat_completion_start(completion_id=row.pk)
+    started = time.monotonic()
     try:
         result = services_bridge.generate_one(
             model=row.base_model,
@@ -71,5 +72,6 @@ def chat_completion(self: Task, completion_id: int) -> None:
         chat_completion_fail(completion_id=row.pk, error=message)
         job_fail(job_id=row.job_id, error=message)
         return
-    chat_completion_finish(completion_id=row.pk, result=result)
+    served = {"served_by": self.request.hostname or "", "generate_s": time.monotonic() - started}
+    chat_completion_finish(completion_id=row.pk, result={**result, **served})
     job_succeed(job_id=row.job_id)

@@ -16,9 +16,10 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("workers.serve")
 IDLE_WAIT_S = 1  # the blocking pop's timeout while nothing runs
 CANCELLED = "Cancelled: the client went away."
+SERVE_QUEUE = "serve"  # the queue its WorkerHost record names (requests come by Redis)
 
 
 @dataclass
@@ -38,11 +40,13 @@ class _Live:
     engine: Engine
     handle: Handle
     sent: int = 0  # characters of the text pushed so far
+    started: float = field(default_factory=time.monotonic)
 
 
 class Server:
-    def __init__(self, redis: Any, engines: Engines, *, max_batch: int) -> None:
+    def __init__(self, redis: Any, engines: Engines, *, max_batch: int, node: str = "") -> None:
         self.redis, self.engines, self.max_batch = redis, engines, max_batch
+        self.node = node  # its ops.WorkerHost name: the records say who answered
         self.live: dict[str, _Live] = {}
         self.running = True
         self.records = ThreadPoolExecutor(1, thread_name_prefix="serve-records")
@@ -125,7 +129,8 @@ class Server:
             if live.handle.done:
                 events.append(_outcome(live.handle))
                 del self.live[rid]
-                self.records.submit(_write_record, live.request, events[-1], text)
+                served = {"served_by": self.node, "generate_s": time.monotonic() - live.started}
+                self.records.submit(_write_record, live.request, events[-1], text, served)
             if events:
                 add_events(pipe, rid, events)
         rids = list(self.live)
@@ -174,8 +179,11 @@ def _failure(exc: BaseException) -> dict[str, Any]:
     return error_event("server_error", f"{type(exc).__name__}: {exc}")
 
 
-def _write_record(request: ServeRequest, outcome: dict[str, Any], text: str) -> None:
-    """The request's outcome, written once: the API's completion row."""
+def _write_record(
+    request: ServeRequest, outcome: dict[str, Any], text: str, served: dict[str, Any] | None = None
+) -> None:
+    """The request's outcome, written once: the API's completion row, with who answered it
+    and how long that took."""
     from webapp.api.v1.services import chat_completion_fail, chat_completion_finish
     from workers.db_retry import db_retrying
 
@@ -184,6 +192,7 @@ def _write_record(request: ServeRequest, outcome: dict[str, Any], text: str) -> 
     try:
         if outcome["t"] == "done":
             result = {"text": text, "finish_reason": outcome["finish_reason"], **outcome["usage"]}
+            result |= served or {}
             db_retrying(chat_completion_finish)(completion_id=request.completion_id, result=result)
         else:
             db_retrying(chat_completion_fail)(
@@ -215,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from webapp.jobs import serving
     from workers import base_models
+    from workers.announce import Heartbeat
     from workers.serve_engines import Engines
 
     base_models.install()
@@ -224,14 +234,23 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.preload:
         model, _, quantization = name.partition(":")
         engines.get(model, quantization or "nf4")
-    server = Server(serving.client(), engines, max_batch=settings.SERVE_MAX_BATCH)
+    # Announced like a training worker (ops.WorkerHost, queue "serve"), so operators see it
+    # and its measured generation throughput; routing reads TRAINING_QUEUES only.
+    heartbeat = Heartbeat(f"serve@{socket.gethostname()}", [SERVE_QUEUE])
+    heartbeat.start()
+    server = Server(
+        serving.client(), engines, max_batch=settings.SERVE_MAX_BATCH, node=heartbeat.node
+    )
 
     def stop(_signum: int, _frame: Any) -> None:
         server.running = False
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    server.run()
+    try:
+        server.run()
+    finally:
+        heartbeat.stop()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import pytest
 from tests.web.worker_harness import Worker
 from webapp.api.models import ChatCompletion
 from webapp.datasets.models import DatasetVersion
+from webapp.ops.models import WorkerHost
+from webapp.ops.workers import measured_generation
 from webapp.projects.models import CellRun, RunStatus
 from webapp.projects.services import cell_create, cell_run_create, project_create
 
@@ -152,6 +154,10 @@ def test_files_jobs_models_and_chat_on_a_real_worker(
     assert stopped.choices[0].finish_reason == "stop"
     row = ChatCompletion.objects.latest("pk")
     assert row.stop == [cut, "never seen"] and row.top_p == 1.0 and row.seed is None
+    # The worker that answered, and how long it took: its measured generation throughput.
+    host = WorkerHost.objects.get(name=row.served_by)
+    assert row.generate_s > 0 and "gpu" in host.queues
+    assert measured_generation(host)[0].startswith("tiny-llama (nf4): ")
     streamed = "".join(
         c.choices[0].delta.content or ""
         for c in client.chat.completions.create(**say, temperature=0, stop=cut, stream=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ from tests.web.worker_harness import ROOT, database_url, wait_for
 from webapp.api.models import ChatCompletion, CompletionStatus
 from webapp.jobs import serving
 from webapp.jobs.models import Job
+from webapp.ops.models import WorkerHost, WorkerState
+from webapp.ops.workers import measured_generation
 from webapp.projects.models import CellRun, RunStatus
 from webapp.projects.services import project_create
 from workers.serve import CANCELLED
@@ -142,6 +145,17 @@ def test_chat_streamed_and_not_through_the_serving_process(start_serve, client) 
     )  # fmt: skip
     assert [r.text for r in rows] == [streamed, streamed]
     assert all(r.completion_tokens == 12 and r.job_id is None for r in rows)
+
+    # The serving process announced itself, and its answers are its measured throughput.
+    host = wait_for(
+        lambda: WorkerHost.objects.filter(queues=["serve"]).first(),
+        timeout=30, what="the serving host's record", worker=None,
+    )  # fmt: skip
+    assert host.name == f"serve@{socket.gethostname()}" and host.state == WorkerState.ALIVE
+    assert {r.served_by for r in rows} == {host.name} and all(r.generate_s > 0 for r in rows)
+    rate = 24 / sum(r.generate_s for r in rows)
+    held = f"{MODEL} ({rows[0].quantization})"
+    assert measured_generation(host) == [f"{held}: {rate:.1f} output tokens/s, 2 answers"]
 
 
 def test_greedy_answers_batched_equal_each_alone(start_serve, client) -> None:

@@ -17,6 +17,7 @@ from tests.web.conftest import client_for
 from tests.web.test_finetune_worker import start_worker
 from tests.web.test_ops_endpoints import _scrape
 from tests.web.worker_harness import Worker, wait_for
+from webapp.api.models import ChatCompletion
 from webapp.jobs.queue import LANES
 from webapp.ops.models import WorkerHost, WorkerState
 from webapp.ops.workers import worker_host_announce
@@ -82,3 +83,23 @@ def test_a_restarted_worker_replaces_its_record(db: None) -> None:
     again = worker_host_announce(name="gpu@gpu-1", facts={**facts, "pid": 11})
     assert WorkerHost.objects.count() == 1 and again.pid == 11
     assert again.state == WorkerState.ALIVE
+
+
+def test_the_admin_shows_what_a_worker_measured_generating(db: None, team) -> None:
+    facts = {"host": "gpu-1", "pid": 10, "device": "cuda", "queues": ["serve"]}
+    host = worker_host_announce(name="serve@gpu-1", facts=facts)
+    operator = User.objects.create_superuser("root", "root@example.com", "correct-horse-9x")
+    page = reverse("admin:ops_workerhost_change", args=[host.pk])
+    assert "no answer served yet" in client_for(operator).get(page).text
+    answers = [(40, 2.0, "succeeded"), (20, 2.0, "succeeded"), (99, 1.0, "failed")]
+    for tokens, seconds, status in answers:
+        ChatCompletion.objects.create(
+            team=team, model="m", base_model="smollm2-135m-instruct", completion_tokens=tokens,
+            generate_s=seconds, status=status, served_by=host.name,
+        )  # fmt: skip
+    ChatCompletion.objects.create(  # another worker's answer is not this one's
+        team=team, model="m", base_model="smollm2-135m-instruct", completion_tokens=500,
+        generate_s=1.0, status="succeeded", served_by="gpu@gpu-2",
+    )  # fmt: skip
+    shown = "smollm2-135m-instruct (nf4): 15.0 output tokens/s, 2 answers"
+    assert shown in client_for(operator).get(page).text

@@ -111,10 +111,15 @@ class ChatCompletion(models.Model):
     finish_reason = models.CharField(max_length=20, blank=True)
     error = models.TextField(blank=True)
     job = models.ForeignKey(Job, on_delete=models.SET_NULL, null=True, related_name="+")
+    # Who answered (an ops.WorkerHost name) and in how many seconds, prompt included: the
+    # workers' measured generation throughput (webapp.ops.workers.measured_generation).
+    served_by = models.CharField(max_length=200, blank=True)
+    generate_s = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["served_by", "-id"], name="completion_served_by")]
 
 
 class IdempotentRequest(models.Model):

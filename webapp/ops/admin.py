@@ -13,7 +13,7 @@ from webapp.core.admin_base import ReadOnlyAdmin, ReadOnlyTabularInline
 from webapp.jobs.models import Job, JobEvent
 from webapp.ops.models import WorkerHost
 from webapp.ops.services import job_operator_requeue
-from webapp.ops.workers import measured_throughput
+from webapp.ops.workers import measured_generation, measured_throughput
 
 
 class JobEventInline(ReadOnlyTabularInline):
@@ -59,7 +59,7 @@ class WorkerHostAdmin(ReadOnlyAdmin):
         "model_list", "last_seen_at",
     )  # fmt: skip
     search_fields = ("name", "host", "device_name")
-    readonly_fields = ("measured",)
+    readonly_fields = ("measured", "generation")
 
     @admin.display(description="state")
     def state(self, host: WorkerHost) -> str:
@@ -81,3 +81,7 @@ class WorkerHostAdmin(ReadOnlyAdmin):
     @admin.display(description="measured training throughput")
     def measured(self, host: WorkerHost) -> str:
         return "; ".join(measured_throughput(host)) or "no finished fine-tune yet"
+
+    @admin.display(description="measured generation throughput")
+    def generation(self, host: WorkerHost) -> str:
+        return "; ".join(measured_generation(host)) or "no answer served yet"

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from webapp.api.models import ChatCompletion, CompletionStatus
 from webapp.jobs.fleet import QueueCapacity
 from webapp.ops.models import WorkerHost, WorkerState
 from webapp.projects.models import MeasuredThroughput
@@ -69,3 +70,27 @@ def measured_throughput(host: WorkerHost) -> list[str]:
                 f"{row.base_model} ({row.quantization}): {rate:.0f} tokens/s, {len(runs)} runs"
             )
     return out
+
+
+GENERATION_SAMPLES = 50  # the newest answers per worker that its generation rate is from
+
+
+def measured_generation(host: WorkerHost) -> list[str]:
+    """What this worker's recent answers measured, per base model and quantization:
+    '<model> (<quantization>): N output tokens/s over K answers' (prompt reading included,
+    as a user waits for it)."""
+    rows = (
+        ChatCompletion.objects.filter(
+            served_by=host.name, status=CompletionStatus.SUCCEEDED, generate_s__gt=0
+        )
+        .order_by("-id")
+        .values_list("base_model", "quantization", "completion_tokens", "generate_s")
+    )
+    totals: dict[tuple[str, str], list[float]] = {}
+    for model, quantization, tokens, seconds in rows[:GENERATION_SAMPLES]:
+        total = totals.setdefault((model, quantization), [0.0, 0.0, 0])
+        total[0], total[1], total[2] = total[0] + tokens, total[1] + seconds, total[2] + 1
+    return [
+        f"{model} ({quantization}): {tokens / seconds:.1f} output tokens/s, {count} answers"
+        for (model, quantization), (tokens, seconds, count) in sorted(totals.items())
+    ]

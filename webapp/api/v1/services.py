@@ -344,6 +344,8 @@ def chat_completion_finish(*, completion_id: int, result: dict[str, Any]) -> Non
         prompt_tokens=result.get("prompt_tokens") or 0,
         completion_tokens=result.get("completion_tokens") or 0,
         finish_reason=result.get("finish_reason") or "stop",
+        served_by=result.get("served_by") or "",
+        generate_s=result.get("generate_s"),
     )
 
 
