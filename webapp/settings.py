@@ -196,6 +196,9 @@ TRAINING_QUEUES = env_list("TRAINING_QUEUES", ["gpu"])
 # started (a playground answer, a fine-tune, ...) that has waited this long on a queue its
 # worker serves.
 INTERACTIVE_WAIT_S = env_int("INTERACTIVE_WAIT_S", 5, minimum=0)
+# Without the serving process, a fine-tune answers chats and playground runs that have
+# waited that long on its worker's queues between its optimizer steps (workers/between_steps.py).
+ANSWER_BETWEEN_STEPS = env_bool("ANSWER_BETWEEN_STEPS", True)
 # Redis redelivers an unacknowledged task after this long; it must outlast the longest run.
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7 * 60 * 60}

@@ -44,10 +44,16 @@ class _Grow:
     time_limit=11 * 60,
 )
 def chat_completion(self: Task, completion_id: int) -> None:
+    answer(completion_id, task_id=self.request.id or "", node=self.request.hostname or "")
+
+
+def answer(completion_id: int, *, task_id: str, node: str) -> None:
+    """The answer, unless it was cancelled or answered already (by a long job on this
+    worker, between its steps: workers/between_steps.py)."""
     row = ChatCompletion.objects.filter(pk=completion_id).first()
     if row is None or row.job_id is None:
         return
-    if job_start(job_id=row.job_id, celery_task_id=self.request.id or "") is None:
+    if job_start(job_id=row.job_id, celery_task_id=task_id) is None:
         return  # cancelled or finished already
     chat_completion_start(completion_id=row.pk)
     started = time.monotonic()
@@ -72,6 +78,6 @@ def chat_completion(self: Task, completion_id: int) -> None:
         chat_completion_fail(completion_id=row.pk, error=message)
         job_fail(job_id=row.job_id, error=message)
         return
-    served = {"served_by": self.request.hostname or "", "generate_s": time.monotonic() - started}
+    served = {"served_by": node, "generate_s": time.monotonic() - started}
     chat_completion_finish(completion_id=row.pk, result={**result, **served})
     job_succeed(job_id=row.job_id)

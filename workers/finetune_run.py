@@ -25,6 +25,7 @@ from webapp.projects.run_outputs import outputs_of
 from webapp.transfers.selectors import latest_succeeded_run
 from webapp.transfers.services import transferable_after_finetune
 from workers import services_bridge
+from workers.between_steps import BetweenSteps
 from workers.db_retry import db_retrying
 from workers.reporter import Line, Reporter
 from workers.reporter import event as event_of
@@ -114,7 +115,8 @@ def train_reporter(run: CellRun, job_id: int, task_id: str, space: RunSpace) -> 
             save=kind == "checkpoint",
         )
 
-    return Reporter(job_id, task_id, line=line, run=run, outputs=outputs)
+    between = BetweenSteps.for_worker(task_id)
+    return Reporter(job_id, task_id, line=line, run=run, outputs=outputs, between=between)
 
 
 def _downsample(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -96,6 +96,7 @@ class Reporter:
         run: CellRun | None = None,
         outputs: dict[str, Any] | None = None,
         make_way: bool = False,
+        between: Callable[[], None] | None = None,
         every_s: float = WRITE_EVERY_S,
     ) -> None:
         self.job_id, self.task_id = job_id, task_id
@@ -103,6 +104,7 @@ class Reporter:
         self.run = run
         self.outputs: dict[str, Any] = outputs if outputs is not None else {}
         self.make_way = MakeWay() if make_way else None
+        self.between = between  # run at each stop check: what a person waits for meanwhile
         self.lock = threading.Lock()
         self.last, self.key = 0.0, ""
         self.last_check, self.stopped = 0.0, False
@@ -136,6 +138,8 @@ class Reporter:
 
     def should_stop(self) -> bool:
         """Cancelled, taken over by another delivery, or (make_way) asked to step aside."""
+        if self.between is not None:
+            self.between()
         return self.cancelled() or (self.make_way is not None and self.make_way())
 
     def cancelled(self) -> bool:

@@ -38,10 +38,20 @@ def person_job_waiting(*, queues: Iterable[str], longer_than_s: float) -> Job | 
     """The oldest job a person started (anything but background work) that has sat on one
     of `queues` longer than `longer_than_s`: no free worker took it, so background work
     running on a worker that serves those queues should make way."""
+    foreground = [queue for queue in queues if queue != BACKGROUND]
+    return _waiting(foreground, longer_than_s).first()
+
+
+def jobs_waiting(*, queues: Iterable[str], kinds: Iterable[str], longer_than_s: float) -> list[Job]:
+    """Queued jobs of `kinds` on `queues` that no worker has taken for `longer_than_s`,
+    oldest first: a long job on a worker with one slot answers them between its steps."""
+    return list(_waiting(queues, longer_than_s).filter(kind__in=list(kinds)))
+
+
+def _waiting(queues: Iterable[str], longer_than_s: float) -> QuerySet[Job]:
     cutoff = timezone.now() - timedelta(seconds=longer_than_s)
     waiting = Job.objects.filter(status=JobStatus.QUEUED, created_at__lte=cutoff)
-    foreground = [queue for queue in queues if queue != BACKGROUND]
-    return _on_queues(waiting, foreground).order_by("created_at", "id").first()
+    return _on_queues(waiting, queues).order_by("created_at", "id")
 
 
 @dataclass(frozen=True)
