@@ -10,10 +10,21 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from finetune_core.contracts.settings import API, ENGINE, Setting, problems_of, setting, settings_of
+from finetune_core.contracts.settings import (
+    API,
+    ENGINE,
+    FORM,
+    Setting,
+    problems_of,
+    setting,
+    settings_of,
+)
 from finetune_core.errors import FinetuneError
 
 ENGINE_ONLY = frozenset({ENGINE})
+# The notebook's form and the engine, not the API's hyperparameters (OpenAI's
+# method.dpo.hyperparameters has no such name).
+FORM_AND_ENGINE = frozenset({FORM, ENGINE})
 # beta when none is given: the DPO paper's and the SimPO paper's usual values.
 DEFAULT_BETA = {"dpo": 0.1, "simpo": 2.0}
 # What preference methods log per step (and, prefixed val_, per evaluation) beside the loss.
@@ -102,6 +113,20 @@ class TrainConfig:
         minimum=0.0,
         maximum=20.0,
         label="SimPO margin",
+    )
+    # 0 by default: plain DPO as the paper and OpenAI's DPO define it, so a run without it
+    # trains as before. Iterative RPO (Pang et al. 2024) uses 1.0; TRL's rpo_alpha (in TRL
+    # 1.x the loss_type ["sigmoid", "sft"]) is the same term, normalised the same way.
+    rpo_alpha: float = setting(
+        0.0,
+        "DPO: weight of a supervised (NLL) term on the preferred answer beside the DPO loss. "
+        "Plain DPO can lower both answers' likelihoods while widening their gap; this keeps "
+        "the preferred one likely (1.0 as in Iterative RPO). 0: plain DPO. Other methods "
+        "ignore it.",
+        minimum=0.0,
+        maximum=10.0,
+        surfaces=FORM_AND_ENGINE,
+        label="DPO NLL weight",
     )
     epochs: int = setting(
         1,

@@ -3,7 +3,9 @@
 
 pairs -> reference log-probabilities, once per pair -> per step: both answers' summed
 log-probabilities under the policy -> the loss and rewards/chosen, rewards/rejected,
-rewards/margins, rewards/accuracies.
+rewards/margins, rewards/accuracies. With rpo_alpha (DPO only) the step's loss also holds
+rpo_alpha x the preferred answers' NLL per token (Iterative RPO, Pang et al. 2024): plain
+DPO only widens the gap, and can do so by lowering both answers' likelihoods.
 
 The reference is the model as the run starts, never a second copy of the base: a fresh
 adapter's reference is the base alone (the adapter disabled), a run that starts from an
@@ -253,43 +255,74 @@ class PreferenceObjective:
         return sequence_logps(self.model, sequences, self.pad_id)
 
     def losses(self, pairs: list[Pair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-pair loss and the chosen and rejected rewards under the current policy."""
+        """Per-pair preference loss and the chosen and rejected rewards under the policy."""
+        loss, chosen, rejected, _ = self.terms(pairs)
+        return loss, chosen, rejected
+
+    def terms(
+        self, pairs: list[Pair]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """losses(), and each preferred answer's negative log-likelihood summed over its
+        tokens (the rpo_alpha term's numerator)."""
         logps, tokens = self._logps(pairs)
         chosen, rejected = logps.chunk(2)
         if self.cfg.training_method == "simpo":
             n_chosen, n_rejected = tokens.chunk(2)
-            return simpo_loss(
+            loss, r_chosen, r_rejected = simpo_loss(
                 chosen, rejected, n_chosen, n_rejected, self.beta, self.cfg.simpo_gamma
             )
-        ref = torch.tensor([self.reference[p.index] for p in pairs], device=chosen.device)
-        return dpo_loss(chosen, rejected, ref[:, 0], ref[:, 1], self.beta)
+        else:
+            ref = torch.tensor([self.reference[p.index] for p in pairs], device=chosen.device)
+            loss, r_chosen, r_rejected = dpo_loss(chosen, rejected, ref[:, 0], ref[:, 1], self.beta)
+        return loss, r_chosen, r_rejected, -chosen
+
+    @property
+    def nll_weight(self) -> float:
+        """rpo_alpha in DPO runs; SimPO has no NLL term here."""
+        return self.cfg.rpo_alpha if self.cfg.training_method == "dpo" else 0.0
+
+    def _objective(
+        self, loss: torch.Tensor, nll: torch.Tensor, n_pairs: int, n_tokens: int
+    ) -> torch.Tensor:
+        """One micro-batch's share of the step's loss: the mean preference loss over the
+        step's pairs, plus rpo_alpha times the NLL per preferred-answer token over the whole
+        step (as TRL: its "sft" term is the mean over every chosen token of the batch, not a
+        mean of per-answer means)."""
+        total = loss.sum() / n_pairs
+        if self.nll_weight:
+            total = total + self.nll_weight * nll.sum() / max(n_tokens, 1)
+        return total
 
     def accumulate(self, micro_batches: list[list[Pair]]) -> tuple[float, int, dict[str, float]]:
-        """Backpropagate the mean loss over every pair of the step's micro-batches; returns
-        it, the tokens processed and the step's mean rewards, margin and accuracy."""
-        n_pairs = max(sum(len(micro) for micro in micro_batches), 1)
+        """Backpropagate the step's loss over every pair of its micro-batches; returns it,
+        the tokens processed and the step's mean rewards, margin and accuracy."""
+        pairs = [pair for micro in micro_batches for pair in micro]
+        n_pairs, n_chosen = max(len(pairs), 1), sum(p.chosen.n_trained for p in pairs)
         total, sums = 0.0, dict.fromkeys(REWARDS, 0.0)
         for micro in micro_batches:
-            loss, chosen, rejected = self.losses(micro)
-            (loss.sum() / n_pairs).backward()
-            total += float(loss.detach().sum())
+            loss, chosen, rejected, nll = self.terms(micro)
+            objective = self._objective(loss, nll, n_pairs, n_chosen)
+            objective.backward()
+            total += float(objective.detach())
             _add_rewards(sums, chosen, rejected)
-        tokens = sum(len(pair) for micro in micro_batches for pair in micro)
-        return total / n_pairs, tokens, {k: v / n_pairs for k, v in sums.items()}
+        tokens = sum(len(pair) for pair in pairs)
+        return total, tokens, {k: v / n_pairs for k, v in sums.items()}
 
     @torch.no_grad()
     def evaluate(self, pairs: list[Pair]) -> tuple[float | None, dict[str, float]]:
-        """Mean loss and rewards over the validation pairs."""
+        """The loss over the validation pairs (as one step over all of them) and their mean
+        rewards."""
         if not pairs:
             return None, {}
         self.model.eval()
+        n_chosen = sum(p.chosen.n_trained for p in pairs)
         total, sums = 0.0, dict.fromkeys(REWARDS, 0.0)
         for start in range(0, len(pairs), self.cfg.batch_size):
-            loss, chosen, rejected = self.losses(pairs[start : start + self.cfg.batch_size])
-            total += float(loss.sum())
+            loss, chosen, rejected, nll = self.terms(pairs[start : start + self.cfg.batch_size])
+            total += float(self._objective(loss, nll, len(pairs), n_chosen))
             _add_rewards(sums, chosen, rejected)
         self.model.train()
-        return total / len(pairs), {k: v / len(pairs) for k, v in sums.items()}
+        return total, {k: v / len(pairs) for k, v in sums.items()}
 
 
 def _add_rewards(sums: dict[str, float], chosen: torch.Tensor, rejected: torch.Tensor) -> None:

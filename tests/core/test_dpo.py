@@ -113,7 +113,9 @@ def _trl_features(pairs: list[Pair]) -> list[dict[str, list[int]]]:
     return features
 
 
-def _trl_trainer(model, tokenizer, tmp_path: Path, beta: float):
+def _trl_trainer(model, tokenizer, tmp_path: Path, beta: float, rpo_alpha: float = 0.0):
+    """TRL's DPOTrainer; rpo_alpha > 0 adds its NLL term on the chosen answer (TRL 1.x has
+    no rpo_alpha flag: the loss_type ["sigmoid", "sft"] weighted [1, rpo_alpha] is it)."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -133,6 +135,9 @@ def _trl_trainer(model, tokenizer, tmp_path: Path, beta: float):
         bf16=False,
         gradient_checkpointing=False,
         max_length=None,
+        **(
+            {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, rpo_alpha]} if rpo_alpha else {}
+        ),
     )
     return DPOTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
@@ -149,10 +154,13 @@ def _trl_terms(trainer, model, pairs: list[Pair]) -> tuple[float, dict[str, floa
 
 
 def _ours(objective: PreferenceObjective, pairs: list[Pair]) -> tuple[float, dict[str, float]]:
+    """Our loss for one step of exactly these pairs, as accumulate backpropagates it."""
     with torch.no_grad():
-        loss, chosen, rejected = objective.losses(pairs)
+        loss, chosen, rejected, nll = objective.terms(pairs)
+        n_chosen = sum(p.chosen.n_trained for p in pairs)
+        step_loss = objective._objective(loss, nll, len(pairs), n_chosen)
         policy, _ = objective._logps(pairs)
-    return float(loss.mean()), {
+    return float(step_loss), {
         "rewards/chosen": float(chosen.mean()),
         "rewards/rejected": float(rejected.mean()),
         "rewards/margins": float((chosen - rejected).mean()),
@@ -168,31 +176,51 @@ def _assert_same(ours: tuple[float, dict[str, float]], theirs: tuple[float, dict
         assert value == pytest.approx(theirs[1][key], rel=1e-4, abs=1e-6), key
 
 
-def test_dpo_loss_and_rewards_equal_trls_with_a_fresh_adapter(tmp_path) -> None:
-    """A fresh adapter's reference is the base alone (the adapter disabled), as in TRL."""
+@pytest.mark.parametrize("rpo_alpha", [0.0, 0.5])
+def test_dpo_loss_and_rewards_equal_trls_with_a_fresh_adapter(tmp_path, rpo_alpha) -> None:
+    """A fresh adapter's reference is the base alone (the adapter disabled), as in TRL; with
+    rpo_alpha, the NLL term on the chosen answer adds the same amount as TRL's."""
     tokenizer = load_tokenizer("tiny-llama")
     model, pairs = _fp32_peft_model(), _pairs(tokenizer)
-    trainer = _trl_trainer(model, tokenizer, tmp_path, beta=0.1)
+    trainer = _trl_trainer(model, tokenizer, tmp_path, beta=0.1, rpo_alpha=rpo_alpha)
     model.delete_adapter("ref")  # TRL copies a given adapter as its reference; here: none
-    objective = PreferenceObjective(
-        TrainConfig(data="x", training_method="dpo", batch_size=3), model, tokenizer.pad_token_id
-    )
+    cfg = TrainConfig(data="x", training_method="dpo", batch_size=3, rpo_alpha=rpo_alpha)
+    objective = PreferenceObjective(cfg, model, tokenizer.pad_token_id)
     objective.cache_reference(pairs)  # in batches of 3: other batches than TRL's one of 4
     loss, metrics, ref = _trl_terms(trainer, model, pairs)
     ours = torch.tensor([objective.reference[p.index] for p in pairs]).T.reshape(-1)
     torch.testing.assert_close(ours, ref.float(), rtol=1e-5, atol=1e-4)
     _assert_same(_ours(objective, pairs), (loss, metrics))
     assert abs(metrics["rewards/margins"]) > 1e-3  # the policy is not the reference
+    with torch.no_grad():
+        plain = float(objective.losses(pairs)[0].mean())
+    assert (loss - plain > 1.0) == (rpo_alpha > 0)  # the NLL term is there, and weighs
 
 
-def test_dpo_from_an_adapter_compares_against_that_adapter_frozen(tmp_path) -> None:
+def test_a_step_in_micro_batches_has_the_loss_of_the_whole_batch() -> None:
+    """The NLL term is per preferred-answer token over the whole step, however the step is
+    split into micro-batches (answers of unequal lengths would tell a per-micro mean)."""
+    tokenizer = load_tokenizer("tiny-llama")
+    model, pairs = _fp32_peft_model(), _pairs(tokenizer)
+    cfg = TrainConfig(data="x", training_method="dpo", rpo_alpha=1.0)
+    objective = PreferenceObjective(cfg, model, tokenizer.pad_token_id)
+    objective.cache_reference(pairs)
+    assert len({p.chosen.n_trained for p in pairs}) > 1
+    split, _, _ = objective.accumulate([pairs[:1], pairs[1:]])
+    assert split == pytest.approx(_ours(objective, pairs)[0], rel=1e-5)
+
+
+@pytest.mark.parametrize("rpo_alpha", [0.0, 1.0])
+def test_dpo_from_an_adapter_compares_against_that_adapter_frozen(tmp_path, rpo_alpha) -> None:
     """Continuing an adapter (init_adapter), the reference is the adapter as it started:
     TRL keeps a frozen copy named "ref"; we cache its log-probabilities before any step."""
     tokenizer = load_tokenizer("tiny-llama")
     model, pairs = _fp32_peft_model(), _pairs(tokenizer)
-    trainer = _trl_trainer(model, tokenizer, tmp_path, beta=0.5)
+    trainer = _trl_trainer(model, tokenizer, tmp_path, beta=0.5, rpo_alpha=rpo_alpha)
     assert "ref" in model.peft_config
-    cfg = TrainConfig(data="x", training_method="dpo", beta=0.5, init_adapter="start")
+    cfg = TrainConfig(
+        data="x", training_method="dpo", beta=0.5, init_adapter="start", rpo_alpha=rpo_alpha
+    )
     objective = PreferenceObjective(cfg, model, tokenizer.pad_token_id)
     objective.cache_reference(pairs)
     _nudge(model, 0.05)  # training moves the policy away from where it started
