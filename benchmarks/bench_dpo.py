@@ -6,16 +6,19 @@
 2. sample the SFT model's answers (temperature > 0) on those training prompts;
 3. pairs: the reference answer preferred over each of the model's own distinct wrong
    answers (prompts whose samples are all right give none);
-4. DPO from the SFT adapter (init_adapter: the reference is the SFT adapter), and SimPO
-   from it.
+4. DPO from the SFT adapter (init_adapter: the reference is the SFT adapter), with
+   rpo_alpha's NLL term on the preferred answer (0: plain DPO), and SimPO from it;
+5. the control (--no-control skips it): the NLL term alone, supervised training from the
+   SFT adapter on the same preferred answers with DPO's steps and lr, so a gain of SFT+DPO
+   over SFT can be told apart from the extra supervised training on those answers.
 
-Exact match on the next 200 examples (held out) for base, SFT, SFT+DPO and SFT+SimPO
-with 95% bootstrap intervals, the wall time of every phase and a DPO step's time as a
+Exact match on the next 200 examples (held out) for base, SFT, SFT+DPO, SFT+SimPO and
+the control, with 95% bootstrap intervals, the wall time of every phase and a DPO step's time as a
 ratio to an SFT step. Prints a table and writes JSON (--json).
 
-    python -m benchmarks.bench_dpo [--train-examples 250] [--eval 200] [--sft-epochs 4]
-        [--samples 4] [--temperature 1.0] [--dpo-epochs 2] [--dpo-lr 2e-5] [--beta 0.1]
-        [--work-dir DIR] [--json benchmarks/results/dpo.json]
+    python -m benchmarks.bench_dpo [--train-examples 250] [--eval 200] [--sft-epochs 1]
+        [--samples 4] [--temperature 1.0] [--dpo-epochs 2] [--dpo-lr 1e-4] [--beta 0.1]
+        [--rpo-alpha 1.0] [--work-dir DIR] [--json benchmarks/results/dpo.json]
 
 Smoke run (a few minutes on a 2-core CPU):
     python -m benchmarks.bench_dpo --train-examples 40 --eval 16 --sft-steps 6 \\
@@ -173,8 +176,15 @@ class Bench:
                 })  # fmt: skip
         path = self.work / f"pairs-{self.args.pairs_per_prompt}.jsonl"
         path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        # The control: the same preferred answers as plain chat data, one a pair.
+        chosen = self.work / f"chosen-{self.args.pairs_per_prompt}.jsonl"
+        chosen.write_text("".join(
+            json.dumps({"messages": line["input"]["messages"] + line["preferred_output"]}) + "\n"
+            for line in lines
+        ))  # fmt: skip
         return {
             "path": str(path),
+            "chosen_path": str(chosen),
             "samples": len(answers),
             "sample_accuracy": right / max(len(answers), 1),
             "prompts_with_pairs": len({json.dumps(line["input"]) for line in lines}),
@@ -197,6 +207,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "sft", data=str(work / "train.jsonl"), data_format="chat", epochs=args.sft_epochs,
         max_steps=args.sft_steps, learning_rate=args.sft_lr, batch_size=args.sft_batch,
     )  # fmt: skip
+    # Each model is scored as soon as it is trained (the figures that decide come first;
+    # base, which scores nothing, last).
+    scores = {"SFT": bench.evaluate("SFT", sft["adapter"])}
     sampled = bench.sample(sft["adapter"])
     pairs = bench.pairs(sampled["answers"])
     print(f"pairs: {pairs['pairs']} from {pairs['prompts_with_pairs']} prompts "
@@ -208,21 +221,30 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "max_steps": args.dpo_steps, "batch_size": args.dpo_batch,
     }  # fmt: skip
     dpo = bench.train(
-        "dpo", training_method="dpo", beta=args.beta, learning_rate=args.dpo_lr, **common
-    )
+        "dpo", training_method="dpo", beta=args.beta, learning_rate=args.dpo_lr,
+        rpo_alpha=args.rpo_alpha, **common,
+    )  # fmt: skip
+    scores["SFT+DPO"] = bench.evaluate("SFT+DPO", dpo["adapter"])
+    # The control for rpo_alpha: the NLL term alone, i.e. supervised training from the SFT
+    # adapter on the same preferred answers with DPO's steps, pairs a step and lr (unpacked,
+    # so a step sees the same answers). What SFT+DPO gains beyond it is the preference's.
+    nll = None
+    if args.control:
+        nll = bench.train(
+            "nll", data_format="chat", packing=False, learning_rate=args.dpo_lr,
+            **(common | {"data": pairs["chosen_path"]}),
+        )  # fmt: skip
+        scores["SFT+NLL (control)"] = bench.evaluate("SFT+NLL", nll["adapter"])
     simpo = bench.train(
         "simpo", training_method="simpo", beta=args.simpo_beta, simpo_gamma=args.simpo_gamma,
         learning_rate=args.simpo_lr, **common,
     )  # fmt: skip
-    scores = {
-        "base": bench.evaluate("base", None),
-        "SFT": bench.evaluate("SFT", sft["adapter"]),
-        "SFT+DPO": bench.evaluate("SFT+DPO", dpo["adapter"]),
-        "SFT+SimPO": bench.evaluate("SFT+SimPO", simpo["adapter"]),
-    }
+    scores["SFT+SimPO"] = bench.evaluate("SFT+SimPO", simpo["adapter"])
+    scores = {"base": bench.evaluate("base", None)} | scores
     print(table(scores))
     phases = {"sft": sft["wall_s"], "sample": sampled["wall_s"], "dpo": dpo["wall_s"]}
-    phases |= {"simpo": simpo["wall_s"]} | {f"eval_{k}": v["wall_s"] for k, v in scores.items()}
+    phases |= {"simpo": simpo["wall_s"]} | ({"nll_control": nll["wall_s"]} if nll else {})
+    phases |= {f"eval_{k}": v["wall_s"] for k, v in scores.items()}
     ratio = dpo["step_s"] / sft["step_s"] if dpo["step_s"] and sft["step_s"] else None
     beats = scores["SFT+DPO"]["accuracy"] - scores["SFT"]["accuracy"]
     half_ci = (scores["SFT"]["high"] - scores["SFT"]["low"]) / 2
@@ -230,6 +252,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(f"step time: SFT {sft['step_s'] or 0:.2f} s, DPO {dpo['step_s'] or 0:.2f} s "
           f"(x{ratio or 0:.2f}), SimPO {simpo['step_s'] or 0:.2f} s")  # fmt: skip
     print(f"SFT+DPO - SFT = {beats:+.1%}; target: more than SFT's half-interval {half_ci:.1%}")
+    if nll:
+        over = scores["SFT+DPO"]["accuracy"] - scores["SFT+NLL (control)"]["accuracy"]
+        print(f"SFT+DPO - SFT+NLL (control) = {over:+.1%}")
     return {
         "task": TASK,
         "model": MODEL,
@@ -239,11 +264,16 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "exact_match": {
             k: {m: v[m] for m in ("accuracy", "low", "high", "n")} for k, v in scores.items()
         },
-        "pairs": {k: v for k, v in pairs.items() if k != "path"},
-        "runs": {"sft": sft, "dpo": dpo, "simpo": simpo},
+        "pairs": {k: v for k, v in pairs.items() if not k.endswith("path")},
+        "runs": {"sft": sft, "dpo": dpo, "simpo": simpo} | ({"nll": nll} if nll else {}),
         "phase_seconds": phases,
         "dpo_step_over_sft_step": ratio,
         "dpo_minus_sft": beats,
+        "dpo_minus_control": (
+            beats - scores["SFT+NLL (control)"]["accuracy"] + scores["SFT"]["accuracy"]
+            if nll
+            else None
+        ),
         "target_met": beats > half_ci,
     }
 
@@ -254,7 +284,7 @@ def main() -> None:
     )
     p.add_argument("--train-examples", type=int, default=250)
     p.add_argument("--eval", type=int, default=200, help="held-out examples scored")
-    p.add_argument("--sft-epochs", type=int, default=4)
+    p.add_argument("--sft-epochs", type=int, default=1)
     p.add_argument("--sft-steps", type=int, help="cap the SFT run's steps")
     p.add_argument("--sft-lr", type=float, default=5e-4)
     # Examples are packed into 256-token rows: 2 rows a step is ~20 examples.
@@ -265,8 +295,16 @@ def main() -> None:
     p.add_argument("--dpo-epochs", type=int, default=2, help="DPO and SimPO epochs")
     p.add_argument("--dpo-steps", type=int, help="cap the DPO and SimPO runs' steps")
     p.add_argument("--dpo-batch", type=int, default=4, help="pairs a step")
-    p.add_argument("--dpo-lr", type=float, default=2e-5)
+    p.add_argument("--dpo-lr", type=float, default=1e-4)
     p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument(
+        "--rpo-alpha", type=float, default=1.0,
+        help="DPO's NLL weight on the preferred answer (0: plain DPO)",
+    )  # fmt: skip
+    p.add_argument(
+        "--control", action=argparse.BooleanOptionalAction, default=True,
+        help="also train the NLL term alone (supervised on the preferred answers)",
+    )  # fmt: skip
     p.add_argument("--simpo-lr", type=float, default=2e-5)
     p.add_argument("--simpo-beta", type=float, default=2.0)
     p.add_argument("--simpo-gamma", type=float, default=1.0)
