@@ -235,15 +235,18 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             **(common | {"data": pairs["chosen_path"]}),
         )  # fmt: skip
         scores["SFT+NLL (control)"] = bench.evaluate("SFT+NLL", nll["adapter"])
-    simpo = bench.train(
-        "simpo", training_method="simpo", beta=args.simpo_beta, simpo_gamma=args.simpo_gamma,
-        learning_rate=args.simpo_lr, **common,
-    )  # fmt: skip
-    scores["SFT+SimPO"] = bench.evaluate("SFT+SimPO", simpo["adapter"])
+    simpo: dict[str, Any] = {"wall_s": None, "step_s": None}
+    if args.simpo:
+        simpo = bench.train(
+            "simpo", training_method="simpo", beta=args.simpo_beta,
+            simpo_gamma=args.simpo_gamma, learning_rate=args.simpo_lr, **common,
+        )  # fmt: skip
+        scores["SFT+SimPO"] = bench.evaluate("SFT+SimPO", simpo["adapter"])
     scores = {"base": bench.evaluate("base", None)} | scores
     print(table(scores))
     phases = {"sft": sft["wall_s"], "sample": sampled["wall_s"], "dpo": dpo["wall_s"]}
-    phases |= {"simpo": simpo["wall_s"]} | ({"nll_control": nll["wall_s"]} if nll else {})
+    phases |= {"simpo": simpo["wall_s"]} if args.simpo else {}
+    phases |= {"nll_control": nll["wall_s"]} if nll else {}
     phases |= {f"eval_{k}": v["wall_s"] for k, v in scores.items()}
     ratio = dpo["step_s"] / sft["step_s"] if dpo["step_s"] and sft["step_s"] else None
     beats = scores["SFT+DPO"]["accuracy"] - scores["SFT"]["accuracy"]
@@ -305,6 +308,9 @@ def main() -> None:
         "--control", action=argparse.BooleanOptionalAction, default=True,
         help="also train the NLL term alone (supervised on the preferred answers)",
     )  # fmt: skip
+    p.add_argument(
+        "--simpo", action=argparse.BooleanOptionalAction, default=True, help="train SimPO too"
+    )
     p.add_argument("--simpo-lr", type=float, default=2e-5)
     p.add_argument("--simpo-beta", type=float, default=2.0)
     p.add_argument("--simpo-gamma", type=float, default=1.0)
