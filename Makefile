@@ -155,3 +155,12 @@ bench-dpo: setup
 .PHONY: bench-serve
 bench-serve: setup
 	$(BIN)/python -m benchmarks.bench_serve --redis $(REDIS_URL) $(BENCH_SERVE_ARGS)
+
+# Issue 24: per model (SmolLM2-135M, Gemma-3-270M) a 40-step QLoRA fine-tune, then the merged
+# export against it as trained (mean KL, greedy agreement, 50 prompts; JSON in
+# benchmarks/results/export_fidelity.json); then GGUF export times, sizes and llama.cpp's speed.
+# Smoke: BENCH_EXPORT_ARGS="--model tiny-llama --steps 2 --prompts 4".
+.PHONY: bench-export
+bench-export: setup
+	$(BIN)/python -m benchmarks.bench_export_fidelity $(BENCH_EXPORT_ARGS)
+	$(BIN)/python -m benchmarks.bench_export_speed --model smollm2-135m-instruct --model gemma-3-270m

@@ -1,5 +1,6 @@
 """Exports of a tiny-llama run: merged weights (LoRA and DoRA), the portable adapter, and
-the bad inputs (unfinished run, cancel, wrong type), each leaving no partial files."""
+the bad inputs (unfinished run, cancel, wrong type, full disk), each leaving no partial files;
+the manifest's warning when the merge is far from the model as trained."""
 
 from __future__ import annotations
 
@@ -86,6 +87,28 @@ def test_merged_export_is_a_plain_hf_folder_equal_to_base_plus_adapter(run, tmp_
     assert manifest["method"] == run.name
 
 
+def test_the_manifest_warns_when_the_merge_is_past_the_thresholds(
+    run, tmp_path, monkeypatch
+) -> None:
+    """Thresholds set below what the real measurement gives: export.json carries both
+    warnings with the measured figures; the same figures inside the thresholds carry none."""
+    from finetune_core.export import fidelity
+
+    monkeypatch.setattr(fidelity, "KL_WARN", -1.0)  # any KL is above it
+    monkeypatch.setattr(fidelity, "AGREEMENT_WARN", 1.01)  # any agreement is below it
+    manifest = export_run(run, fmt="merged", out=tmp_path / "merged", n_prompts=4)
+    figures = manifest["fidelity"]
+    on_disk = json.loads((tmp_path / "merged" / "export.json").read_text())
+    assert on_disk["warnings"] == manifest["warnings"] and len(manifest["warnings"]) == 2
+    kl, agreement = manifest["warnings"]
+    assert f"mean KL {figures['mean_kl']:.4f} nats per token" in kl
+    assert f"agree on {figures['greedy_token_agreement']:.0%} of tokens" in agreement
+
+    monkeypatch.setattr(fidelity, "KL_WARN", figures["mean_kl"])  # at the line: no warning
+    monkeypatch.setattr(fidelity, "AGREEMENT_WARN", figures["greedy_token_agreement"])
+    assert fidelity.warnings_for(figures) == []
+
+
 def test_adapter_export_records_the_weights_it_trained_against(run, tmp_path) -> None:
     from finetune_core.train.outputs import file_sha256
 
@@ -126,6 +149,24 @@ def test_cancel_leaves_no_files_and_keeps_an_earlier_export(run, tmp_path) -> No
         hooks = Hooks(should_stop=stop_when_merging)
         export_run(run, fmt="merged", out=out, hooks=hooks, measure=False)
     assert (out / "export.json").read_text() == before and leftovers(tmp_path) == []
+
+
+def test_a_full_disk_leaves_no_partial_export_and_keeps_the_earlier_one(run, tmp_path) -> None:
+    """On a small tmpfs of the test's own (as root; skipped elsewhere, saying why)."""
+    from finetune_core.train.checkpoint import disk_full_errno
+    from tests.tmpfs import BALLAST, fill, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk", 2048) as disk:
+        out = disk / "merged"
+        export_run(run, fmt="merged", out=out, measure=False)
+        before = (out / "export.json").read_text()
+        ballast = fill(disk)
+        with pytest.raises(Exception) as failed:  # safetensors' or the OS's own error type
+            export_run(run, fmt="merged", out=out, measure=False)
+        assert disk_full_errno(failed.value) is not None, failed.value
+        assert (out / "export.json").read_text() == before and leftovers(disk) == [BALLAST]
+        ballast.unlink()
+        assert export_run(run, fmt="merged", out=out, measure=False)["files"]
 
 
 def test_cli_exports_and_refuses_an_unfinished_run(run, tmp_path) -> None:
