@@ -31,6 +31,24 @@ def trained_against(run: FinishedRun) -> dict[str, Any]:
     return facts
 
 
+def server_warnings(config: dict[str, Any]) -> list[str]:
+    """What the adapter servers do with this adapter's options, as checked against their code
+    (tests/core/test_export_servers.py): a plain LoRA loads as-is in vLLM and LoRAX."""
+    warnings = []
+    if config.get("use_dora"):
+        warnings.append(
+            "DoRA adapter: vLLM (0.34) refuses DoRA, and LoRAX and TGI load only lora_A and "
+            "lora_B, dropping the magnitude vectors without a word (llama.cpp's "
+            "convert_lora_to_gguf.py stops at them): serve the merged export instead"
+        )
+    if config.get("use_rslora"):
+        warnings.append(
+            "rsLoRA adapter: vLLM scales it by alpha/sqrt(r) as trained, but LoRAX reads the "
+            "config with peft 0.4.0, which has no use_rslora, and scales by alpha/r"
+        )
+    return warnings
+
+
 def write_adapter(run: FinishedRun, out: Path, *, record: ExportRecord, hooks: Reporter) -> None:
     hooks.report("copying the adapter", 0.3)
     for item in run.adapter.iterdir():
@@ -48,6 +66,7 @@ def write_adapter(run: FinishedRun, out: Path, *, record: ExportRecord, hooks: R
             f"{facts['model']} has no public hub id: adapter_config.json keeps the local "
             f"base {config.get('base_model_name_or_path')!r}"
         )
+    record.warnings.extend(server_warnings(config))
     record.facts["peft_type"] = config.get("peft_type")
     record.facts["use_dora"] = bool(config.get("use_dora"))
     record.facts["base_model_name_or_path"] = config["base_model_name_or_path"]
