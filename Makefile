@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml tools/llama/package-lock.json
 	$(BIN)/python scripts/vllm_loader.py
 	# Browser tests drive Debian's Chromium (a browser download cannot work here).
 	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
+	# `docker compose config` checks the compose file without a daemon (tests/test_images.py).
+	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || \
+		(apt-get update -q && apt-get install -y -q docker-compose)
 	mkdir -p test-artifacts/e2e
 	# llama.cpp as shipped prebuilt by node-llama-cpp (pinned in the lock file): GGUF export checks.
 	npm ci --prefix tools/llama --no-audit --no-fund --ignore-scripts
