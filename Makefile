@@ -152,6 +152,12 @@ bench-sampling: setup
 bench-estimate: setup
 	$(BIN)/python -m benchmarks.bench_estimate $(BENCH_ESTIMATE_ARGS)
 
+# Issue 27: the estimate a user sees against real runs on a real worker, through the
+# product's own loop (each finished run refreshes the figures the next estimate uses).
+.PHONY: bench-estimate-loop
+bench-estimate-loop: setup
+	$(BIN)/python -m pytest -q -s -m measurement tests/web/test_estimate_accuracy.py
+
 bench-dpo: setup
 	$(BIN)/python -m benchmarks.bench_dpo $(BENCH_DPO_ARGS)
 

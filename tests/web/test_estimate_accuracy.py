@@ -1,9 +1,8 @@
 """How close the pre-flight estimate comes to what a real fine-tune takes (issue 27).
 
-Opt-in, as it trains SmolLM2-135M six times (minutes on a 2-core CPU):
-
-    TUNEBOOK_MEASURE_ESTIMATES=1 .venv/bin/python -m pytest -q -s \
-        tests/web/test_estimate_accuracy.py
+A measurement, not a check: it trains SmolLM2-135M six times (minutes on a 2-core CPU),
+so pytest deselects it unless asked (`addopts`: `-m 'not measurement'`) and
+`make bench-estimate-loop` runs it (`-m measurement`).
 
 Three settings (max_steps, batch_size, max_length differ), each run twice on a real
 Celery worker, a fresh worker process per run (its peak memory is the process's): the
@@ -34,14 +33,8 @@ from webapp.projects.estimate import Estimate, estimate
 from webapp.projects.models import CellRun
 from webapp.projects.services import cell_create, project_create
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.timeout(3600),
-    pytest.mark.skipif(
-        not os.environ.get("TUNEBOOK_MEASURE_ESTIMATES"),
-        reason="trains SmolLM2 six times; set TUNEBOOK_MEASURE_ESTIMATES=1 to measure",
-    ),
-]
+# A measurement (timed), so never part of make test: `make bench-estimate-loop` runs it.
+pytestmark = [pytest.mark.integration, pytest.mark.measurement, pytest.mark.timeout(3600)]
 
 MODEL = "smollm2-135m-instruct"
 BASE = {
