@@ -6,7 +6,9 @@ parser.ParseFile + Modelfile.CreateRequest (what `ollama create` sends), the ser
 template.Parse (server/create.go setTemplate), and Template.Execute on four conversations,
 with the Modelfile's SYSTEM put first as server/routes.go's ChatHandler does: SmolLM2's and
 Gemma-3's exports rendered byte for byte what transformers' Jinja template renders (Gemma
-less its leading <bos>, which llama.cpp adds from the GGUF). The Gemma TEMPLATE before
+less its leading <bos>, which llama.cpp adds from the GGUF's add_bos_token). Both f16
+GGUFs of a seeded run decoded in ollama's fs/ggml.Decode as `ollama create` reads them
+(llama, 30 blocks; gemma3, 18 blocks; no general.type, so a model layer, not an adapter). The Gemma TEMPLATE before
 this called `sub`, which ollama does not define: `ollama create` failed with
 `template: :4: function "sub" not defined`. The rule below keeps that from coming back."""
 
