@@ -58,6 +58,10 @@ class EvaluationForm(CellConfigForm):
         "prompt_dataset": ("source", ("prompt_dataset",)),
         "bigbench_task": ("source", ("bigbench",)),
     }
+    # Exact match alone: no judge model is loaded or asked.
+    unused_when = {
+        k: ("judge_mode", ("none",)) for k in ("judge", "judge_model", "judge_max_tokens")
+    }
     source = forms.ChoiceField(choices=SOURCES, initial="bigbench")
     dataset_cell = ref_field(
         "Dataset cell (for “a dataset cell's validation split”)",

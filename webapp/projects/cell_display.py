@@ -60,12 +60,29 @@ def referenced_cells(cells: list[Cell]) -> dict[int, Cell]:
     return known
 
 
+def _in_effect(kind: CellKind, key: str, config: Mapping[str, Any]) -> bool:
+    """False for a setting the cell ignores: one its form hides for the chosen options
+    (show_when), or one that does nothing beside another setting (unused_when)."""
+    shown = kind.form.show_when.get(key)
+    if shown and shown[0] in config and str(config[shown[0]]) not in shown[1]:
+        return False
+    unused = kind.form.unused_when.get(key)
+    other = config.get(unused[0]) if unused else None
+    if unused and other is not None and other != "":
+        return "*" not in unused[1] and str(other) not in unused[1]
+    return True
+
+
 def cell_settings(cell: Cell, cells: Mapping[int, Cell]) -> list[tuple[str, str]]:
-    """(label, value) for each setting the cell has, in the form's order."""
+    """(label, value) for each setting the cell has and uses, in the form's order."""
     kind = REGISTRY.get(cell.kind)
     if kind is None:
         return [(pretty_name(k), str(v)) for k, v in cell.config.items()]
-    present = {k: v for k, v in cell.config.items() if v is not None and v != ""}
+    present = {
+        k: v
+        for k, v in cell.config.items()
+        if v is not None and v != "" and _in_effect(kind, k, cell.config)
+    }
     order = [k for k in kind.form.base_fields if k in present]
     order += [k for k in present if k not in order]
     return [

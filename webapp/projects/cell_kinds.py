@@ -44,6 +44,10 @@ class CellConfigForm(forms.Form):
     # field -> (other field, values): shown in the browser only while the other field has
     # one of those values (static/forms.js); the form itself still gets every field.
     show_when: Mapping[str, tuple[str, tuple[str, ...]]] = {}
+    # field -> (other field, values): the setting does nothing while the other field has one
+    # of those values ("*": any value), so the notebook leaves it out of the cell's settings
+    # (cell_display.py), as it does a show_when field that the form hides.
+    unused_when: Mapping[str, tuple[str, tuple[str, ...]]] = {}
 
     def __init__(self, *args: Any, project: Project, position: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -185,6 +189,7 @@ FinetuneForm.base_fields["keep_transferable"] = keep_transferable_field()
 
 class PlaygroundForm(CellConfigForm):
     kind_key = "playground"
+    unused_when = {"base_model": ("model_cell", ("*",))}  # the fine-tune's base answers
     model_cell = ref_field("Fine-tuned model cell (blank: base model only)", required=False)
     base_model = _model_field("Used when no fine-tuned model cell is chosen.", required=False)
     system = forms.CharField(
