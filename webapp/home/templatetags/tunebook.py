@@ -36,6 +36,7 @@ def markdown(source: str) -> SafeString:
     out: list[str] = []
     paragraph: list[str] = []
     items: list[str] = []
+    list_tag = "ul"  # the open list's: "ul" for - or * items, "ol" for 1. or 1) items
     code: list[str] | None = None
 
     def flush() -> None:
@@ -43,7 +44,8 @@ def markdown(source: str) -> SafeString:
             out.append(f"<p>{_inline(' '.join(paragraph))}</p>")
             paragraph.clear()
         if items:
-            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+            body = "".join(f"<li>{_inline(i)}</li>" for i in items)
+            out.append(f"<{list_tag}>{body}</{list_tag}>")
             items.clear()
 
     for raw in (source or "").splitlines():
@@ -62,10 +64,12 @@ def markdown(source: str) -> SafeString:
             flush()
             level = len(m.group(1)) + 1  # h1 is the page title
             out.append(f"<h{level}>{_inline(m.group(2))}</h{level}>")
-        elif m := re.match(r"\s*[-*]\s+(.*)", line):
-            if paragraph:
+        elif m := re.match(r"\s*(?:([-*])|\d{1,9}[.)])\s+(.*)", line):
+            tag = "ul" if m.group(1) else "ol"
+            if paragraph or (items and tag != list_tag):
                 flush()
-            items.append(m.group(1))
+            list_tag = tag
+            items.append(m.group(2))
         elif not line.strip():
             flush()
         else:
