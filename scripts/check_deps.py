@@ -56,6 +56,12 @@ PARTS: dict[str, tuple[str, ...]] = {
 }
 # Extras a part may use only lazily (inside a function, with a clear error when absent).
 LAZY_EXTRAS: dict[str, tuple[str, ...]] = {"finetune_core": ("demo-models",)}
+# Files run by another interpreter environment, and the top-level packages that environment
+# gives them: vLLM's loader source, unpacked from its wheel by scripts/vllm_loader.py (not
+# installable here: its pins would replace torch), is on the probe's subprocess path only.
+SEPARATE_ENVIRONMENTS: dict[str, frozenset[str]] = {
+    "tests/core/vllm_adapter_probe.py": frozenset({"vllm"}),
+}
 # The packages an image runs: what `imports` imports, in the clean production venv.
 PRODUCTION_PACKAGES = ("finetune_core", "webapp", "workers")
 # Loaded by name from settings, the environment or the command line, never by an import
@@ -209,6 +215,15 @@ def imports_of(path: Path) -> list[Import]:
     return visitor.found
 
 
+def _given(path: Path) -> frozenset[str]:
+    """The packages a file's own environment provides (SEPARATE_ENVIRONMENTS)."""
+    try:
+        name = Path(path).resolve().relative_to(ROOT).as_posix()
+    except ValueError:  # a file outside the repository (a test's fixture module)
+        return frozenset()
+    return SEPARATE_ENVIRONMENTS.get(name, frozenset())
+
+
 def part_files(part: str, root: Path = ROOT) -> list[Path]:
     return sorted(p for p in (root / part).rglob("*.py") if "__pycache__" not in p.parts)
 
@@ -233,7 +248,7 @@ def check_files(
     findings = []
     for imp in found:
         top = imp.module.split(".")[0]
-        if top in sys.stdlib_module_names or top in ours:
+        if top in sys.stdlib_module_names or top in ours or top in _given(imp.path):
             continue
         dists = sorted({normalize(d) for d in owners.get(top, [])} - {"tunebook"})
         if not dists:
