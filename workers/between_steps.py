@@ -19,10 +19,10 @@ from django.conf import settings
 
 from webapp.jobs import serving
 from webapp.jobs.selectors import jobs_waiting
+from workers.reporter import STOP_CHECK_EVERY_S
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY_S = 1.0  # at most one query a second, however short the steps
 CHAT = "api.chat"
 PLAYGROUND = "cell.playground"
 
@@ -45,7 +45,7 @@ class BetweenSteps:
 
     def __call__(self) -> None:
         now = time.monotonic()
-        if now - self.last < CHECK_EVERY_S:
+        if now - self.last < STOP_CHECK_EVERY_S:  # as the stop check: however short the steps
             return
         self.last = now
         waiting = jobs_waiting(

@@ -86,10 +86,10 @@ def measured_generation(host: WorkerHost) -> list[str]:
         .order_by("-id")
         .values_list("base_model", "quantization", "completion_tokens", "generate_s")
     )
-    totals: dict[tuple[str, str], list[float]] = {}
+    totals: dict[tuple[str, str], tuple[int, float, int]] = {}
     for model, quantization, tokens, seconds in rows[:GENERATION_SAMPLES]:
-        total = totals.setdefault((model, quantization), [0.0, 0.0, 0])
-        total[0], total[1], total[2] = total[0] + tokens, total[1] + seconds, total[2] + 1
+        n_tokens, n_seconds, count = totals.get((model, quantization), (0, 0.0, 0))
+        totals[model, quantization] = (n_tokens + tokens, n_seconds + seconds, count + 1)
     return [
         f"{model} ({quantization}): {tokens / seconds:.1f} output tokens/s, {count} answers"
         for (model, quantization), (tokens, seconds, count) in sorted(totals.items())
