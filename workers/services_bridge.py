@@ -30,9 +30,14 @@ def _is_pair(example: Any) -> bool:
     return hasattr(example, "rejected")
 
 
+def _approx_tokens(chars: int) -> int:
+    """Estimated tokens of a text `chars` characters long."""
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
 def _approx(lengths: list[int]) -> dict[str, Any]:
     """Estimated tokens of texts `lengths` characters long: min, median, p95, max, total."""
-    tokens = sorted(math.ceil(n / CHARS_PER_TOKEN) for n in lengths)
+    tokens = sorted(_approx_tokens(n) for n in lengths)
     return {
         "min": tokens[0],
         "median": int(statistics.median(tokens)),
@@ -45,12 +50,16 @@ def _approx(lengths: list[int]) -> dict[str, Any]:
 def _char_stats(examples: list[Any]) -> dict[str, Any]:
     """Estimated token statistics; preference pairs' prompt and answers apart too, as the
     engine's exact statistics have them."""
+    from finetune_core.data.stats import split_lengths
+
     if not examples:
         return {"rows": 0}
+    chars = [sum(len(m.content) for m in e.messages) for e in examples]
     stats = {
         "rows": len(examples),
-        "approx_tokens": _approx([sum(len(m.content) for m in e.messages) for e in examples]),
+        "approx_tokens": _approx(chars),
         "chars_per_token": CHARS_PER_TOKEN,
+        "split_lengths": split_lengths(examples, [_approx_tokens(n) for n in chars]),
     }
     if _is_pair(examples[0]):
         prompts = [sum(len(m.content) for m in e.prompt) for e in examples]

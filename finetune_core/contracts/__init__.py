@@ -10,4 +10,6 @@ run folders, so each fact about the engine is written here once.
 - `prompts`: judge prompt placeholders per kind, their check and plain rendering.
 - `hooks`: the one progress / phase / stop protocol of train, transfer and evaluate.
 - `egress`: which addresses judge and candidate endpoints may reach, and the allow-list.
+- `packing`: the split's held-out count, first-fit packing into rows and the optimizer
+  steps of a run: the engine trains by them and the pre-flight estimate counts by them.
 """

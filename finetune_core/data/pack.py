@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from finetune_core.contracts.packing import first_fit
 from finetune_core.data.render import IGNORE, Rendered
 
 
@@ -45,29 +46,21 @@ def truncate(examples: list[Rendered], max_length: int) -> list[Rendered]:
 def pack(examples: list[Rendered], max_length: int, *, packing: bool = True) -> list[Row]:
     """Rows of at most max_length tokens; one example per row when packing is off.
 
-    First-fit over examples sorted longest first: deterministic, and within a few
-    percent of the optimal number of rows on real length distributions.
+    First-fit over examples sorted longest first (finetune_core.contracts.packing, which
+    the web app's estimate calls too): deterministic, and within a few percent of the
+    optimal number of rows on real length distributions.
     """
     examples = truncate(examples, max_length)
-    if not packing:
-        rows = []
-        for ex in examples:
-            row = Row()
-            row.add(ex)
-            rows.append(row)
-        return rows
-    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i].input_ids), i))
-    rows: list[Row] = []
-    for i in order:
-        ex = examples[i]
-        for row in rows:
-            if len(row) + len(ex.input_ids) <= max_length:
-                row.add(ex)
-                break
-        else:
-            row = Row()
-            row.add(ex)
-            rows.append(row)
+    if packing:
+        groups = first_fit([len(ex.input_ids) for ex in examples], max_length)
+    else:
+        groups = [[i] for i in range(len(examples))]
+    rows = []
+    for group in groups:
+        row = Row()
+        for i in group:
+            row.add(examples[i])
+        rows.append(row)
     return rows
 
 

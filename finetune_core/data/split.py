@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 
+from finetune_core.contracts.packing import val_count
 from finetune_core.data.types import Example
 
 
@@ -16,20 +17,20 @@ def _key(example: Example, seed: int) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
+def split_order(examples: Sequence[Example], seed: int = 0) -> list[int]:
+    """Example indices in the order the split holds them out: the first val_count go to
+    validation (the dataset report keeps lengths in this order for the estimate)."""
+    return sorted(range(len(examples)), key=lambda i: (_key(examples[i], seed), i))
+
+
 def train_val_split(
     examples: Sequence[Example], *, val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[list[Example], list[Example]]:
     """(train, val), each in input order; val has >= 1 example when len >= 2 and fraction > 0."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
-    n = len(examples)
-    n_val = round(n * val_fraction)
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)  # keep at least one training example
-    else:
-        n_val = 0
-    order = sorted(range(n), key=lambda i: (_key(examples[i], seed), i))
-    val_ids = set(order[:n_val])
+    n_val = val_count(len(examples), val_fraction)
+    val_ids = set(split_order(examples, seed)[:n_val])
     train = [e for i, e in enumerate(examples) if i not in val_ids]
     val = [e for i, e in enumerate(examples) if i in val_ids]
     return train, val

@@ -7,6 +7,9 @@ import statistics
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from finetune_core.contracts.packing import report_sample
+from finetune_core.contracts.train import TrainConfig
+from finetune_core.data.split import split_order
 from finetune_core.data.types import Example, PreferenceExample
 
 if TYPE_CHECKING:
@@ -33,6 +36,16 @@ def _p95(sorted_values: list[int]) -> int:
     return sorted_values[math.ceil(0.95 * len(sorted_values)) - 1]
 
 
+def split_lengths(
+    examples: list[Example], lengths: list[int], seed: int = TrainConfig.seed
+) -> dict[str, Any]:
+    """Each example's tokens in the order the split at `seed` holds examples out (every
+    `stride`-th past the report's cap): the pre-flight estimate drops the validation share
+    from the front and packs the rest as training will."""
+    stride, values = report_sample([lengths[i] for i in split_order(examples, seed)])
+    return {"seed": seed, "stride": stride, "values": values}
+
+
 def dataset_stats(
     examples: Iterable[Example], tokenizer: PreTrainedTokenizerBase, max_length: int
 ) -> dict[str, Any]:
@@ -41,7 +54,8 @@ def dataset_stats(
     examples = list(examples)
     if examples and isinstance(examples[0], PreferenceExample):
         return preference_stats(examples, tokenizer, max_length)
-    lengths = sorted(count_tokens(e, tokenizer) for e in examples)
+    in_order = [count_tokens(e, tokenizer) for e in examples]
+    lengths = sorted(in_order)
     if not lengths:
         return {
             "rows": 0,
@@ -63,6 +77,7 @@ def dataset_stats(
         # Training truncates each example to max_length, so that is what an epoch costs.
         "tokens_per_epoch": sum(min(n, max_length) for n in lengths),
         "max_length": max_length,
+        "split_lengths": split_lengths(examples, in_order),
     }
 
 
@@ -105,4 +120,5 @@ def preference_stats(
             min(p + c, max_length) + min(p + r, max_length) for p, c, r in pairs
         ),
         "max_length": max_length,
+        "split_lengths": split_lengths(list(examples), longer),
     }

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from finetune_core.contracts.hooks import Hooks
+from finetune_core.contracts.packing import optimizer_steps
 from finetune_core.data.pack import IGNORE, Row, collate
 from finetune_core.errors import Cancelled, EmptyDataset, NaNLoss, OutOfMemory
 from finetune_core.models.loading import load_tokenizer
@@ -157,7 +158,7 @@ def train(
 
     # 2. Model: 4-bit base, LoRA adapter; optimizer and schedule.
     micro_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
-    total_steps = cfg.max_steps or math.ceil(micro_per_epoch * cfg.epochs / cfg.grad_accum)
+    total_steps = run_steps(cfg, len(train_rows))
     model = build_model(cfg)
     optimizer, scheduler = build_optimizer(cfg, model, total_steps)
     # DPO and SimPO score pairs of answers, DPO against a reference (see train/preference.py).
@@ -326,6 +327,17 @@ def _optimizer_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss, tokens, metrics
+
+
+def run_steps(cfg: TrainConfig, rows: int) -> int:
+    """The optimizer steps a run of `cfg` takes over `rows` training rows."""
+    return optimizer_steps(
+        rows,
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+    )
 
 
 def step_micro_batches(cfg: TrainConfig, rows: list[Row], step: int) -> list[list[Row]]:

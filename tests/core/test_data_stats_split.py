@@ -45,6 +45,12 @@ def test_dataset_stats_values(tiny_tokenizer):
     lengths = [22 + k for k in range(1, 21)]
     assert [chatml_tokens(e) for e in examples] == lengths
     stats = dataset_stats(examples, tiny_tokenizer, max_length=35)
+    split = stats.pop("split_lengths")
+    # The lengths in the split's order: the validation share comes off the front.
+    train, val = train_val_split(examples, val_fraction=0.1, seed=0)
+    assert split["seed"] == 0 and split["stride"] == 1
+    assert sorted(split["values"][:2]) == sorted(chatml_tokens(e) for e in val)
+    assert sorted(split["values"][2:]) == sorted(chatml_tokens(e) for e in train)
     assert stats == {
         "rows": 20,
         "tokens": {"min": 23, "median": 32.5, "p95": 41, "max": 42, "total": sum(lengths)},

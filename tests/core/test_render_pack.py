@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
+from finetune_core.contracts.packing import first_fit, row_count
 from finetune_core.data.pack import collate, pack
 from finetune_core.data.render import IGNORE, Rendered, render_example, render_prompt
 from finetune_core.data.types import Example, Message
@@ -141,3 +144,30 @@ def test_collate_pads_as_its_own_ignored_segment() -> None:
     assert batch["input_ids"].shape == (2, 10)
     assert batch["labels"][1, 4:].eq(IGNORE).all()
     assert batch["position_ids"][1].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 4, 5]
+
+
+def _naive_first_fit(lengths: list[int], max_length: int) -> list[list[int]]:
+    """First fit as the packer first wrote it: scan every row for room (quadratic)."""
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for r, room in enumerate(used):
+            if room + lengths[i] <= max_length:
+                rows[r].append(i)
+                used[r] += lengths[i]
+                break
+        else:
+            rows.append([i])
+            used.append(lengths[i])
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_shared_first_fit_packs_as_the_scan_of_every_row(seed: int) -> None:
+    """contracts.packing.first_fit (the packer's and the web estimate's) finds the first
+    row with room by a tree: the same rows, in the same order, as scanning them all."""
+    rng = random.Random(seed)
+    lengths = [rng.choice([rng.randint(1, 20), rng.randint(20, 128)]) for _ in range(300)]
+    assert first_fit(lengths, 128) == _naive_first_fit(lengths, 128)
+    assert row_count(lengths, 128) == len(_naive_first_fit(lengths, 128))
+    assert row_count(lengths, 128, packing=False) == 300 and first_fit([], 128) == []

@@ -22,6 +22,12 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from finetune_core.contracts.packing import (
+    REPORT_LENGTHS_MAX,
+    optimizer_steps,
+    row_count,
+    val_count,
+)
 from webapp.core.catalog import model_info
 from webapp.core.limits import LimitExceeded
 from webapp.datasets.models import DatasetVersion
@@ -55,6 +61,7 @@ CATALOG_SLOWER = 8.0
 CATALOG_STARTUP_S = 60.0  # imports, loading and quantizing the model, reading the data
 FORMULA_RANGE = (0.7, 1.5)
 LANE = queue.GPU  # measured figures' lane when routing names no other (TRAINING_QUEUES)
+ASSUMED_TOKENS = 256  # an example's tokens when the dataset report has no statistics
 # The job params key of the estimate a run was queued with (Estimate.as_dict).
 ESTIMATE = "estimate"
 
@@ -126,34 +133,60 @@ class Counts:
 
 
 def counts(config: dict[str, Any], version: DatasetVersion) -> Counts:
-    """Steps and tokens of a fine-tune of `version` with `config`, from its report."""
+    """Steps and tokens of a fine-tune of `version` with `config`, from its report: the
+    training examples' lengths packed into rows as the engine packs them."""
     hp = effective_hparams(config)
     stats = (version.report or {}).get("stats") or {}
     # Exact counts when the report used a tokenizer (ideally this cell's base model's).
     approx = stats.get("tokens") or stats.get("approx_tokens") or {}
-    n = int(version.n_examples)
-    n_train = max(1, n - math.floor(n * float(hp["val_fraction"])))
+    n, max_length = int(version.n_examples), int(hp["max_length"])
     notes = []
     if stats.get("model") and stats["model"] != config.get("base_model"):
         notes.append(f"Token counts are {stats['model']}'s; this model's tokenizer may differ.")
-    if approx:
-        mean_tokens = approx["total"] / max(1, int(stats.get("rows") or n))
-    else:
-        mean_tokens = 256
-        notes.append("No token statistics in the dataset report; assumed 256 tokens an example.")
-    per_example = min(mean_tokens, int(hp["max_length"]))
-    # Training packs short examples together into rows of up to max_length tokens.
-    rows = min(n_train, max(1, math.ceil(n_train * per_example / int(hp["max_length"]))))
-    steps_per_epoch = math.ceil(math.ceil(rows / int(hp["batch_size"])) / int(hp["grad_accum"]))
-    steps = int(hp["max_steps"] or steps_per_epoch * int(hp["epochs"]))
-    tokens = int(per_example * n_train * steps / max(1, steps_per_epoch))
-    if approx.get("max", 0) > int(hp["max_length"]):
+    if not approx:
         notes.append(
-            f"The longest example has ~{approx['max']} tokens; max_length "
-            f"{hp['max_length']} cuts it."
+            f"No token statistics in the dataset report; assumed {ASSUMED_TOKENS} tokens an "
+            "example."
         )
-    batch_tokens = int(hp["batch_size"]) * int(hp["max_length"])
-    return Counts(n, n_train, steps, tokens, batch_tokens, tuple(notes))
+    # A separate validation dataset leaves every example of this one to train on.
+    held_out = 0 if config.get("val_dataset_cell") else val_count(n, float(hp["val_fraction"]))
+    lengths, share = train_lengths(stats, n, held_out)
+    # Preference pairs are never packed: each pair is a row of its own.
+    packed = hp["training_method"] == "supervised"
+    rows = math.ceil(row_count(lengths, max_length, packing=packed) * share)
+    batch, accum = int(hp["batch_size"]), int(hp["grad_accum"])
+    steps = optimizer_steps(
+        rows,
+        batch_size=batch,
+        grad_accum=accum,
+        epochs=int(hp["epochs"]),
+        max_steps=hp["max_steps"],
+    )
+    # Tokens follow the micro-batches the steps take, a share of an epoch's each.
+    epoch_tokens = sum(min(length, max_length) for length in lengths) * share
+    tokens = int(epoch_tokens * steps * accum / max(1, math.ceil(rows / batch)))
+    if approx.get("max", 0) > max_length:
+        notes.append(
+            f"The longest example has ~{approx['max']} tokens; max_length {max_length} cuts it."
+        )
+    return Counts(n, n - held_out, steps, tokens, batch * max_length, tuple(notes))
+
+
+def train_lengths(stats: dict[str, Any], n: int, held_out: int) -> tuple[list[int], float]:
+    """The training examples' token lengths (or a sample of them) and how many examples
+    each stands for. The report keeps every example's length (every stride-th past its
+    cap) in the order the split at its seed holds examples out; an older report has only
+    the mean, which every example is taken to have."""
+    split = stats.get("split_lengths") or {}
+    values, stride = split.get("values") or [], int(split.get("stride") or 1)
+    if values and len(values) == math.ceil(n / stride):
+        # A seed other than the report's holds out other examples: a sample alike.
+        kept = values[math.ceil(held_out / stride) :]
+        return kept, (n - held_out) / max(1, len(kept))
+    approx = stats.get("tokens") or stats.get("approx_tokens") or {}
+    mean = approx["total"] / max(1, int(stats.get("rows") or n)) if approx else ASSUMED_TOKENS
+    size = min(n - held_out, REPORT_LENGTHS_MAX)
+    return [math.ceil(mean)] * size, (n - held_out) / size
 
 
 def per_token_bytes(facts: dict[str, Any]) -> float:
