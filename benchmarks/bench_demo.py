@@ -2,7 +2,7 @@
 
 What `make run` serves, minus the browser: a fresh SQLite database and file broker in a
 temporary folder, `demo_setup`'s notebook (400 BIG-bench 2-digit additions,
-SmolLM2-135M-Instruct in 4-bit), one real Celery worker in its own process, and each cell
+SmolLM2-135M-Instruct in 4-bit), make run's own workers (workers.embedded), and each cell
 queued through the same service the Run button calls, the next once the last finished:
 the upload's validation, the fine-tune (one epoch over 360 examples), the evaluation (base
 against the fine-tuned adapter on the 40 held-out questions, exact match, no judge), then
@@ -46,9 +46,8 @@ def _setup(data_dir: str) -> None:
 
 
 def _worker() -> subprocess.Popen:
-    celery = [sys.executable, "-m", "celery", "-A", "workers", "worker"]
-    options = ["-Q", "default,gpu", "-c", "1", "--pool=solo", "-l", "warning"]
-    return subprocess.Popen([*celery, *options], cwd=ROOT)
+    """make run's workers: one per lane, and the serving process for the playground."""
+    return subprocess.Popen([sys.executable, "-m", "workers.embedded", "-l", "warning"], cwd=ROOT)
 
 
 def _wait(what: str, done: Callable[[], bool], timeout: float) -> float:

@@ -20,6 +20,9 @@ os.environ.setdefault("FINETUNE_CORE_CACHE", str(Path(__file__).resolve().parent
 # Processes a test starts (workers, servers) often get their own DATA_DIR, where each would
 # generate its own SECRET_KEY; like production hosts, they are given this process's key.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+# Chat answers take the Celery path, in this process and every worker a test starts, whatever
+# the broker; the serving path's tests run a serving process and name its wire's URL.
+os.environ.setdefault("SERVING_URL", "off")
 from django.conf import settings  # noqa: E402 - after the environment it reads
 
 os.environ.setdefault("SECRET_KEY", settings.SECRET_KEY)

@@ -100,16 +100,23 @@ API_IDEMPOTENCY_TTL_S = env_int("API_IDEMPOTENCY_TTL_S", 24 * 60 * 60, minimum=6
 API_REQUEST_TIME_LIMIT_S = env_int("API_REQUEST_TIME_LIMIT_S", 600, minimum=1)
 if API_REQUEST_TIME_LIMIT_S <= API_CHAT_TIMEOUT_S:
     raise ImproperlyConfigured("API_REQUEST_TIME_LIMIT_S must be larger than API_CHAT_TIMEOUT_S")
-# The serving path (python -m workers.serve, issue 25): with a Redis broker, chat answers
-# (/v1/chat/completions, the playground) go to the serving process through this Redis, not
-# to a Celery task; "off" keeps the Celery path. Empty (the SQLite broker): the Celery path.
-_serving_default = (
-    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
-)
+# The serving path (python -m workers.serve, issue 25): chat answers (/v1/chat/completions,
+# the playground) go to the serving process through this wire, not to a Celery task. By
+# default the broker's Redis, or with the SQLite broker (the embedded default) an SQLite
+# file beside it (one host); any other broker: the Celery path unless SERVING_URL is set.
+# "off" keeps the Celery path. Transports: webapp/jobs/serving_wire.py.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    _serving_default = CELERY_BROKER_URL
+elif CELERY_BROKER_URL.startswith("sqla+sqlite://"):
+    _serving_default = f"sqlite:///{DATA_DIR / 'serving.sqlite3'}"
+else:
+    _serving_default = ""
 SERVING_URL = env_str("SERVING_URL", _serving_default)
 SERVING_URL = "" if SERVING_URL == "off" else SERVING_URL
-if SERVING_URL and not SERVING_URL.startswith(("redis://", "rediss://")):
-    raise ImproperlyConfigured(f"SERVING_URL must be a redis:// URL or off, got {SERVING_URL!r}")
+if SERVING_URL and not SERVING_URL.startswith(("redis://", "rediss://", "sqlite:///")):
+    raise ImproperlyConfigured(
+        f"SERVING_URL must be a redis:// or sqlite:/// URL, or off; got {SERVING_URL!r}"
+    )
 # Requests waiting for the serving process beyond this many: 429 with Retry-After.
 SERVE_QUEUE_MAX = env_int("SERVE_QUEUE_MAX", 64, minimum=1)
 SERVE_RETRY_AFTER_S = env_int("SERVE_RETRY_AFTER_S", 2, minimum=1)
@@ -196,8 +203,10 @@ TRAINING_QUEUES = env_list("TRAINING_QUEUES", ["gpu"])
 # started (a playground answer, a fine-tune, ...) that has waited this long on a queue its
 # worker serves.
 INTERACTIVE_WAIT_S = env_int("INTERACTIVE_WAIT_S", 5, minimum=0)
-# Without the serving process, a fine-tune answers chats and playground runs that have
-# waited that long on its worker's queues between its optimizer steps (workers/between_steps.py).
+# Between its optimizer steps a fine-tune makes way for people (workers/between_steps.py):
+# without the serving process it answers the chats and playground runs that have waited
+# that long on its worker's queues; on a CPU beside the serving process it waits while
+# that process is busy. 0: neither.
 ANSWER_BETWEEN_STEPS = env_bool("ANSWER_BETWEEN_STEPS", True)
 # Redis redelivers an unacknowledged task after this long; it must outlast the longest run.
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):

@@ -5,14 +5,20 @@ each optimizer step (its should_stop check), answers what has waited longer than
 INTERACTIVE_WAIT_S on a queue this worker serves, then goes on training. The answer's own
 Celery message, delivered later, finds its job finished and does nothing.
 
-Only on the Celery path: with the serving process (SERVING_URL) answers never queue here.
-ANSWER_BETWEEN_STEPS=0 turns it off.
+With the serving process (SERVING_URL) answers never queue here; they run in that process
+beside the fine-tune. On a GPU both share the device. On a CPU they would fight for the
+same cores (a chat 8 times slower, the fine-tune 3 times), so a CPU fine-tune waits
+between its steps while the serving process on its host is busy (YieldToServing), at
+most YIELD_MAX_S at a time, so that a stream of chats cannot starve it.
+ANSWER_BETWEEN_STEPS=0 turns both off.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
+from collections.abc import Callable
 
 from celery import current_task
 from django.conf import settings
@@ -25,6 +31,37 @@ log = logging.getLogger(__name__)
 
 CHAT = "api.chat"
 PLAYGROUND = "cell.playground"
+YIELD_MAX_S = 30  # the longest a fine-tune waits for the serving process at one step
+YIELD_POLL_S = 0.1
+
+
+def for_worker(task_id: str) -> Callable[[], None] | None:
+    """What a fine-tune on this worker does between its steps so that people come first."""
+    from workers import services_bridge
+
+    if not settings.ANSWER_BETWEEN_STEPS:
+        return None
+    if not serving.enabled():
+        return BetweenSteps.for_worker(task_id)
+    return YieldToServing(socket.gethostname()) if services_bridge.device_kind() == "cpu" else None
+
+
+class YieldToServing:
+    """Waits while the serving process on `host` has requests in flight (its busy mark)."""
+
+    def __init__(self, host: str) -> None:
+        self.host, self.last = host, 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last < YIELD_POLL_S:
+            return
+        self.last, until = now, now + YIELD_MAX_S
+        while serving.busy(self.host) and time.monotonic() < until:
+            time.sleep(YIELD_POLL_S)
+        waited = time.monotonic() - now
+        if waited >= YIELD_POLL_S:
+            log.info("waited %.1f s between steps for the serving process", waited)
 
 
 class BetweenSteps:
@@ -36,9 +73,7 @@ class BetweenSteps:
         self.node = getattr(request, "hostname", None) or ""
 
     @classmethod
-    def for_worker(cls, task_id: str) -> BetweenSteps | None:
-        if not settings.ANSWER_BETWEEN_STEPS or serving.enabled():
-            return None
+    def for_worker(cls, task_id: str) -> BetweenSteps:
         from workers.celery import app
 
         return cls(task_id, list(app.amqp.queues.consume_from))

@@ -1,18 +1,21 @@
 """`make run`'s workers: one solo Celery worker per lane of webapp.jobs.queue.LANES, so
-a validation a person waits on never queues behind a long model job.
+a validation a person waits on never queues behind a long model job, and, while the
+serving path is on (SERVING_URL: by default the SQLite wire beside the SQLite broker),
+the serving process `python -m workers.serve`, so a chat never waits for a fine-tune.
 
     python -m workers.embedded [--beat SCHEDULE_FILE] [celery worker options...]
 
 Options after the lane's own (-Q, -c 1, --pool=solo, -n) go to every worker; --beat runs
 the periodic stale-job recovery in the first lane's worker. Each worker is named after
 its lane (`default@host`, `gpu-background@host`); `-n NAME` prefixes that name. The
-workers stop together: SIGTERM or SIGINT here is passed on, and when one exits the
+processes stop together: SIGTERM or SIGINT here is passed on, and when one exits the
 others are stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +34,14 @@ def worker_command(lane: tuple[str, ...], *, name: str, extra: list[str]) -> lis
     queues = ",".join(lane)
     base = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues]
     return [*base, "-c", "1", "--pool=solo", "-n", node, *extra]
+
+
+def serve_command() -> list[str] | None:
+    """The serving process's command, or None with the serving path off."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    from django.conf import settings
+
+    return [sys.executable, "-m", "workers.serve"] if settings.SERVING_URL else None
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -61,6 +72,9 @@ def main(argv: list[str]) -> int:
         procs.append(
             subprocess.Popen(worker_command(lane, name=args.hostname, extra=[*beat, *extra]))
         )
+    serve = serve_command()
+    if serve:
+        procs.append(subprocess.Popen(serve))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         _stop(procs)

@@ -24,8 +24,7 @@ from webapp.projects.run_lifecycle import cell_run_fail, cell_run_settle
 from webapp.projects.run_outputs import outputs_of
 from webapp.transfers.selectors import latest_succeeded_run
 from webapp.transfers.services import transferable_after_finetune
-from workers import services_bridge
-from workers.between_steps import BetweenSteps
+from workers import between_steps, services_bridge
 from workers.db_retry import db_retrying
 from workers.reporter import Line, Reporter
 from workers.reporter import event as event_of
@@ -115,7 +114,7 @@ def train_reporter(run: CellRun, job_id: int, task_id: str, space: RunSpace) -> 
             save=kind == "checkpoint",
         )
 
-    between = BetweenSteps.for_worker(task_id)
+    between = between_steps.for_worker(task_id)
     return Reporter(job_id, task_id, line=line, run=run, outputs=outputs, between=between)
 
 

@@ -1,13 +1,15 @@
 """The serving process: `python -m workers.serve`, one per worker host, beside the Celery
-worker. Chat answers (/v1/chat/completions, the playground) come to it through Redis
-(settings.SERVING_URL; the wire is webapp/jobs/serving.py) and run in one
+worker. Chat answers (/v1/chat/completions, the playground) come to it through Redis, or
+an SQLite file in the embedded default (settings.SERVING_URL; the wire is
+webapp/jobs/serving.py) and run in one
 continuous-batching loop per base model (finetune_core/infer/engine.py): a request joins
 the batch at the next step and leaves when it ends, whatever its adapter.
 
 Each turn of the loop: take as many queued requests as the batch has room for (so the
-Redis queue is the backlog the web side bounds), step every engine with work once, then,
-in one Redis round trip, push each request's new text and ends and read which requests
-were cancelled. The outcome goes to the database once per request, off the loop's thread.
+queue is the backlog the web side bounds), step every engine with work once, then push
+each request's new text and ends, read which requests were cancelled, and mark the host
+busy while requests run (a CPU fine-tune on it waits between its steps). The outcome goes
+to the database once per request, off the loop's thread.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ if TYPE_CHECKING:
     from workers.serve_engines import Engines
 
 log = logging.getLogger("workers.serve")
-IDLE_WAIT_S = 1  # the blocking pop's timeout while nothing runs
+IDLE_WAIT_S = 1  # the blocking take's timeout while nothing runs
+PRUNE_EVERY_S = 60  # expired events and marks leave the SQLite wire this often
 CANCELLED = "Cancelled: the client went away."
-SERVE_QUEUE = "serve"  # the queue its WorkerHost record names (requests come by Redis)
+SERVE_QUEUE = "serve"  # the queue its WorkerHost record names (requests come by the wire)
 
 
 @dataclass
@@ -44,9 +47,11 @@ class _Live:
 
 
 class Server:
-    def __init__(self, redis: Any, engines: Engines, *, max_batch: int, node: str = "") -> None:
-        self.redis, self.engines, self.max_batch = redis, engines, max_batch
+    def __init__(self, engines: Engines, *, max_batch: int, node: str = "") -> None:
+        self.engines, self.max_batch = engines, max_batch
         self.node = node  # its ops.WorkerHost name: the records say who answered
+        self.host = socket.gethostname()  # whose fine-tunes yield to it
+        self.pruned = 0.0
         self.live: dict[str, _Live] = {}
         self.running = True
         self.records = ThreadPoolExecutor(1, thread_name_prefix="serve-records")
@@ -65,30 +70,26 @@ class Server:
             except Exception:  # noqa: BLE001 - its requests carry the error; go on
                 log.exception("serve: engine step failed")
         self._report()
+        self._housekeep()
 
     # --- taking requests ----------------------------------------------------------------
 
     def _take(self) -> None:
-        from webapp.jobs.serving import QUEUE
+        from webapp.jobs import serving
 
         room = self.max_batch - len(self.live)
         if room <= 0:
             return
-        if self.live:
-            raws = self.redis.rpop(QUEUE, room) or []
-        else:
-            popped = self.redis.brpop([QUEUE], timeout=IDLE_WAIT_S)
-            raws = [popped[1]] if popped else []
-        for raw in raws:
+        for raw in serving.wire().take(room, 0 if self.live else IDLE_WAIT_S):
             self._start(raw)
 
-    def _start(self, raw: bytes) -> None:
-        from webapp.jobs.serving import QUEUE_TIMEOUT, ServeRequest, cancel_key, error_event
+    def _start(self, raw: bytes | str) -> None:
+        from webapp.jobs.serving import QUEUE_TIMEOUT, ServeRequest, cancelled, error_event
 
         request = ServeRequest.from_json(raw)
         if time.time() > request.deadline:
             self._end(request, error_event("queue_timeout", QUEUE_TIMEOUT))
-        elif self.redis.exists(cancel_key(request.id)):
+        elif cancelled([request.id])[0]:
             self._end(request, error_event("cancelled", CANCELLED))
         else:
             try:
@@ -116,11 +117,11 @@ class Server:
     # --- reporting ----------------------------------------------------------------------
 
     def _report(self) -> None:
-        from webapp.jobs.serving import add_events, cancel_key
+        from webapp.jobs import serving
 
         if not self.live:
             return
-        pipe = self.redis.pipeline(transaction=False)
+        new: dict[str, list[dict[str, Any]]] = {}
         for rid, live in list(self.live.items()):
             text, events = live.handle.text, []
             if len(text) > live.sent:
@@ -132,21 +133,28 @@ class Server:
                 served = {"served_by": self.node, "generate_s": time.monotonic() - live.started}
                 self.records.submit(_write_record, live.request, events[-1], text, served)
             if events:
-                add_events(pipe, rid, events)
+                new[rid] = events
+        serving.publish(new)
         rids = list(self.live)
-        pipe.mget([cancel_key(rid) for rid in rids] or ["-"])
-        flags = pipe.execute()[-1]
-        for rid, flag in zip(rids, flags, strict=False):
+        for rid, flag in zip(rids, serving.cancelled(rids), strict=True):
             if flag:
                 self.live[rid].engine.cancel(self.live[rid].handle)
 
+    def _housekeep(self) -> None:
+        from webapp.jobs import serving
+
+        if self.live:
+            serving.mark_busy(self.host)
+        now = time.monotonic()
+        if now - self.pruned > PRUNE_EVERY_S:
+            self.pruned = now
+            serving.wire().prune()
+
     def _end(self, request: ServeRequest, event: dict[str, Any]) -> None:
         """A request that never ran: its one event, and its record."""
-        from webapp.jobs.serving import add_events
+        from webapp.jobs.serving import publish
 
-        pipe = self.redis.pipeline(transaction=False)
-        add_events(pipe, request.id, [event])
-        pipe.execute()
+        publish({request.id: [event]})
         self.records.submit(_write_record, request, event, "")
 
     def shutdown(self) -> None:
@@ -229,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
 
     base_models.install()
     if not serving.enabled():
-        raise SystemExit("SERVING_URL is off (or the broker is not Redis): nothing to serve.")
+        raise SystemExit("SERVING_URL is off: nothing to serve.")
     engines = Engines()
     for name in args.preload:
         model, _, quantization = name.partition(":")
@@ -238,9 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     # and its measured generation throughput; routing reads TRAINING_QUEUES only.
     heartbeat = Heartbeat(f"serve@{socket.gethostname()}", [SERVE_QUEUE])
     heartbeat.start()
-    server = Server(
-        serving.client(), engines, max_batch=settings.SERVE_MAX_BATCH, node=heartbeat.node
-    )
+    server = Server(engines, max_batch=settings.SERVE_MAX_BATCH, node=heartbeat.node)
 
     def stop(_signum: int, _frame: Any) -> None:
         server.running = False

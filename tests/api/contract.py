@@ -194,9 +194,11 @@ def problems(ref: str, instance: Any) -> list[str]:
 
 
 def _events(record: Record) -> list[Any]:
-    """The JSON payloads of an event stream (its closing [DONE] is no JSON)."""
+    """The JSON payloads of an event stream (its closing [DONE] is no JSON; a block that
+    starts with ":" is a comment, such as a keep-alive)."""
     text = b"".join(record.chunks).decode()
-    payloads = [block.removeprefix("data: ") for block in text.split("\n\n") if block.strip()]
+    blocks = [block for block in text.split("\n\n") if block.strip()]
+    payloads = [block.removeprefix("data: ") for block in blocks if not block.startswith(":")]
     return [json.loads(p) for p in payloads if p != "[DONE]"]
 
 

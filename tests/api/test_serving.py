@@ -1,9 +1,9 @@
-"""The serving path (issue 25) on real processes: a `python -m workers.serve` process and a
-real Redis (database SERVING_DB, which no other test uses), the live test server, and the
-real `openai` SDK. Streaming and not; greedy answers batched equal alone; 429 with
-Retry-After over the queue's bound and a clear error for a request that waited too long;
-a client that goes away cancels its request; the playground's answers from the serving
-process, streamed to its page."""
+"""The serving path (issue 25) on real processes: a `python -m workers.serve` process and its
+wire (a real Redis in the Redis run, the embedded default's SQLite file otherwise), the
+live test server, and the real `openai` SDK. Streaming and not; greedy answers batched
+equal alone; 429 with Retry-After over the queue's bound and a clear error for a request
+that waited too long; a client that goes away cancels its request; the playground's
+answers from the serving process, streamed to its page."""
 
 from __future__ import annotations
 
@@ -15,16 +15,18 @@ import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import pytest
 
 from tests.web.conftest import client_for
-from tests.web.test_transfers_worker import cell_create, run_cell, unlocked
+from tests.web.test_finetune_worker import finished, job_of
+from tests.web.test_transfers_worker import cell_create, notebook, run_cell, unlocked
 from tests.web.worker_harness import ROOT, database_url, wait_for
 from webapp.api.models import ChatCompletion, CompletionStatus
 from webapp.jobs import serving
-from webapp.jobs.models import Job
+from webapp.jobs.models import Job, JobStatus
 from webapp.ops.models import WorkerHost, WorkerState
 from webapp.ops.workers import measured_generation
 from webapp.projects.models import CellRun, RunStatus
@@ -34,19 +36,20 @@ from workers.serve import CANCELLED
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 SERVING_DB = 14
-REDIS = os.environ.get("SERVING_TEST_REDIS", "redis://127.0.0.1:6379")
 MODEL = "tiny-llama"
 ASK = [{"role": "user", "content": "Tell me a long story about a cat."}]
 
 
-def serving_redis_url() -> str:
+def serving_url(tmp_path: Path) -> str:
+    """The wire the suite's broker implies, as settings chooses it: Redis (database
+    SERVING_DB, which no other test uses) in the Redis run, an SQLite file otherwise."""
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not broker.startswith(("redis://", "rediss://")):
+        return f"sqlite:///{tmp_path / 'serving.sqlite3'}"
     import redis
 
-    url = f"{REDIS}/{SERVING_DB}"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
-    except redis.ConnectionError:
-        pytest.skip(f"no Redis at {REDIS}")
+    url = urlunsplit(urlsplit(broker)._replace(path=f"/{SERVING_DB}"))
+    redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
     return url
 
 
@@ -89,7 +92,7 @@ class Serve:
 
 @pytest.fixture
 def start_serve(transactional_db, settings, tmp_path: Path) -> Iterator[Callable[..., Serve]]:
-    url = serving_redis_url()
+    url = serving_url(tmp_path)
     settings.SERVING_URL = url  # the live server's side
     started: list[Serve] = []
 
@@ -199,9 +202,9 @@ def test_over_the_bound_429_and_a_queued_request_times_out(start_serve, client, 
 
 
 def test_no_answer_in_time_is_a_504_and_the_record_says_so(
-    transactional_db, settings, client
+    transactional_db, settings, client, tmp_path
 ) -> None:
-    settings.SERVING_URL = serving_redis_url()  # and no serving process
+    settings.SERVING_URL = serving_url(tmp_path)  # and no serving process
     settings.API_CHAT_TIMEOUT_S = 2
     with pytest.raises(openai.APIStatusError) as late:
         _ask(client, "Hi", 4)
@@ -210,11 +213,11 @@ def test_no_answer_in_time_is_a_504_and_the_record_says_so(
     assert row.status == CompletionStatus.FAILED and row.error.startswith("Generation timed out")
     # It is still queued, marked cancelled: a serving process that comes later drops it.
     assert _queue_length() == 1
-    assert serving.client().exists(serving.cancel_key(f"chatcmpl-{row.pk}"))
+    assert serving.cancelled([f"chatcmpl-{row.pk}"]) == [True]
 
 
 def _queue_length() -> int:
-    return serving.client().llen(serving.QUEUE)
+    return serving.wire().length()
 
 
 def test_a_client_that_goes_away_cancels_its_request(start_serve, client) -> None:
@@ -261,3 +264,39 @@ def test_the_playground_answers_from_the_serving_process(
     (answer,) = CellRun.objects.get(pk=run.pk).outputs["answers"]
     assert answer["done"] and answer["completion_tokens"] == tokens
     assert answer["text"] == streamed == _ask(client, prompt, tokens)
+
+
+def test_the_embedded_workers_serve_a_chat_while_a_fine_tune_trains(
+    start_worker, client, team, owner, settings, tmp_path
+) -> None:
+    """`make run`'s workers (workers.embedded) start the serving process beside the lanes:
+    a chat sent while a fine-tune trains is answered by it, mid-run, and the CPU fine-tune
+    waits between its steps while the serving process is busy, then trains on."""
+    settings.SERVING_URL = url = serving_url(tmp_path)
+    worker = start_worker(embedded=True, SERVING_URL=url, SERVE_DTYPE="fp32")
+    steps = 400
+    cells = notebook(team, owner, worker, max_steps=steps, eval_every=1000, save_every=1000)
+    run = run_cell(cells["finetune"], owner)
+    wait_for(lambda: job_of(run).progress_current >= 3, timeout=120, what="steps", worker=worker)
+
+    chunks = list(
+        client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=8, stream=True)
+    )
+    assert chunks[-1].choices[0].finish_reason == "length"
+    training = job_of(run)
+    assert training.status == JobStatus.RUNNING, "answered only after the fine-tune"
+    assert 3 <= training.progress_current < steps
+    row = wait_for(
+        lambda: ChatCompletion.objects.filter(status=CompletionStatus.SUCCEEDED).first(),
+        timeout=30, what="the chat's record", worker=worker,
+    )  # fmt: skip
+    assert row.served_by == f"serve@{socket.gethostname()}" and row.job_id is None
+    assert "waited" in wait_for(
+        lambda: "for the serving process" in worker.tail(100_000) and worker.tail(100_000),
+        timeout=30, what="the fine-tune's yield", worker=worker,
+    )  # fmt: skip
+
+    wait_for(finished(run), timeout=240, what="the fine-tune", worker=worker)
+    done = CellRun.objects.get(pk=run.pk)
+    assert job_of(run).status == JobStatus.SUCCEEDED and done.status == RunStatus.SUCCEEDED
+    assert [h["step"] for h in done.outputs["history"]] == list(range(1, steps + 1))

@@ -1,5 +1,5 @@
 """A playground answer streams into the page from the serving process (issue 25), in a real
-browser: a real `python -m workers.serve` and Redis, a real Celery worker whose playground
+browser: a real `python -m workers.serve` and its wire, a real Celery worker whose playground
 task sends the answer there. The run's outputs hold the text only once the answer is done,
 so text in the page while the answer is unfinished came through runs/<id>/stream/."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.api.test_serving import Serve, serving_redis_url
+from tests.api.test_serving import Serve, serving_url
 from tests.e2e.helpers import log_in
 from tests.e2e.test_live_notebook import run_in_place
 from tests.web.conftest import make_user
@@ -32,7 +32,7 @@ STREAMED = """() => [...document.querySelectorAll("article.answer")].some(
 def serving_stack(
     transactional_db: None, live_server: Any, broker_url: str, tmp_path: Path, settings: Any
 ) -> Iterator[Worker]:
-    url = serving_redis_url()
+    url = serving_url(tmp_path)
     settings.SERVING_URL = url
     serve = Serve(url, tmp_path)
     worker = Worker(

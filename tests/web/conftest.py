@@ -30,9 +30,6 @@ def _web_settings(settings, tmp_path: Path) -> None:
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path / "upload-tmp")
     settings.DATA_DIR = tmp_path
-    # Chat goes to the Celery worker a test starts, whatever the broker; the serving path's
-    # tests (tests/api/test_serving.py) turn it on beside their own serve process.
-    settings.SERVING_URL = ""
     # Counters kept in the cache (API rate limits: failed keys count per address, and every
     # test calls from 127.0.0.1) start afresh in each test. Only this process's own memory
     # is cleared: a Redis cache may share its database with others.

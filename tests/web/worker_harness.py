@@ -144,9 +144,6 @@ class Worker:
             "DATA_DIR": str(data_dir),
             "MEDIA_ROOT": str(media_root),
             "PYTHONUNBUFFERED": "1",
-            # As this process (tests/web/conftest.py): answers on the Celery path, whatever
-            # the broker, unless a test runs a serving process and names its URL.
-            "SERVING_URL": "off",
             **environ,
         }
         queues = queues or ",".join(queue for lane in LANES for queue in lane)

@@ -1,17 +1,19 @@
-"""The serving path's wire: how the web side and `python -m workers.serve` talk through
-Redis (settings.SERVING_URL). One place for the keys and the message shapes.
+"""The serving path's wire: how the web side and `python -m workers.serve` talk, through
+Redis or, in the embedded default, an SQLite file (settings.SERVING_URL; the transports
+are webapp/jobs/serving_wire.py). One place for the operations and the message shapes.
 
-- Queue: the list `QUEUE` holds waiting requests as JSON (LPUSH here, RPOP there). A push
-  past SERVE_QUEUE_MAX is refused atomically (a Lua script), so the bound holds across web
-  processes; the serving process pops only while its batch has room, so the list's length
-  is the real backlog.
-- Events: each request has its own Redis stream `out:<id>` of JSON events (field `e`),
-  added by the serving process: `{"t": "text", "text": delta}`, then one end,
+- Queue: waiting requests as JSON, first in first out. A push past SERVE_QUEUE_MAX is
+  refused atomically, so the bound holds across web processes; the serving process takes
+  only while its batch has room, so the queue's length is the real backlog.
+- Events: each request has its own ordered log of JSON events, added by the serving
+  process: `{"t": "text", "text": delta}`, then one end,
   `{"t": "done", "finish_reason", "usage"}` or `{"t": "error", "code", "message"}`.
-  A stream, not pub/sub: nothing is lost before the first read, and every reader (an API
-  call, a playground page opened twice) reads it from its start.
-- Cancel: the key `cancel:<id>`; the serving process reads the keys of its requests once
-  a step and drops those set (a client that went away).
+  Nothing is lost before the first read, and every reader (an API call, a playground page
+  opened twice) reads it from its start.
+- Cancel: a mark per request; the serving process reads its requests' marks once a step
+  and drops those set (a client that went away).
+- Busy: a mark per host while its serving process has work; a CPU fine-tune on that host
+  waits between its optimizer steps until it clears (workers/between_steps.py).
 
 A request is never silently lost: it ends with "done" or "error", or, when nobody took it
 off the queue before its deadline, the waiting side removes it and says so (queue_timeout).
@@ -29,16 +31,11 @@ from typing import Any
 
 from django.conf import settings
 
-PREFIX = "tunebook:serve:"
-QUEUE = PREFIX + "queue"
-EVENTS_TTL_S = 10 * 60  # an answer nobody reads expires
+from webapp.jobs.serving_wire import EVENTS_TTL_S, Event, Wire, connect
+
 QUEUE_TIMEOUT = "No server took the request in time (the serving queue is backed up); try again."
 WAIT_S = 1  # longest blocking read: a stream sends a keep-alive at least this often
-# LPUSH unless the queue already holds ARGV[1] requests; the new length, or -1 when full.
-_PUSH_BOUNDED = """
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
-return redis.call('LPUSH', KEYS[1], ARGV[2])
-"""
+BUSY_TTL_S = 2  # a busy mark outlives its last refresh by this (a serving process that died)
 
 
 class QueueFull(Exception):
@@ -79,40 +76,42 @@ def enabled() -> bool:
 
 
 @cache
-def _client(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url)
+def _wire(url: str) -> Wire:
+    return connect(url)
 
 
-def client() -> Any:
-    return _client(settings.SERVING_URL)
-
-
-def events_key(request_id: str) -> str:
-    return f"{PREFIX}out:{request_id}"
-
-
-def cancel_key(request_id: str) -> str:
-    return f"{PREFIX}cancel:{request_id}"
+def wire() -> Wire:
+    return _wire(settings.SERVING_URL)
 
 
 def submit(request: ServeRequest) -> str:
     """Queue `request`; QueueFull when SERVE_QUEUE_MAX requests wait already."""
     request.deadline = time.time() + settings.SERVE_QUEUE_TIMEOUT_S
     raw = request.to_json()
-    if client().eval(_PUSH_BOUNDED, 1, QUEUE, settings.SERVE_QUEUE_MAX, raw) == -1:
+    if not wire().push(raw, settings.SERVE_QUEUE_MAX):
         raise QueueFull(settings.SERVE_RETRY_AFTER_S)
     return raw
 
 
 def withdraw(raw: str) -> bool:
     """Take a request back off the queue; True if it was still waiting there."""
-    return bool(client().lrem(QUEUE, 1, raw))
+    return wire().remove(raw)
 
 
 def cancel(request_id: str) -> None:
-    client().set(cancel_key(request_id), 1, ex=EVENTS_TTL_S)
+    wire().flag("cancel", request_id, EVENTS_TTL_S)
+
+
+def cancelled(request_ids: list[str]) -> list[bool]:
+    return wire().flagged("cancel", request_ids)
+
+
+def mark_busy(host: str) -> None:
+    wire().flag("busy", host, BUSY_TTL_S)
+
+
+def busy(host: str) -> bool:
+    return wire().flagged("busy", [host])[0]
 
 
 def events(
@@ -122,16 +121,15 @@ def events(
     new (a chance to send a keep-alive). Past `deadline` it ends with a timeout; past the
     queue deadline with the request still `queued` (its JSON, as submitted: the caller
     owns it) it takes the request back and ends with queue_timeout."""
-    key, last = events_key(request_id), "0-0"
+    last = ""
     queue_deadline = ServeRequest.from_json(queued).deadline if queued else None
     while True:
-        reply = client().xread({key: last}, block=WAIT_S * 1000)
-        for entry_id, fields in reply[0][1] if reply else []:
-            last, event = entry_id, json.loads(fields[b"e"])
+        batch = wire().read(request_id, last, WAIT_S)
+        for last, event in batch:  # noqa: B007 - `last` is the cursor the next read starts at
             yield event
             if event["t"] in ("done", "error"):
                 return
-        if reply:
+        if batch:
             continue
         if queue_deadline and time.time() > queue_deadline and withdraw(queued or ""):
             yield {**error_event("queue_timeout", QUEUE_TIMEOUT), "withdrawn": True}
@@ -144,12 +142,9 @@ def events(
         yield None
 
 
-def add_events(pipe: Any, request_id: str, events: list[dict[str, Any]]) -> None:
-    """Queue `events` for `request_id` on a pipeline (the serving process's side)."""
-    key = events_key(request_id)
-    for event in events:
-        pipe.xadd(key, {"e": json.dumps(event)})
-    pipe.expire(key, EVENTS_TTL_S)
+def publish(events: dict[str, list[Event]]) -> None:
+    """Add each request's new events (the serving process's side), in one round trip."""
+    wire().publish(events)
 
 
 def error_event(code: str, message: str) -> dict[str, Any]:
