@@ -148,6 +148,7 @@ def test_transfer_kind_is_registered_and_playgrounds_can_use_it() -> None:
 
 
 def test_keep_transferable_is_on_by_default_and_can_be_turned_off(cells, owner) -> None:
+    # No worker alive here: the fleet is not known, so on (test_keep_transferable_default).
     assert cells["finetune"].config["keep_transferable"] is True
     off = cell_create(
         project=cells["finetune"].project,

@@ -5,7 +5,7 @@ apps that route jobs, so ops hands its reader in at start (OpsConfig.ready) and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from webapp.jobs.models import Job, JobStatus
@@ -19,6 +19,7 @@ class QueueCapacity:
     memory_bytes: int | None  # the largest device memory among them; None: not reported
     devices: tuple[str, ...]  # e.g. ("NVIDIA H100 80GB HBM3",)
     cached_models: frozenset[str]
+    hosts: frozenset[str] = frozenset()  # the alive workers' names
 
 
 _source: Callable[[], list[QueueCapacity]] | None = None
@@ -36,3 +37,9 @@ def capacities() -> list[QueueCapacity]:
 def queued_count(queue: str) -> int:
     """Jobs waiting on `queue` now (sent, not yet taken by a worker)."""
     return _on_queues(Job.objects.filter(status=JobStatus.QUEUED), [queue]).count()
+
+
+def workers_serving(queues: Iterable[str]) -> int:
+    """Alive workers serving any of `queues`, each counted once."""
+    wanted = set(queues)
+    return len({host for c in capacities() if c.queue in wanted for host in c.hosts})

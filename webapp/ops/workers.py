@@ -52,6 +52,7 @@ def queue_capacities() -> list[QueueCapacity]:
                 memory_bytes=max(sizes) if sizes else None,
                 devices=tuple(sorted({w.device_name or w.device for w in serving})),
                 cached_models=frozenset(m for w in serving for m in w.cached_models),
+                hosts=frozenset(w.name for w in serving),
             )
         )
     return out

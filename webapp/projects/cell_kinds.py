@@ -22,6 +22,7 @@ from webapp.projects.finetune_config import (
     PRESET_CHOICES,
     data_method_problem,
     effective_hparams,
+    keep_transferable_default,
     keep_transferable_field,
     methods_for,
     param_fields,
@@ -151,6 +152,9 @@ class FinetuneForm(CellConfigForm):
         choices = dataset_cell_choices(earlier.filter(kind="dataset"))
         for key in ("dataset_cell", "val_dataset_cell"):
             self.fields[key].choices = choices
+        # The default follows the workers alive now; what the form cleans is stored, so
+        # a cell keeps the choice it was made with.
+        self.fields["keep_transferable"] = keep_transferable_field(keep_transferable_default())
 
     def clean(self) -> dict[str, Any]:
         """An adapter to start from must be on the same base model, and the datasets'

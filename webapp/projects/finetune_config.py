@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from finetune_core.contracts.data import PREFERENCE_FORMAT
 from finetune_core.contracts.settings import Setting
@@ -23,6 +24,7 @@ from finetune_core.contracts.train import (
     resolve_target_modules,
     train_settings,
 )
+from webapp.jobs import fleet
 from webapp.projects.setting_fields import blank, setting_field
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "TARGET_MODULES", "PARAM_NAMES", "PRESET_CHOICES"]
@@ -38,9 +40,28 @@ def param_fields() -> dict[str, forms.Field]:
     return {p.name: setting_field(p, default=defaults[p.name], blank="— preset —") for p in PARAMS}
 
 
-def keep_transferable_field() -> forms.TypedChoiceField:
+TRANSFERABLE_HELP = "So the adapter can move to a new base model even after the dataset is deleted."
+# Why the default is off where one worker trains (issue 27: ~50 min after a 6-step run).
+ONE_WORKER_HELP = (
+    " Off by default here: one worker runs every fine-tune, and training the discriminator "
+    "after the run would hold it for a long time (about 50 minutes on a 2-core CPU) while "
+    "your next run waits. Turn it on if you will retire this base model."
+)
+
+
+def keep_transferable_default() -> bool:
+    """Whether a fine-tune whose config does not say keeps its adapter transferable: the
+    one place that decides. No where a single worker serves the training queues, since
+    the Trans-LoRA discriminator it trains after the run holds that worker for long; yes
+    where several do, and where none is alive to tell (the fleet is not known)."""
+    return fleet.workers_serving(settings.TRAINING_QUEUES) != 1
+
+
+def keep_transferable_field(default: bool | None = None) -> forms.TypedChoiceField:
     """Trans-LoRA readiness after training; a select, not a checkbox, because an unticked
-    box sends nothing and a missing key means "the default" (on)."""
+    box sends nothing and a missing key means "the default". `default`: what a missing
+    key becomes (keep_transferable_default(), read when a form is made); None in the
+    class's declaration, so no default is fixed before the fleet is read."""
     return forms.TypedChoiceField(
         label="Keep transferable",
         choices=[
@@ -48,15 +69,18 @@ def keep_transferable_field() -> forms.TypedChoiceField:
             ("False", "No"),
         ],
         coerce=lambda value: value in (True, "True"),
-        initial=True,
+        initial=default,
         required=False,
-        empty_value=True,
-        help_text="So the adapter can move to a new base model even after the dataset is deleted.",
+        empty_value=default,
+        help_text=TRANSFERABLE_HELP + ("" if default in (True, None) else ONE_WORKER_HELP),
     )
 
 
 def keeps_transferable(config: dict[str, Any]) -> bool:
-    return config.get("keep_transferable", True) is not False
+    """What a cell or run stored (cell_create and cell_run_create resolve a missing key
+    through the form); a record from before that has no key gets today's default."""
+    stored = config.get("keep_transferable")
+    return keep_transferable_default() if stored is None else stored is not False
 
 
 METHOD_NAMES = {"supervised": "Supervised training", "dpo": "DPO", "simpo": "SimPO"}
