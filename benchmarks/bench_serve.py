@@ -15,10 +15,15 @@ The web side is gunicorn (gthread, one process, 32 threads) on loopback.
   client on the same adapter;
 - serving, 4 adapters: the same, client i on adapter i % 4;
 - serving, 4 adapters, +train: the same while a LoRA fine-tune of the base
-  (`python -m finetune_core train`, its own process) trains on the same CPUs
-  (--no-finetune skips it). training_slowdown_of_serving: serving's tokens/s without
-  the fine-tune over with it; serving_slowdown_of_training: the fine-tune's tokens/s
-  alone (its steps before the clients) over during the clients.
+  (`python -m finetune_core train`, its own process) trains on the same CPUs, both
+  running at once, as on a GPU (--no-finetune skips it). training_slowdown_of_serving:
+  serving's tokens/s without the fine-tune over with it; serving_slowdown_of_training:
+  the fine-tune's tokens/s alone (its steps before the clients) over during the clients;
+- serving, 4 adapters, +train yielding: the same with the fine-tune waiting between its
+  steps while the serving process is busy, as a CPU worker's fine-tune does
+  (benchmarks/train_yielding.py); *_yielding in the JSON.
+
+--wire sqlite serves through the embedded default's SQLite wire instead of Redis.
 
 Every client asks for 64 tokens at temperature 0 (ignoring end of turn is not offered by
 the API, so a short answer ends early; the table counts the tokens actually produced).
@@ -36,7 +41,6 @@ import json
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,6 +221,17 @@ def warm(port: int, key: str, models: list[str], stack: Stack, log: Path) -> Non
 # --- the run -----------------------------------------------------------------------------
 
 
+def serving_wire(args: argparse.Namespace, tmp: Path) -> str:
+    """The serving path's SERVING_URL: Redis database REDIS_DB, emptied, or an SQLite file."""
+    if args.wire == "sqlite":
+        return f"sqlite:///{tmp / 'serving.sqlite3'}"
+    import redis
+
+    url = urlunsplit(urlsplit(args.redis)._replace(path=f"/{REDIS_DB}"))
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
 def environment(tmp: Path) -> dict[str, str]:
     return {
         **os.environ,
@@ -267,73 +282,106 @@ def measure(
             say(f"{label}: {clients} clients x {args.tokens} tokens ...")
             rows[label] = run_clients(stack.port, seeded["key"], use, clients, args.tokens)
             say(f"{label}: {json.dumps(rows[label])}")  # kept if a later phase fails
-        if serving and args.finetune:
-            label = "serving, 4 adapters, +train"
+        for label, yielding in ((TRAIN, False), (YIELDING, True)):
+            if not (serving and args.finetune):
+                break
             say(f"{label}: the same while a fine-tune of the base trains on this machine ...")
-            with fine_tune(env, tmp, args.model) as training:
+            with fine_tune(env, tmp, args.model, yielding) as training:
                 rows[label] = run_clients(
                     stack.port, seeded["key"], models, args.clients, args.tokens
                 )
-            rows[label]["training_tok_s"] = training
+            rows[label]["training_steps_per_s"] = training
     finally:
         stack.stop()
     return rows
 
 
-STEPS_ALONE = 2  # training steps timed before the clients start
+STEPS_ALONE = 4  # training steps timed before the clients start
+STAMP_S = 0.05
+TRAIN = "serving, 4 adapters, +train"
+YIELDING = "serving, 4 adapters, +train yielding"
 
 
-def step_rates(text: str) -> list[float]:
-    """The training bar's tokens/s, step by step (tqdm rewrites its line with \\r)."""
-    return [float(x) for x in re.findall(r"tok_s=([\d.]+)", text)]
+def steps_done(text: str) -> int:
+    """Optimizer steps the training bar has shown (tqdm rewrites its line with \\r)."""
+    return len(re.findall(r"tok_s=", text))
+
+
+class StepClock(threading.Thread):
+    """Stamps each training step as it appears in the log (every STAMP_S)."""
+
+    def __init__(self, log: Path) -> None:
+        super().__init__(daemon=True)
+        self.log, self.stamps, self.running = log, [], True
+
+    def run(self) -> None:
+        while self.running:
+            done = steps_done(self.log.read_text(errors="replace"))
+            self.stamps += [time.monotonic()] * (done - len(self.stamps))
+            time.sleep(STAMP_S)
+
+    def rate(self, start: float, end: float) -> float:
+        """Steps per second between two instants (each step trains the same packed rows)."""
+        return sum(start < t <= end for t in self.stamps) / (end - start)
 
 
 @contextmanager
-def fine_tune(env: dict[str, str], tmp: Path, model: str) -> Iterator[dict[str, float]]:
-    """A LoRA fine-tune of `model` (the CLI, its own process) training for the block; fills
-    the dict it yields with its tokens/s alone (before the block) and during the block."""
+def fine_tune(
+    env: dict[str, str], tmp: Path, model: str, yielding: bool
+) -> Iterator[dict[str, float]]:
+    """A LoRA fine-tune of `model` (the CLI, its own process; `yielding`: with a CPU
+    worker's manners) training for the block; fills the dict it yields with its steps/s
+    alone (its steps before the block, the first one left out: it warms up) and during."""
     data = tmp / "train.jsonl"
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": q}]}
             for q in QUESTIONS] * 20  # fmt: skip
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     log = tmp / "train.log"
-    cmd = [PY, "-m", "finetune_core", "train", "--model", model, "--data", str(data),
-           "--output-dir", str(tmp / "ft"), "--max-steps", "100000", "--batch-size", "2",
-           "--max-length", "128",
+    program = ["benchmarks.train_yielding"] if yielding else ["finetune_core", "train"]
+    cmd = [PY, "-m", *program, "--model", model, "--data", str(data),
+           "--output-dir", str(tmp / f"ft-{yielding}"), "--max-steps", "100000",
+           "--batch-size", "2", "--max-length", "128",
            "--save-every", "100000", "--eval-every", "100000"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    rates: dict[str, float] = {}
+    clock, rates = StepClock(log), {}
+    clock.start()
     try:
         deadline = time.monotonic() + 240
-        while len(step_rates(log.read_text(errors="replace"))) < STEPS_ALONE + 1:
+        while len(clock.stamps) < STEPS_ALONE + 1:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the fine-tune did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        before = log.read_text(errors="replace")
+            time.sleep(STAMP_S)
+        start = time.monotonic()
+        rates["alone"] = STEPS_ALONE / (clock.stamps[STEPS_ALONE] - clock.stamps[0])
         yield rates
-        during = log.read_text(errors="replace")[len(before) :]
-        rates["alone"] = statistics.median(step_rates(before)[1:])  # the first step warms up
-        rates["during"] = statistics.median(step_rates(during) or [float("nan")])
+        rates["during"] = clock.rate(start, time.monotonic())
     finally:
+        clock.running = False
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def slowdowns(alone: dict[str, Any], beside: dict[str, Any]) -> dict[str, float]:
-    """What serving and a fine-tune on the same CPUs cost each other (ratios >= 1: slower)."""
-    training = beside["training_tok_s"]
+def slowdowns(alone: dict[str, Any], beside: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """What serving and a fine-tune on the same CPUs cost each other (ratios >= 1: slower;
+    None: the fine-tune made no step while the clients were served)."""
+    training = beside["training_steps_per_s"]
+    paused = training["during"] == 0
     return {
-        "training_slowdown_of_serving": round(alone["tokens_per_s"] / beside["tokens_per_s"], 2),
-        "serving_slowdown_of_training": round(training["alone"] / training["during"], 2),
+        f"training_slowdown_of_serving{suffix}": round(
+            alone["tokens_per_s"] / beside["tokens_per_s"], 2
+        ),
+        f"serving_slowdown_of_training{suffix}": None
+        if paused
+        else round(training["alone"] / training["during"], 2),
     }
 
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
-    head = f"{'path':28} {'tokens':>6} {'tok/s':>7} {'TTFT p50':>9} {'TTFT p99':>9} {'s/token':>8} {'wall s':>7}"
+    head = f"{'path':38} {'tokens':>6} {'tok/s':>7} {'TTFT p50':>9} {'TTFT p99':>9} {'s/token':>8} {'wall s':>7}"
     lines = [head, "-" * len(head)]
     for label, r in rows.items():
         lines.append(
-            f"{label:28} {r['output_tokens']:6d} {r['tokens_per_s']:7.1f} "
+            f"{label:38} {r['output_tokens']:6d} {r['tokens_per_s']:7.1f} "
             f"{r['ttft_p50_s']:9.2f} {r['ttft_p99_s']:9.2f} "
             f"{r['time_per_output_token_s'] or 0:8.3f} {r['seconds']:7.1f}"
         )
@@ -350,6 +398,8 @@ def main() -> None:
     ap.add_argument("--adapters", type=int, default=4)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="its host is used")
+    ap.add_argument("--wire", choices=("redis", "sqlite"), default="redis",
+                    help="the serving wire: Redis, or the embedded default's SQLite file")  # fmt: skip
     ap.add_argument("--no-finetune", dest="finetune", action="store_false",
                     help="skip the row measured while a fine-tune trains")  # fmt: skip
     ap.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
@@ -357,12 +407,9 @@ def main() -> None:
     if args.seed_only:
         seed(args.model, args.adapters)
         return
-    import redis
-
-    serving_url = urlunsplit(urlsplit(args.redis)._replace(path=f"/{REDIS_DB}"))
-    redis.Redis.from_url(serving_url).flushdb()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
+        serving_url = serving_wire(args, tmp)
         env = environment(tmp)
         seeded = set_up(env, args.model, args.adapters)
         rows = measure({**env, "SERVING_URL": "off"}, tmp, seeded, args, serving=False)
@@ -370,6 +417,7 @@ def main() -> None:
     serial, one, four = list(rows.values())[:3]
     result = {
         "bench": "serve",
+        "wire": args.wire,
         "model": f"{args.model} nf4",
         "clients": args.clients,
         "max_tokens": args.tokens,
@@ -382,7 +430,8 @@ def main() -> None:
         "ttft_p50_s": round(four["ttft_p50_s"], 3),
         "ttft_p99_s": round(four["ttft_p99_s"], 3),
         "serial_ttft_p50_s": round(serial["ttft_p50_s"], 3),
-        **(slowdowns(four, rows["serving, 4 adapters, +train"]) if args.finetune else {}),
+        **(slowdowns(four, rows[TRAIN], "") if args.finetune else {}),
+        **(slowdowns(four, rows[YIELDING], "_yielding") if args.finetune else {}),
         "rows": {
             k: {m: round(v, 4) if isinstance(v, float) else v for m, v in r.items()}
             for k, r in rows.items()

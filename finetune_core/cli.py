@@ -7,6 +7,7 @@ import dataclasses
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +187,8 @@ def _train_config(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def _run_training(cfg: Any, resume: bool) -> int:
+def _run_training(cfg: Any, resume: bool, between: Callable[[], None] | None = None) -> int:
+    """`between` runs at each stop check: a host's manners (benchmarks/train_yielding.py)."""
     from finetune_core.contracts.hooks import Hooks
     from finetune_core.train import TqdmBar, train
 
@@ -203,7 +205,13 @@ def _run_training(cfg: Any, resume: bool) -> int:
         )
 
     signal.signal(signal.SIGINT, on_sigint)
-    hooks = Hooks(progress=TqdmBar(), should_stop=lambda: stop["asked"])
+
+    def should_stop() -> bool:
+        if between is not None:
+            between()
+        return stop["asked"]
+
+    hooks = Hooks(progress=TqdmBar(), should_stop=should_stop)
     result = train(cfg, hooks=hooks, resume=resume)
     print(
         f"{result.status}: {result.steps}/{result.total_steps} steps, adapter in {Path(cfg.output_dir) / 'adapter'}"

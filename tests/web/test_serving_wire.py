@@ -119,3 +119,31 @@ def test_the_wire_follows_the_broker_by_default(tmp_path: Path, broker: str, ser
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     assert out.stdout.strip() == serving.format(data=tmp_path)
+
+
+def test_a_cpu_fine_tune_waits_while_its_hosts_serving_process_is_busy(
+    settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webapp.jobs import serving
+    from workers import between_steps
+
+    settings.SERVING_URL = f"sqlite:///{tmp_path / 'serving.sqlite3'}"
+    pause = between_steps.YieldToServing("this-host")
+    started = time.monotonic()
+    pause()  # nothing served: no wait
+    assert time.monotonic() - started < between_steps.YIELD_POLL_S
+
+    serving.wire().flag("busy", "this-host", 0.6)
+    serving.wire().flag("busy", "other-host", 60)  # another host's serving: not this one's
+    time.sleep(between_steps.YIELD_POLL_S)  # its own throttle
+    started = time.monotonic()
+    pause()
+    assert time.monotonic() - started >= 0.3 and not serving.busy("this-host")
+
+    # A stream of requests that never ends holds a step back at most YIELD_MAX_S.
+    monkeypatch.setattr(between_steps, "YIELD_MAX_S", 0.5)
+    serving.wire().flag("busy", "this-host", 60)
+    time.sleep(between_steps.YIELD_POLL_S)
+    started = time.monotonic()
+    pause()
+    assert 0.5 <= time.monotonic() - started < 5 and serving.busy("this-host")
