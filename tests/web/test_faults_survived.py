@@ -102,6 +102,7 @@ def start_finetune() -> None:
     print(json.dumps({"run": run.pk, "job": run.job_id}))
 
 
+@pytest.mark.own_servers  # its own PostgreSQL cluster and a SQLite broker, in either run
 def test_a_postgres_restart_mid_run_delays_progress_and_fails_nothing(
     own_postgres: PostgresCluster, tmp_path: Path
 ) -> None:

@@ -46,6 +46,7 @@ def _no_postgres() -> str | None:
 REASON = unavailable() or _no_postgres()
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.own_servers,  # a database of its own on the machine's PostgreSQL, and Redis
     pytest.mark.timeout(600),
     pytest.mark.skipif(REASON is not None, reason=REASON or ""),
 ]
