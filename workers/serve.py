@@ -51,7 +51,7 @@ class Server:
         self.engines, self.max_batch = engines, max_batch
         self.node = node  # its ops.WorkerHost name: the records say who answered
         self.host = socket.gethostname()  # whose fine-tunes yield to it
-        self.pruned = 0.0
+        self.pruned = self.marked = 0.0
         self.live: dict[str, _Live] = {}
         self.running = True
         self.records = ThreadPoolExecutor(1, thread_name_prefix="serve-records")
@@ -143,9 +143,10 @@ class Server:
     def _housekeep(self) -> None:
         from webapp.jobs import serving
 
-        if self.live:
-            serving.mark_busy(self.host)
         now = time.monotonic()
+        if self.live and now - self.marked > serving.BUSY_TTL_S / 4:
+            self.marked = now
+            serving.mark_busy(self.host)
         if now - self.pruned > PRUNE_EVERY_S:
             self.pruned = now
             serving.wire().prune()

@@ -104,6 +104,7 @@ def test_estimates_are_within_half_of_measured(start_worker, team, owner, editor
         project=project, kind="dataset", config={"dataset": version.dataset_id}, created_by=owner
     )
     table: list[dict[str, Any]] = []
+    started_load = os.getloadavg()[0]
     for label, setting in SETTINGS.items():
         config = {**BASE, **setting}
         cell = cell_create(
@@ -144,8 +145,8 @@ def test_estimates_are_within_half_of_measured(start_worker, team, owner, editor
     lines = [
         f"# Pre-flight estimate vs measured ({MODEL}, quantization none)",
         "",
-        f"Host: {platform.node()}, {os.cpu_count()} CPUs, shared with other work while "
-        "measuring. Each run on a fresh `celery --pool=solo` worker; time is the job's "
+        f"Host: {platform.node()}, {os.cpu_count()} CPUs; load average {started_load:.1f} "
+        f"before, {os.getloadavg()[0]:.1f} after (1 minute). Each run on a fresh `celery --pool=solo` worker; time is the job's "
         "started..finished wall time, memory the worker's reported peak "
         "(the process's peak RSS on CPU). `within` is |estimate - measured| <= 50% of measured.",
         "",

@@ -20,7 +20,14 @@ from webapp.core.catalog import model_info
 from webapp.datasets.models import DatasetVersion, VersionStatus
 from webapp.jobs.models import Job, JobEvent
 from webapp.jobs.services import job_event_add, job_progress
-from webapp.projects.estimate import ESTIMATE, Estimate, estimate
+from webapp.projects.estimate import (
+    CATALOG_FASTER,
+    CATALOG_SLOWER,
+    CATALOG_STARTUP_S,
+    ESTIMATE,
+    Estimate,
+    estimate,
+)
 from webapp.projects.models import CellRun, MeasuredThroughput, RunStatus
 from webapp.projects.run_lifecycle import cell_run_fail, cell_run_settle, cell_run_start
 from webapp.projects.services import cell_create, cell_run_create
@@ -103,7 +110,9 @@ def test_a_finished_run_updates_the_figures_the_next_estimate_uses(cells, owner,
     # No run yet: the catalog's idle-CPU figure, said so, with a range up from it.
     rate = model_info(SMOL)["tokens_per_s_cpu"]
     # Loading, then the tokens at the catalog's rate.
-    assert before.measured_runs == 0 and before.seconds == pytest.approx(60 + 9000 / rate)
+    assert before.measured_runs == 0 and before.seconds == pytest.approx(
+        CATALOG_STARTUP_S + 9000 / rate
+    )
     assert "No run of smollm2-135m-instruct has finished" in before.basis
     assert "idle 2-core CPU" in before.basis and "catalog" in before.basis
     assert before.seconds_high == pytest.approx(8 * before.seconds)
@@ -186,9 +195,15 @@ def test_the_notebook_and_the_api_show_the_range_and_the_basis(
     page = client_for(viewer).get(reverse("project_detail", args=[cell.project.pk]))
     text = page.content.decode()
     assert "Pre-flight estimate" in text and "idle 2-core CPU" in text
-    seconds = 60 + 9000 / model_info(SMOL)["tokens_per_s_cpu"]  # loading, then the catalog's rate
+    seconds = (
+        CATALOG_STARTUP_S + 9000 / model_info(SMOL)["tokens_per_s_cpu"]
+    )  # loading, then the catalog's rate
     shown = estimate(CONFIG, version).time_range_text
-    assert shown == f"{seconds / 60:.0f} min to {8 * seconds / 60:.0f} min" and shown in text
+    as_text = lambda s: f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"  # noqa: E731
+    assert (
+        shown == f"{as_text(CATALOG_FASTER * seconds)} to {as_text(CATALOG_SLOWER * seconds)}"
+        and shown in text
+    )
 
     _finish(cell, owner, version, loading_s=20, train_s=100, saving_s=10, peak=3 * GIB)
     text = client_for(viewer).get(reverse("project_detail", args=[cell.project.pk])).content

@@ -136,14 +136,18 @@ class SqliteWire:
         return self._write((insert, (raw, bound)))[0][1] == 1
 
     def take(self, room: int, block_s: float) -> list[str]:
-        until = time.monotonic() + block_s
+        until, waiting = time.monotonic() + block_s, "SELECT EXISTS (SELECT 1 FROM queue)"
+        take = (
+            "DELETE FROM queue WHERE seq IN (SELECT seq FROM queue ORDER BY seq LIMIT ?)"
+            " RETURNING seq, raw"
+        )
         while True:
-            taken = self._write(
-                ("DELETE FROM queue WHERE seq IN (SELECT seq FROM queue ORDER BY seq LIMIT ?)"
-                 " RETURNING seq, raw", (room,)),
-            )[0][0]  # fmt: skip
-            if taken or time.monotonic() >= until:
-                return [raw for _seq, raw in sorted(taken)]
+            if self._db().execute(waiting).fetchone()[0]:  # polled by a read: no write lock
+                taken = self._write((take, (room,)))[0][0]
+                if taken:
+                    return [raw for _seq, raw in sorted(taken)]
+            if time.monotonic() >= until:
+                return []
             time.sleep(POLL_S)
 
     def remove(self, raw: str) -> bool:
