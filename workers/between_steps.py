@@ -33,6 +33,9 @@ CHAT = "api.chat"
 PLAYGROUND = "cell.playground"
 YIELD_MAX_S = 30  # the longest a fine-tune waits for the serving process at one step
 YIELD_POLL_S = 0.1
+# The TRAINING mark outlives a step by this many steps, within bounds: the serving process
+# waits for a step in flight to end only while the mark says one may be running.
+TRAINING_MARK_STEPS, TRAINING_MARK_S = 3, (2.0, 30.0)
 
 
 def for_worker(task_id: str) -> Callable[[], None] | None:
@@ -47,21 +50,26 @@ def for_worker(task_id: str) -> Callable[[], None] | None:
 
 
 class YieldToServing:
-    """Waits while the serving process on `host` has requests in flight (its busy mark)."""
+    """Marks `host` TRAINING for a few steps' time, then waits, marked PAUSED, while the
+    serving process on it has requests in flight (its BUSY mark)."""
 
     def __init__(self, host: str) -> None:
-        self.host, self.last = host, 0.0
+        self.host, self.ended = host, 0.0
 
     def __call__(self) -> None:
         now = time.monotonic()
-        if now - self.last < YIELD_POLL_S:
+        if now - self.ended < YIELD_POLL_S:
             return
-        self.last, until = now, now + YIELD_MAX_S
-        while serving.busy(self.host) and time.monotonic() < until:
+        low, high = TRAINING_MARK_S
+        step_s = min(now - self.ended, high) if self.ended else high
+        serving.mark(serving.TRAINING, self.host, max(low, TRAINING_MARK_STEPS * step_s))
+        until = now + YIELD_MAX_S
+        while serving.marked(serving.BUSY, self.host) and time.monotonic() < until:
+            serving.mark(serving.PAUSED, self.host, 3 * YIELD_POLL_S)
             time.sleep(YIELD_POLL_S)
-        waited = time.monotonic() - now
-        if waited >= YIELD_POLL_S:
-            log.info("waited %.1f s between steps for the serving process", waited)
+        self.ended = time.monotonic()
+        if self.ended - now >= YIELD_POLL_S:
+            log.info("waited %.1f s between steps for the serving process", self.ended - now)
 
 
 class BetweenSteps:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("workers.serve")
 IDLE_WAIT_S = 1  # the blocking take's timeout while nothing runs
 PRUNE_EVERY_S = 60  # expired events and marks leave the SQLite wire this often
+PAUSE_POLL_S = 0.02  # how often a new burst looks whether the fine-tune has paused
 CANCELLED = "Cancelled: the client went away."
 SERVE_QUEUE = "serve"  # the queue its WorkerHost record names (requests come by the wire)
 
@@ -63,7 +64,10 @@ class Server:
         self.shutdown()
 
     def turn(self) -> None:
+        idle = not self.live
         self._take()
+        if idle and self.live:
+            self._make_room()
         for engine in self.engines.busy():
             try:
                 engine.step()
@@ -140,13 +144,33 @@ class Server:
             if flag:
                 self.live[rid].engine.cancel(self.live[rid].handle)
 
+    def _make_room(self) -> None:
+        """A new burst: mark the host busy, and while a CPU fine-tune on it has a step in
+        flight, wait for that step to end (it then pauses): two cores shared run both
+        several times slower, so the first answers come sooner after the step than beside
+        it. The TRAINING mark's TTL bounds the wait when the fine-tune is gone."""
+        from webapp.jobs import serving
+
+        self._mark_busy(now=True)
+        while serving.marked(serving.TRAINING, self.host) and not serving.marked(
+            serving.PAUSED, self.host
+        ):
+            time.sleep(PAUSE_POLL_S)
+            self._mark_busy()
+
+    def _mark_busy(self, *, now: bool = False) -> None:
+        from webapp.jobs import serving
+
+        if now or time.monotonic() - self.marked > serving.BUSY_TTL_S / 4:
+            self.marked = time.monotonic()
+            serving.mark(serving.BUSY, self.host, serving.BUSY_TTL_S)
+
     def _housekeep(self) -> None:
         from webapp.jobs import serving
 
+        if self.live:
+            self._mark_busy()
         now = time.monotonic()
-        if self.live and now - self.marked > serving.BUSY_TTL_S / 4:
-            self.marked = now
-            serving.mark_busy(self.host)
         if now - self.pruned > PRUNE_EVERY_S:
             self.pruned = now
             serving.wire().prune()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -121,29 +122,45 @@ def test_the_wire_follows_the_broker_by_default(tmp_path: Path, broker: str, ser
     assert out.stdout.strip() == serving.format(data=tmp_path)
 
 
-def test_a_cpu_fine_tune_waits_while_its_hosts_serving_process_is_busy(
+def test_a_cpu_fine_tune_and_the_serving_process_on_its_host_take_turns(
     settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from webapp.jobs import serving
+    from webapp.jobs.serving import BUSY, PAUSED, TRAINING
     from workers import between_steps
+    from workers.serve import Server
 
     settings.SERVING_URL = f"sqlite:///{tmp_path / 'serving.sqlite3'}"
     pause = between_steps.YieldToServing("this-host")
     started = time.monotonic()
-    pause()  # nothing served: no wait
+    pause()  # nothing served: no wait, and the host is marked as training
     assert time.monotonic() - started < between_steps.YIELD_POLL_S
+    assert serving.marked(TRAINING, "this-host") and not serving.marked(PAUSED, "this-host")
 
-    serving.wire().flag("busy", "this-host", 0.6)
-    serving.wire().flag("busy", "other-host", 60)  # another host's serving: not this one's
-    time.sleep(between_steps.YIELD_POLL_S)  # its own throttle
+    # A new burst waits for the step in flight to end: until the fine-tune pauses.
+    server = Server(None, max_batch=1)  # type: ignore[arg-type] - no engine is stepped
+    server.host = "this-host"
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        making_room = pool.submit(server._make_room)
+        time.sleep(0.5)  # the step in flight
+        assert not making_room.done() and serving.marked(BUSY, "this-host")
+        pause()  # the step ended: it pauses while the host is busy, marked PAUSED
+        making_room.result(timeout=5)
+    assert time.monotonic() - started >= 0.5
+    assert serving.marked(PAUSED, "this-host")
+    server.records.shutdown()
+
+    serving.mark(BUSY, "other-host", 60)  # another host's serving: not this one's
+    time.sleep(serving.BUSY_TTL_S)  # this host's busy mark expires: no wait
     started = time.monotonic()
     pause()
-    assert time.monotonic() - started >= 0.3 and not serving.busy("this-host")
+    assert time.monotonic() - started < between_steps.YIELD_POLL_S
 
     # A stream of requests that never ends holds a step back at most YIELD_MAX_S.
     monkeypatch.setattr(between_steps, "YIELD_MAX_S", 0.5)
-    serving.wire().flag("busy", "this-host", 60)
+    serving.mark(BUSY, "this-host", 60)
     time.sleep(between_steps.YIELD_POLL_S)
     started = time.monotonic()
     pause()
-    assert 0.5 <= time.monotonic() - started < 5 and serving.busy("this-host")
+    assert 0.5 <= time.monotonic() - started < 5 and serving.marked(BUSY, "this-host")

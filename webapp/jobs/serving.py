@@ -12,8 +12,11 @@ are webapp/jobs/serving_wire.py). One place for the operations and the message s
   opened twice) reads it from its start.
 - Cancel: a mark per request; the serving process reads its requests' marks once a step
   and drops those set (a client that went away).
-- Busy: a mark per host while its serving process has work; a CPU fine-tune on that host
-  waits between its optimizer steps until it clears (workers/between_steps.py).
+- Marks per host, each with a TTL, so that a CPU fine-tune and the serving process on one
+  host take turns (workers/between_steps.py): BUSY while the serving process has work (the
+  fine-tune waits between its optimizer steps until it clears); TRAINING while a CPU
+  fine-tune steps, PAUSED while it waits (the serving process starts a new burst once
+  the step in flight has ended, since sharing two cores slows both several times).
 
 A request is never silently lost: it ends with "done" or "error", or, when nobody took it
 off the queue before its deadline, the waiting side removes it and says so (queue_timeout).
@@ -35,7 +38,8 @@ from webapp.jobs.serving_wire import EVENTS_TTL_S, Event, Wire, connect
 
 QUEUE_TIMEOUT = "No server took the request in time (the serving queue is backed up); try again."
 WAIT_S = 1  # longest blocking read: a stream sends a keep-alive at least this often
-BUSY_TTL_S = 2  # a busy mark outlives its last refresh by this (a serving process that died)
+BUSY, TRAINING, PAUSED = "busy", "training", "paused"  # the marks' kinds
+BUSY_TTL_S = 1  # a busy mark outlives its last refresh by this (a serving process that died)
 
 
 class QueueFull(Exception):
@@ -106,12 +110,12 @@ def cancelled(request_ids: list[str]) -> list[bool]:
     return wire().flagged("cancel", request_ids)
 
 
-def mark_busy(host: str) -> None:
-    wire().flag("busy", host, BUSY_TTL_S)
+def mark(kind: str, host: str, ttl_s: float) -> None:
+    wire().flag(kind, host, ttl_s)
 
 
-def busy(host: str) -> bool:
-    return wire().flagged("busy", [host])[0]
+def marked(kind: str, host: str) -> bool:
+    return wire().flagged(kind, [host])[0]
 
 
 def events(
