@@ -71,6 +71,16 @@ class YieldToServing:
         if self.ended - now >= YIELD_POLL_S:
             log.info("waited %.1f s between steps for the serving process", self.ended - now)
 
+    def finished(self) -> None:
+        """Training is over: a new burst need not wait for a step (the mark's TTL would)."""
+        serving.unmark(serving.TRAINING, self.host)
+
+
+def finished(between: Callable[[], None] | None) -> None:
+    """A fine-tune's steps are over (however they ended)."""
+    if isinstance(between, YieldToServing):
+        between.finished()
+
 
 class BetweenSteps:
     """Called between a long job's steps (Reporter.should_stop) in the task's thread."""

@@ -208,7 +208,10 @@ def _train_in(space: RunSpace, run: CellRun, job_id: int, task_id: str) -> None:
             config=recorded,
         )
         progress.save()
-        result = services_bridge.train(config, hooks=progress.hooks(), resume=bool(done_steps))
+        try:
+            result = services_bridge.train(config, hooks=progress.hooks(), resume=bool(done_steps))
+        finally:
+            between_steps.finished(progress.between)
     except UserError as exc:
         fail(run=run, error=str(exc), outputs=progress.outputs)
         return

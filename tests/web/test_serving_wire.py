@@ -164,3 +164,8 @@ def test_a_cpu_fine_tune_and_the_serving_process_on_its_host_take_turns(
     started = time.monotonic()
     pause()
     assert 0.5 <= time.monotonic() - started < 5 and serving.marked(BUSY, "this-host")
+
+    # Training over: a new burst does not wait for the TRAINING mark's TTL.
+    assert serving.marked(TRAINING, "this-host")
+    between_steps.finished(pause)
+    assert not serving.marked(TRAINING, "this-host")

@@ -114,6 +114,10 @@ def mark(kind: str, host: str, ttl_s: float) -> None:
     wire().flag(kind, host, ttl_s)
 
 
+def unmark(kind: str, host: str) -> None:
+    wire().unflag(kind, host)
+
+
 def marked(kind: str, host: str) -> bool:
     return wire().flagged(kind, [host])[0]
 

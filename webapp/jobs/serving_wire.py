@@ -67,6 +67,9 @@ class RedisWire:
     def flag(self, kind: str, name: str, ttl_s: float) -> None:
         self.redis.set(_flag_key(kind, name), 1, px=int(ttl_s * 1000))
 
+    def unflag(self, kind: str, name: str) -> None:
+        self.redis.delete(_flag_key(kind, name))
+
     def flagged(self, kind: str, names: list[str]) -> list[bool]:
         if not names:
             return []
@@ -159,6 +162,9 @@ class SqliteWire:
     def flag(self, kind: str, name: str, ttl_s: float) -> None:
         upsert = "INSERT OR REPLACE INTO flags (key, until) VALUES (?, ?)"
         self._write((upsert, (_flag_key(kind, name), time.time() + ttl_s)))
+
+    def unflag(self, kind: str, name: str) -> None:
+        self._write(("DELETE FROM flags WHERE key = ?", (_flag_key(kind, name),)))
 
     def flagged(self, kind: str, names: list[str]) -> list[bool]:
         keys, now = [_flag_key(kind, n) for n in names], time.time()
