@@ -280,7 +280,9 @@ def test_the_embedded_workers_serve_a_chat_while_a_fine_tune_trains(
     wait_for(lambda: job_of(run).progress_current >= 3, timeout=120, what="steps", worker=worker)
 
     chunks = list(
-        client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=8, stream=True)
+        client.chat.completions.create(
+            model=MODEL, messages=ASK, max_tokens=8, temperature=0, stream=True
+        )
     )
     assert chunks[-1].choices[0].finish_reason == "length"
     training = job_of(run)
