@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,15 +48,42 @@ class _Live:
     started: float = field(default_factory=time.monotonic)
 
 
+class _BusyMark(threading.Thread):
+    """Keeps the host's BUSY mark fresh while `working` is set, however long a model load
+    or an engine step takes (a CPU fine-tune on the host waits while it is)."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(daemon=True, name="serve-busy")
+        self.host, self.working, self.stopped = host, threading.Event(), threading.Event()
+
+    def set(self) -> None:
+        from webapp.jobs import serving
+
+        self.working.set()
+        serving.mark(serving.BUSY, self.host, serving.BUSY_TTL_S)  # now, not in a moment
+
+    def run(self) -> None:
+        from webapp.jobs import serving
+
+        while not self.stopped.wait(serving.BUSY_TTL_S / 4):
+            if self.working.is_set():
+                try:
+                    serving.mark(serving.BUSY, self.host, serving.BUSY_TTL_S)
+                except Exception:  # noqa: BLE001 - the wire may be back at the next beat
+                    log.exception("serve: could not mark the host busy")
+
+
 class Server:
-    def __init__(self, engines: Engines, *, max_batch: int, node: str = "") -> None:
+    def __init__(self, engines: Engines, *, max_batch: int, node: str = "", host: str = "") -> None:
         self.engines, self.max_batch = engines, max_batch
         self.node = node  # its ops.WorkerHost name: the records say who answered
-        self.host = socket.gethostname()  # whose fine-tunes yield to it
-        self.pruned = self.marked = 0.0
+        self.host = host or socket.gethostname()  # whose fine-tunes take turns with it
+        self.pruned = 0.0
         self.live: dict[str, _Live] = {}
         self.running = True
         self.records = ThreadPoolExecutor(1, thread_name_prefix="serve-records")
+        self.busy = _BusyMark(self.host)
+        self.busy.start()
 
     def run(self) -> None:
         log.info("serve: ready (batch %d)", self.max_batch)
@@ -64,16 +92,15 @@ class Server:
         self.shutdown()
 
     def turn(self) -> None:
-        idle = not self.live
         self._take()
-        if idle and self.live:
-            self._make_room()
         for engine in self.engines.busy():
             try:
                 engine.step()
             except Exception:  # noqa: BLE001 - its requests carry the error; go on
                 log.exception("serve: engine step failed")
         self._report()
+        if not self.live:
+            self.busy.working.clear()
         self._housekeep()
 
     # --- taking requests ----------------------------------------------------------------
@@ -81,17 +108,25 @@ class Server:
     def _take(self) -> None:
         from webapp.jobs import serving
 
-        room = self.max_batch - len(self.live)
+        room, idle = self.max_batch - len(self.live), not self.live
         if room <= 0:
             return
-        for raw in serving.wire().take(room, 0 if self.live else IDLE_WAIT_S):
-            self._start(raw)
+        raws = serving.wire().take(room, IDLE_WAIT_S if idle else 0)
+        if raws and idle and room > len(raws):  # a blocking take returns a burst's first
+            raws += serving.wire().take(room - len(raws), 0)
+        if not raws:
+            return
+        taken = time.time()  # in time is when taken, not when started after a model load
+        if idle:
+            self._make_room()
+        for raw in raws:
+            self._start(raw, taken)
 
-    def _start(self, raw: bytes | str) -> None:
+    def _start(self, raw: bytes | str, taken: float) -> None:
         from webapp.jobs.serving import QUEUE_TIMEOUT, ServeRequest, cancelled, error_event
 
         request = ServeRequest.from_json(raw)
-        if time.time() > request.deadline:
+        if taken > request.deadline:
             self._end(request, error_event("queue_timeout", QUEUE_TIMEOUT))
         elif cancelled([request.id])[0]:
             self._end(request, error_event("cancelled", CANCELLED))
@@ -151,25 +186,15 @@ class Server:
         it. The TRAINING mark's TTL bounds the wait when the fine-tune is gone."""
         from webapp.jobs import serving
 
-        self._mark_busy(now=True)
+        self.busy.set()
         while serving.marked(serving.TRAINING, self.host) and not serving.marked(
             serving.PAUSED, self.host
         ):
             time.sleep(PAUSE_POLL_S)
-            self._mark_busy()
-
-    def _mark_busy(self, *, now: bool = False) -> None:
-        from webapp.jobs import serving
-
-        if now or time.monotonic() - self.marked > serving.BUSY_TTL_S / 4:
-            self.marked = time.monotonic()
-            serving.mark(serving.BUSY, self.host, serving.BUSY_TTL_S)
 
     def _housekeep(self) -> None:
         from webapp.jobs import serving
 
-        if self.live:
-            self._mark_busy()
         now = time.monotonic()
         if now - self.pruned > PRUNE_EVERY_S:
             self.pruned = now
@@ -189,6 +214,7 @@ class Server:
         for live in self.live.values():
             self._end(live.request, error_event("unavailable", "The server is shutting down."))
         self.live.clear()
+        self.busy.stopped.set()
         self.records.shutdown(wait=True)
 
 

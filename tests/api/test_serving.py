@@ -302,3 +302,33 @@ def test_the_embedded_workers_serve_a_chat_while_a_fine_tune_trains(
     done = CellRun.objects.get(pk=run.pk)
     assert job_of(run).status == JobStatus.SUCCEEDED and done.status == RunStatus.SUCCEEDED
     assert [h["step"] for h in done.outputs["history"]] == list(range(1, steps + 1))
+
+
+def test_a_burst_taken_in_time_is_answered_however_long_the_model_takes_to_load(
+    settings, tmp_path
+) -> None:
+    """Both requests of a playground run are taken together; the first one's cold model load
+    outlasts their queue deadline, and still neither is failed as never taken."""
+    import time
+
+    from workers.serve import Server
+    from workers.serve_engines import Engines
+
+    settings.SERVING_URL = f"sqlite:///{tmp_path / 'serving.sqlite3'}"
+    settings.SERVE_QUEUE_TIMEOUT_S = 0.2
+    ask = {"model": MODEL, "messages": ASK, "max_tokens": 4, "temperature": 0}
+    asks = [serving.ServeRequest(**ask), serving.ServeRequest(**ask)]
+    for request in asks:
+        serving.submit(request)
+    server = Server(Engines(), max_batch=4)
+    try:
+        started = time.monotonic()
+        server._take()
+        assert time.monotonic() - started > settings.SERVE_QUEUE_TIMEOUT_S  # the load outlasted it
+        assert set(server.live) == {request.id for request in asks}
+        while server.live:
+            server.turn()
+    finally:
+        server.shutdown()
+    for request in asks:
+        assert [e for _, e in serving.wire().read(request.id, "", 0)][-1]["t"] == "done"

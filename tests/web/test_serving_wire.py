@@ -138,21 +138,20 @@ def test_a_cpu_fine_tune_and_the_serving_process_on_its_host_take_turns(
     assert serving.marked(TRAINING, "this-host") and not serving.marked(PAUSED, "this-host")
 
     # A new burst waits for the step in flight to end: until the fine-tune pauses.
-    server = Server(None, max_batch=1)  # type: ignore[arg-type] - no engine is stepped
-    server.host = "this-host"
-    with ThreadPoolExecutor(1) as pool:
+    server = Server(None, max_batch=1, host="this-host")  # type: ignore[arg-type] - no engine
+    with ThreadPoolExecutor(2) as pool:
         started = time.monotonic()
         making_room = pool.submit(server._make_room)
         time.sleep(0.5)  # the step in flight
         assert not making_room.done() and serving.marked(BUSY, "this-host")
-        pause()  # the step ended: it pauses while the host is busy, marked PAUSED
+        pausing = pool.submit(pause)  # the step ended: it pauses while the host is busy
         making_room.result(timeout=5)
-    assert time.monotonic() - started >= 0.5
-    assert serving.marked(PAUSED, "this-host")
-    server.records.shutdown()
+        assert time.monotonic() - started >= 0.5
+        assert serving.marked(PAUSED, "this-host") and not pausing.done()
+        server.shutdown()  # the burst is over: its busy mark expires, the fine-tune goes on
+        pausing.result(timeout=5)
 
     serving.mark(BUSY, "other-host", 60)  # another host's serving: not this one's
-    time.sleep(serving.BUSY_TTL_S)  # this host's busy mark expires: no wait
     started = time.monotonic()
     pause()
     assert time.monotonic() - started < between_steps.YIELD_POLL_S
