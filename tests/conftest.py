@@ -25,6 +25,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 os.environ.setdefault("SERVING_URL", "off")
 from django.conf import settings  # noqa: E402 - after the environment it reads
 
+# pytest-django may read the settings before this file runs: then the environment above
+# reaches only the processes tests start, and this process is told directly.
+if os.environ["SERVING_URL"] == "off":
+    settings.SERVING_URL = ""
+
 os.environ.setdefault("SECRET_KEY", settings.SECRET_KEY)
 
 from tests.api import contract  # noqa: E402 - after the settings it needs
