@@ -147,10 +147,7 @@ bench-storage: setup
 bench-sampling: setup
 	$(BIN)/python -m benchmarks.bench_sampling
 
-# Issue 23: SFT, then DPO and SimPO from it on its own wrong answers (2-digit addition,
-# SmolLM2-135M); exact match with 95% CIs, phase times, JSON in benchmarks/results/dpo.json.
-# Smoke: BENCH_DPO_ARGS="--train-examples 40 --eval 16 --sft-steps 6 --samples 2 --dpo-steps 3".
-.PHONY: bench-dpo
+.PHONY: bench-estimate
 bench-estimate: setup
 	$(BIN)/python -m benchmarks.bench_estimate $(BENCH_ESTIMATE_ARGS)
 
@@ -160,8 +157,19 @@ bench-estimate: setup
 bench-estimate-loop: setup
 	$(BIN)/python -m pytest -q -s -m measurement tests/web/test_estimate_accuracy.py
 
+# Issue 23: SFT, then DPO and SimPO from it on its own wrong answers (2-digit addition,
+# SmolLM2-135M); exact match with 95% CIs, phase times, JSON in benchmarks/results/dpo.json.
+# Smoke: BENCH_DPO_ARGS="--train-examples 40 --eval 16 --sft-steps 6 --samples 2 --dpo-steps 3".
+.PHONY: bench-dpo
 bench-dpo: setup
 	$(BIN)/python -m benchmarks.bench_dpo $(BENCH_DPO_ARGS)
+
+# Issue 23: the product's own loop once, on make run's workers: a judged evaluation ->
+# "Make preference data" -> DPO -> re-evaluation; the judge's win rate of the DPO model
+# over the SFT model with its 95% CI (JSON in benchmarks/results/dpo_loop.json).
+.PHONY: bench-dpo-loop
+bench-dpo-loop: setup
+	$(BIN)/python -m benchmarks.bench_dpo_loop --json benchmarks/results/dpo_loop.json $(BENCH_DPO_LOOP_ARGS)
 
 # Issue 25: 16 openai-SDK clients streaming at once, today's Celery path against the serving
 # process (python -m workers.serve), 1 and 4 adapters of SmolLM2-135M NF4; Redis: REDIS_URL's

@@ -30,7 +30,7 @@ DEADLINE_S = 45 * 60
 TARGET_S = 5 * 60
 
 
-def _setup(data_dir: str) -> None:
+def setup_demo(data_dir: str) -> None:
     os.environ["DATA_DIR"] = data_dir
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     models = ["-m", "workers.catalog"]  # the built-in models' records, as make run writes
@@ -45,12 +45,12 @@ def _setup(data_dir: str) -> None:
     django.setup()
 
 
-def _worker() -> subprocess.Popen:
+def start_workers() -> subprocess.Popen:
     """make run's workers: one per lane, and the serving process for the playground."""
     return subprocess.Popen([sys.executable, "-m", "workers.embedded", "-l", "warning"], cwd=ROOT)
 
 
-def _wait(what: str, done: Callable[[], bool], timeout: float) -> float:
+def wait(what: str, done: Callable[[], bool], timeout: float) -> float:
     start = time.monotonic()
     while not done():
         if time.monotonic() - start > timeout:
@@ -61,11 +61,18 @@ def _wait(what: str, done: Callable[[], bool], timeout: float) -> float:
 
 def _run(kind: str, show: Callable[[Any], None] | None = None) -> tuple[Any, float]:
     """Run the notebook's cell of this kind; (its run, seconds from Run to finished)."""
+    from webapp.projects.models import Cell
+
+    return run_cell(Cell.objects.get(kind=kind), show)
+
+
+def run_cell(cell: Any, show: Callable[[Any], None] | None = None) -> tuple[Any, float]:
+    """Run `cell` as its author; (its run, seconds from Run to finished)."""
     from webapp.jobs.models import Job
-    from webapp.projects.models import Cell, CellRun
+    from webapp.projects.models import CellRun
     from webapp.projects.services import cell_run_create
 
-    cell = Cell.objects.get(kind=kind)
+    kind = cell.kind
     run = cell_run_create(cell=cell, created_by=cell.created_by)
     last: list[Any] = [None]
 
@@ -77,7 +84,7 @@ def _run(kind: str, show: Callable[[Any], None] | None = None) -> tuple[Any, flo
             show(job)
         return job.is_finished
 
-    seconds = _wait(kind, finished, DEADLINE_S)
+    seconds = wait(kind, finished, DEADLINE_S)
     run = CellRun.objects.get(pk=run.pk)
     job = Job.objects.get(pk=run.job_id)
     print(f"{kind}: {job.status} in {seconds:.1f} s" + (f" ({job.error})" if job.error else ""))
@@ -97,15 +104,15 @@ def _exact_match(run: Any) -> dict[str, dict[str, Any]]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as data_dir:
-        _setup(data_dir)
+        setup_demo(data_dir)
         from webapp.datasets.models import DatasetVersion
         from webapp.jobs.models import Job
 
         started = time.monotonic()
-        worker = _worker()
+        worker = start_workers()
         try:
             version = DatasetVersion.objects.get()
-            validate_s = _wait(
+            validate_s = wait(
                 "validation",
                 lambda: DatasetVersion.objects.get(pk=version.pk).status in ("valid", "invalid"),
                 600,

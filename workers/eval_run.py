@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # The judge mode "none": no judge, only the reference metrics (exact match, loss).
 REFERENCE_ONLY = "reference"
+# What an endpoint judge may write when asked for its verdict first ("[[A]]" and a little).
+VERDICT_TOKENS = 16
 
 
 def _latest_adapter_run(cell_id: int) -> CellRun:
@@ -187,9 +189,13 @@ def judge(inputs: dict[str, Any], team_id: int, project_id: int, pool: Any) -> A
         model = inputs.get("judge_model") or inputs.get("base_model")
         backend = fe.LocalBackend(pool.get(model), budget=budget)
     t = _templates(project_id)
+    rationale = inputs.get("judge_max_tokens")
+    rationale = 256 if rationale in (None, "") else int(rationale)
     return fe.Judge(
         backend,
-        max_tokens=int(inputs.get("judge_max_tokens") or 256),
+        # 0: verdict first, no rationale; an endpoint judge still writes its verdict's tokens.
+        max_tokens=rationale or VERDICT_TOKENS,
+        verdict_first=rationale == 0,
         use_reference=inputs.get("judge_mode") != "pairwise",
         pair_templates=(t.get("pairwise", fe.PAIRWISE), t.get("pairwise-reference", fe.PAIRWISE_REFERENCE)),
         single_templates=(t.get("single", fe.SINGLE), t.get("single-reference", fe.SINGLE_REFERENCE)),

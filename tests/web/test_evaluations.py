@@ -483,3 +483,32 @@ def test_failed_run_says_how_to_recover(eval_cell, owner, viewer) -> None:
     page = client_for(viewer).get(reverse("run_detail", args=[run.pk])).content.decode()
     assert "line 2: not valid JSON" in page and "run the cell again" in page
     assert f"#cell-{eval_cell.pk}" in page
+
+
+def test_rationale_length_zero_asks_the_local_judge_for_its_verdict_first(project, owner) -> None:
+    import torch
+
+    from finetune_core.data.types import Message
+    from finetune_core.evaluate import Answer, EvalSet, ModelPool, make_item
+    from workers.eval_run import VERDICT_TOKENS, judge
+
+    config = {"source": "bigbench", "bigbench_task": "object_counting", "judge_max_tokens": 0}
+    config |= {
+        "base_model": "tiny-llama",
+        "base_model_2": "tiny-llama",
+        "judge_model": "tiny-llama",
+    }
+    cell = cell_create(project=project, kind="evaluation", config=config, created_by=owner)
+    assert cell.config["judge_max_tokens"] == 0  # kept, not taken for blank
+    pool = ModelPool("none", torch.float32)
+    fast = judge(cell.config, project.team_id, project.pk, pool)
+    assert fast.verdict_first and fast.max_tokens == VERDICT_TOKENS
+    item = make_item([Message("user", "Is 4 even?")], ["yes"])
+    (result,) = fast.compare(EvalSet("t", [item]), {"x": {item.id: Answer("yes")},
+                                                    "y": {item.id: Answer("no")}})  # fmt: skip
+    for j in (result.ab, result.ba):  # the verdict alone, no text generated before it
+        assert j.status == "ok" and j.raw in ("[[A]]", "[[B]]", "[[C]]")
+    # A length above 0 (or none given: 256) keeps the rationale before the verdict.
+    for tokens, expect in ((12, 12), (None, 256)):
+        slow = judge({**cell.config, "judge_max_tokens": tokens}, project.team_id, project.pk, pool)
+        assert not slow.verdict_first and slow.max_tokens == expect

@@ -114,7 +114,12 @@ class EvaluationForm(CellConfigForm):
         label="Answer length (max new tokens)", min_value=1, max_value=2048, initial=128
     )
     judge_max_tokens = forms.IntegerField(
-        label="Judge's rationale length (max tokens)", min_value=8, max_value=2048, initial=256
+        label="Judge's rationale length (max tokens)",
+        min_value=0,
+        max_value=2048,
+        initial=256,
+        help_text="0: the verdict first, with no rationale (much faster; a local judge's "
+        "verdict is read off its probabilities, as make bench-eval's verdict-first style).",
     )
     concurrency = forms.IntegerField(
         min_value=1,
