@@ -9,7 +9,7 @@ fresh SQLite database in a temporary folder, starting from the demo notebook
    every --save-every steps.
 2. Harvest: an evaluation of the SFT's checkpoint --checkpoint against its final adapter
    on --harvest prompts it trained on, judged pairwise by the local judge (Gemma-3-270M,
-   reference-guided, both orders). Two versions of one model answer alike on most prompts
+   reference-guided, verdict first, both orders). Two versions of one model answer alike on most prompts
    and differently where one of them is wrong: the pairs DPO learns from.
 3. "Make preference data" from that comparison (consistent verdicts only), validated by
    the worker as an upload is.
@@ -36,7 +36,8 @@ from benchmarks.bench_demo import run_cell, setup_demo, start_workers, wait
 ROOT = Path(__file__).resolve().parent.parent
 BIGBENCH = ROOT / "finetune_core" / "assets" / "bigbench" / "arithmetic-2_digit_addition.json"
 DEMO_DATA = ROOT / "finetune_core" / "assets" / "demo" / "addition_400.jsonl"
-JUDGED = {"judge_mode": "auto", "judge_model": "gemma-3-270m", "max_new_tokens": 16}
+JUDGED = {"judge_mode": "auto", "judge_model": "gemma-3-270m", "judge_max_tokens": 0}
+JUDGED |= {"max_new_tokens": 16}  # a sum and its end
 
 
 def prompt_sets(harvest: int, held_out: int) -> tuple[bytes, bytes, int]:
