@@ -90,6 +90,10 @@ def evaluation_cell(project: Any, user: Any, prompts: Any, slots: dict[str, Any]
     return cell_create(project=project, kind="evaluation", config=config, created_by=user)
 
 
+def progress(job: Any) -> None:
+    print(f"  {job.progress_message} ({job.progress_current}/{job.progress_total})", flush=True)
+
+
 def summary_of(run: Any) -> dict[str, Any]:
     from webapp.evaluations.models import Evaluation
 
@@ -145,7 +149,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     validated(DatasetVersion.objects.get(), DatasetVersion, VersionStatus)
     cell_update(cell=sft_cell, config={**sft_cell.config, "save_every": args.save_every})
-    sft, seconds["sft"] = run_cell(sft_cell)
+    sft, seconds["sft"] = run_cell(sft_cell, progress)
 
     harvest_body, held_body, skipped = prompt_sets(args.harvest, args.held_out)
     harvest_prompts = upload_prompts(project.team, user, "Harvest prompts", harvest_body)
@@ -153,7 +157,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     slots = {"adapter_cell": sft_cell.pk, "checkpoint": str(args.checkpoint),
              "adapter_cell_2": sft_cell.pk}  # fmt: skip
     harvest_cell = evaluation_cell(project, user, harvest_prompts, slots)
-    harvest, seconds["harvest_evaluation"] = run_cell(harvest_cell)
+    harvest, seconds["harvest_evaluation"] = run_cell(harvest_cell, progress)
     evaluation = Evaluation.objects.get(run=harvest)
     selection = preference_selection(evaluation=evaluation)
     pairs = preference_data_create(evaluation=evaluation, created_by=user, name="Judged pairs")
@@ -165,11 +169,11 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
                   "training_method": "dpo", "beta": args.beta, "rpo_alpha": args.rpo_alpha,
                   "learning_rate": args.dpo_lr, "epochs": args.dpo_epochs}  # fmt: skip
     dpo_cell = cell_create(project=project, kind="finetune", config=dpo_config, created_by=user)
-    dpo, seconds["dpo"] = run_cell(dpo_cell)
+    dpo, seconds["dpo"] = run_cell(dpo_cell, progress)
 
     final_slots = {"adapter_cell": sft_cell.pk, "adapter_cell_2": dpo_cell.pk}
     final, seconds["re_evaluation"] = run_cell(
-        evaluation_cell(project, user, held_prompts, final_slots)
+        evaluation_cell(project, user, held_prompts, final_slots), progress
     )
     harvested, compared = summary_of(harvest), summary_of(final)
     dpo_label = f"{dpo_cell} v{dpo.version}"
