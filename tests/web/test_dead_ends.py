@@ -114,3 +114,37 @@ def test_a_deleted_v1_file_leaves_its_notebook_saying_what_happened(
     cell = cell_html(body, ds)
     assert "was deleted" in cell and "no version yet" not in cell
     assert reverse("dataset_upload", args=[project.team_id]) in cell
+    # Its fine-tune cell cannot run on the deleted file, and says why.
+    tune = cell_create(
+        project=project,
+        kind="finetune",
+        config={"dataset_cell": ds.pk, "base_model": "tiny-llama", "keep_transferable": False},
+        created_by=owner,
+    )
+    client = client_for(owner)
+    body = client.get(reverse("project_detail", args=[project.pk])).content.decode()
+    cell = cell_html(body, tune)
+    assert "<button disabled" in cell and reverse("cell_run", args=[tune.pk]) not in cell
+    assert f"The data of {ds} was deleted" in cell
+    page = client.post(reverse("cell_run", args=[tune.pk]), follow=True).content.decode()
+    assert f"The data of {ds} was deleted" in page and not CellRun.objects.filter(cell=tune)
+
+
+def test_a_failed_fine_tune_without_a_checkpoint_offers_no_resume(
+    project, dataset_version, owner
+) -> None:
+    ds = cell_create(
+        project=project, kind="dataset", config={"dataset": dataset_version.dataset_id},
+        created_by=owner,
+    )  # fmt: skip
+    config = {"dataset_cell": ds.pk, "base_model": "tiny-llama", "keep_transferable": False}
+    tune = cell_create(project=project, kind="finetune", config=config, created_by=owner)
+    run = cell_run_create(cell=tune, created_by=owner)
+    job_start(job_id=run.job_id)
+    CellRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED)
+    job_fail(job_id=run.job_id, error="The worker stopped before its first checkpoint.")
+    url = reverse("run_detail", args=[run.pk])
+    assert "Resume" not in client_for(owner).get(url).content.decode()  # nothing to resume
+    outputs = {"checkpoints": [{"step": 2, "train_loss": 1.0, "val_loss": None}]}
+    CellRun.objects.filter(pk=run.pk).update(outputs=outputs)
+    assert "Resume from last checkpoint" in client_for(owner).get(url).content.decode()

@@ -524,6 +524,12 @@ def test_lineage_keeps_the_dataset_name_after_deletion(source_run, dataset_versi
     assert steps[0] == {"kind": "dataset", "label": "greetings v1 (deleted)", "pk": None}
 
 
+def test_a_queued_runs_lineage_does_not_call_its_dataset_deleted(source_run, owner) -> None:
+    queued = cell_run_create(cell=source_run.cell, created_by=owner)  # no worker took it yet
+    steps = adapter_lineage(run=CellRun.objects.select_related("cell").get(pk=queued.pk))
+    assert steps[0]["kind"] == "finetune" and not any("deleted" in s["label"] for s in steps)
+
+
 def test_lineage_names_a_chosen_checkpoint(source_run) -> None:
     CellRun.objects.filter(pk=source_run.pk).update(outputs={**source_run.outputs, "final": "2"})
     steps = adapter_lineage(run=CellRun.objects.select_related("cell").get(pk=source_run.pk))

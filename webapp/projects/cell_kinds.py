@@ -112,6 +112,12 @@ DATA_GROUPS = {
 }
 
 
+def _finetune_blocker(cell: Cell) -> str | None:
+    from webapp.projects.selectors import finetune_blocker  # selectors import us
+
+    return finetune_blocker(cell)
+
+
 def dataset_cell_choices(cells: Iterable[Cell]) -> list[tuple[Any, Any]]:
     """The dataset cells a fine-tune may pick, grouped by the methods their data suits
     (the version each stands for, as validated), each named with its dataset."""
@@ -299,6 +305,7 @@ register(
         },
         runnable=True,
         queue=queues.GPU,
+        blocker=lambda cell: _finetune_blocker(cell),
         cell_template="projects/kinds/finetune_cell.html",
         run_template="projects/kinds/finetune_run.html",
     )

@@ -88,3 +88,17 @@ def cell_run_blocker(*, cell: Cell) -> str | None:
     """Why the cell cannot run now (its Run button is disabled, a POST is refused), or None."""
     kind = REGISTRY.get(cell.kind)
     return kind.blocker(cell) if kind and kind.blocker else None
+
+
+def finetune_blocker(cell: Cell) -> str | None:
+    """A fine-tune cannot run on data that was deleted (e.g. a /v1 file): its worker would
+    fail at once. Data still validating is no blocker: the run waits for it."""
+    for key in ("dataset_cell", "val_dataset_cell"):
+        ref = cell.config.get(key)
+        source = Cell.objects.filter(pk=ref, kind="dataset").first() if ref else None
+        if source is not None and dataset_cell_deleted(cell=source):
+            return (
+                f"The data of {source} was deleted: pick or upload another dataset in that "
+                "cell, then run this one."
+            )
+    return None

@@ -172,8 +172,14 @@ def adapter_lineage(*, run: CellRun) -> list[dict[str, Any]]:
     outputs = outputs_of(run)
     if isinstance(outputs, FinetuneOutputs):
         final = outputs.final or (outputs.config or {}).get("final") or "last"
+        # The worker records the version when it takes the run: a queued run has none yet.
+        known = outputs.dataset_version is not None or outputs.dataset_label
         return [
-            *dataset_lineage(version_id=outputs.dataset_version, label=outputs.dataset_label),
+            *(
+                dataset_lineage(version_id=outputs.dataset_version, label=outputs.dataset_label)
+                if known
+                else []
+            ),
             {
                 "kind": "finetune",
                 "label": f"{run.cell} v{run.version} on {run.inputs.get('base_model')}",
