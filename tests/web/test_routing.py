@@ -106,3 +106,29 @@ def test_jobs_go_to_the_smallest_worker_they_fit(start_worker, settings, team, o
     job = run_and_finish(cells["finetune"], editor, small)
     assert job.params["_task"]["queue"] == "gpu-small"
     assert job.celery_task_id in small.tail(10**7) and job.celery_task_id not in big.tail(10**7)
+
+
+def test_the_estimate_names_the_jobs_running_where_it_would_run(db, settings, team) -> None:
+    from django.utils.timezone import now
+
+    from webapp.jobs.fleet import running_count
+    from webapp.projects.routing import Route
+
+    settings.TRAINING_QUEUES = ["gpu"]
+    held = Route("gpu", workers=1, capacity_bytes=2**34, waiting=0, cached=True, running=1)
+    assert held.text == (
+        "Runs on gpu (1 worker(s), 16.0 GiB, the model ready there); none queued, 1 running: "
+        "it starts when one of them ends."
+    )
+    free = Route("gpu", workers=2, capacity_bytes=2**34, waiting=0, cached=True, running=1)
+    assert free.text.endswith("; none queued, 1 running.")
+    assert Route("gpu", 1, None, 0).text.endswith("; none queued.")
+    # Counted from the jobs themselves: a running one on the queue, not one elsewhere.
+    for queue, status in (
+        ("gpu", JobStatus.RUNNING),
+        ("gpu", JobStatus.QUEUED),
+        ("cpu", JobStatus.RUNNING),
+    ):
+        Job.objects.create(team=team, kind="cell.finetune", status=status, started_at=now(),
+                           params={"_task": {"queue": queue}})  # fmt: skip
+    assert running_count("gpu") == 1

@@ -39,6 +39,11 @@ def queued_count(queue: str) -> int:
     return _on_queues(Job.objects.filter(status=JobStatus.QUEUED), [queue]).count()
 
 
+def running_count(queue: str) -> int:
+    """Jobs running from `queue` now (each holds a worker that serves it)."""
+    return _on_queues(Job.objects.filter(status=JobStatus.RUNNING), [queue]).count()
+
+
 def workers_serving(queues: Iterable[str]) -> int:
     """Alive workers serving any of `queues`, each counted once."""
     wanted = set(queues)

@@ -31,12 +31,23 @@ class Route:
     fits: bool = True
     reason: str = ""  # why it fits nowhere, and what would
     cached: bool = False  # a worker there has the model converted already
+    running: int = 0  # jobs running there now
+
+    @property
+    def ahead(self) -> str:
+        """What the run waits behind: the estimate's time counts from when it starts."""
+        queued = f"{self.waiting} job(s) queued there now" if self.waiting else "none queued"
+        if not self.running:
+            return queued
+        busy = self.workers and self.running >= self.workers
+        wait = ": it starts when one of them ends" if busy and not self.waiting else ""
+        return f"{queued}, {self.running} running{wait}"
 
     @property
     def text(self) -> str:
         if not self.fits:
             return self.reason
-        ahead = f"{self.waiting} job(s) queued there now" if self.waiting else "none queued"
+        ahead = self.ahead
         if not self.workers:
             return (
                 f"No worker serving {self.queue} is alive now: the run waits for one "
@@ -70,7 +81,10 @@ def route(config: dict[str, Any], memory_of: MemoryOf) -> Route:
         best = min(fits, key=lambda c: c.memory_bytes or float("inf"))
         waiting = fleet.queued_count(best.queue)
         cached = config.get("base_model") in best.cached_models
-        return Route(best.queue, best.workers, best.memory_bytes, waiting, cached=cached)
+        running = fleet.running_count(best.queue)
+        return Route(
+            best.queue, best.workers, best.memory_bytes, waiting, cached=cached, running=running
+        )
     largest = max(queues, key=lambda c: c.memory_bytes or 0)
     reason = (
         f"This fine-tune needs about {_gib(need)}, more than any worker has: the largest "
