@@ -143,3 +143,12 @@ def test_a_registered_folder_fine_tunes_and_is_held_while_its_job_runs(
     assert run.outputs["adapter_dir"]
     call_command("model_unregister", "smol-local")  # nothing holds it now
     assert not BaseModel.objects.filter(name="smol-local").exists()
+
+
+def test_a_models_size_reads_as_a_number_however_small() -> None:
+    from webapp.core.catalog import size_text
+
+    assert size_text(134_515_008) == "135M parameters"
+    assert size_text(1_711_376_384) == "1.7B parameters"
+    assert size_text(103_424) == "103,424 parameters"  # tiny-llama's size, once "0M"
+    assert size_text(None) == "size unknown"

@@ -28,7 +28,9 @@ def size_text(parameters: int | None) -> str:
         return "size unknown"
     if parameters >= 10**9:
         return f"{parameters / 10**9:.1f}B parameters"
-    return f"{parameters / 10**6:.0f}M parameters"
+    if parameters >= 10**6:
+        return f"{parameters / 10**6:.0f}M parameters"
+    return f"{parameters:,} parameters"  # a test model's: "0M" would read as nothing
 
 
 def context_text(tokens: int | None) -> str:
