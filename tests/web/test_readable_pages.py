@@ -19,6 +19,7 @@ from tests.web.worker_harness import wait_for
 from webapp.core.catalog import model_choices
 from webapp.core.paths import public_text
 from webapp.jobs.models import Job
+from webapp.projects.cell_kinds import cell_reference
 from webapp.projects.models import Cell, CellRun
 
 __all__ = ["start_worker"]  # the fixture, imported for the real-worker test below
@@ -59,6 +60,8 @@ def test_cells_show_settings_by_label_and_references_by_number_and_title(
     body = client_for(owner).get(reverse("project_detail", args=[ft.project_id])).content.decode()
     shown = settings_of(body, ft)
     assert shown["Dataset cell"] == f"cell {ds.position} · Greetings"
+    # An untitled cell is named by its kind, its number said once.
+    assert cell_reference(ft) == f"cell {ft.position} · Fine-tune"
     assert shown["Keep transferable"] == "Yes"
     assert shown["Base model"] == dict(model_choices())["tiny-llama"]  # the catalog's label
     assert "dataset_cell" not in shown and "keep_transferable" not in shown

@@ -35,7 +35,8 @@ def cell_reference(cell: Cell | None, *, here: int | None = None) -> str:
     if cell is None:
         return "a deleted cell"
     where = "" if here in (None, cell.project_id) else f"{cell.project} · "
-    return f"{where}cell {cell.position} · {cell}"
+    # An untitled cell's name repeats its number ("Dataset cell 2"): its kind says enough.
+    return f"{where}cell {cell.position} · {cell.title or cell.get_kind_display()}"
 
 
 class CellConfigForm(forms.Form):
