@@ -160,6 +160,11 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     harvest, seconds["harvest_evaluation"] = run_cell(harvest_cell, progress)
     evaluation = Evaluation.objects.get(run=harvest)
     selection = preference_selection(evaluation=evaluation)
+    if not selection.kept:  # say why before the service refuses
+        raise SystemExit(
+            f"no pair kept: dropped {dict(selection.dropped)}; harvest exact match "
+            f"{exact_match(summary_of(harvest))}; pairs {summary_of(harvest).get('pairs')}"
+        )
     pairs = preference_data_create(evaluation=evaluation, created_by=user, name="Judged pairs")
     pairs = validated(pairs, DatasetVersion, VersionStatus)
 
@@ -229,7 +234,7 @@ def main() -> None:
     p.add_argument("--harvest", type=int, default=200, help="training prompts judged")
     p.add_argument("--held-out", type=int, default=200, help="fresh prompts re-evaluated")
     p.add_argument("--save-every", type=int, default=15, help="the SFT's checkpoint interval")
-    p.add_argument("--checkpoint", type=int, default=30, help="the SFT checkpoint compared")
+    p.add_argument("--checkpoint", type=int, default=15, help="the SFT checkpoint compared")
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--rpo-alpha", type=float, default=1.0, help="bench-dpo's best setting")
     p.add_argument("--dpo-lr", type=float, default=1e-4)
