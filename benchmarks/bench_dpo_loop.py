@@ -63,21 +63,25 @@ def upload_prompts(team: Any, user: Any, name: str, body: bytes) -> Any:
     """An "Evaluation prompts" dataset, once the worker has validated it."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from webapp.datasets.models import DatasetPurpose, DatasetVersion, VersionStatus
+    from webapp.datasets.models import DatasetPurpose
     from webapp.datasets.services import dataset_version_create
 
     upload = SimpleUploadedFile(f"{name}.jsonl", body, content_type="application/jsonl")
     version = dataset_version_create(
         team=team, name=name, upload=upload, created_by=user, purpose=DatasetPurpose.EVALUATION
     )
-    return validated(version, DatasetVersion, VersionStatus)
+    return validated(version)
 
 
-def validated(version: Any, model: Any, status: Any) -> Any:
-    done = (status.VALID, status.INVALID)
-    wait(f"validation of {version}", lambda: model.objects.get(pk=version.pk).status in done, 600)
+def validated(version: Any) -> Any:
+    """`version` once the worker has validated it; the bench stops if it is invalid."""
+    from webapp.datasets.models import DatasetVersion, VersionStatus
+
+    done = (VersionStatus.VALID, VersionStatus.INVALID)
+    fresh = lambda: DatasetVersion.objects.get(pk=version.pk).status  # noqa: E731
+    wait(f"validation of {version}", lambda: fresh() in done, 600)
     version.refresh_from_db()
-    if version.status != status.VALID:
+    if version.status != VersionStatus.VALID:
         raise SystemExit(f"{version}: {version.status} {version.report}")
     return version
 
@@ -136,7 +140,7 @@ def pair_quality(kept: list[Any], prompts: bytes) -> dict[str, int]:
 
 
 def loop(args: argparse.Namespace) -> dict[str, Any]:
-    from webapp.datasets.models import DatasetVersion, VersionStatus
+    from webapp.datasets.models import DatasetVersion
     from webapp.evaluations.models import Evaluation
     from webapp.evaluations.preference import preference_selection
     from webapp.evaluations.services import preference_data_create
@@ -147,7 +151,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     sft_cell = Cell.objects.get(kind="finetune")
     project, user = sft_cell.project, sft_cell.created_by
     seconds: dict[str, float] = {}
-    validated(DatasetVersion.objects.get(), DatasetVersion, VersionStatus)
+    validated(DatasetVersion.objects.get())
     cell_update(cell=sft_cell, config={**sft_cell.config, "save_every": args.save_every})
     sft, seconds["sft"] = run_cell(sft_cell, progress)
 
@@ -166,7 +170,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
             f"{exact_match(summary_of(harvest))}; pairs {summary_of(harvest).get('pairs')}"
         )
     pairs = preference_data_create(evaluation=evaluation, created_by=user, name="Judged pairs")
-    pairs = validated(pairs, DatasetVersion, VersionStatus)
+    pairs = validated(pairs)
 
     pairs_cell = cell_create(project=project, kind="dataset",
                              config={"dataset": pairs.dataset_id}, created_by=user)  # fmt: skip

@@ -306,7 +306,7 @@ register(
         },
         runnable=True,
         queue=queues.GPU,
-        blocker=lambda cell: _finetune_blocker(cell),
+        blocker=_finetune_blocker,
         cell_template="projects/kinds/finetune_cell.html",
         run_template="projects/kinds/finetune_run.html",
     )
