@@ -25,6 +25,7 @@ from django.conf import settings
 
 from webapp.jobs import serving
 from webapp.jobs.selectors import jobs_waiting
+from workers.db_retry import db_retrying
 from workers.reporter import STOP_CHECK_EVERY_S
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ class BetweenSteps:
         if now - self.last < STOP_CHECK_EVERY_S:  # as the stop check: however short the steps
             return
         self.last = now
-        waiting = jobs_waiting(
+        # Retried like the reporter's own reads: a database restart delays the fine-tune.
+        waiting = db_retrying(jobs_waiting)(
             queues=self.queues, kinds=(CHAT, PLAYGROUND), longer_than_s=settings.INTERACTIVE_WAIT_S
         )
         for job in waiting:

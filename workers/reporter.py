@@ -75,7 +75,7 @@ class MakeWay:
             # The queues of this worker's -Q: a job only another worker takes is no reason.
             served = list(app.amqp.queues.consume_from)
             wait = settings.INTERACTIVE_WAIT_S
-            self.waiting = person_job_waiting(queues=served, longer_than_s=wait)
+            self.waiting = db_retrying(person_job_waiting)(queues=served, longer_than_s=wait)
         return self.waiting is not None
 
 
