@@ -11,12 +11,15 @@ fresh SQLite database in a temporary folder, starting from the demo notebook
    on --harvest prompts it trained on, judged pairwise by the local judge (Gemma-3-270M,
    reference-guided, verdict first, both orders). Two versions of one model answer alike on most prompts
    and differently where one of them is wrong: the pairs DPO learns from.
-3. "Make preference data" from that comparison (consistent verdicts only), validated by
-   the worker as an upload is.
+3. "Make preference data" from that comparison, validated by the worker as an upload
+   is: consistent verdicts, and (unless --strict) flipped ones by the judge's
+   position-calibrated verdict, the page's opt-in. Gemma-3-270M prefers the first slot so
+   strongly that every verdict of two earlier runs flipped with the order (60 of 60).
 4. DPO from the SFT's final adapter ("Start from" the SFT cell) on those pairs.
 5. Re-evaluation: SFT against SFT+DPO on --held-out BIG-bench questions none of the 400
    holds, judged as in 2. Reports the judge's win rate of the DPO model over the SFT
-   model with the product's 95% bootstrap CI, both models' exact match, and wall times.
+   model with the product's 95% bootstrap CI (strict, and position-calibrated), both
+   models' exact match, how many kept pairs prefer the reference answer, and wall times.
 
     python -m benchmarks.bench_dpo_loop [--harvest 200] [--held-out 200] [--json PATH]
 """
@@ -104,9 +107,12 @@ def summary_of(run: Any) -> dict[str, Any]:
     return Evaluation.objects.get(run=run).summary
 
 
-def win_rate(summary: dict[str, Any], of: str) -> dict[str, Any]:
-    """`of`'s win rate over the other candidate (ties count half), with the product's CI."""
-    (pair,) = summary["pairs"]
+def win_rate(summary: dict[str, Any], of: str, key: str = "pairs") -> dict[str, Any]:
+    """`of`'s win rate over the other candidate (ties count half), with the product's CI
+    (`key` "pairs_calibrated": by the position-calibrated verdicts)."""
+    if not summary.get(key):
+        return {}
+    (pair,) = summary[key]
     flip = pair["b"] == of
     rate = {k: pair[k] for k in ("win_rate", "ci_low", "ci_high")}
     if flip:
@@ -163,13 +169,16 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
     harvest_cell = evaluation_cell(project, user, harvest_prompts, slots)
     harvest, seconds["harvest_evaluation"] = run_cell(harvest_cell, progress)
     evaluation = Evaluation.objects.get(run=harvest)
-    selection = preference_selection(evaluation=evaluation)
+    calibrated = not args.strict
+    selection = preference_selection(evaluation=evaluation, calibrated=calibrated)
     if not selection.kept:  # say why before the service refuses
         raise SystemExit(
             f"no pair kept: dropped {dict(selection.dropped)}; harvest exact match "
             f"{exact_match(summary_of(harvest))}; pairs {summary_of(harvest).get('pairs')}"
         )
-    pairs = preference_data_create(evaluation=evaluation, created_by=user, name="Judged pairs")
+    pairs = preference_data_create(
+        evaluation=evaluation, created_by=user, name="Judged pairs", calibrated=calibrated
+    )
     pairs = validated(pairs)
 
     pairs_cell = cell_create(project=project, kind="dataset",
@@ -199,6 +208,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
         "harvest_exact_match": exact_match(harvested),
         "harvest_pairs": harvested["pairs"],
         "pairs_kept": len(selection.kept),
+        "pairs_by_source": selection.by_source,
         "pairs_dropped": dict(selection.dropped),
         "pairs_quality": pair_quality(selection.kept, harvest_body),
         "pairs_valid": pairs.n_examples,
@@ -210,6 +220,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
             "steps": Job.objects.get(pk=dpo.job_id).progress_total,
         },
         "dpo_win_rate_over_sft": win_rate(compared, dpo_label),
+        "dpo_win_rate_over_sft_calibrated": win_rate(compared, dpo_label, "pairs_calibrated"),
         "exact_match": exact_match(compared),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "load_average": os.getloadavg(),
@@ -217,16 +228,19 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> None:
-    w = result["dpo_win_rate_over_sft"]
     print(f"harvest: {result['harvest_prompts']} prompts, {result['pairs_kept']} pairs kept "
-          f"({result['pairs_valid']} valid), dropped {result['pairs_dropped']}, "
-          f"{result['pairs_quality']}")  # fmt: skip
+          f"{result['pairs_by_source']} ({result['pairs_valid']} valid), dropped "
+          f"{result['pairs_dropped']}, {result['pairs_quality']}")  # fmt: skip
     for label, s in result["harvest_exact_match"].items():
         print(f"  harvest exact match {label}: {s['correct']}/{s['n']} = {s['value']:.1%}")
     print(f"re-evaluation on {result['held_out_prompts']} held-out prompts:")
-    print(f"  judge's win rate of SFT+DPO over SFT: {w['win_rate']:.1%} "
-          f"[{w['ci_low']:.1%}, {w['ci_high']:.1%}] (wins {w['wins']}, losses {w['losses']}, "
-          f"ties {w['ties']}, inconsistent {w['inconsistent']}, n {w['n']})")  # fmt: skip
+    for how in ("", "_calibrated"):
+        w = result[f"dpo_win_rate_over_sft{how}"]
+        if w:
+            print(f"  judge's win rate{how.replace('_', ', ')} of SFT+DPO over SFT: "
+                  f"{w['win_rate']:.1%} [{w['ci_low']:.1%}, {w['ci_high']:.1%}] (wins "
+                  f"{w['wins']}, losses {w['losses']}, ties {w['ties']}, inconsistent "
+                  f"{w['inconsistent']}, n {w['n']})")  # fmt: skip
     for label, s in result["exact_match"].items():
         print(f"  exact match {label}: {s['correct']}/{s['n']} = {s['value']:.1%} "
               f"[{s['ci_low']:.1%}, {s['ci_high']:.1%}]")  # fmt: skip
@@ -243,6 +257,9 @@ def main() -> None:
     p.add_argument("--rpo-alpha", type=float, default=1.0, help="bench-dpo's best setting")
     p.add_argument("--dpo-lr", type=float, default=1e-4)
     p.add_argument("--dpo-epochs", type=int, default=2)
+    p.add_argument(
+        "--strict", action="store_true", help="consistent verdicts only (no calibrated opt-in)"
+    )
     p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args()
     started = time.monotonic()

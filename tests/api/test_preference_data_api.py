@@ -55,7 +55,8 @@ def test_the_preview_says_what_is_kept_by_whom_and_why_the_rest_is_dropped(
 ) -> None:
     got = call(live_server.url, keys["viewer"], "get", f"/api/evaluations/{ev.pk}/preference-data")
     doc = got.json()
-    assert doc["kept"] == 3 and doc["by_source"] == {"human": 2, "judge": 1}
+    assert doc["kept"] == 3 and doc["by_source"] == {"human": 2, "judge": 1, "judge_calibrated": 0}
+    assert doc["calibrated"] is False and doc["offers_calibrated"] is False
     assert {d["code"]: d["pairs"] for d in doc["dropped"]} == {
         "tie": 2,
         "inconsistent": 1,
@@ -109,3 +110,18 @@ def test_nothing_to_keep_is_a_400_that_says_what_to_do(live_server, ev, keys) ->
     refused = call(live_server.url, keys["owner"], "post", path, {"name": "Nothing"})
     assert refused.status_code == 400 and "No pair has a winner yet" in refused.text
     assert not Dataset.objects.filter(name="Nothing").exists()
+
+
+def test_calibrated_verdicts_are_previewed_and_kept_when_asked(live_server, ev, keys) -> None:
+    test_preference_data.calibrate(ev, i2="b")
+    path = f"/api/evaluations/{ev.pk}/preference-data"
+    plain = call(live_server.url, keys["viewer"], "get", path).json()
+    assert plain["kept"] == 3 and plain["offers_calibrated"] is True
+    opted = call(live_server.url, keys["viewer"], "get", path + "?calibrated=true").json()
+    assert opted["kept"] == 4 and opted["calibrated"] is True
+    assert opted["by_source"]["judge_calibrated"] == 1
+    i2 = next(p for p in opted["pairs"] if p["item_id"] == "i2")
+    assert (i2["preferred"], i2["source"]) == ("tuned", "judge_calibrated")
+    made = call(live_server.url, keys["editor"], "post", path, {"calibrated": True})
+    assert made.status_code == 201, made.text
+    assert made.json()["origin"]["calibrated"] is True and made.json()["origin"]["kept"] == 4

@@ -127,7 +127,7 @@ def test_votes_win_both_orders_must_agree_ties_and_flips_are_left_out(ev) -> Non
         "no_answer": 1,
         "identical": 1,
     }
-    assert selection.by_source == {"human": 2, "judge": 1}
+    assert selection.by_source == {"human": 2, "judge": 1, "judge_calibrated": 0}
 
 
 def validated(version: DatasetVersion) -> DatasetVersion:
@@ -260,6 +260,70 @@ def test_nothing_to_keep_is_refused_with_what_to_do(ev, editor) -> None:
     response = client_for(editor).post(url, {"name": "Nothing"})
     assert response.status_code == 400 and "No pair has a winner yet" in response.content.decode()
     assert not Dataset.objects.filter(name="Nothing").exists()
+
+
+def calibrate(ev: Evaluation, **outcomes: str) -> None:
+    """Record position-calibrated outcomes, as a constrained local judge does."""
+    for item, outcome in outcomes.items():
+        PairVerdict.objects.filter(evaluation=ev, prompt__item_id=item).update(calibrated=outcome)
+
+
+def test_a_flipped_verdict_is_kept_by_its_calibrated_outcome_only_when_asked(ev, editor) -> None:
+    # i2 flipped with no votes; i6 flipped but a vote decides; i1 agreed in both orders.
+    calibrate(ev, i1="a", i2="b", i6="a")
+    assert "inconsistent" in preference_selection(evaluation=ev).dropped  # the default
+    selection = preference_selection(evaluation=ev, calibrated=True)
+    kept = {p.verdict.prompt.item_id: (p.preferred, p.source) for p in selection.kept}
+    assert kept == {
+        "i1": ("tuned", "judge"),  # both orders agree: the strict verdict, not the calibrated
+        "i2": ("tuned", "judge_calibrated"),
+        "i3": ("base", "human"),
+        "i6": ("tuned", "human"),  # votes still win
+    }
+    assert "inconsistent" not in selection.dropped
+    assert selection.by_source == {"human": 2, "judge": 1, "judge_calibrated": 1}
+    version = validated(
+        preference_data_create(evaluation=ev, created_by=editor, name="cal", calibrated=True)
+    )
+    sources = [json.loads(line)["metadata"]["source"] for line in version.file.open()]
+    assert sorted(sources) == ["human", "human", "judge", "judge_calibrated"]
+    assert version.origin["calibrated"] is True
+    assert version.origin["by_source"]["judge_calibrated"] == 1
+    calibrate(ev, i2="tie")
+    tied = preference_selection(evaluation=ev, calibrated=True)
+    assert tied.dropped["calibrated_tie"] == 1 and len(tied.kept) == 3
+
+
+def test_the_page_offers_calibrated_verdicts_only_for_a_judge_that_records_them(ev, editor) -> None:
+    url = reverse("evaluation_preference_data", args=[ev.pk])
+    client = client_for(editor)
+    assert "preference-calibrated" not in client.get(url).content.decode()
+    calibrate(ev, i2="b")
+    plain = client.get(url).content.decode()
+    assert "preference-calibrated" in plain and "Kept: 3 pairs" in plain
+    assert 'name="calibrated" value=""' in plain  # the save form keeps what is previewed
+    opted = client.get(url, {"calibrated": "1"}).content.decode()
+    assert "Kept: 4 pairs" in opted and "1 by the judge's position-calibrated verdict" in opted
+    assert "judge, calibrated" in opted and 'name="calibrated" value="1"' in opted
+    made = client.post(url, {"name": "Calibrated", "calibrated": "1"})
+    assert made.status_code == 302
+    version = DatasetVersion.objects.get(dataset__name="Calibrated")
+    assert version.origin["kept"] == 4 and version.origin["calibrated"] is True
+    page = client.get(reverse("dataset_version_detail", args=[version.pk])).content.decode()
+    assert "1 by the judge's position-calibrated verdict." in page  # its lineage
+
+
+def test_with_no_winner_the_refusal_points_to_the_calibrated_verdicts(ev, editor) -> None:
+    PairVerdict.objects.filter(evaluation=ev).update(outcome="tie", inconsistent=True)
+    for item in ("i3", "i4", "i6", "i8"):
+        PairVerdict.objects.get(evaluation=ev, prompt__item_id=item).votes.all().delete()
+    url = reverse("evaluation_preference_data", args=[ev.pk])
+    calibrate(ev, i1="b")
+    refused = client_for(editor).post(url, {"name": "Nothing"})
+    assert refused.status_code == 400
+    assert "or keep the judge&#x27;s position-calibrated verdicts" in refused.content.decode()
+    kept = client_for(editor).post(url, {"name": "Something", "calibrated": "1"})
+    assert kept.status_code == 302 and Dataset.objects.filter(name="Something").exists()
 
 
 READ = {"owner": 200, "editor": 200, "viewer": 200, "outsider": 404}

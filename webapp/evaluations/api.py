@@ -29,6 +29,7 @@ from webapp.evaluations.models import Evaluation, PairVerdict
 from webapp.evaluations.preference import (
     PreferenceSelection,
     default_dataset_name,
+    offers_calibrated,
     preference_selection,
 )
 from webapp.evaluations.services import human_vote_cast, preference_data_create
@@ -110,11 +111,19 @@ class PreferencePreviewOut(Schema):
     object: str = "evaluation.preference_data"
     evaluation: int
     kept: int
+    calibrated: bool = Field(description="Flipped verdicts kept by their calibrated outcome")
+    offers_calibrated: bool = Field(description="The judge recorded calibrated outcomes")
     by_source: dict[str, int]
     dropped: list[DroppedOut]
     pairs: list[PreferencePairOut]
     has_more: bool
     default_name: str
+
+
+CALIBRATED = (
+    "Also keep a verdict that flipped with the order by the judge's position-calibrated "
+    "outcome (local constrained judges); such pairs have source judge_calibrated"
+)
 
 
 class PreferenceDataIn(Schema):
@@ -124,6 +133,7 @@ class PreferenceDataIn(Schema):
     name: str | None = Field(
         None, max_length=100, description="Or a new dataset's name (default: the preview's)"
     )
+    calibrated: bool = Field(False, description=CALIBRATED)
 
 
 class DatasetVersionOut(Schema):
@@ -247,6 +257,8 @@ def _preview(selection: PreferenceSelection) -> PreferencePreviewOut:
     return PreferencePreviewOut(
         evaluation=selection.evaluation.pk,
         kept=len(selection.kept),
+        calibrated=selection.calibrated,
+        offers_calibrated=offers_calibrated(selection.evaluation),
         by_source=selection.by_source,
         dropped=[DroppedOut(code=c, reason=why, pairs=n) for c, why, n in selection.drop_rows],
         pairs=pairs,
@@ -261,10 +273,12 @@ def _preview(selection: PreferenceSelection) -> PreferencePreviewOut:
     summary="Preview: the pairs that would become preference data, and why others are left out",
 )
 def preference_data_preview(
-    request: HttpRequest, evaluation_id: int = id_path()
+    request: HttpRequest,
+    evaluation_id: int = id_path(),
+    calibrated: bool = Query(False, description=CALIBRATED),
 ) -> PreferencePreviewOut:
     ev = _evaluation(request, evaluation_id)
-    return _preview(preference_selection(evaluation=ev))
+    return _preview(preference_selection(evaluation=ev, calibrated=calibrated))
 
 
 @router.post(
@@ -286,6 +300,7 @@ def preference_data_make(
         created_by=caller.user,
         dataset=dataset,
         name=(body.name or "").strip() or default_dataset_name(ev),
+        calibrated=body.calibrated,
     )
     return Status(201, _version_out(version))
 

@@ -6,7 +6,12 @@ The rules, per judged pair (one prompt, two candidates):
   majority for "tie" leaves the pair out;
 - without votes, the judge decides when its verdict agrees in both orders; a tie, a verdict
   that flipped with the order, or no verdict (an error or a skip) leaves the pair out;
-- a pair whose answers are missing, failed or identical is left out: nothing to prefer.
+- a pair whose answers are missing, failed or identical is left out: nothing to prefer;
+- opt-in (`calibrated`): a flipped verdict of a judge that gives probabilities (the local
+  constrained judge) is kept by its position-calibrated outcome, both orders' probabilities
+  averaged, and recorded as its own source ("judge_calibrated"). A small judge that always
+  prefers the first slot is inconsistent on every pair; its calibrated verdict still says
+  which answer it favours once that bias is cancelled.
 
 The write is services.preference_data_create.
 """
@@ -26,6 +31,7 @@ from webapp.evaluations.models import EvalAnswer, Evaluation, HumanVote, PairVer
 DROP_REASONS = {
     "tie": "a tie: by the votes, or by the judge in both orders",
     "inconsistent": "the judge's verdict flipped when the answers were swapped (no votes)",
+    "calibrated_tie": "flipped with the order, and a tie once position bias is cancelled",
     "votes_split": "the votes are split evenly",
     "judge_failed": "the judge gave no verdict: an error or a skip (no votes)",
     "no_answer": "an answer is missing or failed",
@@ -33,14 +39,27 @@ DROP_REASONS = {
 }
 
 
-def decide(*, outcome: str, inconsistent: bool, votes: list[str]) -> tuple[str | None, str]:
-    """("a" or "b", "human" or "judge") for a kept pair; (None, the drop reason) otherwise."""
+# Where a kept pair's winner came from, in the order the preview counts them.
+SOURCES = ("human", "judge", "judge_calibrated")
+
+
+def decide(
+    *, outcome: str, inconsistent: bool, votes: list[str], calibrated: str = ""
+) -> tuple[str | None, str]:
+    """("a" or "b", its source) for a kept pair; (None, the drop reason) otherwise.
+    `calibrated`: the position-calibrated outcome where the caller opted in to it."""
     if votes:
         ranked = Counter(votes).most_common()
         if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
             return None, "votes_split"
         pick = ranked[0][0]
         return (pick, "human") if pick in ("a", "b") else (None, "tie")
+    if inconsistent and calibrated:
+        return (
+            (calibrated, "judge_calibrated")
+            if calibrated in ("a", "b")
+            else (None, "calibrated_tie")
+        )
     if inconsistent:
         return None, "inconsistent"
     if outcome in ("a", "b"):
@@ -51,7 +70,7 @@ def decide(*, outcome: str, inconsistent: bool, votes: list[str]) -> tuple[str |
 @dataclass(frozen=True)
 class KeptPair:
     verdict: PairVerdict
-    source: str  # "human" | "judge"
+    source: str  # one of SOURCES
     preferred: str  # candidate labels
     rejected: str
     preferred_text: str
@@ -84,13 +103,14 @@ class KeptPair:
 @dataclass
 class PreferenceSelection:
     evaluation: Evaluation
+    calibrated: bool = False  # the opt-in: flipped verdicts by their calibrated outcome
     kept: list[KeptPair] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
 
     @property
     def by_source(self) -> dict[str, int]:
         counts = Counter(p.source for p in self.kept)
-        return {"human": counts["human"], "judge": counts["judge"]}
+        return {source: counts[source] for source in SOURCES}
 
     @property
     def drop_rows(self) -> list[tuple[str, str, int]]:
@@ -116,6 +136,7 @@ class PreferenceSelection:
             "run": run.pk,
             "label": f"{run.cell} v{run.version} ({self.evaluation.eval_set})",
             "kept": len(self.kept),
+            "calibrated": self.calibrated,
             "by_source": self.by_source,
             "dropped": dict(self.dropped),
         }
@@ -131,16 +152,38 @@ def _answer(answers: dict[str, EvalAnswer], label: str) -> str:
     return a.text if a is not None and a.status == "ok" else ""
 
 
-def preference_selection(*, evaluation: Evaluation) -> PreferenceSelection:
-    """Every judged pair of the evaluation, kept as a preference pair or counted by why not."""
+def offers_calibrated(evaluation: Evaluation) -> bool:
+    """Whether the evaluation's judge recorded calibrated outcomes (a constrained local
+    judge) for a flipped verdict: only then is the opt-in worth offering."""
+    return evaluation.verdicts.filter(inconsistent=True).exclude(calibrated="").exists()
+
+
+def no_winner_message(evaluation: Evaluation, calibrated: bool) -> str:
+    """What to do when no pair has a winner (the service's refusal and the page's hint)."""
+    also = (
+        ", or keep the judge's position-calibrated verdicts"
+        if not calibrated and offers_calibrated(evaluation)
+        else ""
+    )
+    return f"No pair has a winner yet: vote on some pairs, or judge them again{also}."
+
+
+def preference_selection(
+    *, evaluation: Evaluation, calibrated: bool = False
+) -> PreferenceSelection:
+    """Every judged pair of the evaluation, kept as a preference pair or counted by why not
+    (`calibrated`: the opt-in described at the top)."""
     votes = HumanVote.objects.only("verdict_id", "vote")
     verdicts = evaluation.verdicts.select_related("prompt").prefetch_related(
         Prefetch("votes", queryset=votes), "prompt__answers"
     )
-    selection = PreferenceSelection(evaluation)
+    selection = PreferenceSelection(evaluation, calibrated)
     for v in verdicts:
         cast = [h.vote for h in v.votes.all()]
-        pick, why = decide(outcome=v.outcome, inconsistent=v.inconsistent, votes=cast)
+        opted = v.calibrated if calibrated else ""
+        pick, why = decide(
+            outcome=v.outcome, inconsistent=v.inconsistent, votes=cast, calibrated=opted
+        )
         if pick is None:
             selection.dropped[why] += 1
             continue

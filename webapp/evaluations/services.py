@@ -30,7 +30,7 @@ from webapp.evaluations.models import (
     PromptKind,
     Vote,
 )
-from webapp.evaluations.preference import preference_selection
+from webapp.evaluations.preference import no_winner_message, preference_selection
 from webapp.evaluations.selectors import egress_policy
 from webapp.projects.models import Cell, CellRun, Project, RunStatus
 from webapp.projects.run_outputs import outputs_of
@@ -286,21 +286,21 @@ def preference_data_create(
     created_by: AbstractBaseUser,
     dataset: Dataset | None = None,
     name: str = "",
+    calibrated: bool = False,
 ) -> DatasetVersion:
-    """The evaluation's votes and consistent judge verdicts as a new version of `dataset`,
-    or of a new fine-tuning dataset called `name` in the evaluation's team. The worker
-    validates it as it does an upload; its origin links it to the evaluation (lineage)."""
+    """The evaluation's votes and consistent judge verdicts (`calibrated`: and flipped ones
+    by their position-calibrated outcome) as a new version of `dataset`, or of a new
+    fine-tuning dataset called `name` in the evaluation's team. The worker validates it as
+    it does an upload; its origin links it to the evaluation (lineage)."""
     team = evaluation.run.cell.project.team
     if dataset is not None and dataset.team_id != team.pk:
         raise ValidationError({"dataset": "Pick a dataset of this evaluation's team."})
     with transaction.atomic():
         # A re-stored result replaces the evaluation's rows: read them under its lock.
         Evaluation.objects.select_for_update().filter(pk=evaluation.pk).first()
-        selection = preference_selection(evaluation=evaluation)
+        selection = preference_selection(evaluation=evaluation, calibrated=calibrated)
         if not selection.kept:
-            raise ValidationError(
-                "No pair has a winner yet: vote on some pairs, or judge them again."
-            )
+            raise ValidationError(no_winner_message(evaluation, calibrated))
         upload = SimpleUploadedFile(
             f"preferences-evaluation-{evaluation.pk}.jsonl",
             selection.jsonl(),

@@ -19,7 +19,12 @@ from webapp.evaluations import exports, selectors, services
 from webapp.evaluations.charts import ci_chart
 from webapp.evaluations.forms import JudgeBackendForm, JudgePromptForm, PreferenceDataForm
 from webapp.evaluations.models import Evaluation, JudgeBackend, PairVerdict, PromptKind
-from webapp.evaluations.preference import default_dataset_name, preference_selection
+from webapp.evaluations.preference import (
+    default_dataset_name,
+    no_winner_message,
+    offers_calibrated,
+    preference_selection,
+)
 from webapp.projects.models import CellRun, Project
 from webapp.teams.access import get_for_user, role_of
 from webapp.teams.models import ROLE_CAN, Team
@@ -102,6 +107,10 @@ def preference_data(request: HttpRequest, evaluation_id: int) -> HttpResponse:
     team = ev.run.cell.project.team
     initial = {"name": default_dataset_name(ev)}
     form = PreferenceDataForm(request.POST or None, team=team, initial=initial)
+    # The opt-in: the preview's toggle (GET), carried by the form that saves what it showed.
+    calibrated = (request.POST if request.method == "POST" else request.GET).get(
+        "calibrated"
+    ) == "1"
     if request.method == "POST" and form.is_valid():
         try:
             version = services.preference_data_create(
@@ -109,6 +118,7 @@ def preference_data(request: HttpRequest, evaluation_id: int) -> HttpResponse:
                 created_by=request.user,
                 dataset=form.cleaned_data["dataset"],
                 name=form.cleaned_data["name"],
+                calibrated=calibrated,
             )
         except ValidationError as exc:
             form.add_error(None, error_text(exc))
@@ -118,7 +128,9 @@ def preference_data(request: HttpRequest, evaluation_id: int) -> HttpResponse:
     context = {
         **_where(ev),
         "team": team,
-        "selection": preference_selection(evaluation=ev),
+        "selection": preference_selection(evaluation=ev, calibrated=calibrated),
+        "offers_calibrated": offers_calibrated(ev),
+        "no_winner": no_winner_message(ev, calibrated),
         "form": form,
         "can_edit": role_of(request.user, team) in ROLE_CAN["edit"],
     }
