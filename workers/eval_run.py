@@ -21,7 +21,7 @@ from finetune_core.contracts.layout import TRAINER_STATE, checkpoint_dir
 from webapp.core import storage
 from webapp.datasets.models import DatasetVersion
 from webapp.evaluations.crypto import KeyUnreadable, decrypt
-from webapp.evaluations.models import JudgeBackend, JudgePrompt
+from webapp.evaluations.models import JUDGE_RATIONALE_TOKENS, JudgeBackend, JudgePrompt
 from webapp.evaluations.selectors import egress_policy
 from webapp.evaluations.services import evaluation_store
 from webapp.projects.models import Cell, CellRun, RunStatus
@@ -190,7 +190,7 @@ def judge(inputs: dict[str, Any], team_id: int, project_id: int, pool: Any) -> A
         backend = fe.LocalBackend(pool.get(model), budget=budget)
     t = _templates(project_id)
     rationale = inputs.get("judge_max_tokens")
-    rationale = 256 if rationale in (None, "") else int(rationale)
+    rationale = JUDGE_RATIONALE_TOKENS if rationale in (None, "") else int(rationale)
     return fe.Judge(
         backend,
         # 0: verdict first, no rationale; an endpoint judge still writes its verdict's tokens.

@@ -512,3 +512,34 @@ def test_rationale_length_zero_asks_the_local_judge_for_its_verdict_first(projec
     for tokens, expect in ((12, 12), (None, 256)):
         slow = judge({**cell.config, "judge_max_tokens": tokens}, project.team_id, project.pk, pool)
         assert not slow.verdict_first and slow.max_tokens == expect
+
+
+def test_rationale_length_zero_asks_an_endpoint_judge_for_its_verdict_in_a_few_tokens(
+    project, owner, settings
+) -> None:
+    """An endpoint judge cannot be read off probabilities: with length 0 it is asked for its
+    verdict first, in VERDICT_TOKENS tokens, over HTTP (a real server on loopback)."""
+    from finetune_core.data.types import Message
+    from finetune_core.evaluate import Answer, EvalSet, make_item
+    from finetune_core.evaluate.prompts import PAIRWISE_REFERENCE_VERDICT_FIRST
+    from tests.core.test_eval_endpoint import Loopback
+    from webapp.evaluations.services import judge_backend_create
+    from workers.eval_run import VERDICT_TOKENS, judge
+
+    server = Loopback(respond=lambda body: "[[B]] B matches the reference.")
+    try:
+        settings.EGRESS_ALLOW_HOSTS = server.url.split("/")[2]
+        backend = judge_backend_create(team=project.team, name="loop", base_url=server.url,
+                                       model="judge-model", api_key="k", created_by=owner)  # fmt: skip
+        inputs = {"judge": backend.pk, "judge_max_tokens": 0}
+        fast = judge(inputs, project.team_id, project.pk, pool=None)
+        item = make_item([Message("user", "What is 2 plus 2?")], ["4"])
+        answers = {"x": {item.id: Answer("5")}, "y": {item.id: Answer("4")}}
+        (result,) = fast.compare(EvalSet("t", [item]), answers)
+    finally:
+        server.close()
+    assert [r["max_tokens"] for r in server.requests] == [VERDICT_TOKENS, VERDICT_TOKENS]
+    system = server.requests[0]["messages"][0]["content"]
+    assert system == PAIRWISE_REFERENCE_VERDICT_FIRST.system  # the verdict first, then why
+    assert (result.ab.value, result.ba.value) == ("B", "B")  # y won as B, then lost as B
+    assert result.inconsistent

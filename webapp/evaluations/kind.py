@@ -15,7 +15,7 @@ from django.conf import settings
 from webapp.core.catalog import DEFAULT_MODEL, model_choices
 from webapp.datasets.models import DatasetPurpose
 from webapp.datasets.selectors import datasets_for_purpose
-from webapp.evaluations.models import JudgeBackend
+from webapp.evaluations.models import JUDGE_RATIONALE_TOKENS, JudgeBackend
 from webapp.jobs import queue as queues
 from webapp.projects.cell_kinds import REGISTRY, CellConfigForm, CellKind, ref_field, register
 
@@ -117,7 +117,7 @@ class EvaluationForm(CellConfigForm):
         label="Judge's rationale length (max tokens)",
         min_value=0,
         max_value=2048,
-        initial=256,
+        initial=JUDGE_RATIONALE_TOKENS,
         help_text="0: the verdict first, with no rationale (much faster; a local judge's "
         "verdict is read off its probabilities, as make bench-eval's verdict-first style).",
     )

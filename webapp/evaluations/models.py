@@ -14,6 +14,10 @@ class BackendKind(models.TextChoices):
     OPENAI = "openai", "OpenAI-compatible endpoint"
 
 
+# The judge's rationale length where an evaluation cell does not say (0: verdict first).
+JUDGE_RATIONALE_TOKENS = 256
+
+
 class JudgeBackend(models.Model):
     """An OpenAI-compatible chat endpoint of a team: a judge, or a candidate to evaluate.
 
