@@ -130,21 +130,6 @@ def exact_match(summary: dict[str, Any]) -> dict[str, Any]:
             for r in exact_match_rows(summary)}  # fmt: skip
 
 
-def pair_quality(kept: list[Any], prompts: bytes) -> dict[str, int]:
-    """How many kept pairs prefer the reference answer, reject it, or hold it in neither."""
-    reference = {r["prompt"]: r["reference"] for r in map(json.loads, prompts.splitlines())}
-    counts = {"preferred_right": 0, "rejected_right": 0, "neither_right": 0}
-    for pair in kept:
-        right = reference.get(pair.verdict.prompt.text, "").strip()
-        if pair.preferred_text.strip() == right:
-            counts["preferred_right"] += 1
-        elif pair.rejected_text.strip() == right:
-            counts["rejected_right"] += 1
-        else:
-            counts["neither_right"] += 1
-    return counts
-
-
 def loop(args: argparse.Namespace) -> dict[str, Any]:
     from webapp.datasets.models import DatasetVersion
     from webapp.evaluations.models import Evaluation
@@ -210,7 +195,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
         "pairs_kept": len(selection.kept),
         "pairs_by_source": selection.by_source,
         "pairs_dropped": dict(selection.dropped),
-        "pairs_quality": pair_quality(selection.kept, harvest_body),
+        "pairs_against_references": selection.reference_agreement(),
         "pairs_valid": pairs.n_examples,
         "dpo": {
             "beta": args.beta,
@@ -230,7 +215,8 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> None:
     print(f"harvest: {result['harvest_prompts']} prompts, {result['pairs_kept']} pairs kept "
           f"{result['pairs_by_source']} ({result['pairs_valid']} valid), dropped "
-          f"{result['pairs_dropped']}, {result['pairs_quality']}")  # fmt: skip
+          f"{result['pairs_dropped']}; preferring the reference's answer where exactly one "
+          f"matches it: {result['pairs_against_references']}")  # fmt: skip
     for label, s in result["harvest_exact_match"].items():
         print(f"  harvest exact match {label}: {s['correct']}/{s['n']} = {s['value']:.1%}")
     print(f"re-evaluation on {result['held_out_prompts']} held-out prompts:")

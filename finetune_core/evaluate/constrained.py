@@ -182,6 +182,11 @@ def constrained_verdicts(
     return results
 
 
+# Calibrated a and b closer than this are the same: two identical answers make the same
+# prompt in both orders, whose probabilities differ only by float noise (batch padding).
+SAME_MARGIN = 1e-4
+
+
 def balanced_position(
     ab: dict[str, float] | None, ba: dict[str, float] | None
 ) -> tuple[str, dict[str, float]] | None:
@@ -200,4 +205,6 @@ def balanced_position(
         "b": (ab["B"] + ba["A"]) / 2,
         "tie": (ab["C"] + ba["C"]) / 2,
     }
+    if abs(probs["a"] - probs["b"]) <= SAME_MARGIN:  # no side favoured: not a win for a
+        return "tie", probs
     return max(probs, key=probs.__getitem__), probs

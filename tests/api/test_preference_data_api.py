@@ -57,6 +57,7 @@ def test_the_preview_says_what_is_kept_by_whom_and_why_the_rest_is_dropped(
     doc = got.json()
     assert doc["kept"] == 3 and doc["by_source"] == {"human": 2, "judge": 1, "judge_calibrated": 0}
     assert doc["calibrated"] is False and doc["offers_calibrated"] is False
+    assert doc["reference_agreement"] == {} and doc["against_references"] is False
     assert {d["code"]: d["pairs"] for d in doc["dropped"]} == {
         "tie": 2,
         "inconsistent": 1,

@@ -26,6 +26,7 @@ from finetune_core.evaluate import (
 from finetune_core.evaluate.constrained import (
     PAIRWISE_OPTIONS,
     RATING_OPTIONS,
+    SAME_MARGIN,
     VerdictOptions,
     constrained_verdicts,
     cut_rationale,
@@ -210,6 +211,13 @@ def test_balanced_position_cancels_a_constant_first_slot_bias() -> None:
         == "tie"
     )
     assert balanced_position(None, ba) is None and balanced_position({"7": 1.0}, ba) is None
+    # Identical answers: the same prompt in both orders. Equal (or noise-close) a and b are
+    # a tie, not a win for whichever candidate is listed first.
+    same = {"A": 0.95, "B": 0.02, "C": 0.03}
+    assert balanced_position(same, same)[0] == "tie"
+    noisy = {"A": 0.95 + 2e-5, "B": 0.02 - 2e-5, "C": 0.03}
+    assert balanced_position(same, noisy)[0] == "tie"
+    assert balanced_position(same, {"A": 0.9495, "B": 0.0205, "C": 0.03})[0] == "a"  # 5e-4
 
 
 def test_compare_records_calibrated_outcomes(chat) -> None:
@@ -217,7 +225,8 @@ def test_compare_records_calibrated_outcomes(chat) -> None:
     results = Judge(LocalBackend(chat), verdict_first=True).compare(es, answers)
     for r in results:
         outcome, probs = balanced_position(r.ab.probabilities, r.ba.probabilities)
-        assert r.calibrated == outcome == max(probs, key=probs.get)
+        best = max(probs, key=probs.get) if abs(probs["a"] - probs["b"]) > SAME_MARGIN else "tie"
+        assert r.calibrated == outcome == best
         assert r.calibrated_probabilities == probs
     (row,) = calibrated_pair_summary(results, n_boot=20)
     assert row["wins"] + row["ties"] + row["losses"] == 3 and row["inconsistent"] == 0

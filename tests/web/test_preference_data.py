@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from tests.web.conftest import client_for
 from webapp.datasets.models import Dataset, DatasetVersion, VersionStatus
-from webapp.evaluations.models import Evaluation, PairVerdict
+from webapp.evaluations.models import EvalPrompt, Evaluation, PairVerdict
 from webapp.evaluations.preference import preference_selection
 from webapp.evaluations.services import (
     evaluation_store,
@@ -324,6 +324,42 @@ def test_with_no_winner_the_refusal_points_to_the_calibrated_verdicts(ev, editor
     assert "or keep the judge&#x27;s position-calibrated verdicts" in refused.content.decode()
     kept = client_for(editor).post(url, {"name": "Something", "calibrated": "1"})
     assert kept.status_code == 302 and Dataset.objects.filter(name="Something").exists()
+
+
+def test_the_preview_checks_kept_pairs_against_the_references(ev, editor) -> None:
+    """Where exactly one answer of a kept pair matches the prompt's reference, the preview
+    counts how often the preferred one does, per source, and warns when most do not."""
+
+    def refer(item: str, text: str) -> None:
+        EvalPrompt.objects.filter(evaluation=ev, item_id=item).update(references=[text])
+
+    refer("i1", " Tuned says i1 ")  # the judge preferred tuned: agrees (case, spaces ignored)
+    refer("i3", "tuned says i3")  # the vote preferred base: disagrees
+    refer("i6", "neither")  # neither answer matches: not checked
+    selection = preference_selection(evaluation=ev)
+    assert selection.reference_agreement() == {
+        "judge": {"decided": 1, "agrees": 1},
+        "human": {"decided": 1, "agrees": 0},
+    }
+    assert not selection.against_references  # too few checked to say
+    url = reverse("evaluation_preference_data", args=[ev.pk])
+    body = client_for(editor).get(url).content.decode()
+    assert "decided by votes, 0 of 1 prefer the matching answer" in body
+    assert "by the judge in both orders, 1 of 1 prefer" in body
+    assert "preference-warning" not in body
+    # Six kept pairs, every one preferring the answer the reference calls wrong.
+    calibrate(ev, i2="b")
+    for item, vote in (("i4", "b"), ("i5", "a")):
+        verdict = PairVerdict.objects.get(evaluation=ev, prompt__item_id=item)
+        verdict.votes.all().delete()
+        human_vote_cast(verdict=verdict, user=editor, vote=vote)
+    opted = preference_selection(evaluation=ev, calibrated=True)
+    for pair in opted.kept:
+        refer(pair.verdict.prompt.item_id, pair.rejected_text)
+    opted = preference_selection(evaluation=ev, calibrated=True)
+    assert len(opted.kept) == 6 and opted.against_references
+    body = client_for(editor).get(url, {"calibrated": "1"}).content.decode()
+    assert "preference-warning" in body and "the judge looks unreliable on this task" in body
 
 
 READ = {"owner": 200, "editor": 200, "viewer": 200, "outsider": 404}

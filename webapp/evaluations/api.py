@@ -114,6 +114,11 @@ class PreferencePreviewOut(Schema):
     calibrated: bool = Field(description="Flipped verdicts kept by their calibrated outcome")
     offers_calibrated: bool = Field(description="The judge recorded calibrated outcomes")
     by_source: dict[str, int]
+    reference_agreement: dict[str, dict[str, int]] = Field(
+        description="Per source: kept pairs where exactly one answer matches a reference "
+        "(decided), and how many prefer it (agrees)"
+    )
+    against_references: bool = Field(description="Most checked pairs prefer the wrong answer")
     dropped: list[DroppedOut]
     pairs: list[PreferencePairOut]
     has_more: bool
@@ -260,6 +265,8 @@ def _preview(selection: PreferenceSelection) -> PreferencePreviewOut:
         calibrated=selection.calibrated,
         offers_calibrated=offers_calibrated(selection.evaluation),
         by_source=selection.by_source,
+        reference_agreement=selection.reference_agreement(),
+        against_references=selection.against_references,
         dropped=[DroppedOut(code=c, reason=why, pairs=n) for c, why, n in selection.drop_rows],
         pairs=pairs,
         has_more=len(selection.kept) > PREVIEW_PAIRS,

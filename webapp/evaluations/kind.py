@@ -105,7 +105,9 @@ class EvaluationForm(CellConfigForm):
     judge_model = _models("Local judge model", LOCAL_JUDGE)
     judge_model.help_text = (
         "Gemma-3-270M by default: judging a right answer against a wrong one (make bench-eval), "
-        "its order-averaged verdict was right 30/30 times, SmolLM2-135M's 7/30."
+        "its order-averaged verdict was right 30/30 times, SmolLM2-135M's 7/30. It is not "
+        "right everywhere: on 2-digit sums it preferred the wrong answer (make "
+        "bench-dpo-loop). Check it against votes or references before trusting it."
     )
     max_prompts = forms.IntegerField(
         min_value=1, max_value=2000, initial=20, help_text="The first N prompts of the set."

@@ -39,8 +39,15 @@ DROP_REASONS = {
 }
 
 
+# Pairs the references must check before the preview warns that they mostly disagree.
+MIN_CHECKED = 5
 # Where a kept pair's winner came from, in the order the preview counts them.
 SOURCES = ("human", "judge", "judge_calibrated")
+SOURCE_LABELS = {
+    "human": "decided by votes",
+    "judge": "by the judge in both orders",
+    "judge_calibrated": "by the judge's position-calibrated verdict",
+}
 
 
 def decide(
@@ -111,6 +118,36 @@ class PreferenceSelection:
     def by_source(self) -> dict[str, int]:
         counts = Counter(p.source for p in self.kept)
         return {source: counts[source] for source in SOURCES}
+
+    def reference_agreement(self) -> dict[str, dict[str, int]]:
+        """Per source, the kept pairs where exactly one answer matches a reference (the
+        prompt's, ignoring case and surrounding spaces), and how many prefer that one: a
+        judge whose verdicts go against the references shows it here, before training."""
+        tally: dict[str, dict[str, int]] = {}
+        for pair in self.kept:
+            refs = {r.strip().casefold() for r in pair.verdict.prompt.references or []}
+            right = [
+                t.strip().casefold() in refs for t in (pair.preferred_text, pair.rejected_text)
+            ]
+            if refs and right[0] != right[1]:
+                counts = tally.setdefault(pair.source, {"decided": 0, "agrees": 0})
+                counts["decided"] += 1
+                counts["agrees"] += right[0]
+        return tally
+
+    @property
+    def reference_rows(self) -> list[tuple[str, int, int]]:
+        """(source label, pairs preferring the matching answer, pairs checked), per source."""
+        checked = self.reference_agreement()
+        return [(SOURCE_LABELS[s], checked[s]["agrees"], checked[s]["decided"])
+                for s in SOURCES if s in checked]  # fmt: skip
+
+    @property
+    def against_references(self) -> bool:
+        """Most pairs that the references can check prefer the answer they call wrong."""
+        counts = self.reference_agreement().values()
+        decided = sum(c["decided"] for c in counts)
+        return decided >= MIN_CHECKED and 2 * sum(c["agrees"] for c in counts) < decided
 
     @property
     def drop_rows(self) -> list[tuple[str, str, int]]:
