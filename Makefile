@@ -132,6 +132,13 @@ gpu-check:
 	mkdir -p $${OUT:-test-artifacts}
 	$$(test -x $(BIN)/python && echo $(BIN)/python || echo python3) scripts/gpu_check.py --json $${OUT:-test-artifacts}/gpu_check.json
 
+# Issue 26's GPU half: QLoRA training, stock against ours and each lever alone, on random
+# weights of real shapes (8B first), within one device call. QUICK=1: a tiny shape, on a CPU.
+.PHONY: gpu-bench-train
+gpu-bench-train:
+	mkdir -p $${OUT:-test-artifacts}
+	$$(test -x $(BIN)/python && echo $(BIN)/python || echo python3) scripts/gpu_bench_train.py --json $${OUT:-test-artifacts}/gpu_bench_train.json $(if $(QUICK),--quick)
+
 # Generation tokens/s (batch 1 and 16), our NF4 kernels vs stock bitsandbytes, SmolLM2-135M.
 .PHONY: bench-generate
 bench-generate: setup

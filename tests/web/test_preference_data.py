@@ -303,14 +303,14 @@ def test_the_page_offers_calibrated_verdicts_only_for_a_judge_that_records_them(
     assert "preference-calibrated" in plain and "Kept: 3 pairs" in plain
     assert 'name="calibrated" value=""' in plain  # the save form keeps what is previewed
     opted = client.get(url, {"calibrated": "1"}).content.decode()
-    assert "Kept: 4 pairs" in opted and "1 by the judge's position-calibrated verdict" in opted
+    assert "Kept: 4 pairs" in opted and "1 by the judge&#x27;s position-calibrated verdict" in opted
     assert "judge, calibrated" in opted and 'name="calibrated" value="1"' in opted
     made = client.post(url, {"name": "Calibrated", "calibrated": "1"})
     assert made.status_code == 302
     version = DatasetVersion.objects.get(dataset__name="Calibrated")
     assert version.origin["kept"] == 4 and version.origin["calibrated"] is True
     page = client.get(reverse("dataset_version_detail", args=[version.pk])).content.decode()
-    assert "1 by the judge's position-calibrated verdict." in page  # its lineage
+    assert "1 by the judge&#x27;s position-calibrated verdict." in page  # its lineage
 
 
 def test_with_no_winner_the_refusal_points_to_the_calibrated_verdicts(ev, editor) -> None:

@@ -50,6 +50,13 @@ SOURCE_LABELS = {
 }
 
 
+def sources_text(by_source: dict[str, int], calibrated: bool) -> str:
+    """ "2 decided by votes, 1 by the judge in both orders" (and the calibrated count when
+    opted in): the preview's and the dataset version's words for where pairs came from."""
+    shown = [s for s in SOURCES if s != "judge_calibrated" or calibrated]
+    return ", ".join(f"{by_source.get(s, 0)} {SOURCE_LABELS[s]}" for s in shown)
+
+
 def decide(
     *, outcome: str, inconsistent: bool, votes: list[str], calibrated: str = ""
 ) -> tuple[str | None, str]:
@@ -118,6 +125,10 @@ class PreferenceSelection:
     def by_source(self) -> dict[str, int]:
         counts = Counter(p.source for p in self.kept)
         return {source: counts[source] for source in SOURCES}
+
+    @property
+    def sources_text(self) -> str:
+        return sources_text(self.by_source, self.calibrated)
 
     def reference_agreement(self) -> dict[str, dict[str, int]]:
         """Per source, the kept pairs where exactly one answer matches a reference (the

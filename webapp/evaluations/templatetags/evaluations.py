@@ -9,6 +9,7 @@ from django import template
 from webapp.evaluations import selectors
 from webapp.evaluations.charts import ci_chart
 from webapp.evaluations.models import Evaluation
+from webapp.evaluations.preference import sources_text
 from webapp.projects.models import CellRun
 
 register = template.Library()
@@ -62,3 +63,9 @@ def pct(value: float | None) -> str:
     if not isinstance(value, int | float):  # None, or a missing variable ("")
         return "–"
     return f"{100 * value:.0f}%"
+
+
+@register.filter
+def preference_sources(origin: dict[str, Any]) -> str:
+    """Where a preference dataset version's pairs came from, as its origin records it."""
+    return sources_text(origin.get("by_source") or {}, bool(origin.get("calibrated")))
