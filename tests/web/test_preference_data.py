@@ -347,19 +347,26 @@ def test_the_preview_checks_kept_pairs_against_the_references(ev, editor) -> Non
     assert "decided by votes, 0 of 1 prefer the matching answer" in body
     assert "by the judge in both orders, 1 of 1 prefer" in body
     assert "preference-warning" not in body
-    # Six kept pairs, every one preferring the answer the reference calls wrong.
+    # Five pairs the judge decides (four in both orders, one calibrated) and two by votes,
+    # every one preferring the answer the reference calls wrong.
     calibrate(ev, i2="b")
-    for item, vote in (("i4", "b"), ("i5", "a")):
+    for item, outcome in (("i4", "a"), ("i5", "b"), ("i8", "b")):
         verdict = PairVerdict.objects.get(evaluation=ev, prompt__item_id=item)
         verdict.votes.all().delete()
-        human_vote_cast(verdict=verdict, user=editor, vote=vote)
+        PairVerdict.objects.filter(pk=verdict.pk).update(outcome=outcome, inconsistent=False)
     opted = preference_selection(evaluation=ev, calibrated=True)
     for pair in opted.kept:
         refer(pair.verdict.prompt.item_id, pair.rejected_text)
     opted = preference_selection(evaluation=ev, calibrated=True)
-    assert len(opted.kept) == 6 and opted.against_references
+    assert len(opted.kept) == 7 and opted.against_references
+    assert opted.reference_agreement()["human"] == {"decided": 2, "agrees": 0}
     body = client_for(editor).get(url, {"calibrated": "1"}).content.decode()
     assert "preference-warning" in body and "the judge looks unreliable on this task" in body
+    # Votes against the references are the team's call: no warning about the judge.
+    PairVerdict.objects.filter(evaluation=ev, prompt__item_id__in=["i1", "i4", "i5", "i8"]).update(
+        outcome="tie"
+    )
+    assert not preference_selection(evaluation=ev).against_references
 
 
 READ = {"owner": 200, "editor": 200, "viewer": 200, "outsider": 404}

@@ -6,7 +6,8 @@ The rules, per judged pair (one prompt, two candidates):
   majority for "tie" leaves the pair out;
 - without votes, the judge decides when its verdict agrees in both orders; a tie, a verdict
   that flipped with the order, or no verdict (an error or a skip) leaves the pair out;
-- a pair whose answers are missing, failed or identical is left out: nothing to prefer;
+- first of all, a pair whose answers are missing, failed or identical is left out:
+  nothing to prefer;
 - opt-in (`calibrated`): a flipped verdict of a judge that gives probabilities (the local
   constrained judge) is kept by its position-calibrated outcome, both orders' probabilities
   averaged, and recorded as its own source ("judge_calibrated"). A small judge that always
@@ -155,8 +156,10 @@ class PreferenceSelection:
 
     @property
     def against_references(self) -> bool:
-        """Most pairs that the references can check prefer the answer they call wrong."""
-        counts = self.reference_agreement().values()
+        """Most of the judge's pairs that the references can check prefer the answer they
+        call wrong (votes are the team's own call, and not what the warning is about)."""
+        checked = self.reference_agreement()
+        counts = [checked[s] for s in ("judge", "judge_calibrated") if s in checked]
         decided = sum(c["decided"] for c in counts)
         return decided >= MIN_CHECKED and 2 * sum(c["agrees"] for c in counts) < decided
 
@@ -227,6 +230,15 @@ def preference_selection(
     )
     selection = PreferenceSelection(evaluation, calibrated)
     for v in verdicts:
+        answers = {a.candidate: a for a in v.prompt.answers.all()}
+        text = {side: _answer(answers, side) for side in (v.a, v.b)}
+        # Answers first: two identical answers are "identical" whatever anyone said of them.
+        if not all(t.strip() for t in text.values()):
+            selection.dropped["no_answer"] += 1
+            continue
+        if text[v.a] == text[v.b]:
+            selection.dropped["identical"] += 1
+            continue
         cast = [h.vote for h in v.votes.all()]
         opted = v.calibrated if calibrated else ""
         pick, why = decide(
@@ -235,13 +247,7 @@ def preference_selection(
         if pick is None:
             selection.dropped[why] += 1
             continue
-        answers = {a.candidate: a for a in v.prompt.answers.all()}
         preferred, rejected = (v.a, v.b) if pick == "a" else (v.b, v.a)
-        texts = _answer(answers, preferred), _answer(answers, rejected)
-        if not all(t.strip() for t in texts):
-            selection.dropped["no_answer"] += 1
-        elif texts[0] == texts[1]:
-            selection.dropped["identical"] += 1
-        else:
-            selection.kept.append(KeptPair(v, why, preferred, rejected, *texts, len(cast)))
+        kept = KeptPair(v, why, preferred, rejected, text[preferred], text[rejected], len(cast))
+        selection.kept.append(kept)
     return selection
