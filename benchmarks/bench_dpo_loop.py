@@ -81,8 +81,11 @@ def validated(version: Any) -> Any:
     from webapp.datasets.models import DatasetVersion, VersionStatus
 
     done = (VersionStatus.VALID, VersionStatus.INVALID)
-    fresh = lambda: DatasetVersion.objects.get(pk=version.pk).status  # noqa: E731
-    wait(f"validation of {version}", lambda: fresh() in done, 600)
+    wait(
+        f"validation of {version}",
+        lambda: DatasetVersion.objects.get(pk=version.pk).status in done,
+        600,
+    )
     version.refresh_from_db()
     if version.status != VersionStatus.VALID:
         raise SystemExit(f"{version}: {version.status} {version.report}")
@@ -195,7 +198,7 @@ def loop(args: argparse.Namespace) -> dict[str, Any]:
         "pairs_kept": len(selection.kept),
         "pairs_by_source": selection.by_source,
         "pairs_dropped": dict(selection.dropped),
-        "pairs_against_references": selection.reference_agreement(),
+        "pairs_against_references": selection.reference_agreement,
         "pairs_valid": pairs.n_examples,
         "dpo": {
             "beta": args.beta,

@@ -337,7 +337,7 @@ def test_the_preview_checks_kept_pairs_against_the_references(ev, editor) -> Non
     refer("i3", "tuned says i3")  # the vote preferred base: disagrees
     refer("i6", "neither")  # neither answer matches: not checked
     selection = preference_selection(evaluation=ev)
-    assert selection.reference_agreement() == {
+    assert selection.reference_agreement == {
         "judge": {"decided": 1, "agrees": 1},
         "human": {"decided": 1, "agrees": 0},
     }
@@ -359,7 +359,7 @@ def test_the_preview_checks_kept_pairs_against_the_references(ev, editor) -> Non
         refer(pair.verdict.prompt.item_id, pair.rejected_text)
     opted = preference_selection(evaluation=ev, calibrated=True)
     assert len(opted.kept) == 7 and opted.against_references
-    assert opted.reference_agreement()["human"] == {"decided": 2, "agrees": 0}
+    assert opted.reference_agreement["human"] == {"decided": 2, "agrees": 0}
     body = client_for(editor).get(url, {"calibrated": "1"}).content.decode()
     assert "preference-warning" in body and "the judge looks unreliable on this task" in body
     # Votes against the references are the team's call: no warning about the judge.

@@ -265,7 +265,7 @@ def _preview(selection: PreferenceSelection) -> PreferencePreviewOut:
         calibrated=selection.calibrated,
         offers_calibrated=offers_calibrated(selection.evaluation),
         by_source=selection.by_source,
-        reference_agreement=selection.reference_agreement(),
+        reference_agreement=selection.reference_agreement,
         against_references=selection.against_references,
         dropped=[DroppedOut(code=c, reason=why, pairs=n) for c, why, n in selection.drop_rows],
         pairs=pairs,

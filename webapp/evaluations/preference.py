@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.db.models import Prefetch
@@ -131,6 +132,7 @@ class PreferenceSelection:
     def sources_text(self) -> str:
         return sources_text(self.by_source, self.calibrated)
 
+    @cached_property  # read by the page up to three times; `kept` is final by then
     def reference_agreement(self) -> dict[str, dict[str, int]]:
         """Per source, the kept pairs where exactly one answer matches a reference (the
         prompt's, ignoring case and surrounding spaces), and how many prefer that one: a
@@ -150,7 +152,7 @@ class PreferenceSelection:
     @property
     def reference_rows(self) -> list[tuple[str, int, int]]:
         """(source label, pairs preferring the matching answer, pairs checked), per source."""
-        checked = self.reference_agreement()
+        checked = self.reference_agreement
         return [(SOURCE_LABELS[s], checked[s]["agrees"], checked[s]["decided"])
                 for s in SOURCES if s in checked]  # fmt: skip
 
@@ -158,7 +160,7 @@ class PreferenceSelection:
     def against_references(self) -> bool:
         """Most of the judge's pairs that the references can check prefer the answer they
         call wrong (votes are the team's own call, and not what the warning is about)."""
-        checked = self.reference_agreement()
+        checked = self.reference_agreement
         counts = [checked[s] for s in ("judge", "judge_calibrated") if s in checked]
         decided = sum(c["decided"] for c in counts)
         return decided >= MIN_CHECKED and 2 * sum(c["agrees"] for c in counts) < decided

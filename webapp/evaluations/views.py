@@ -125,12 +125,13 @@ def preference_data(request: HttpRequest, evaluation_id: int) -> HttpResponse:
         else:
             messages.success(request, f"Made {version}; it is being validated.")
             return redirect("dataset_version_detail", version_id=version.pk)
+    selection = preference_selection(evaluation=ev, calibrated=calibrated)
     context = {
         **_where(ev),
         "team": team,
-        "selection": preference_selection(evaluation=ev, calibrated=calibrated),
+        "selection": selection,
         "offers_calibrated": offers_calibrated(ev),
-        "no_winner": no_winner_message(ev, calibrated),
+        "no_winner": "" if selection.kept else no_winner_message(ev, calibrated),
         "form": form,
         "can_edit": role_of(request.user, team) in ROLE_CAN["edit"],
     }
