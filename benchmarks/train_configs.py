@@ -97,7 +97,8 @@ def _run_stock(name: str, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     tok = load_tokenizer(cfg.model)
     data = stock_examples(cfg)
-    model = build_model(cfg)  # the same 4-bit base + LoRA as ours
+    # the same 4-bit base + LoRA as ours, with peft's own dropout
+    model = build_model(cfg, fused_dropout=False)
     meter = _Meter()
     model.register_forward_pre_hook(meter.count, with_kwargs=True)
     common = _training_arguments(cfg, examples_per_step=args.stock_batch)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -24,16 +27,42 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def default_compute_dtype(device: torch.device | None = None) -> torch.dtype:
-    """bf16 where the hardware multiplies it natively, else fp32.
+# bf16 must multiply this many times faster than fp32 for a CPU to compute in it.
+BF16_MIN_SPEEDUP = 1.15
 
-    A CPU without bf16 instructions pays for bf16: with plain AVX-512 (an Intel Xeon
-    without AVX512-BF16) oneDNN emulates it, 3x slower than fp32; with AVX2 only (an
-    EPYC) PyTorch falls back to a scalar GEMM, 60x slower."""
+
+def default_compute_dtype(device: torch.device | None = None) -> torch.dtype:
+    """bf16 where the hardware multiplies it faster than fp32, else fp32.
+
+    A CPU's flags do not say: with plain AVX-512 (an Intel Xeon without AVX512-BF16)
+    oneDNN emulates bf16, 3x slower than fp32; with AVX2 only (an EPYC) PyTorch falls back
+    to a scalar GEMM, 60x slower; and an Intel Xeon with AVX512-BF16 but no AMX multiplied
+    bf16 1.7x slower than fp32 (a QLoRA step of SmolLM2 took 1.4x as long). So a CPU with
+    bf16 instructions is timed once (cpu_bf16_speedup)."""
     device = device or default_device()
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if cpu_bf16_speedup() >= BF16_MIN_SPEEDUP else torch.float32
+
+
+@functools.cache
+def cpu_bf16_speedup() -> float:
+    """fp32 GEMM time / bf16 GEMM time on this CPU, at a QLoRA layer's shape (0.0 where
+    the CPU lacks bf16 instructions: an emulation need not be timed). Under 0.2 s, once."""
+    if not cpu_has_native_bf16():
+        return 0.0
+    a, b = torch.randn(1024, 576), torch.randn(576, 1536)
+    return _gemm_seconds(a, b) / _gemm_seconds(a.bfloat16(), b.bfloat16())
+
+
+def _gemm_seconds(a: torch.Tensor, b: torch.Tensor, repeats: int = 5) -> float:
+    torch.mm(a, b)  # the first call builds the kernel
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def cpu_has_native_bf16() -> bool:

@@ -16,6 +16,7 @@ from finetune_core.data.types import PreferenceExample
 from finetune_core.errors import DataError, FinetuneError
 from finetune_core.models.loading import load_model
 from finetune_core.train.config import TrainConfig
+from finetune_core.train.lora_dropout import fuse_lora_dropout
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -69,10 +70,11 @@ def adapter_folder(path: str) -> Path:
     )
 
 
-def build_model(cfg: TrainConfig) -> torch.nn.Module:
+def build_model(cfg: TrainConfig, *, fused_dropout: bool = True) -> torch.nn.Module:
     """The base model (4-bit NF4 for QLoRA) with a fresh LoRA or DoRA adapter, or the
-    adapter init_adapter names, trainable."""
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    adapter init_adapter names, trainable. The adapter's input dropout is fused into
+    lora_A (lora_dropout.py) unless `fused_dropout` is off (benchmarks' stock peft)."""
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     model = load_model(cfg.model, quantization=cfg.quantization)
     model.config.use_cache = False
@@ -89,10 +91,20 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
         model = PeftModel.from_pretrained(
             model, adapter_folder(cfg.init_adapter), is_trainable=True
         )
-        if cfg.neftune_alpha > 0:
-            add_neftune(model, cfg.neftune_alpha)
-        return model
-    lora = LoraConfig(
+    else:
+        model = get_peft_model(model, lora_config(cfg))
+    if cfg.neftune_alpha > 0:
+        add_neftune(model, cfg.neftune_alpha)
+    if fused_dropout:
+        fuse_lora_dropout(model)
+    return model
+
+
+def lora_config(cfg: TrainConfig) -> Any:
+    """The fresh adapter's peft LoraConfig."""
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
@@ -101,10 +113,6 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
         use_rslora=cfg.lora_scaling == "rslora",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
-    if cfg.neftune_alpha > 0:
-        add_neftune(model, cfg.neftune_alpha)
-    return model
 
 
 def add_neftune(model: torch.nn.Module, alpha: float) -> None:

@@ -92,16 +92,25 @@ def test_generation_ends_before_a_stop_string(chat) -> None:
         assert cut_at_stop(full[row].text, stops)[0] == g.text
 
 
-def test_default_compute_dtype_is_one_the_cpu_multiplies_natively() -> None:
-    from finetune_core.models.loading import cpu_has_native_bf16, default_compute_dtype
+def test_default_compute_dtype_is_bf16_only_where_the_cpu_multiplies_it_faster() -> None:
+    from finetune_core.models.loading import (
+        BF16_MIN_SPEEDUP,
+        cpu_bf16_speedup,
+        cpu_has_native_bf16,
+        default_compute_dtype,
+    )
 
     cpu = torch.device("cpu")
     flags = set(Path("/proc/cpuinfo").read_text().split())
     native_bf16 = bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
     assert cpu_has_native_bf16() == native_bf16
+    speedup = cpu_bf16_speedup()
     # Without bf16 instructions a bf16 GEMM is emulated (AVX-512: 3x slower than fp32)
-    # or takes PyTorch's scalar fallback (AVX2: 60x slower).
-    assert default_compute_dtype(cpu) == (torch.bfloat16 if native_bf16 else torch.float32)
+    # or takes PyTorch's scalar fallback (AVX2: 60x slower): not even timed.
+    assert (speedup == 0.0) == (not native_bf16)
+    assert speedup == cpu_bf16_speedup()  # timed once a process
+    faster = speedup >= BF16_MIN_SPEEDUP
+    assert default_compute_dtype(cpu) == (torch.bfloat16 if faster else torch.float32)
     chat = load_chat_model("tiny-llama", quantization="nf4")
     weights = {p.dtype for p in chat.model.parameters() if p.dtype.is_floating_point}
     assert weights == {default_compute_dtype(cpu)}
