@@ -65,6 +65,7 @@ def _run_ours(cfg: Any) -> dict[str, Any]:
     def clock(phase: str, step: int, total: int | None, event: dict[str, Any]) -> None:
         if event["kind"] == "start":
             marks["start"] = time.perf_counter()
+            marks["checkpointing"] = event["gradient_checkpointing"]
         elif event["kind"] == "step":
             marks["end"] = time.perf_counter()
             losses.append(float(event["train_loss"]))
@@ -75,7 +76,8 @@ def _run_ours(cfg: Any) -> dict[str, Any]:
     # The recipe reports its rate as real tokens seen / time since its loop began,
     # which is this clock's interval to within microseconds.
     return {"seconds": seconds, "steps": result.steps, "tokens": round(rates[-1] * seconds),
-            "trained_tokens": None, "losses": losses}  # fmt: skip
+            "trained_tokens": None, "losses": losses,
+            "gradient_checkpointing": bool(marks["checkpointing"])}  # fmt: skip
 
 
 def stock_examples(cfg: Any) -> list[dict[str, list[int]]]:
@@ -97,7 +99,9 @@ def _run_stock(name: str, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     tok = load_tokenizer(cfg.model)
     data = stock_examples(cfg)
-    # the same 4-bit base + LoRA as ours, with peft's own dropout
+    # The same 4-bit base + LoRA as ours, with peft's own dropout, and checkpointing on
+    # as peft's prepare_model_for_kbit_training turns it on by default.
+    cfg.gradient_checkpointing = "on"
     model = build_model(cfg, fused_dropout=False)
     meter = _Meter()
     model.register_forward_pre_hook(meter.count, with_kwargs=True)

@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     add_flags(t, _train_flags())
     t.add_argument("--target-modules", help="comma-separated module names, or all-linear")
     t.add_argument("--no-packing", action="store_true", help="one example per row")
-    t.add_argument("--no-gradient-checkpointing", action="store_true")
+    t.add_argument(
+        "--no-gradient-checkpointing", action="store_true", help="--gradient-checkpointing off"
+    )
 
     r = sub.add_parser("resume", help="continue a stopped run from its last checkpoint")
     r.add_argument("output_dir")
@@ -179,7 +181,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     if args.no_packing:
         given["packing"] = False
     if args.no_gradient_checkpointing:
-        given["gradient_checkpointing"] = False
+        given["gradient_checkpointing"] = "off"
     if args.config:
         return load_config(args.config, **given)
     cfg = TrainConfig(**given)

@@ -40,6 +40,7 @@ METRIC_KEYS = (
     "eta_s",
     "peak_memory_bytes",
     "epoch",
+    "gradient_checkpointing",  # 1.0 or 0.0, from the start event: the peak's meaning
     # DPO and SimPO: rewards, margins and accuracy, per step and (val_) per evaluation
     *PREFERENCE_METRICS,
     *(f"val_{key}" for key in PREFERENCE_METRICS),

@@ -22,6 +22,7 @@ from finetune_core.contracts.settings import (
 from finetune_core.errors import FinetuneError
 
 ENGINE_ONLY = frozenset({ENGINE})
+CHECKPOINTING = ("auto", "on", "off")
 # The notebook's form and the engine, not the API's hyperparameters (OpenAI's
 # method.dpo.hyperparameters has no such name).
 FORM_AND_ENGINE = frozenset({FORM, ENGINE})
@@ -290,8 +291,12 @@ class TrainConfig:
         surfaces=ENGINE_ONLY,
     )
     packing: bool = setting(True, "Pack short examples into one row.", surfaces=ENGINE_ONLY)
-    gradient_checkpointing: bool = setting(
-        True, "Recompute activations in the backward pass to save memory.", surfaces=ENGINE_ONLY
+    gradient_checkpointing: str = setting(
+        "auto",
+        "Recompute activations in the backward pass to save memory: on, off, or auto (off "
+        "when the batch's activations take at most a quarter of the device's free memory).",
+        choices=CHECKPOINTING,
+        surfaces=ENGINE_ONLY,
     )
     max_val_rows: int = setting(
         64, "Validation rows measured at each evaluation.", minimum=1, surfaces=ENGINE_ONLY
@@ -299,6 +304,11 @@ class TrainConfig:
     extra: dict[str, Any] = setting(
         {}, "Free-form notes kept in the manifest.", surfaces=ENGINE_ONLY
     )
+
+    def __post_init__(self) -> None:
+        # Runs saved before gradient_checkpointing took auto hold true or false.
+        if isinstance(self.gradient_checkpointing, bool):
+            self.gradient_checkpointing = "on" if self.gradient_checkpointing else "off"
 
     def validate(self) -> None:
         problems = [] if self.data else ["data: a training file is required"]

@@ -42,27 +42,31 @@ def keep_scale(p: float) -> float:
 
 
 class _DroppedLinear(torch.autograd.Function):
-    """F.linear(dropout(x), weight) that keeps x (shared) and a byte mask, not dropout(x)."""
+    """F.linear(dropout(x), weight) that keeps x (shared) and a byte mask, not dropout(x).
+
+    The keep scale is applied on the narrow side, the adapter's r outputs and their
+    gradient, rather than on the layer's input: (x * m * s) @ W.T = s * ((x * m) @ W.T);
+    the mask selects (torch.where) rather than multiplies, which would first cast it to
+    the input's dtype (4x slower at 2048 x 576).
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
         mask = keep_mask(x.shape, p, x.device)
         ctx.scale = keep_scale(p)
         ctx.save_for_backward(x, weight, mask)
-        return F.linear(x.mul(mask).mul_(ctx.scale), weight)
+        return F.linear(torch.where(mask, x, 0.0), weight).mul_(ctx.scale)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
         x, weight, mask = ctx.saved_tensors
+        grad_out = grad_out * ctx.scale
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = (grad_out @ weight.to(grad_out.dtype)).mul_(mask).mul_(ctx.scale)
+            grad_x = torch.where(mask, grad_out @ weight.to(grad_out.dtype), 0.0)
         if ctx.needs_input_grad[1]:
-            dropped = x.mul(mask).mul_(ctx.scale)
-            grad_w = grad_out.reshape(-1, grad_out.shape[-1]).t() @ dropped.reshape(
-                -1, x.shape[-1]
-            ).to(grad_out.dtype)
-            grad_w = grad_w.to(weight.dtype)
+            dropped = torch.where(mask, x, 0.0).reshape(-1, x.shape[-1]).to(grad_out.dtype)
+            grad_w = (grad_out.reshape(-1, grad_out.shape[-1]).t() @ dropped).to(weight.dtype)
         return grad_x, grad_w, None
 
 

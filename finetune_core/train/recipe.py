@@ -173,8 +173,16 @@ def train(
         if objective is not None:
             objective.load_state(state)
     history: list[dict[str, Any]] = state["history"]
+    ckpt = bool(model.recomputes_activations)
     emit(
-        ProgressEvent("start", step, total_steps, message=f"training {cfg.model} from step {step}")
+        ProgressEvent(
+            "start",
+            step,
+            total_steps,
+            message=f"training {cfg.model} from step {step}, gradient checkpointing "
+            + ("on" if ckpt else "off"),
+            metrics={"gradient_checkpointing": float(ckpt)},
+        )
     )
 
     def checkpoint(at: int) -> None:

@@ -91,7 +91,7 @@ def test_checkpointing_recomputes_the_same_mask(tmp_path: Path) -> None:
     batch = _batch(tmp_path)
     kept, recomputed = (
         build_model(config(tmp_path, name, gradient_checkpointing=ckpt, lora_dropout=0.3))
-        for name, ckpt in (("kept", False), ("recomputed", True))
+        for name, ckpt in (("kept", "off"), ("recomputed", "on"))
     )
     _same_adapter(kept, recomputed)
     a, b = _grads(kept, batch), _grads(recomputed, batch)
@@ -99,7 +99,7 @@ def test_checkpointing_recomputes_the_same_mask(tmp_path: Path) -> None:
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
     # The dropout mattered: without it the gradients differ.
-    plain = build_model(config(tmp_path, "plain", gradient_checkpointing=False, lora_dropout=0.0))
+    plain = build_model(config(tmp_path, "plain", gradient_checkpointing="off", lora_dropout=0.0))
     _same_adapter(kept, plain)
     c = _grads(plain, batch)
     assert any(not torch.allclose(a[n], c[n], atol=1e-6) for n in a)
@@ -121,7 +121,7 @@ def test_fused_adapters_keep_less_for_the_backward_pass_and_save_the_same(
     tmp_path: Path,
 ) -> None:
     batch = _batch(tmp_path)
-    cfg = config(tmp_path, "m", gradient_checkpointing=False, lora_dropout=0.1)
+    cfg = config(tmp_path, "m", gradient_checkpointing="off", lora_dropout=0.1)
     fused, stock = build_model(cfg), build_model(cfg, fused_dropout=False)
     _same_adapter(fused, stock)
     assert fused.state_dict().keys() == stock.state_dict().keys()

@@ -186,6 +186,13 @@ def test_memory_fits_fixed_and_per_token_parts_once_runs_differ() -> None:
     formula = lambda tokens: GIB + tokens * GIB / 2000  # noqa: E731
     same = Figures(lane="gpu", device="cuda", runs=runs[:1]).memory(2000, formula)
     assert same.value == pytest.approx(GIB * 2 / 1.5)
+    # A run that skipped checkpointing (memory was plentiful) took more than a run needs:
+    # it counts only while no checkpointed run was measured.
+    unchecked = runs[0] | {"peak_bytes": 4 * GIB, "checkpointed": False, "batch_tokens": 1000}
+    both = Figures(lane="gpu", device="cuda", runs=(runs[0], unchecked)).memory(1000, formula)
+    assert both.value == pytest.approx(GIB)
+    alone = Figures(lane="gpu", device="cuda", runs=(unchecked,)).memory(1000, formula)
+    assert alone.value == pytest.approx(4 * GIB)
 
 
 def test_the_notebook_and_the_api_show_the_range_and_the_basis(

@@ -152,6 +152,9 @@ def test_finetune_trains_streams_progress_and_serves_the_adapter(
     assert (measured.lane, len(measured.runs)) == ("gpu", 1) and measured.device in ("cpu", "cuda")
     sample = measured.runs[0]
     assert sample["run"] == run.pk and sample["train_s"] > 0 and sample["peak_bytes"] > 0
+    # A tiny model's activations fit many times over: auto trained without checkpointing,
+    # and the sample says so (its peak is more than a run needs).
+    assert job.metrics["gradient_checkpointing"] == 0 and sample["checkpointed"] is False
     notebook_page = client_for(viewer).get(reverse("project_detail", args=[cells["project"].pk]))
     assert "Based on 1 earlier run of tiny-llama" in notebook_page.content.decode()
 

@@ -348,10 +348,11 @@ def _measure(run: CellRun, job: Job, outputs: dict[str, Any]) -> None:
     steps_done = job.progress_current or found.steps
     tokens = round(found.tokens * steps_done / max(1, found.steps))
     train_s, startup_s = timing
-    peak = (job.metrics or {}).get("peak_memory_bytes")
+    metrics = job.metrics or {}
+    peak = metrics.get("peak_memory_bytes")
     throughput.sample_add(
         lane=((job.params or {}).get("_task") or {}).get("queue") or LANE,
-        device=str((job.metrics or {}).get("device") or ""),
+        device=str(metrics.get("device") or ""),
         base_model=inputs.get("base_model", ""),
         quantization=effective_hparams(inputs)["quantization"],
         sample={
@@ -362,6 +363,8 @@ def _measure(run: CellRun, job: Job, outputs: dict[str, Any]) -> None:
             "peak_bytes": int(peak) if isinstance(peak, int | float) and peak > 0 else None,
             "batch_tokens": found.batch_tokens,
             "steps": steps_done,
+            # The engine skips checkpointing where memory is plentiful (auto).
+            "checkpointed": metrics.get("gradient_checkpointing") != 0,
         },
     )
 

@@ -13,7 +13,8 @@ a range, for a run not made yet:
 - memory = fixed + per_token x (batch_size x max_length): both fitted by least squares
   when the samples differ enough in batch tokens, else the fixed part from the samples
   with the formula's per-token share; the range spans the samples' misfit, at least
-  +-MEMORY_MARGIN.
+  +-MEMORY_MARGIN. Runs that skipped gradient checkpointing count only while no run
+  that checkpointed was measured: they took more than a run needs.
 """
 
 from __future__ import annotations
@@ -124,7 +125,11 @@ class Figures:
         """Peak memory for batch_size x max_length = batch_tokens. `formula` is the formula's
         memory at a batch's tokens: its shape, scaled to the measured peaks, is used until
         the samples differ enough to fit a line of their own."""
-        points = [(r["batch_tokens"], r["peak_bytes"]) for r in self.runs if r.get("peak_bytes")]
+        sampled = [r for r in self.runs if r.get("peak_bytes")]
+        # A run that skipped checkpointing (memory was plentiful) took more than a run
+        # needs: such runs count only while no checkpointed run was measured.
+        least = [r for r in sampled if r.get("checkpointed", True)] or sampled
+        points = [(r["batch_tokens"], r["peak_bytes"]) for r in least]
         if not points:
             return None
         xs = [x for x, _ in points]
