@@ -1,4 +1,4 @@
-"""The four training configurations that `make bench-train` compares, one per process.
+"""The training configurations that `make bench-train` compares, one per process.
 
 Every configuration trains the same 4-bit base with the same fresh LoRA
 (`build_model`), on the same rendered examples with the same loss masks (loss on
@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-CONFIGS = ("stock_padding", "stock_flattening", "trl_packing", "ours")
+CONFIGS = ("stock_padding", "stock_flattening", "trl_packing", "ours", "ours_checkpointed")
+OURS = ("ours", "ours_checkpointed")  # ours_checkpointed: gradient checkpointing forced on
 
 
 def train_config(args: argparse.Namespace, out: str) -> Any:
@@ -50,7 +51,9 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     ops.load_extension()
     with tempfile.TemporaryDirectory() as out:
         cfg = train_config(args, out)
-        result = _run_ours(cfg) if name == "ours" else _run_stock(name, cfg, args)
+        if name == "ours_checkpointed":
+            cfg.gradient_checkpointing = "on"
+        result = _run_ours(cfg) if name in OURS else _run_stock(name, cfg, args)
     return result | {"config": name, "peak_memory_bytes": peak_memory_bytes()}
 
 

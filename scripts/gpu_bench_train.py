@@ -4,17 +4,18 @@ models of real shapes, the stock path against ours and against each of our lever
     python scripts/gpu_bench_train.py [--json out.json] [--wheel-dir .whl] [--budget-s 420] [--quick]
 
 Shapes (random weights, nothing downloaded): SmolLM2-135M's config, Llama-3.2-1B's and
-Llama-3.1-8B's. Batch 4 x 2048 random tokens, every position trained, LoRA r=16 (alpha 32) on
-every linear layer of the decoder, NF4 with double quantization, bf16 compute, sdpa attention,
+Llama-3.1-8B's. Batch 4 x 2048 random tokens, every position trained, LoRA r=16 (alpha 32,
+dropout 0.05, the product's default) on every linear layer of the decoder, NF4 with double quantization, bf16 compute, sdpa attention,
 the same seed (so the same weights and tokens) for every configuration of a shape.
 
 Configurations, each in a process of its own (its own peak memory; an OOM ends only it):
   stock        bitsandbytes Linear4bit, the model's own loss (full logits), gradient
                checkpointing, paged 8-bit AdamW (AdamW on a CPU): transformers + peft + bnb.
   ours         our NF4 kernels + the recipe's loss (the output layer chunk by chunk, never the
-               full logits), gradient checkpointing.
+               full logits) + the adapter's dropout fused into lora_A, gradient checkpointing.
   ours_no_ckpt the same without gradient checkpointing.
-  +kernels, +chunked_ce, +no_ckpt, +compile: stock with one lever (torch.compile: each decoder layer).
+  +kernels, +chunked_ce, +no_ckpt, +compile, +fused_dropout: stock with one lever (torch.compile:
+               each decoder layer).
 
 Reported per configuration: useful tokens/s (trained tokens), step time, peak memory (GPU:
 torch.cuda.max_memory_allocated while training, weights included, but not the paged optimizer's
@@ -62,24 +63,27 @@ SHAPES: dict[str, dict[str, Any]] = {
     "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512},
 }  # fmt: skip
-# name: (our kernels, chunked loss, gradient checkpointing, compile)
+# name: (our kernels, chunked loss, gradient checkpointing, compile, fused LoRA dropout)
 CONFIGS = {
-    "stock": (False, False, True, False),
-    "ours": (True, True, True, False),
-    "ours_no_ckpt": (True, True, False, False),
-    "+kernels": (True, False, True, False),
-    "+chunked_ce": (False, True, True, False),
-    "+no_ckpt": (False, False, False, False),
-    "+compile": (False, False, True, True),
+    "stock": (False, False, True, False, False),
+    "ours": (True, True, True, False, True),
+    "ours_no_ckpt": (True, True, False, False, True),
+    "+kernels": (True, False, True, False, False),
+    "+chunked_ce": (False, True, True, False, False),
+    "+no_ckpt": (False, False, False, False, False),
+    "+compile": (False, False, True, True, False),
+    "+fused_dropout": (False, False, True, False, True),
 }
+LORA_DROPOUT = 0.05  # the product's default: what stock peft's nn.Dropout costs, and ours
 OVERRUN_S = 60  # how long a configuration may run past the budget before it is stopped
 # What runs for each shape, most important first; the 8B shape runs only what decides the target.
 PLAN = {"llama-3.1-8b": ["stock", "ours", "ours_no_ckpt"]}
 
 
-def build(shape: str, device: Any, kernels: bool, ckpt: bool) -> Any:
+def build(shape: str, device: Any, kernels: bool, ckpt: bool, fused_dropout: bool) -> Any:
     """A random-initialised Llama of `shape`, NF4-quantised like from_pretrained does, with a
-    fresh LoRA r=16 on all linear layers, prepared for k-bit training as the recipe does."""
+    fresh LoRA r=16 (dropout 0.05) on all linear layers, prepared for k-bit training as the
+    recipe does; `fused_dropout` moves the dropout into lora_A as the recipe does."""
     import bitsandbytes as bnb
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -117,9 +121,14 @@ def build(shape: str, device: Any, kernels: bool, ckpt: bool) -> Any:
         use_gradient_checkpointing=ckpt,
         gradient_checkpointing_kwargs={"use_reentrant": False},
     )
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=LORA_DROPOUT, target_modules="all-linear",
                       task_type="CAUSAL_LM")  # fmt: skip
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    if fused_dropout:
+        from finetune_core.train.lora_dropout import fuse_lora_dropout
+
+        fuse_lora_dropout(model)
+    return model
 
 
 def child(opts: argparse.Namespace) -> dict[str, Any]:
@@ -128,7 +137,7 @@ def child(opts: argparse.Namespace) -> dict[str, Any]:
 
     from finetune_core.train.recipe import token_loss_sum
 
-    kernels, chunked, ckpt, compiled = CONFIGS[opts.config]
+    kernels, chunked, ckpt, compiled, fused_dropout = CONFIGS[opts.config]
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     if kernels:
@@ -137,7 +146,7 @@ def child(opts: argparse.Namespace) -> dict[str, Any]:
         kind = "cuda" if cuda else "cpu"
         if not (ops.load_cuda_extension() if cuda else ops.load_extension()):
             raise SystemExit(f"our {kind} kernels did not load: {ops.load_failure(kind)}")
-    model = build(opts.shape, device, kernels, ckpt)
+    model = build(opts.shape, device, kernels, ckpt, fused_dropout)
     if compiled:
         for layer in model.get_base_model().model.layers:
             layer.compile()

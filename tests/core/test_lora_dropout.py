@@ -14,30 +14,44 @@ import torch
 from finetune_core.data.pack import collate
 from finetune_core.models import load_tokenizer
 from finetune_core.train.lora_dropout import (
-    LANE_LEVELS,
+    LEVELS,
     DropoutLinear,
     keep_mask,
     keep_scale,
     keep_threshold,
+    mask_seed,
+    random_lanes,
 )
 from finetune_core.train.recipe import token_loss
 from finetune_core.train.setup import build_model, prepare_rows
 from tests.core.test_train import config
 
+CPU = torch.device("cpu")
+
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
 def test_the_mask_drops_at_the_rate_asked_and_keeps_the_expectation(p: float) -> None:
-    torch.manual_seed(0)
-    mask = keep_mask(torch.Size([1000, 1000]), p, torch.device("cpu"))
-    assert mask.dtype == torch.bool and mask.shape == (1000, 1000)
-    dropped = 1 - float(mask.float().mean())
+    shape = torch.Size([1000, 1000])
+    mask = keep_mask(random_lanes(1234, shape, CPU), p)
+    assert mask.dtype == torch.float32 and mask.shape == shape
+    assert set(mask.unique().tolist()) == {0.0, 1.0}
+    dropped = 1 - float(mask.mean())
     assert abs(dropped - p) < 0.002  # 1e6 draws: the standard error is under 0.0005
-    assert abs(keep_threshold(p) / LANE_LEVELS - p) <= 0.5 / LANE_LEVELS
+    assert abs(keep_threshold(p) / LEVELS - p) <= 0.5 / LEVELS
     # Kept values are scaled by the inverse of the exact keep rate: the mean is kept.
-    assert keep_scale(p) * (1 - keep_threshold(p) / LANE_LEVELS) == pytest.approx(1.0)
-    assert not torch.equal(mask, keep_mask(torch.Size([1000, 1000]), p, torch.device("cpu")))
+    assert keep_scale(p) * (1 - keep_threshold(p) / LEVELS) == pytest.approx(1.0)
+    # Every lane of every 64-bit draw is random: each quarter of a row drops at p too.
+    for lane in range(4):
+        assert abs(1 - float(mask.view(-1, 4)[:, lane].mean()) - p) < 0.004
+    # A mask is a pure function of its seed; the seed comes from torch's generator.
+    assert torch.equal(mask, keep_mask(random_lanes(1234, shape, CPU), p))
+    assert not torch.equal(mask, keep_mask(random_lanes(1235, shape, CPU), p))
+    torch.manual_seed(5)
+    first = mask_seed()
+    torch.manual_seed(5)
+    assert mask_seed() == first
     # Odd sizes (not a multiple of the four lanes of a draw) are whole masks too.
-    assert keep_mask(torch.Size([3, 7]), p, torch.device("cpu")).shape == (3, 7)
+    assert keep_mask(random_lanes(1, torch.Size([3, 7]), CPU), p).shape == (3, 7)
 
 
 def test_outputs_and_gradients_are_dropout_then_linear_with_the_same_mask() -> None:
@@ -51,14 +65,14 @@ def test_outputs_and_gradients_are_dropout_then_linear_with_the_same_mask() -> N
     (out * torch.arange(5.0)).sum().backward()
     got = (x.grad.clone(), layer.weight.grad.clone())
     x.grad, layer.weight.grad = None, None
-    torch.manual_seed(7)  # the same draws: the same mask
-    mask = keep_mask(x.shape, p, x.device)
+    torch.manual_seed(7)  # the same seed: the same mask
+    mask = keep_mask(random_lanes(mask_seed(), x.shape, x.device), p)
     expected = torch.nn.functional.linear(x * mask * keep_scale(p), layer.weight)
     (expected * torch.arange(5.0)).sum().backward()
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(got[0], x.grad)
     torch.testing.assert_close(got[1], layer.weight.grad)
-    assert 0 < int((~mask).sum()) < mask.numel()  # some dropped, some kept
+    assert 0 < int(mask.sum()) < mask.numel()  # some dropped, some kept
     layer.eval()  # no dropout outside training
     torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight))
 
