@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ def default_device() -> torch.device:
 
 # bf16 must multiply this many times faster than fp32 for a CPU to compute in it.
 BF16_MIN_SPEEDUP = 1.15
+# An operator's pin of the CPU's compute dtype (every process of a host the same, untimed).
+CPU_DTYPE_ENV = "TUNEBOOK_CPU_DTYPE"
+CPU_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def default_compute_dtype(device: torch.device | None = None) -> torch.dtype:
@@ -38,10 +42,15 @@ def default_compute_dtype(device: torch.device | None = None) -> torch.dtype:
     oneDNN emulates bf16, 3x slower than fp32; with AVX2 only (an EPYC) PyTorch falls back
     to a scalar GEMM, 60x slower; and an Intel Xeon with AVX512-BF16 but no AMX multiplied
     bf16 1.7x slower than fp32 (a QLoRA step of SmolLM2 took 1.4x as long). So a CPU with
-    bf16 instructions is timed once (cpu_bf16_speedup)."""
+    bf16 instructions is timed once (cpu_bf16_speedup), unless TUNEBOOK_CPU_DTYPE pins it."""
     device = device or default_device()
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    forced = os.environ.get(CPU_DTYPE_ENV, "")
+    if forced:
+        if forced not in CPU_DTYPES:
+            raise ValueError(f"{CPU_DTYPE_ENV} must be bf16 or fp32, not {forced!r}")
+        return CPU_DTYPES[forced]
     return torch.bfloat16 if cpu_bf16_speedup() >= BF16_MIN_SPEEDUP else torch.float32
 
 

@@ -68,5 +68,7 @@ def use_checkpointing(cfg: Any, model: torch.nn.Module) -> bool:
     if cfg.gradient_checkpointing != "auto":
         return cfg.gradient_checkpointing == "on"
     free = free_memory_bytes(next(model.parameters()).device)
-    need = activation_bytes(model.config, cfg.batch_size * cfg.max_length)
+    # DPO and SimPO run a pair's two answers through one forward pass: twice the rows.
+    rows = cfg.batch_size * (2 if cfg.preference else 1)
+    need = activation_bytes(model.config, rows * cfg.max_length)
     return free is None or need > AUTO_SHARE * free

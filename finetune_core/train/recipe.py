@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -224,8 +224,9 @@ def train(
                 raise
             raise OutOfMemory(
                 f"out of memory at step {step + 1} (batch_size={cfg.batch_size}, max_length="
-                f"{cfg.max_length}): lower either, or raise grad_accum; checkpoints so far are kept "
-                f"[{str(exc).splitlines()[0][:200]}]"
+                f"{cfg.max_length}): lower either, or raise grad_accum"
+                + ("" if ckpt else ", or set gradient_checkpointing on")
+                + f"; checkpoints so far are kept [{str(exc).splitlines()[0][:200]}]"
             ) from exc
         if not math.isfinite(last_loss):
             raise NaNLoss(
@@ -291,7 +292,9 @@ def train(
     result = _result("succeeded", out, step, total_steps, last_loss, state, history)
     with disk_full_reported(out, "writing the final adapter and manifest"):
         save_adapter(model, tokenizer, out / "last")
-        write_manifest(cfg, out, final=final, data_info=data_info, result=result.__dict__)
+        # The manifest says what the run did: auto's choice, on or off.
+        done_cfg = replace(cfg, gradient_checkpointing="on" if ckpt else "off")
+        write_manifest(done_cfg, out, final=final, data_info=data_info, result=result.__dict__)
     emit(
         ProgressEvent(
             "done",

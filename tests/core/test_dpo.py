@@ -133,7 +133,7 @@ def _trl_trainer(model, tokenizer, tmp_path: Path, beta: float, rpo_alpha: float
         report_to="none",
         use_cpu=True,
         bf16=False,
-        gradient_checkpointing="off",
+        gradient_checkpointing=False,
         max_length=None,
         **(
             {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, rpo_alpha]} if rpo_alpha else {}

@@ -111,6 +111,14 @@ def test_default_compute_dtype_is_bf16_only_where_the_cpu_multiplies_it_faster()
     assert speedup == cpu_bf16_speedup()  # timed once a process
     faster = speedup >= BF16_MIN_SPEEDUP
     assert default_compute_dtype(cpu) == (torch.bfloat16 if faster else torch.float32)
+    # An operator may pin it, untimed; a typo is refused by name.
+    with pytest.MonkeyPatch.context() as env:
+        for value, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+            env.setenv("TUNEBOOK_CPU_DTYPE", value)
+            assert default_compute_dtype(cpu) == dtype
+        env.setenv("TUNEBOOK_CPU_DTYPE", "fp16")
+        with pytest.raises(ValueError, match="TUNEBOOK_CPU_DTYPE must be bf16 or fp32"):
+            default_compute_dtype(cpu)
     chat = load_chat_model("tiny-llama", quantization="nf4")
     weights = {p.dtype for p in chat.model.parameters() if p.dtype.is_floating_point}
     assert weights == {default_compute_dtype(cpu)}

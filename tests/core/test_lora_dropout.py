@@ -83,12 +83,19 @@ def _batch(tmp_path: Path) -> dict[str, torch.Tensor]:
     return collate(rows[:2], 0)
 
 
-def _same_adapter(src: torch.nn.Module, dst: torch.nn.Module) -> None:
-    mine = dict(src.named_parameters())
+def _same_adapter(src: torch.nn.Module, *others: torch.nn.Module) -> None:
+    """Random adapter weights in `src` (peft starts lora_B at zero, which would leave
+    lora_A's gradients zero and the adapter's output nothing), copied into `others`."""
+    generator = torch.Generator().manual_seed(11)
     with torch.no_grad():
-        for name, param in dst.named_parameters():
+        for param in src.parameters():
             if param.requires_grad:
-                param.copy_(mine[name])
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+        mine = dict(src.named_parameters())
+        for dst in others:
+            for name, param in dst.named_parameters():
+                if param.requires_grad:
+                    param.copy_(mine[name])
 
 
 def _grads(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -107,14 +114,14 @@ def test_checkpointing_recomputes_the_same_mask(tmp_path: Path) -> None:
         build_model(config(tmp_path, name, gradient_checkpointing=ckpt, lora_dropout=0.3))
         for name, ckpt in (("kept", "off"), ("recomputed", "on"))
     )
-    _same_adapter(kept, recomputed)
+    plain = build_model(config(tmp_path, "plain", gradient_checkpointing="off", lora_dropout=0.0))
+    _same_adapter(kept, recomputed, plain)
     a, b = _grads(kept, batch), _grads(recomputed, batch)
     assert a.keys() == b.keys() and a
+    assert all(float(g.abs().max()) > 0 for g in a.values())  # lora_A's too
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
     # The dropout mattered: without it the gradients differ.
-    plain = build_model(config(tmp_path, "plain", gradient_checkpointing="off", lora_dropout=0.0))
-    _same_adapter(kept, plain)
     c = _grads(plain, batch)
     assert any(not torch.allclose(a[n], c[n], atol=1e-6) for n in a)
 
@@ -155,3 +162,12 @@ def test_dora_keeps_peft_dropout(tmp_path: Path) -> None:
     model = build_model(config(tmp_path, "dora", method="dora", lora_dropout=0.1))
     assert not any(isinstance(m, DropoutLinear) for m in model.modules())
     assert any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+
+
+def test_an_adapted_embedding_keeps_its_own_path(tmp_path: Path) -> None:
+    # peft's LoRA embedding has a lora_dropout entry but no lora_A: nothing to fuse there.
+    cfg = config(tmp_path, "emb", target_modules=["embed_tokens", "q_proj"], lora_dropout=0.1)
+    model = build_model(cfg)
+    assert sum(isinstance(m, DropoutLinear) for m in model.modules()) > 0  # q_proj's
+    embedding = model.get_base_model().get_input_embeddings()
+    assert isinstance(embedding.lora_dropout["default"], torch.nn.Dropout)

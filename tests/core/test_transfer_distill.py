@@ -74,9 +74,11 @@ def test_teacher_targets_cover_each_trained_position_renormalised() -> None:
 def test_logit_student_moves_toward_the_teacher(tmp_path: Path) -> None:
     cfg = TransferConfig(
         run="-", target="tiny-llama-wide", output_dir=str(tmp_path), quantization="none",
-        max_steps=8, batch_size=6, learning_rate=3e-2, lora_r=8, max_length=128,
+        max_steps=8, batch_size=6, learning_rate=1e-2, lora_r=8, max_length=128,
         target_modules=["q_proj", "v_proj"], distillation="logits",
     )  # fmt: skip
+    # lr 1e-2: at 3e-2 a step could overshoot (KL 2.61 -> 2.51 -> 2.72) and end above the
+    # start, depending on the adapter dropout's draws (seen with peft's dropout and ours).
     seen: list[tuple[str, int]] = []
     summary = train_logit_student(
         cfg, pairs(), teacher_model="tiny-llama", teacher_adapter=None, folder=tmp_path / "s",

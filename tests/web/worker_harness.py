@@ -166,6 +166,15 @@ class Worker:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=30)
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The worker's processes held still (SIGSTOP) for the block, then continued."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         # The test is over and its state is in the database: no need for a warm shutdown.
         self.kill()
