@@ -113,8 +113,8 @@ def fuse_lora_dropout(model: torch.nn.Module) -> int:
         dropouts = getattr(module, "lora_dropout", None)
         if not isinstance(dropouts, torch.nn.ModuleDict):
             continue
+        adapters = getattr(module, "lora_A", {})  # embeddings keep lora_embedding_A
         for name, dropout in list(dropouts.items()):
-            adapters = getattr(module, "lora_A", {})  # embeddings keep lora_embedding_A
             lora_a = adapters[name] if name in adapters else None
             if not _fusable(module, name, dropout, lora_a):
                 continue

@@ -48,10 +48,8 @@ def free_memory_bytes(device: torch.device) -> int | None:
         return None
     found = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.M)
     available = int(found.group(1)) * 1024 if found else None
-    limit = _cgroup_headroom()
-    if available is None or limit is None:
-        return available if limit is None else limit
-    return min(available, limit)
+    known = [v for v in (available, _cgroup_headroom()) if v is not None]
+    return min(known) if known else None
 
 
 def _cgroup_headroom() -> int | None:

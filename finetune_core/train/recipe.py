@@ -174,13 +174,13 @@ def train(
             objective.load_state(state)
     history: list[dict[str, Any]] = state["history"]
     ckpt = bool(model.recomputes_activations)
+    ckpt_mode = "on" if ckpt else "off"  # what auto chose, as the setting names it
     emit(
         ProgressEvent(
             "start",
             step,
             total_steps,
-            message=f"training {cfg.model} from step {step}, gradient checkpointing "
-            + ("on" if ckpt else "off"),
+            message=f"training {cfg.model} from step {step}, gradient checkpointing {ckpt_mode}",
             metrics={"gradient_checkpointing": float(ckpt)},
         )
     )
@@ -293,7 +293,7 @@ def train(
     with disk_full_reported(out, "writing the final adapter and manifest"):
         save_adapter(model, tokenizer, out / "last")
         # The manifest says what the run did: auto's choice, on or off.
-        done_cfg = replace(cfg, gradient_checkpointing="on" if ckpt else "off")
+        done_cfg = replace(cfg, gradient_checkpointing=ckpt_mode)
         write_manifest(done_cfg, out, final=final, data_info=data_info, result=result.__dict__)
     emit(
         ProgressEvent(
