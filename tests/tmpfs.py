@@ -3,10 +3,12 @@ file that fills it to the last byte, so the next write fails with ENOSPC as on a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,3 +57,25 @@ def fill(folder: Path) -> Path:
             assert exc.errno == errno.ENOSPC, exc
     assert shutil.disk_usage(folder).free < 4096
     return ballast
+
+
+@contextmanager
+def kept_full(ballast: Path) -> Iterator[Path]:
+    """The ballast's disk kept full for the block: whatever a writer frees there meanwhile
+    (a pruned checkpoint) is taken again within milliseconds, as other writers would."""
+    stop = threading.Event()
+
+    def grow() -> None:
+        with ballast.open("ab", buffering=0) as f:
+            while not stop.wait(0.002):
+                with contextlib.suppress(OSError):  # ENOSPC: full, as it should be
+                    while True:
+                        f.write(b"\0" * 4096)
+
+    keeper = threading.Thread(target=grow, name="kept-full", daemon=True)
+    keeper.start()
+    try:
+        yield ballast
+    finally:
+        stop.set()
+        keeper.join(timeout=10)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 from django.urls import reverse
 
-from tests.tmpfs import fill, small_tmpfs
+from tests.tmpfs import fill, kept_full, small_tmpfs
 from tests.web.conftest import CHAT_JSONL, Upload, client_for
 from tests.web.own_servers import PostgresCluster, RedisServer
 from tests.web.test_finetune_worker import checkpointed, finished, job_of, notebook, run_cell
@@ -159,11 +160,19 @@ def test_a_postgres_restart_mid_run_delays_progress_and_fails_nothing(
 DISK_STEPS, SAVE_EVERY, KEEP = 120, 4, 2  # enough steps that the disk fills mid-run
 
 
+def pruned(run: CellRun) -> Callable[[], bool]:
+    """True once the run has saved more checkpoints than it keeps."""
+    saved = checkpointed(run)
+    return lambda: any(c["step"] > KEEP * SAVE_EVERY for c in saved() or [])
+
+
 def test_a_full_disk_mid_run_fails_it_clearly_and_resume_continues_from_the_checkpoint(
-    transactional_db: None, team: Any, owner: Any, editor: Any, tmp_path: Path
+    transactional_db: None, team: Any, owner: Any, editor: Any, settings: Any, tmp_path: Path
 ) -> None:
-    """DATA_DIR/runs, where the worker writes run folders, is a 16 MiB tmpfs. Once the first
-    checkpoint is in, a ballast file fills it: the next checkpoint cannot be written."""
+    """DATA_DIR/runs, where the worker writes run folders, is a 16 MiB tmpfs. Once the engine
+    has pruned a checkpoint (the operator keeps KEEP), a ballast file fills it and keeps it
+    full: the next checkpoint cannot be written."""
+    settings.TEAM_CHECKPOINTS_KEPT = KEEP  # cell_run_create puts it in the run's inputs
     broker_url = worker_broker_url(tmp_path)
     with small_tmpfs(tmp_path / "runs", 16 * 1024) as runs, broker(broker_url):
         worker = Worker(
@@ -175,18 +184,21 @@ def test_a_full_disk_mid_run_fails_it_clearly_and_resume_continues_from_the_chec
         try:
             cells = notebook(
                 team, owner, worker, max_steps=DISK_STEPS, eval_every=DISK_STEPS,
-                save_every=SAVE_EVERY, keep_checkpoints=KEEP,
+                save_every=SAVE_EVERY,
             )  # fmt: skip
             run = run_cell(cells["finetune"], editor)
-            wait_for(checkpointed(run), timeout=120, what="the first checkpoint", worker=worker)
-            ballast = fill(runs)
-            wait_for(finished(run), timeout=120, what="the run to stop", worker=worker)
+            wait_for(pruned(run), timeout=120, what="a pruned checkpoint", worker=worker)
+            with worker.paused():  # the run cannot finish while the disk fills
+                ballast = fill(runs)
+            with kept_full(ballast):
+                wait_for(finished(run), timeout=120, what="the run to stop", worker=worker)
 
             # Failed once, not retried, with a message for people rather than a traceback.
             job, run = job_of(run), CellRun.objects.get(pk=run.pk)
             assert job.status == JobStatus.FAILED, (job.status, job.error, worker.tail())
             assert run.status == RunStatus.FAILED and job.deliveries == 1
             kept = run.outputs["checkpoints"][-1]["step"]
+            assert kept > KEEP * SAVE_EVERY  # the engine had pruned the first by then
             failed_at = kept + SAVE_EVERY  # progress is written at most once a second
             assert kept <= job.progress_current <= failed_at < DISK_STEPS, worker.tail()
             folder = runs / str(job.pk)
