@@ -384,9 +384,9 @@ def bench(quick: bool) -> dict:
 
 
 def run_pytest(report: dict) -> list[str]:
-    """tests/core/test_kernels_cuda.py's GPU tests (marked cuda), in a child process."""
+    """The GPU tests (marked cuda): the kernels' and training's out-of-memory, in a child."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda"]
-    cmd += [str(REPO / "tests/core/test_kernels_cuda.py")]
+    cmd += [str(REPO / "tests/core" / name) for name in ("test_kernels_cuda.py", "test_train.py")]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     tail = (res.stdout + res.stderr).strip().splitlines()
     report["pytest_cuda"] = {"returncode": res.returncode, "summary": tail[-1] if tail else ""}

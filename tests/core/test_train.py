@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -245,23 +247,68 @@ except OutOfMemory as exc:
 """
 
 
-def test_out_of_memory_stops_with_a_clear_error(tmp_path) -> None:
-    import subprocess
-    import sys
-
+def run_oom_script(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run an OOM script in its own process (a memory cap must not outlive the test) on
+    long rows, training into tmp_path/oom."""
     data = write_chat(tmp_path / "long.jsonl", [(q * 40, a * 40) for q, a in QA * 6])
-    done = subprocess.run(
-        [sys.executable, "-c", OOM_SCRIPT, str(data), str(tmp_path / "oom")],
+    return subprocess.run(
+        [sys.executable, "-c", script, str(data), str(tmp_path / "oom")],
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_out_of_memory_stops_with_a_clear_error(tmp_path) -> None:
+    done = run_oom_script(OOM_SCRIPT, tmp_path)
     assert "OOM: out of memory at step 1 (batch_size=64, max_length=512)" in done.stdout, (
         done.stderr[-2000:]
     )
     assert "lower either, or raise grad_accum" in done.stdout
     # The tiny model's activations fit: auto skipped checkpointing, so the error offers it.
     assert "or set gradient_checkpointing on" in done.stdout
+    assert not (tmp_path / "oom" / "adapter").exists()
+
+
+CUDA_OOM_SCRIPT = """
+import sys, torch
+from finetune_core.contracts.hooks import Hooks
+from finetune_core.errors import OutOfMemory
+from finetune_core.train import TrainConfig, train
+
+def squeeze(phase, step, total, event):
+    # Once step 1's checkpoint is saved, cap the GPU just above what is held, so step 2
+    # cannot allocate its activations (the cached blocks given back first).
+    if event["kind"] == "checkpoint" and step == 1:
+        torch.cuda.empty_cache()
+        total_bytes = torch.cuda.get_device_properties(0).total_memory
+        held = torch.cuda.memory_allocated() + (8 << 20)
+        torch.cuda.set_per_process_memory_fraction(held / total_bytes)
+
+cfg = TrainConfig(model="tiny-llama", data=sys.argv[1], output_dir=sys.argv[2], max_steps=3,
+                  batch_size=64, max_length=512, packing=False, quantization="none",
+                  val_fraction=0.0, save_every=1)
+try:
+    train(cfg, hooks=Hooks(progress=squeeze))
+except OutOfMemory as exc:
+    print("OOM:", exc)
+"""
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_out_of_memory_on_the_gpu_stops_clearly_and_keeps_the_checkpoint(tmp_path) -> None:
+    """The GPU path of the test above (make gpu-check runs it): torch.OutOfMemoryError at
+    step 2 becomes the same clear error, and step 1's checkpoint stays complete."""
+    from finetune_core.train.checkpoint import list_checkpoints
+
+    done = run_oom_script(CUDA_OOM_SCRIPT, tmp_path)
+    assert "OOM: out of memory at step 2 (batch_size=64, max_length=512)" in done.stdout, (
+        done.stdout[-2000:] + done.stderr[-2000:]
+    )
+    assert "lower either, or raise grad_accum" in done.stdout
+    assert "checkpoints so far are kept" in done.stdout
+    assert [p.name for p in list_checkpoints(tmp_path / "oom")] == ["step-000001"]
     assert not (tmp_path / "oom" / "adapter").exists()
 
 
