@@ -51,8 +51,8 @@ def test_prefork_child_killed_mid_run_resumes_and_finishes(
     start_worker: Callable[..., Worker], team: Any, owner: Any
 ) -> None:
     worker = start_worker(pool="prefork")
-    steps = 30  # enough that the kill lands mid-run however fast the steps are
-    cells = notebook(team, owner, worker, max_steps=steps, eval_every=steps, save_every=3)
+    steps, every = 30, 3  # enough steps that the kill lands mid-run however fast they are
+    cells = notebook(team, owner, worker, max_steps=steps, eval_every=steps, save_every=every)
     run = run_cell(cells["finetune"], owner)
     wait_for(checkpointed(run), timeout=90, what="the first checkpoint", worker=worker)
     with worker.paused():  # held still, so the run cannot finish before the kill lands
@@ -66,7 +66,7 @@ def test_prefork_child_killed_mid_run_resumes_and_finishes(
     assert job.deliveries == 2
     resumed = [e.data["step"] for e in job.events.all() if e.data.get("kind") == "resume"]
     # From the newest checkpoint: the one the database had seen, or one written after it.
-    assert len(resumed) == 1 and saved <= resumed[0] < steps and resumed[0] % 3 == 0
+    assert len(resumed) == 1 and saved <= resumed[0] < steps and resumed[0] % every == 0
     assert [h["step"] for h in run.outputs["history"]] == list(range(1, steps + 1))
 
 
